@@ -1,0 +1,133 @@
+"""Matplotlib figures for the report, returned as self-contained ``data:`` URIs."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn import metrics as skm
+
+STRATEGY_ORDER = ["scratch", "frozen", "partial", "full"]
+
+
+def to_data_uri(figure) -> str:
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def jpeg_data_uri(rgb: np.ndarray, quality: int = 85) -> str:
+    """Photos (X-rays, overlays) as JPEG: a tenth of the PNG size in the report."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
+
+
+def _grid(n_panels: int, columns: int = 4, size: float = 2.8):
+    rows = max(1, -(-n_panels // columns))
+    cols = min(columns, max(1, n_panels))
+    figure, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for ax in axes.flat[n_panels:]:
+        ax.set_visible(False)
+    return figure, list(axes.flat)
+
+
+def metric_by_strategy(table, metric: str, label: str):
+    """One panel per model: the metric of every seed (points) and the mean (bar) per strategy."""
+    models = sorted(table["model"].unique())
+    figure, axes = _grid(len(models), columns=len(models), size=2.6)
+    for ax, model in zip(axes, models, strict=False):
+        runs = table[table["model"] == model]
+        strategies = [s for s in STRATEGY_ORDER if s in set(runs["strategy"])]
+        for x, strategy in enumerate(strategies):
+            values = runs.loc[runs["strategy"] == strategy, metric].dropna().to_numpy(dtype=float)
+            jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0]
+            ax.bar(x, values.mean() if len(values) else 0, color="#cfd8e3", width=0.6)
+            ax.scatter(x + np.asarray(jitter), values, color="#1f4e79", s=18, zorder=3)
+        ax.set_xticks(range(len(strategies)), strategies, rotation=30)
+        ax.set_ylim(0, 1)
+        ax.set_title(model, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel(label)
+    return to_data_uri(figure)
+
+
+def curve_grid(runs: list[dict], classes: list[str], kind: str):
+    """ROC (one-vs-rest) or precision-recall curves, one panel per model × strategy."""
+    figure, axes = _grid(len(runs))
+    targets = [1] if len(classes) == 2 else range(len(classes))
+    colours = plt.cm.tab10.colors
+    for ax, run in zip(axes, runs, strict=False):
+        for seed_index, (y_true, probs) in enumerate(run["predictions"]):
+            for c in targets:
+                positive = y_true == c
+                if positive.all() or not positive.any():
+                    continue
+                if kind == "roc":
+                    x, y, _ = skm.roc_curve(positive, probs[:, c])
+                else:
+                    y, x, _ = skm.precision_recall_curve(positive, probs[:, c])
+                ax.plot(x, y, color=colours[c % 10], alpha=0.85, lw=1.2,
+                        label=classes[c] if seed_index == 0 else None)
+        if kind == "roc":
+            ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+        ax.set_title(run["title"], fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("false positive rate" if kind == "roc" else "recall", fontsize=8)
+        ax.set_ylabel("true positive rate" if kind == "roc" else "precision", fontsize=8)
+    if runs:
+        axes[0].legend(fontsize=7, loc="lower right")
+    return to_data_uri(figure)
+
+
+def confusion_grid(runs: list[dict], classes: list[str]):
+    """Confusion matrices summed over seeds, shaded by row (recall), counts printed."""
+    figure, axes = _grid(len(runs))
+    for ax, run in zip(axes, runs, strict=False):
+        matrix = np.sum(run["confusion"], axis=0)
+        normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), count in np.ndenumerate(matrix):
+            ax.text(j, i, int(count), ha="center", va="center", fontsize=8,
+                    color="white" if normalised[i, j] > 0.6 else "black")
+        short = [c[:10] for c in classes]
+        ax.set_xticks(range(len(classes)), short, rotation=45, fontsize=7)
+        ax.set_yticks(range(len(classes)), short, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.set_title(run["title"], fontsize=9)
+    return to_data_uri(figure)
+
+
+def history_grid(runs: list[dict], metric: str):
+    """Training (solid) and validation (dashed) curves per seed, one panel per model × strategy."""
+    figure, axes = _grid(len(runs))
+    colours = plt.cm.tab10.colors
+    for ax, run in zip(axes, runs, strict=False):
+        for i, (seed, history) in enumerate(run["histories"]):
+            colour = colours[i % 10]
+            ax.plot(history["epoch"], history[metric], color=colour, lw=1.2, label=f"seed {seed}")
+            ax.plot(history["epoch"], history[f"val_{metric}"], color=colour, lw=1.2, ls="--")
+            switch = history.loc[history["phase"] == "finetune", "epoch"]
+            if len(switch):
+                ax.axvline(switch.iloc[0] - 0.5, color="grey", lw=0.8, ls=":")
+        ax.set_title(run["title"], fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel(metric, fontsize=8)
+        if metric == "accuracy":
+            ax.set_ylim(0, 1)
+    if runs:
+        axes[0].legend(fontsize=7)
+    return to_data_uri(figure)

@@ -1,0 +1,141 @@
+"""Pretrained weights offline, for real: a local HTTP server, the fetch rule, the cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import copy_dataset, snakemake, write_config
+
+from scripts.weights import WeightsError, fetch
+
+
+class Handler(SimpleHTTPRequestHandler):
+    requests: list[str] = []
+    truncate = False
+
+    def do_GET(self):
+        Handler.requests.append(self.path)
+        if not Handler.truncate:
+            return super().do_GET()
+        body = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])  # then the connection drops
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def weights_server(tmp_path_factory):
+    """Serves a randomly initialised EfficientNetB0 *_notop file from 127.0.0.1."""
+    import keras
+
+    served = tmp_path_factory.mktemp("served")
+    keras.applications.EfficientNetB0(include_top=False, weights=None).save_weights(
+        served / "efficientnetb0_notop.weights.h5")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    data = (served / "efficientnetb0_notop.weights.h5").read_bytes()
+    yield {"url": f"http://127.0.0.1:{server.server_port}/efficientnetb0_notop.weights.h5",
+           "md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest()}
+    server.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def reset_handler():
+    Handler.requests.clear()
+    Handler.truncate = False
+
+
+def test_fetch_verifies_and_caches_atomically(weights_server, tmp_path):
+    dest = tmp_path / "cache" / "efficientnetb0_notop.weights.h5"
+    assert fetch(weights_server["url"], weights_server["md5"], dest) == weights_server["sha256"]
+    assert dest.exists() and list(dest.parent.iterdir()) == [dest]
+
+
+def test_wrong_hash_leaves_nothing_in_the_cache(weights_server, tmp_path):
+    dest = tmp_path / "cache" / "w.h5"
+    with pytest.raises(WeightsError, match="MD5 does not match the published 0{32}"):
+        fetch(weights_server["url"], "0" * 32, dest)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_truncated_download_leaves_nothing_in_the_cache(weights_server, tmp_path):
+    Handler.truncate = True
+    dest = tmp_path / "cache" / "w.h5"
+    with pytest.raises(WeightsError, match="interrupted.*nothing cached"):
+        fetch(weights_server["url"], weights_server["md5"], dest, timeout=10)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_unreachable_network_gives_prestaging_instructions(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    with pytest.raises(WeightsError, match=r"pre-stage the file: copy resnet.h5 \(MD5 abc\) to") as error:
+        fetch(f"http://127.0.0.1:{closed_port}/resnet.h5", "abc", tmp_path / "resnet.h5", timeout=5)
+    assert "weights: none" in str(error.value)
+    assert not (tmp_path / "resnet.h5").exists()
+
+
+def test_workflow_fetches_once_and_two_runs_reuse_the_file_offline(weights_server, tmp_path):
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(yaml.safe_dump({"efficientnetb0": {"url": weights_server["url"],
+                                                           "md5": weights_server["md5"]}}))
+    data = copy_dataset(tmp_path / "data", {"train": 8, "test": 3})
+    config = write_config(tmp_path / "c.yaml", data, models=["efficientnetb0"], strategies=["frozen"],
+                          seeds=[1, 2], weights="imagenet", weights_registry=str(registry),
+                          weights_cache=str(tmp_path / "cache"))
+    snakemake(tmp_path, "--configfile", str(config), "--cores", "2")
+    assert Handler.requests == ["/efficientnetb0_notop.weights.h5"]
+    for seed in (1, 2):
+        run_dir = tmp_path / f"results/tiny/runs/efficientnetb0/frozen/seed{seed}"
+        info = json.loads((run_dir / "train.json").read_text())
+        assert info["weights"]["source"] == "imagenet"
+        assert info["weights"]["sha256"] == weights_server["sha256"]
+    html = (tmp_path / "results/report.html").read_text()
+    assert weights_server["sha256"] in html and "NOT pretrained" not in html
+
+    # a corrupted cache file is refused by the training job itself, naming the file
+    cached = tmp_path / "cache" / "efficientnetb0_notop.weights.h5"
+    cached.write_bytes(cached.read_bytes()[:-100])
+    result = snakemake(tmp_path, "--configfile", str(config), "--cores", "1", "--forcerun", "train",
+                       check=False)
+    assert result.returncode != 0
+    assert f"weights file {cached}: MD5 does not match" in result.stderr
+    assert Handler.requests == ["/efficientnetb0_notop.weights.h5"]  # never downloaded again
+
+
+def test_training_job_opens_no_network_connection(weights_server, tmp_path, monkeypatch):
+    """The train step loads weights from the cached file only: any socket is an error."""
+
+    from scripts import stages
+
+    cache = tmp_path / "w.weights.h5"
+    fetch(weights_server["url"], weights_server["md5"], cache)
+    work = tmp_path / "work"
+    data = copy_dataset(work / "data", {"train": 8, "test": 3})
+    config = write_config(work / "c.yaml", data, models=["efficientnetb0"], strategies=["frozen"])
+    snakemake(work, "--configfile", str(config), "--cores", "1", "--until", "split", "prepare_images")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a training job opened a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    settings = yaml.safe_load(config.read_text())["training"]
+    stages.train(str(work / "results/tiny/data/images_32px.npy"), str(work / "results/tiny/splits/seed1.csv"),
+                 str(work / "results/tiny/runs/efficientnetb0/frozen/seed1"), settings,
+                 {"source": "imagenet", "path": str(cache), "md5": weights_server["md5"]})
+    info = json.loads((work / "results/tiny/runs/efficientnetb0/frozen/seed1/train.json").read_text())
+    assert info["weights"]["sha256"] == weights_server["sha256"]
