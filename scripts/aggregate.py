@@ -39,7 +39,15 @@ def run_row(run_dir: str | Path, expected: dict) -> dict:
         "cuda_visible_devices": env.get("cuda_visible_devices"),
         "devices": ",".join(info.get("devices", [])),
         "precision_policy": info.get("precision_policy"),
+        "training_input": _training_input(info),
     }
+
+
+def _training_input(info: dict) -> str:
+    """How the run saw its training images (the frozen cache trades augmentation for speed)."""
+    if info.get("feature_cache"):
+        return "cached features, no augmentation" + (" (reused)" if info.get("feature_cache_reused") else "")
+    return "augmented images" if info.get("augmentation_applied") else "images, no augmentation"
 
 
 def collect(runs: list[dict], results: str = "results") -> pd.DataFrame:

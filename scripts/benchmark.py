@@ -84,60 +84,63 @@ def model_for(name: str, image_size: int, n_classes: int):
 
 
 def bench_input_pipelines(demo: dict, image_size: int, batch_size: int, repeats: int) -> None:
+    split = str(demo["split"](1))
+    x, y, _ = stages._subset(str(demo["images"]), split, "train", stages.classes_of(split))
+    x = np.ascontiguousarray(x)
+    for name in ("scratch_cnn", "resnet50"):
+        bench_one_model(name, x, y, image_size, batch_size, repeats)
+    n_images = len(np.load(demo["images"], mmap_mode="r"))
+    record("2 vs ImageDataGenerator", f"our one-off decode of all {n_images} images at {image_size} px",
+           demo["decode_seconds"], "s", "prepare_images job, once per dataset x size")
+
+
+def bench_one_model(name: str, x: np.ndarray, y: np.ndarray, image_size: int, batch_size: int,
+                    repeats: int) -> None:
     import keras
     import tensorflow as tf
     import tf_keras
 
     from scripts.pipeline import augmentation, train_dataset
 
-    x, y, _ = stages._subset(str(demo["images"]), str(demo["split"](1)), "train",
-                             stages.classes_of(str(demo["split"](1))))
-    x = np.ascontiguousarray(x)
     n_classes = int(y.max()) + 1
-    for name in ("scratch_cnn", "resnet50"):
-        label = f"{name} ({'all trainable' if name == 'scratch_cnn' else 'frozen backbone'}), {image_size} px"
-        model = model_for(name, image_size, n_classes)
-        epoch = iter(range(1000))
-        ours = timed_epochs(lambda: model.fit(
-            train_dataset(x, y, batch_size, next(epoch), AUGMENT), verbose=0), repeats)
-        record("1 input pipeline", f"{label}: our tf.data pipeline", ours, "s/epoch")
+    label = f"{name} ({'all trainable' if name == 'scratch_cnn' else 'frozen backbone'}), {image_size} px"
+    model = model_for(name, image_size, n_classes)
+    epoch = iter(range(1000))
+    ours = timed_epochs(lambda: model.fit(
+        train_dataset(x, y, batch_size, next(epoch), AUGMENT), verbose=0), repeats)
+    record("1 input pipeline", f"{label}: our tf.data pipeline", ours, "s/epoch")
 
-        # The compute-bound limit: the same images as float tensors in memory, the same
-        # augmentation as layers inside the model (keras.io style), no input pipeline.
-        inner = model_for(name, image_size, n_classes)
-        in_memory = keras.Sequential([keras.Input((image_size, image_size, 3)),
-                                      augmentation(AUGMENT, 1), inner])
-        in_memory.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                          metrics=["accuracy"])
-        x_tensor, y_tensor = tf.constant(x, tf.float32), tf.constant(y)
-        limit = timed_epochs(lambda: in_memory.fit(x_tensor, y_tensor, batch_size=batch_size,
-                                                   shuffle=True, verbose=0), repeats)
-        record("1 input pipeline", f"{label}: in-memory tensors", limit, "s/epoch")
-        record("1 input pipeline", f"{label}: throughput ratio ours / in-memory", limit / ours, "x",
-               "target >= 0.9")
+    # The compute-bound limit: the same images as float tensors in memory, the same
+    # augmentation as layers inside the model (keras.io style), no input pipeline.
+    in_memory = keras.Sequential([keras.Input((image_size, image_size, 3)), augmentation(AUGMENT, 1),
+                                  model_for(name, image_size, n_classes)])
+    in_memory.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    x_tensor, y_tensor = tf.constant(x, tf.float32), tf.constant(y)
+    limit = timed_epochs(lambda: in_memory.fit(x_tensor, y_tensor, batch_size=batch_size, shuffle=True,
+                                               verbose=0), repeats)
+    record("1 input pipeline", f"{label}: in-memory tensors", limit, "s/epoch")
+    record("1 input pipeline", f"{label}: throughput ratio ours / in-memory", limit / ours, "x",
+           "target >= 0.9")
 
-        generator = tf_keras.preprocessing.image.ImageDataGenerator(
-            rescale=1 / 255, horizontal_flip=True, rotation_range=AUGMENT["rotation"] * 360,
-            width_shift_range=AUGMENT["shift"], height_shift_range=AUGMENT["shift"],
-            zoom_range=AUGMENT["zoom"])
-        flow = generator.flow_from_directory(str(DEMO / "train"), target_size=(image_size, image_size),
-                                             batch_size=batch_size, class_mode="sparse", seed=1)
-        notebook = model_for(name, image_size, n_classes)
+    generator = tf_keras.preprocessing.image.ImageDataGenerator(
+        rescale=1 / 255, horizontal_flip=True, rotation_range=AUGMENT["rotation"] * 360,
+        width_shift_range=AUGMENT["shift"], height_shift_range=AUGMENT["shift"], zoom_range=AUGMENT["zoom"])
+    flow = generator.flow_from_directory(str(DEMO / "train"), target_size=(image_size, image_size),
+                                         batch_size=batch_size, class_mode="sparse", seed=1)
+    notebook = model_for(name, image_size, n_classes)
 
-        def batches():
-            while True:
-                images, labels = next(flow)
-                yield images, labels.astype("int32")
+    def batches():
+        while True:
+            images, labels = next(flow)
+            yield images, labels.astype("int32")
 
-        stream = batches()
-        steps = len(flow)
-        legacy = timed_epochs(lambda: notebook.fit(stream, steps_per_epoch=steps, verbose=0), repeats)
-        record("2 vs ImageDataGenerator", f"{label}: flow_from_directory", legacy, "s/epoch",
-               "decodes every JPEG every epoch")
-        record("2 vs ImageDataGenerator", f"{label}: speed-up of our pipeline", legacy / ours, "x",
-               "target >= 3")
-    record("2 vs ImageDataGenerator", f"our one-off decode of all {len(np.load(demo['images'], mmap_mode='r'))}"
-           f" images at {image_size} px (prepare_images job)", demo["decode_seconds"], "s", "once per dataset x size")
+    stream = batches()
+    legacy = timed_epochs(lambda: notebook.fit(stream, steps_per_epoch=len(flow), verbose=0), repeats)
+    record("2 vs ImageDataGenerator", f"{label}: flow_from_directory", legacy, "s/epoch",
+           "decodes every JPEG every epoch")
+    record("2 vs ImageDataGenerator", f"{label}: speed-up of our pipeline", legacy / ours, "x",
+           "target >= 3")
 
 
 def run_train_job(demo: dict, run_dir: Path, seed: int, settings: dict, weights: dict) -> dict:
@@ -172,8 +175,9 @@ def bench_frozen_cache(demo: dict, work: Path, image_size: int, batch_size: int,
     seeds = range(1, 6)
     for cached in (False, True):
         path = "cached features" if cached else "end to end"
-        jobs = [run_train_job(demo, work / f"{'cached' if cached else 'e2e'}/demo/runs/resnet50/frozen/seed{s}",
-                              s, {**settings, "frozen_feature_cache": cached}, weights) for s in seeds]
+        results = work / ("cached" if cached else "end-to-end")
+        jobs = [run_train_job(demo, results / f"demo/runs/resnet50/frozen/seed{s}", s,
+                              {**settings, "frozen_feature_cache": cached}, weights) for s in seeds]
         record("3 frozen strategy", f"ResNet50 frozen, {epochs} epochs x 5 seeds, {path}: training time",
                sum(j["train"] for j in jobs), "s", "sum over seeds")
         record("3 frozen strategy", f"... {path}: whole jobs (start, build, train, test + Grad-CAM)",

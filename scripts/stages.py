@@ -66,9 +66,14 @@ def split(index_path: str, seed: int, val_fraction: float, leakage: str, out: st
     fsutil.write_csv(out, make_split(pd.read_csv(index_path), seed, val_fraction, leakage))
 
 
+def _rows(split_path: str, subset: str) -> np.ndarray:
+    """Rows of the split table (= of the decoded image array) in ``subset``."""
+    return np.flatnonzero(pd.read_csv(split_path)["subset"].to_numpy() == subset)
+
+
 def _subset(images_path: str, split_path: str, subset: str, classes: list[str]):
     split_table = pd.read_csv(split_path)
-    rows = np.flatnonzero(split_table["subset"].to_numpy() == subset)
+    rows = _rows(split_path, subset)
     images = np.load(images_path, mmap_mode="r")[rows]
     labels = split_table["label"].iloc[rows].map({c: i for i, c in enumerate(classes)})
     return images, labels.to_numpy(dtype=np.int32), split_table.iloc[rows]
@@ -84,6 +89,23 @@ def _run_identity(run_dir: str) -> dict:
     dataset, _, model, strategy, seed = Path(run_dir).parts[-5:]
     return {"dataset": dataset, "model": model, "strategy": strategy,
             "seed": int(seed.removeprefix("seed"))}
+
+
+def _feature_cache(images: str, split_path: str, run_dir: str, run: dict, settings: dict,
+                   weights: dict):
+    """The frozen backbone's shared feature cache, keyed by what the features depend on:
+    the decoded images, the backbone and its weights (or, for random init, the seed,
+    which draws them) and the precision. It lives in ``<results>/<dataset>/cache/``."""
+    from scripts.training import FeatureCache, fingerprint
+
+    stat = Path(images).stat()
+    backbone = weights.get("sha256") or f"random init, seed {run['seed']}"
+    key = fingerprint(images=[Path(images).name, stat.st_size, stat.st_mtime_ns], model=run["model"],
+                      backbone=backbone, precision=settings.get("mixed_precision", "none"))
+    name = f"{run['model']}-{Path(images).stem}-{key[:16]}.npy"
+    path = Path(run_dir).parents[3] / "cache" / "features" / name
+    return FeatureCache(path, np.load(images, mmap_mode="r"), _rows(split_path, "train"),
+                        _rows(split_path, "val"))
 
 
 def train(images: str, split_path: str, run_dir: str, settings: dict, weights: dict,
@@ -106,10 +128,13 @@ def train(images: str, split_path: str, run_dir: str, settings: dict, weights: d
         training.fingerprint(settings=settings, weights=weights, split=fsutil.sha256_file(split_path),
                              images=Path(images).stat().st_size, **run),
     )
+    feature_cache = None
+    if run["strategy"] == "frozen" and settings.get("frozen_feature_cache", True):
+        feature_cache = _feature_cache(images, split_path, run_dir, run, settings, weights)
     model, inference, history, summary = training.train(
         x_train, y_train, x_val, y_val, n_classes=len(classes), settings=settings,
         weights=weights.get("path"), checkpoint=checkpoint, model_name=run["model"],
-        strategy=run["strategy"], seed=run["seed"],
+        strategy=run["strategy"], seed=run["seed"], feature_cache=feature_cache,
     )
     out = Path(run_dir)
     evaluate(inference, run, *_subset(images, split_path, "test", classes), classes, out)

@@ -132,6 +132,33 @@ class Checkpoint:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+class FeatureCache:
+    """Pooled features of every image of one dataset × image size under one frozen
+    backbone (its weights file, or its seeded random init for ``weights: none``).
+
+    The frozen runs of every seed share it (only the validation rows differ between
+    seeds, so all images are cached) and later runs reuse it. It is written
+    atomically: a run in parallel reads either a complete file or none, in which case
+    it computes the same features itself.
+    """
+
+    def __init__(self, path: str | Path, images: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray):
+        self.path = Path(path)
+        self.images, self.train_rows, self.val_rows = images, train_rows, val_rows
+
+    def load_or_compute(self, inference) -> tuple[np.ndarray, np.ndarray, float, bool]:
+        """``(train features, val features, extraction seconds, reused)``."""
+        started = time.perf_counter()
+        features = np.load(self.path) if self.path.exists() else None
+        reused = features is not None and len(features) == len(self.images)
+        if not reused:
+            features = inference.run(self.images)["pooled"]
+            with fsutil.atomic_path(self.path) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, features)
+        seconds = 0.0 if reused else time.perf_counter() - started
+        return features[self.train_rows], features[self.val_rows], seconds, reused
+
+
 def save_model_weights(model, path: str | Path) -> None:
     """Layer weights only: an uncompiled view of the model has no optimizer to save."""
     import keras
@@ -185,8 +212,12 @@ def new_state() -> dict:
 
 
 def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, seed: int,
-          n_classes: int, settings: dict, weights: str | None, checkpoint: Checkpoint):
-    """Fit one run; returns ``(model, inference, history rows, summary dict)``."""
+          n_classes: int, settings: dict, weights: str | None, checkpoint: Checkpoint,
+          feature_cache: FeatureCache | None = None):
+    """Fit one run; returns ``(model, inference, history rows, summary dict)``.
+
+    With a ``feature_cache`` (frozen strategy) the head trains on cached backbone features.
+    """
     import keras
 
     from scripts.gradcam import Inference
@@ -196,8 +227,8 @@ def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, see
                                   settings.get("dropout", 0.3))
     inference = Inference(model, last_conv_layer(model_name), settings["batch_size"])
     weights_by_class = class_weights(y_train, n_classes, settings.get("class_weight", "balanced"))
-    if strategy == "frozen" and settings.get("frozen_feature_cache", True):
-        state, extra = _train_head_on_features(model, inference, x_train, y_train, x_val, y_val,
+    if feature_cache is not None:
+        state, extra = _train_head_on_features(model, inference, feature_cache, y_train, y_val,
                                                seed, settings, weights_by_class)
         resumed_from, trainable = 0, count_params(_head_model(model))
     else:
@@ -276,18 +307,15 @@ def _head_model(model):
     return keras.Model(pooled, model.get_layer("predictions")(model.get_layer("head_dropout")(pooled)))
 
 
-def _train_head_on_features(model, inference, x_train, y_train, x_val, y_val, seed, settings,
+def _train_head_on_features(model, inference, feature_cache, y_train, y_val, seed, settings,
                             weights_by_class):
-    """Frozen strategy: the backbone's pooled features are computed once and the head
-    trains on them. Augmentation would change the features, so it is off on this path
-    (recorded in the run metadata and the report); epochs take milliseconds, so a
-    killed run restarts instead of resuming."""
+    """Frozen strategy: the head trains on the backbone's cached pooled features.
+    Augmentation would change the features, so it is off on this path (recorded in the
+    run metadata and the report); epochs take milliseconds, so a killed run restarts
+    instead of resuming."""
     import tensorflow as tf
 
-    started = time.perf_counter()
-    train_features = inference.run(x_train)["pooled"]
-    val_features = inference.run(x_val)["pooled"]
-    extraction = time.perf_counter() - started
+    train_features, val_features, extraction, reused = feature_cache.load_or_compute(inference)
     head = _head_model(model)
     _compile(head, settings["learning_rate"], settings.get("xla", "auto"))
     state = new_state()
@@ -311,5 +339,5 @@ def _train_head_on_features(model, inference, x_train, y_train, x_val, y_val, se
         if state["stopped"]:
             break
     head.set_weights(best_weights)
-    return state, {"augmentation_applied": False, "feature_cache": "pooled backbone features",
-                   "feature_extraction_seconds": round(extraction, 3)}
+    return state, {"augmentation_applied": False, "feature_cache": str(feature_cache.path),
+                   "feature_cache_reused": reused, "feature_extraction_seconds": round(extraction, 3)}

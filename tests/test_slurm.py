@@ -44,7 +44,7 @@ def slurm_study(tmp_path_factory):
 
 
 def test_training_jobs_ran_as_gpu_slurm_jobs(slurm_study):
-    work, _, result = slurm_study
+    work, _, _ = slurm_study
     runs = pd.read_csv(work / "results/runs.csv", dtype=str)
     assert len(runs) == 2 and (runs["status"] == "ok").all()
     job_ids = set(runs["slurm_job_id"])
@@ -53,11 +53,10 @@ def test_training_jobs_ran_as_gpu_slurm_jobs(slurm_study):
     for job in job_ids:
         # scontrol still knows the finished job (MinJobAge): it asked for one GPU
         shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
-        assert re.search(r"TresPerJob=gres/gpu:1|TRES=.*gres/gpu=1", shown), shown
+        assert re.search(r"TresPerJob=gres[:/]gpu[:=]1", shown), shown
     html = (work / "results/report.html").read_text()
     for job in job_ids:
         assert f'class="l slurm-job">{job}<' in html
-    assert "sbatch" in result.stderr or "Submitted" in result.stderr or job_ids
 
 
 def test_failed_job_is_reported_and_rerun_completes_only_what_is_missing(slurm_study):

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import PROJECT, copy_dataset, snakemake, write_config
 
@@ -96,3 +97,33 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path, signal_number):
     log = (tmp_path / "logs/tiny/scratch_cnn/scratch/seed1/train.log").read_text()
     assert f"resuming from checkpoint after epoch {info['resumed_from_epoch']}" in log
     assert not (run_dir / "checkpoint").exists()
+
+
+class PooledMean:
+    """Stands in for ``Inference``: the 'features' are each image's channel means."""
+
+    calls = 0
+
+    def run(self, images):
+        PooledMean.calls += 1
+        return {"pooled": np.asarray(images, dtype=np.float32).mean(axis=(1, 2))}
+
+
+def test_feature_cache_is_computed_once_and_shared(tmp_path):
+    from scripts.training import FeatureCache
+
+    images = np.random.default_rng(0).integers(0, 255, (10, 4, 4, 3), dtype=np.uint8)
+    path = tmp_path / "cache" / "features.npy"
+    seed1 = FeatureCache(path, images, np.array([0, 1, 2, 3]), np.array([4, 5]))
+    train, val, seconds, reused = seed1.load_or_compute(PooledMean())
+    assert not reused and seconds > 0 and PooledMean.calls == 1
+    assert np.allclose(train, images[:4].mean(axis=(1, 2))) and val.shape == (2, 3)
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+
+    seed2 = FeatureCache(path, images, np.array([0, 1, 2, 4]), np.array([3, 5]))  # another val split
+    train2, val2, seconds2, reused2 = seed2.load_or_compute(PooledMean())
+    assert reused2 and seconds2 == 0 and PooledMean.calls == 1
+    assert np.allclose(val2[0], train[3])
+
+    np.save(path, np.zeros((3, 3), np.float32))  # a cache of another image set is not trusted
+    assert not FeatureCache(path, images, np.array([0]), np.array([1])).load_or_compute(PooledMean())[3]
