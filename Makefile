@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint
+.PHONY: demo test lint benchmark
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,3 +20,6 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	. $(VENV)/bin/activate && ruff check . && snakefmt --check workflow && snakemake --lint
+
+benchmark: $(STAMP)
+	. $(VENV)/bin/activate && python -m scripts.benchmark

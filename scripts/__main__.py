@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--weights", default="{}", help="JSON: source, path, sha256/md5")
     p.add_argument("--threads", type=int, help="CPU threads for TensorFlow (default: all)")
+    p = steps.add_parser("download-kaggle", help="download a Kaggle dataset (kaggle CLI) into its root")
+    for name in ("slug", "root", "manifest", "marker"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--subfolder", default="", help="folder inside the archive that holds train/ and test/")
+
     p = steps.add_parser("aggregate", help="collect every run into one table with CIs")
     for name in ("runs", "table", "summary"):
         p.add_argument(f"--{name}", required=True)
@@ -54,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p = steps.add_parser("report", help="render the HTML report")
     for name in ("study", "table", "output"):
         p.add_argument(f"--{name}", required=True)
+    p.add_argument("--figures", help="folder for the key figures as PNG (for snakemake --report)")
     return parser
 
 
@@ -79,10 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.step == "train":
             stages.train(args.images, args.split, args.run_dir, json.loads(args.settings),
                          json.loads(args.weights), args.threads)
+        elif args.step == "download-kaggle":
+            from scripts.download import kaggle_dataset
+
+            kaggle_dataset(args.slug, args.subfolder, args.root, args.manifest, args.marker)
         elif args.step == "aggregate":
             stages.aggregate(json.loads(args.runs), args.table, args.summary)
         elif args.step == "report":
-            stages.report(json.loads(args.study), args.table, args.output)
+            stages.report(json.loads(args.study), args.table, args.output, args.figures)
     except (DataError, WeightsError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1

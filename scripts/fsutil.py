@@ -24,6 +24,11 @@ def sha256_file(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
+# Read once at import (os.umask can only be read by setting it).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path next to ``path``; move it into place only on success."""
@@ -32,6 +37,7 @@ def atomic_path(path: str | os.PathLike):
     # Same ending as the target: Keras insists on names ending in ".weights.h5".
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=f"-{target.name}")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from the user's group
     try:
         yield Path(tmp)
         os.replace(tmp, target)

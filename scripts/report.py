@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import platform
 import subprocess
@@ -201,8 +202,27 @@ def weights_table(table: pd.DataFrame) -> list[dict]:
             .sort_values("model").to_dict("records"))
 
 
+def interval(mean: float, half_width: float, digits: int = 3) -> str:
+    """A metric's 95% interval clipped to [0, 1]: with 2 seeds t = 12.7 makes the raw
+    interval wider than the metric's range."""
+    if half_width is None or pd.isna(half_width) or mean is None or pd.isna(mean):
+        return "n/a (one seed)"
+    low, high = max(0.0, mean - half_width), min(1.0, mean + half_width)
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def write_figures(datasets: list[dict], directory: str | Path) -> None:
+    """Each dataset's figures as ``<dataset>-<figure>.png`` (decoded from the data URIs)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for section in datasets:
+        for name, uri in section["figures"].items():
+            if uri:
+                with fsutil.atomic_path(Path(directory, f"{section['name']}-{name}.png")) as tmp:
+                    tmp.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+
+
 def render(settings: dict, skipped: list[dict], table: pd.DataFrame, results: str | Path,
-           output: str | Path, project: str | Path = ".") -> None:
+           output: str | Path, project: str | Path = ".", figures: str | Path | None = None) -> None:
     results = Path(results)
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("scripts", "templates"),
@@ -210,6 +230,7 @@ def render(settings: dict, skipped: list[dict], table: pd.DataFrame, results: st
         undefined=jinja2.StrictUndefined,
     )
     environment.filters["num"] = lambda v, d=3: "–" if v is None or pd.isna(v) else f"{v:.{d}f}"
+    environment.filters["interval"] = interval
     context = {
         "title": settings["report"]["title"],
         "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -227,4 +248,6 @@ def render(settings: dict, skipped: list[dict], table: pd.DataFrame, results: st
         "n_runs": len(table),
     }
     html = environment.get_template("report.html.j2").render(**context)
+    if figures:
+        write_figures(context["datasets"], figures)
     fsutil.write_text(output, html)

@@ -178,10 +178,11 @@ def aggregate(runs: list[dict], table_out: str, summary_out: str) -> None:
     fsutil.write_csv(summary_out, agg.summarise(table))
 
 
-def report(study: dict, table: str, output: str) -> None:
-    """``study``: the validated config plus the skipped combinations."""
+def report(study: dict, table: str, output: str, figures: str | None = None) -> None:
+    """``study``: the validated config plus the skipped combinations. The key figures
+    are also written as PNGs to ``figures`` for ``snakemake --report``."""
     from scripts import report as rep
 
     frame = pd.read_csv(table, dtype={"slurm_job_id": str, "cuda_visible_devices": str})
     rep.render(study["config"], study["skipped"], frame, "results", output,
-               Path(__file__).resolve().parent.parent)
+               Path(__file__).resolve().parent.parent, figures)

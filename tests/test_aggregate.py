@@ -54,3 +54,11 @@ def test_missing_runs_are_listed_not_dropped(tmp_path):
     assert list(frame["status"]) == ["ok", "missing"]
     summary = summarise(frame)
     assert summary.iloc[0]["n_seeds"] == 1 and summary.iloc[0]["accuracy"] == 0.5
+
+
+def test_report_intervals_stay_inside_the_metric_range():
+    from scripts.report import interval
+
+    assert interval(0.773, 1.428) == "[0.000, 1.000]"
+    assert interval(0.5, 0.1, 2) == "[0.40, 0.60]"
+    assert interval(0.5, float("nan")) == "n/a (one seed)"

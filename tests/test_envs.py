@@ -22,8 +22,7 @@ def requirement_pins() -> dict[str, str]:
 
 
 def normalise(name: str) -> str:
-    name = re.sub(r"\[.*\]", "", name).strip().lower().replace("_", "-")
-    return "tensorflow" if name == "tensorflow-cpu" else name
+    return re.sub(r"\[.*\]", "", name).strip().lower().replace("_", "-")
 
 
 def test_every_rule_that_runs_code_declares_a_pinned_env():

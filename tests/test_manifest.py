@@ -123,3 +123,4 @@ def test_duplicates_inside_one_split():
     groups = find_duplicates(records)
     assert {"train/Viral Pneumonia/019.jpeg", "train/Viral Pneumonia/020.jpeg"} == set(
         next(g["paths"] for g in groups if "train/Viral Pneumonia/019.jpeg" in g["paths"]))
+

@@ -44,7 +44,9 @@ def slurm_study(tmp_path_factory):
 
 
 def test_training_jobs_ran_as_gpu_slurm_jobs(slurm_study):
-    work, _, _ = slurm_study
+    work, _, result = slurm_study
+    for rule in ("verify", "split", "aggregate", "report"):  # on the login node, not submitted
+        assert f"localrule {rule}:" in result.stderr
     runs = pd.read_csv(work / "results/runs.csv", dtype=str)
     assert len(runs) == 2 and (runs["status"] == "ok").all()
     job_ids = set(runs["slurm_job_id"])

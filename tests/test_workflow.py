@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -90,3 +95,50 @@ def test_tiny_study_report_contents(tiny_study):
     assert XSS_CLASS not in html and "&lt;img src=x onerror=alert(1)&gt; &amp; &#34;q&#34;" in html
     assert not re.search(r'(src|href)="(https?:)?//', html)  # self-contained
     assert len(re.findall(r'src="data:image/(png|jpeg);base64,', html)) > 20
+
+
+def test_snakemake_report_has_the_study_report_and_figures(tiny_study, tmp_path):
+    work = tiny_study["workdir"]
+    archive = tmp_path / "snakemake-report.zip"
+    snakemake(work, "--configfile", str(tiny_study["config"]), "--report", str(archive))
+    names = zipfile.ZipFile(archive).namelist()
+    assert any(n.endswith("results/report.html") for n in names)
+    for figure in ("roc", "confusion", "metric_f1", "loss"):
+        assert any(n.endswith(f"tiny-{figure}.png") for n in names), names
+
+
+def test_keep_going_then_report_the_finished_runs(tmp_path):
+    """One failed run does not block the report of the others when asked for."""
+    data = copy_dataset(tmp_path / "data", {"train": 10, "test": 3})
+    config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
+                          seeds=[1, 2], training={"image_size": 32, "batch_size": 8, "epochs": 1})
+    snakemake(tmp_path, "--configfile", str(config), "--cores", "1", "--until", "split")
+    broken = tmp_path / "results/tiny/splits/seed2.csv"
+    broken.write_text("not,a,split\n")  # seed 2's training job will fail on it
+    result = snakemake(tmp_path, "--configfile", str(config), "--cores", "1", "--keep-going", check=False)
+    assert result.returncode != 0 and "Error in rule train" in result.stderr
+    finished = tmp_path / "results/tiny/runs/scratch_cnn/scratch/seed1/metrics.json"
+    before = finished.stat().st_mtime_ns
+    assert not (tmp_path / "results/report.html").exists()
+
+    snakemake(tmp_path, "--configfile", str(config), "--cores", "1", "--config", "allow_missing_runs=true")
+    html = (tmp_path / "results/report.html").read_text()
+    assert "1 run failed or did not finish" in html and "scratch_cnn · scratch · seed 2" in html
+    runs = pd.read_csv(tmp_path / "results/runs.csv")
+    assert dict(zip(runs["seed"], runs["status"], strict=True)) == {1: "ok", 2: "missing"}
+    assert finished.stat().st_mtime_ns == before  # the finished run was kept as it was
+
+
+def test_slurm_profile_dry_run_on_a_machine_without_slurm(tmp_path):
+    """Only `which` on PATH besides Python: no sbatch, squeue or sacct to be found."""
+    (tmp_path / "which").symlink_to(shutil.which("which"))
+    env = {"HOME": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{tmp_path}"}
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--profile",
+                             "profiles/slurm"], cwd=PROJECT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert job_counts(output)["train"] == 26
+    train_jobs = re.findall(r"^rule train:.*?^    resources: (.*?)$", output, re.S | re.M)
+    assert len(train_jobs) == 26
+    assert all("gpu=1" in job and "slurm_partition=gpu" in job for job in train_jobs)

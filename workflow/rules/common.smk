@@ -61,11 +61,11 @@ def check_config():
     """What the schema cannot express, checked before any job starts."""
     problems = []
     for name, dataset in config["datasets"].items():
-        if not Path(dataset["path"]).is_dir():
+        if not Path(dataset["path"]).is_dir() and "kaggle" not in dataset:
             problems.append(
                 f"datasets.{name}.path: folder {dataset['path']} does not exist"
             )
-        if not Path(dataset["manifest"]).is_file():
+        if not Path(dataset["manifest"]).is_file() and "kaggle" not in dataset:
             problems.append(
                 f"datasets.{name}.manifest: {dataset['manifest']} does not exist; create it with "
                 f"`python -m scripts manifest {dataset['path']} -o {dataset['manifest']}`"
@@ -110,8 +110,29 @@ for skip in SKIPPED:
     logger.info(f"skipped {skip['model']} x {skip['strategy']}: {skip['reason']}")
 
 
-def run_dirs():
-    return [RUN_DIR.format(**run) for run in RUNS]
+def run_outputs(name):
+    """One output file of every planned run. With ``allow_missing_runs`` only the files
+    that exist: after ``snakemake --keep-going`` left failed runs, the report covers the
+    finished ones and lists the others as missing."""
+    paths = [f"{RUN_DIR.format(**run)}/{name}" for run in RUNS]
+    if config["allow_missing_runs"]:
+        paths = [path for path in paths if Path(path).exists()]
+    return paths
+
+
+def kaggle_marker(wildcards):
+    """A downloadable dataset is verified only after its download rule ran."""
+    if "kaggle" in config["datasets"][wildcards.dataset]:
+        return [f"resources/downloads/{wildcards.dataset}.json"]
+    return []
+
+
+def manifest_input(wildcards):
+    """The manifest, unless a Kaggle download will write it (no shipped manifest)."""
+    dataset = config["datasets"][wildcards.dataset]
+    if "kaggle" in dataset and not Path(dataset["manifest"]).is_file():
+        return []
+    return [dataset["manifest"]]
 
 
 def dataset_root(wildcards):

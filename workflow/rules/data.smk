@@ -1,12 +1,32 @@
 localrules:
+    download_dataset,
     verify,
     split,
+
+
+rule download_dataset:
+    """Download a Kaggle dataset into its root on the login node (only if absent)."""
+    output:
+        "resources/downloads/{dataset}.json",
+    log:
+        "logs/{dataset}/download.log",
+    conda:
+        "../../envs/data.yaml"
+    params:
+        slug=lambda w: config["datasets"][w.dataset]["kaggle"]["dataset"],
+        subfolder=lambda w: config["datasets"][w.dataset]["kaggle"].get("subfolder", ""),
+        root=dataset_root,
+        manifest=lambda w: config["datasets"][w.dataset]["manifest"],
+    shell:
+        "python -m scripts download-kaggle --slug {params.slug} --subfolder {params.subfolder:q}"
+        " --root {params.root:q} --manifest {params.manifest:q} --marker {output} > {log} 2>&1"
 
 
 rule verify:
     """Recompute every image's SHA256 against the manifest before anything trains."""
     input:
-        manifest=lambda w: config["datasets"][w.dataset]["manifest"],
+        manifest=manifest_input,
+        download=kaggle_marker,
     output:
         index="results/{dataset}/data/index.csv",
         report="results/{dataset}/data/verify.json",
@@ -16,11 +36,12 @@ rule verify:
         "../../envs/data.yaml"
     params:
         root=dataset_root,
+        manifest=lambda w: config["datasets"][w.dataset]["manifest"],
         listing=dataset_listing,
         leakage=config["data"]["leakage"],
     shell:
         "python -m scripts verify --dataset {wildcards.dataset} --root {params.root:q}"
-        " --manifest {input.manifest:q} --leakage {params.leakage}"
+        " --manifest {params.manifest:q} --leakage {params.leakage}"
         " --index {output.index} --report {output.report} > {log} 2>&1"
 
 

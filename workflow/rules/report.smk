@@ -6,8 +6,8 @@ localrules:
 rule aggregate:
     """One table of every run plus mean and 95% CI over seeds per combination."""
     input:
-        metrics=[f"{d}/metrics.json" for d in run_dirs()],
-        info=[f"{d}/train.json" for d in run_dirs()],
+        metrics=run_outputs("metrics.json"),
+        info=run_outputs("train.json"),
     output:
         table="results/runs.csv",
         summary="results/summary.csv",
@@ -29,10 +29,22 @@ rule report:
         verified=expand(
             "results/{dataset}/data/verify.json", dataset=config["datasets"]
         ),
-        gradcam=[f"{d}/gradcam.npz" for d in run_dirs()],
-        predictions=[f"{d}/predictions.csv" for d in run_dirs()],
+        gradcam=run_outputs("gradcam.npz"),
+        predictions=run_outputs("predictions.csv"),
     output:
-        "results/report.html",
+        html=report(
+            "results/report.html",
+            caption="../report/study.rst",
+            category="Study report",
+        ),
+        figures=report(
+            directory("results/figures"),
+            patterns=["{dataset}-{figure}.png"],
+            caption="../report/figure.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "{figure}"},
+        ),
     log:
         "logs/report.log",
     conda:
@@ -41,4 +53,4 @@ rule report:
         study=json.dumps({"config": config, "skipped": SKIPPED}),
     shell:
         "python -m scripts report --study {params.study:q} --table {input.table}"
-        " --output {output} > {log} 2>&1"
+        " --output {output.html} --figures {output.figures} > {log} 2>&1"
