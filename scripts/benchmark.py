@@ -105,14 +105,17 @@ def bench_one_model(name: str, x: np.ndarray, y: np.ndarray, image_size: int, ba
     n_classes = int(y.max()) + 1
     label = f"{name} ({'all trainable' if name == 'scratch_cnn' else 'frozen backbone'}), {image_size} px"
     model = model_for(name, image_size, n_classes)
-    epoch = iter(range(1000))
+    epoch, augment = iter(range(1000)), augmentation(AUGMENT)
     ours = timed_epochs(lambda: model.fit(
-        train_dataset(x, y, batch_size, next(epoch), AUGMENT), verbose=0), repeats)
+        train_dataset(x, y, batch_size, next(epoch), augment), verbose=0), repeats)
     record("1 input pipeline", f"{label}: our tf.data pipeline", ours, "s/epoch")
 
-    # The compute-bound limit: the same images as float tensors in memory, the same
-    # augmentation as layers inside the model (keras.io style), no input pipeline.
-    in_memory = keras.Sequential([keras.Input((image_size, image_size, 3)), augmentation(AUGMENT, 1),
+    # The compute-bound limit: the same images as float tensors in memory, augmentation
+    # as Keras layers inside the model (keras.io style), no input pipeline.
+    layers = [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(AUGMENT["rotation"]),
+              keras.layers.RandomTranslation(AUGMENT["shift"], AUGMENT["shift"]),
+              keras.layers.RandomZoom(AUGMENT["zoom"])]
+    in_memory = keras.Sequential([keras.Input((image_size, image_size, 3)), *layers,
                                   model_for(name, image_size, n_classes)])
     in_memory.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
@@ -136,6 +139,14 @@ def bench_one_model(name: str, x: np.ndarray, y: np.ndarray, image_size: int, ba
             yield images, labels.astype("int32")
 
     stream = batches()
+    if name == "scratch_cnn":  # the input side alone, once: no model, just one epoch of batches
+        ours_input = timed_epochs(lambda: [b for b in train_dataset(x, y, batch_size, 0, augment)], repeats)
+        legacy_input = timed_epochs(lambda: [next(stream) for _ in range(len(flow))], repeats)
+        record("2 vs ImageDataGenerator", "input only (one epoch of augmented batches, no model): ours",
+               ours_input, "s/epoch")
+        record("2 vs ImageDataGenerator", "input only: flow_from_directory", legacy_input, "s/epoch")
+        record("2 vs ImageDataGenerator", "input only: speed-up of our pipeline", legacy_input / ours_input,
+               "x", "what a GPU, where the model step is cheap, would see")
     legacy = timed_epochs(lambda: notebook.fit(stream, steps_per_epoch=len(flow), verbose=0), repeats)
     record("2 vs ImageDataGenerator", f"{label}: flow_from_directory", legacy, "s/epoch",
            "decodes every JPEG every epoch")
@@ -160,13 +171,10 @@ def run_train_job(demo: dict, run_dir: Path, seed: int, settings: dict, weights:
 def bench_frozen_cache(demo: dict, work: Path, image_size: int, batch_size: int, epochs: int) -> None:
     import keras
 
-    from scripts.models import build_model
-
     # A stand-in for the ImageNet file (nothing can be downloaded here): same
     # architecture, same size, random values. Frozen-path cost does not depend on them.
-    model, _ = build_model("resnet50", image_size, 3, None)
     backbone_file = work / "resnet50_notop_random.weights.h5"
-    keras.Model(model.inputs, model.get_layer("resnet50").output).save_weights(backbone_file)
+    keras.applications.ResNet50(include_top=False, weights=None).save_weights(backbone_file)
     weights = {"source": "benchmark stand-in", "path": str(backbone_file),
                "sha256": fsutil.sha256_file(backbone_file)}
     settings = {"image_size": image_size, "batch_size": batch_size, "epochs": epochs, "warmup_epochs": 0,
@@ -244,20 +252,21 @@ def bench_job_overhead(demo: dict, work: Path, image_size: int, repeats: int) ->
     model_file = work / "resnet50_model.weights.h5"
     keras.Model(model.inputs, model.outputs).save_weights(model_file)
     code = probe.format(size=image_size, weights=model_file, images=demo["images"])
-    samples = {"python start": [], "import tensorflow + keras": [], "build ResNet50 + load weights": [],
-               "trace the Grad-CAM/inference function": [], "64 test images, steady state": []}
+    steps = ["python start, numpy and project imports", "import tensorflow + keras",
+             "build ResNet50 + load weights", "trace the Grad-CAM/inference function",
+             "64 test images, steady state"]
+    samples = {step: [] for step in steps}
     for _ in range(repeats):
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONPATH": str(PROJECT)})
         total = time.perf_counter() - started
         parts = [float(v) for v in done.stdout.split()[-4:]]
-        samples["python start"].append(total - sum(parts))
-        for key, value in zip(list(samples)[1:], parts, strict=True):
-            samples[key].append(value)
-    for key, values in samples.items():
-        record("5 per-job overhead", f"{key}", statistics.median(values), "s")
-    fixed = sum(statistics.median(v) for k, v in samples.items() if k != "64 test images, steady state")
+        for step, value in zip(steps, [total - sum(parts), *parts], strict=True):
+            samples[step].append(value)
+    for step, values in samples.items():
+        record("5 per-job overhead", step, statistics.median(values), "s")
+    fixed = sum(statistics.median(samples[step]) for step in steps[:-1])
     record("5 per-job overhead", "fixed cost a separate evaluate job would add per run", fixed, "s",
            "saved: the train job evaluates in-process (plus one scheduler round-trip on Slurm)")
 

@@ -23,37 +23,65 @@ def _options():
     return options
 
 
-def augmentation(settings: dict, seed: int):
-    """Random flip/rotation/shift/zoom as one Keras model, seeded; None when off."""
-    import keras
+def augmentation(settings: dict):
+    """Random flip/rotation/shift/zoom of a float batch as one ``tf.function(batch, seed)``,
+    or None when off.
+
+    Stateless: the result depends only on ``seed`` (epoch seed, batch number), so a run
+    resumed mid-training augments exactly as an uninterrupted one. Built once per run
+    and traced once: rebuilding Keras augmentation layers every epoch cost 0.3-0.4 s of
+    tracing per epoch on a 2-core CPU. Ranges follow Keras's layers: ``rotation`` is a
+    fraction of a full turn, ``shift`` of the image size, ``zoom`` of the scale.
+    """
+    import math
+
+    import tensorflow as tf
 
     if not settings.get("enabled", True):
         return None
-    layers = []
-    if settings.get("flip", False):
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if settings.get("rotation", 0):
-        layers.append(keras.layers.RandomRotation(settings["rotation"], fill_mode="constant", seed=seed + 1))
-    if settings.get("shift", 0):
-        shift = settings["shift"]
-        layers.append(keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed + 2))
-    if settings.get("zoom", 0):
-        layers.append(keras.layers.RandomZoom(settings["zoom"], fill_mode="constant", seed=seed + 3))
-    return keras.Sequential(layers, name="augmentation") if layers else None
+    flip, rotation = settings.get("flip", False), settings.get("rotation", 0) * 2 * math.pi
+    shift, zoom = settings.get("shift", 0), settings.get("zoom", 0)
+    if not (flip or rotation or shift or zoom):
+        return None
+
+    @tf.function(reduce_retracing=True)
+    def augment(batch, seed):
+        seeds = tf.random.experimental.stateless_split(seed, 5)
+        if flip:
+            batch = tf.image.stateless_random_flip_left_right(batch, seeds[0])
+        n = tf.shape(batch)[0]
+        height, width = tf.cast(tf.shape(batch)[1], tf.float32), tf.cast(tf.shape(batch)[2], tf.float32)
+
+        def uniform(i, limit):
+            return tf.random.stateless_uniform([n], seeds[i], -limit, limit)
+
+        angle, scale = uniform(1, rotation), 1.0 + uniform(4, zoom)
+        dx, dy = uniform(2, shift) * width, uniform(3, shift) * height
+        # Output pixel -> input pixel: rotate and scale about the centre, then shift.
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        a0, a1 = tf.cos(angle) * scale, -tf.sin(angle) * scale
+        b0, b1 = tf.sin(angle) * scale, tf.cos(angle) * scale
+        zeros = tf.zeros_like(angle)
+        transforms = tf.stack([a0, a1, cx - a0 * cx - a1 * cy - dx,
+                               b0, b1, cy - b0 * cx - b1 * cy - dy, zeros, zeros], axis=1)
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=batch, transforms=transforms, output_shape=tf.shape(batch)[1:3], fill_value=0.0,
+            interpolation="BILINEAR", fill_mode="CONSTANT")
+
+    return augment
 
 
-def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
-                  augment_settings: dict):
-    """Shuffled, augmented batches of ``(float32 image 0..255, int label)``."""
+def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, augment=None):
+    """Shuffled batches of ``(float32 image 0..255, int label)``, augmented by ``augment``
+    (from :func:`augmentation`) with seeds derived from ``seed`` and the batch number."""
     import tensorflow as tf
 
-    augment = augmentation(augment_settings, seed)
     images_t, labels_t = tf.constant(images), tf.constant(labels)
 
-    def gather(indices):
+    def gather(batch_number, indices):
         batch = tf.cast(tf.gather(images_t, indices), tf.float32)
         if augment is not None:
-            batch = augment(batch, training=True)
+            batch = augment(batch, tf.stack([tf.constant(seed, tf.int64), batch_number]))
         return batch, tf.gather(labels_t, indices)
 
     # Dropping the last partial batch keeps one batch shape: a second shape retraces
@@ -63,6 +91,7 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, seed:
         tf.data.Dataset.range(len(images))
         .shuffle(len(images), seed=seed)
         .batch(batch_size, drop_remainder=len(images) > batch_size)
+        .enumerate()
         .map(gather, num_parallel_calls=os.cpu_count())
         .prefetch(2)
         .with_options(_options())

@@ -24,7 +24,7 @@ import numpy as np
 from scripts import fsutil
 from scripts.grid import phases
 from scripts.models import build_model, count_params, last_conv_layer, set_trainable
-from scripts.pipeline import train_dataset
+from scripts.pipeline import augmentation, train_dataset
 
 
 def configure_tensorflow(settings: dict, threads: int | None = None) -> dict:
@@ -265,6 +265,7 @@ def _train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val
         model.load_weights(checkpoint.path(resumed_from))
         print(f"resuming from checkpoint after epoch {resumed_from}")
     trainable = count_params(model)
+    augment = augmentation(settings.get("augmentation", {}))
     for index, (phase, first, end) in enumerate(plan):
         if state["epoch"] >= end or state["stopped"]:
             continue
@@ -276,9 +277,8 @@ def _train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val
             model.load_weights(checkpoint.path(state["epoch"]))
         for epoch in range(state["epoch"], end):
             started = time.perf_counter()
-            data = train_dataset(x_train, y_train, settings["batch_size"], epoch_seed(seed, epoch),
-                                 settings.get("augmentation", {}))
-            fit = model.fit(data, epochs=epoch + 1, initial_epoch=epoch,
+            data = train_dataset(x_train, y_train, settings["batch_size"], epoch_seed(seed, epoch), augment)
+            fit = model.fit(data, epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
                             class_weight=weights_by_class, verbose=2)
             scores = validation_scores(inference.run(x_val)["probabilities"], y_val)
             row = {"epoch": epoch + 1, "phase": phase.name,
@@ -311,8 +311,9 @@ def _train_head_on_features(model, inference, feature_cache, y_train, y_val, see
                             weights_by_class):
     """Frozen strategy: the head trains on the backbone's cached pooled features.
     Augmentation would change the features, so it is off on this path (recorded in the
-    run metadata and the report); epochs take milliseconds, so a killed run restarts
-    instead of resuming."""
+    run metadata and the report). All epochs run in one ``fit`` (a call per epoch cost
+    more than the epoch itself); a killed run restarts instead of resuming."""
+    import keras
     import tensorflow as tf
 
     train_features, val_features, extraction, reused = feature_cache.load_or_compute(inference)
@@ -320,24 +321,25 @@ def _train_head_on_features(model, inference, feature_cache, y_train, y_val, see
     _compile(head, settings["learning_rate"], settings.get("xla", "auto"))
     state = new_state()
     stopping = EarlyStopping(state, settings.get("early_stopping_patience", 0))
-    best_weights = None
-    for epoch in range(settings["epochs"]):
-        started = time.perf_counter()
-        data = (tf.data.Dataset.from_tensor_slices((train_features, y_train))
-                .shuffle(len(y_train), seed=epoch_seed(seed, epoch)).batch(settings["batch_size"]))
-        fit = head.fit(data, epochs=epoch + 1, initial_epoch=epoch, class_weight=weights_by_class,
-                       verbose=0)
-        scores = validation_scores(head.predict(val_features, verbose=0), y_val)
-        seconds = time.perf_counter() - started + (extraction if epoch == 0 else 0)
+    best_weights, started = [None], [time.perf_counter()]
+
+    def on_epoch_end(epoch, logs):
+        seconds = time.perf_counter() - started[0] + (extraction if epoch == 0 else 0)
         row = {"epoch": epoch + 1, "phase": "head (cached features)", "seconds": round(seconds, 3),
-               **{k: float(v[-1]) for k, v in fit.history.items()}, **scores}
+               **{k: float(v) for k, v in logs.items()}}
         print(f"epoch {epoch + 1}: {row}")
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        if stopping.update(epoch + 1, scores["val_loss"]):
-            best_weights = head.get_weights()
-        if state["stopped"]:
-            break
-    head.set_weights(best_weights)
+        if stopping.update(epoch + 1, logs["val_loss"]):
+            best_weights[0] = head.get_weights()
+        head.stop_training = state["stopped"]
+        started[0] = time.perf_counter()
+
+    data = (tf.data.Dataset.from_tensor_slices((train_features, y_train))
+            .shuffle(len(y_train), seed=seed, reshuffle_each_iteration=True).batch(settings["batch_size"]))
+    head.fit(data, epochs=settings["epochs"], validation_data=(val_features, y_val), shuffle=False,
+             class_weight=weights_by_class, verbose=0,
+             callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)])
+    head.set_weights(best_weights[0])
     return state, {"augmentation_applied": False, "feature_cache": str(feature_cache.path),
                    "feature_cache_reused": reused, "feature_extraction_seconds": round(extraction, 3)}
