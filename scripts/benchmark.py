@@ -38,7 +38,8 @@ ROWS: list[dict] = []
 
 
 def record(section: str, what: str, value: float, unit: str, note: str = "") -> None:
-    row = {"section": section, "measurement": what, "value": round(value, 3), "unit": unit, "note": note}
+    row = {"section": section, "measurement": what, "value": round(value, 3), "unit": unit, "note": note,
+           "measured": time.strftime("%Y-%m-%d %H:%M")}
     ROWS.append(row)
     print(f"[{section}] {what}: {row['value']} {unit} {note}", flush=True)
 
@@ -296,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frozen-epochs", type=int, default=10)
     parser.add_argument("--only", nargs="*", choices=["1", "3", "4", "5"],
-                        help="sections to run (1 runs 1 and 2); default all")
+                        help="sections to run (1 runs 1 and 2), keeping the others' previous rows; "
+                        "default all")
     args = parser.parse_args(argv)
     sections = set(args.only or ["1", "3", "4", "5"])
     machine = describe_machine()
@@ -314,9 +316,15 @@ def main(argv: list[str] | None = None) -> int:
             bench_job_overhead(demo, work, args.image_size, args.repeats)
     table = pd.DataFrame(ROWS)
     out = Path(args.output)
+    if args.only and (out / "benchmark.csv").exists():  # keep the sections not rerun
+        previous = pd.read_csv(out / "benchmark.csv", keep_default_na=False)
+        rerun = {"1", "2"} if "1" in sections else set()
+        rerun |= sections
+        kept = previous[~previous["section"].str.split().str[0].isin(rerun)]
+        table = pd.concat([table, kept]).sort_values("section", kind="stable").fillna("earlier run")
     fsutil.write_csv(out / "benchmark.csv", table)
     fsutil.write_text(out / "benchmark.md", f"Machine: {machine}\n\n"
-                      f"Measured {time.strftime('%Y-%m-%d %H:%M')} with `python -m scripts.benchmark`.\n\n"
+                      "Measured with `python -m scripts.benchmark` (the `measured` column says when).\n\n"
                       + markdown_table(table))
     print(f"\nwrote {out / 'benchmark.csv'} and {out / 'benchmark.md'}")
     return 0
