@@ -64,15 +64,3 @@ def compute_metrics(y_true: np.ndarray, probabilities: np.ndarray, classes: list
         "classes": list(classes),
     }
 
-
-def roc_points(y_true: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
-    """ROC curve per class (one-vs-rest; the positive class only for binary tasks)."""
-    targets = [1] if len(classes) == 2 else range(len(classes))
-    curves = {}
-    for c in targets:
-        positives = y_true == c
-        if positives.all() or not positives.any():
-            continue
-        fpr, tpr, _ = skm.roc_curve(positives, probabilities[:, c])
-        curves[classes[c]] = (fpr, tpr)
-    return curves

@@ -42,7 +42,3 @@ def make_split(
         frame.loc[leaked, "subset"] = "dropped"
     return frame[["path", "label", "sha256", "split", "subset"]]
 
-
-def subset_counts(split: pd.DataFrame) -> dict[str, dict[str, int]]:
-    table = split.groupby(["subset", "label"]).size()
-    return {subset: table[subset].to_dict() for subset in table.index.levels[0]}
