@@ -84,3 +84,37 @@ def test_failed_job_is_reported_and_rerun_completes_only_what_is_missing(slurm_s
     assert result.returncode == 0, result.stderr[-4000:]
     assert finished.stat().st_mtime_ns == before
     assert (work / "results/tiny/runs/scratch_cnn/scratch/seed3/train.json").exists()
+
+
+def test_cancelled_slurm_job_resumes_from_its_checkpoint(tmp_path):
+    """scancel (SIGTERM, then SIGKILL: what a time limit or preemption does) after >= 1
+    epoch; the rerun submits a new job that continues from the checkpoint."""
+    data = copy_dataset(tmp_path / "data", {"train": 16, "test": 4})
+    epochs = 30
+    config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
+                          training={"image_size": 32, "batch_size": 16, "epochs": epochs,
+                                    "early_stopping_patience": 0})
+    run_dir = tmp_path / "results/tiny/runs/scratch_cnn/scratch/seed1"
+    state = run_dir / "checkpoint" / "state.json"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    workflow = subprocess.Popen(
+        ["timeout", "-s", "KILL", "900", sys.executable, "-m", "snakemake", "-s",
+         str(PROJECT / "workflow/Snakefile"), "--directory", str(tmp_path), "--profile", str(PROFILE),
+         "--configfile", str(config)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 600
+    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+        assert time.time() < deadline and workflow.poll() is None, "no checkpoint appeared"
+        time.sleep(0.05)
+    jobs = subprocess.run(["squeue", "-h", "-o", "%i %k"], capture_output=True, text=True).stdout
+    cancelled = next(line.split()[0] for line in jobs.splitlines() if "rule_train" in line)
+    subprocess.run(["scancel", cancelled], check=True)
+    output = workflow.communicate(timeout=600)[0].decode()
+    assert workflow.returncode != 0, output[-2000:]
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert 1 <= killed_at < epochs and not (run_dir / "train.json").exists()
+
+    result = slurm_snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    info = json.loads((run_dir / "train.json").read_text())
+    assert info["resumed_from_epoch"] >= killed_at and info["epochs_run"] == epochs
+    assert info["environment"]["slurm_job_id"] not in ("", None, cancelled)  # a new Slurm job
