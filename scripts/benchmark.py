@@ -85,28 +85,53 @@ def model_for(name: str, image_size: int, n_classes: int):
 
 
 def bench_input_pipelines(demo: dict, image_size: int, batch_size: int, repeats: int) -> None:
-    split = str(demo["split"](1))
-    x, y, _ = stages._subset(str(demo["images"]), split, "train", stages.classes_of(split))
-    x = np.ascontiguousarray(x)
+    from scripts.pipeline import augmentation, train_dataset
+
+    split = pd.read_csv(demo["split"](1))
+    cached = np.load(demo["images"])
+    x, y, _ = stages._subset(cached, split, "train", stages.classes_of(split))
+    augment = augmentation(AUGMENT)
     for name in ("scratch_cnn", "resnet50"):
-        bench_one_model(name, x, y, image_size, batch_size, repeats)
-    n_images = len(np.load(demo["images"], mmap_mode="r"))
-    record("2 vs ImageDataGenerator", f"our one-off decode of all {n_images} images at {image_size} px",
+        bench_one_model(name, x, y, augment, image_size, batch_size, repeats)
+
+    # The input side alone: one epoch of augmented batches, no model.
+    ours = timed_epochs(lambda: list(train_dataset(x, y, batch_size, 0, augment)), repeats)
+    stream, steps = notebook_flow(image_size, batch_size)
+    legacy = timed_epochs(lambda: [next(stream) for _ in range(steps)], repeats)
+    record("2 vs ImageDataGenerator", "input only (one epoch of augmented batches, no model): ours",
+           ours, "s/epoch")
+    record("2 vs ImageDataGenerator", "input only: flow_from_directory", legacy, "s/epoch")
+    record("2 vs ImageDataGenerator", "input only: speed-up of our pipeline", legacy / ours, "x",
+           "what a GPU, where the model step is cheap, would see")
+    record("2 vs ImageDataGenerator", f"our one-off decode of all {len(cached)} images at {image_size} px",
            demo["decode_seconds"], "s", "prepare_images job, once per dataset x size")
 
 
-def bench_one_model(name: str, x: np.ndarray, y: np.ndarray, image_size: int, batch_size: int,
+def notebook_flow(image_size: int, batch_size: int):
+    """The Keras-notebook input: ``ImageDataGenerator.flow_from_directory`` with rescale
+    and the same augmentation; an endless ``(images, int labels)`` stream and its steps."""
+    import tf_keras
+
+    generator = tf_keras.preprocessing.image.ImageDataGenerator(
+        rescale=1 / 255, horizontal_flip=True, rotation_range=AUGMENT["rotation"] * 360,
+        width_shift_range=AUGMENT["shift"], height_shift_range=AUGMENT["shift"], zoom_range=AUGMENT["zoom"])
+    flow = generator.flow_from_directory(str(DEMO / "train"), target_size=(image_size, image_size),
+                                         batch_size=batch_size, class_mode="sparse", seed=1)
+    stream = ((images, labels.astype("int32")) for images, labels in flow)
+    return stream, len(flow)
+
+
+def bench_one_model(name: str, x: np.ndarray, y: np.ndarray, augment, image_size: int, batch_size: int,
                     repeats: int) -> None:
     import keras
     import tensorflow as tf
-    import tf_keras
 
-    from scripts.pipeline import augmentation, train_dataset
+    from scripts.pipeline import train_dataset
 
     n_classes = int(y.max()) + 1
     label = f"{name} ({'all trainable' if name == 'scratch_cnn' else 'frozen backbone'}), {image_size} px"
     model = model_for(name, image_size, n_classes)
-    epoch, augment = iter(range(1000)), augmentation(AUGMENT)
+    epoch = iter(range(1000))
     ours = timed_epochs(lambda: model.fit(
         train_dataset(x, y, batch_size, next(epoch), augment), verbose=0), repeats)
     record("1 input pipeline", f"{label}: our tf.data pipeline", ours, "s/epoch")
@@ -127,28 +152,9 @@ def bench_one_model(name: str, x: np.ndarray, y: np.ndarray, image_size: int, ba
     record("1 input pipeline", f"{label}: throughput ratio ours / in-memory", limit / ours, "x",
            "target >= 0.9")
 
-    generator = tf_keras.preprocessing.image.ImageDataGenerator(
-        rescale=1 / 255, horizontal_flip=True, rotation_range=AUGMENT["rotation"] * 360,
-        width_shift_range=AUGMENT["shift"], height_shift_range=AUGMENT["shift"], zoom_range=AUGMENT["zoom"])
-    flow = generator.flow_from_directory(str(DEMO / "train"), target_size=(image_size, image_size),
-                                         batch_size=batch_size, class_mode="sparse", seed=1)
+    stream, steps = notebook_flow(image_size, batch_size)
     notebook = model_for(name, image_size, n_classes)
-
-    def batches():
-        while True:
-            images, labels = next(flow)
-            yield images, labels.astype("int32")
-
-    stream = batches()
-    if name == "scratch_cnn":  # the input side alone, once: no model, just one epoch of batches
-        ours_input = timed_epochs(lambda: [b for b in train_dataset(x, y, batch_size, 0, augment)], repeats)
-        legacy_input = timed_epochs(lambda: [next(stream) for _ in range(len(flow))], repeats)
-        record("2 vs ImageDataGenerator", "input only (one epoch of augmented batches, no model): ours",
-               ours_input, "s/epoch")
-        record("2 vs ImageDataGenerator", "input only: flow_from_directory", legacy_input, "s/epoch")
-        record("2 vs ImageDataGenerator", "input only: speed-up of our pipeline", legacy_input / ours_input,
-               "x", "what a GPU, where the model step is cheap, would see")
-    legacy = timed_epochs(lambda: notebook.fit(stream, steps_per_epoch=len(flow), verbose=0), repeats)
+    legacy = timed_epochs(lambda: notebook.fit(stream, steps_per_epoch=steps, verbose=0), repeats)
     record("2 vs ImageDataGenerator", f"{label}: flow_from_directory", legacy, "s/epoch",
            "decodes every JPEG every epoch")
     record("2 vs ImageDataGenerator", f"{label}: speed-up of our pipeline", legacy / ours, "x",
@@ -318,8 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     if args.only and (out / "benchmark.csv").exists():  # keep the sections not rerun
         previous = pd.read_csv(out / "benchmark.csv", keep_default_na=False)
-        rerun = {"1", "2"} if "1" in sections else set()
-        rerun |= sections
+        rerun = sections | ({"2"} if "1" in sections else set())
         kept = previous[~previous["section"].str.split().str[0].isin(rerun)]
         table = pd.concat([table, kept]).sort_values("section", kind="stable").fillna("earlier run")
     fsutil.write_csv(out / "benchmark.csv", table)

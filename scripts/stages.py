@@ -66,22 +66,20 @@ def split(index_path: str, seed: int, val_fraction: float, leakage: str, out: st
     fsutil.write_csv(out, make_split(pd.read_csv(index_path), seed, val_fraction, leakage))
 
 
-def _rows(split_path: str, subset: str) -> np.ndarray:
+def _rows(split_table: pd.DataFrame, subset: str) -> np.ndarray:
     """Rows of the split table (= of the decoded image array) in ``subset``."""
-    return np.flatnonzero(pd.read_csv(split_path)["subset"].to_numpy() == subset)
+    return np.flatnonzero(split_table["subset"].to_numpy() == subset)
 
 
-def _subset(images_path: str, split_path: str, subset: str, classes: list[str]):
-    split_table = pd.read_csv(split_path)
-    rows = _rows(split_path, subset)
-    images = np.load(images_path, mmap_mode="r")[rows]
+def _subset(images: np.ndarray, split_table: pd.DataFrame, subset: str, classes: list[str]):
+    """Images (from the memory-mapped cache), integer labels and table rows of ``subset``."""
+    rows = _rows(split_table, subset)
     labels = split_table["label"].iloc[rows].map({c: i for i, c in enumerate(classes)})
-    return images, labels.to_numpy(dtype=np.int32), split_table.iloc[rows]
+    return images[rows], labels.to_numpy(dtype=np.int32), split_table.iloc[rows]
 
 
-def classes_of(split_path: str) -> list[str]:
-    table = pd.read_csv(split_path)
-    return sorted(table.loc[table["split"] == "train", "label"].unique())
+def classes_of(split_table: pd.DataFrame) -> list[str]:
+    return sorted(split_table.loc[split_table["split"] == "train", "label"].unique())
 
 
 def _run_identity(run_dir: str) -> dict:
@@ -91,21 +89,20 @@ def _run_identity(run_dir: str) -> dict:
             "seed": int(seed.removeprefix("seed"))}
 
 
-def _feature_cache(images: str, split_path: str, run_dir: str, run: dict, settings: dict,
-                   weights: dict):
+def _feature_cache(images_path: str, images: np.ndarray, split_table: pd.DataFrame, run_dir: str,
+                   run: dict, settings: dict, weights: dict):
     """The frozen backbone's shared feature cache, keyed by what the features depend on:
     the decoded images, the backbone and its weights (or, for random init, the seed,
     which draws them) and the precision. It lives in ``<results>/<dataset>/cache/``."""
     from scripts.training import FeatureCache, fingerprint
 
-    stat = Path(images).stat()
+    stat = Path(images_path).stat()
     backbone = weights.get("sha256") or f"random init, seed {run['seed']}"
-    key = fingerprint(images=[Path(images).name, stat.st_size, stat.st_mtime_ns], model=run["model"],
+    key = fingerprint(images=[Path(images_path).name, stat.st_size, stat.st_mtime_ns], model=run["model"],
                       backbone=backbone, precision=settings.get("mixed_precision", "none"))
-    name = f"{run['model']}-{Path(images).stem}-{key[:16]}.npy"
+    name = f"{run['model']}-{Path(images_path).stem}-{key[:16]}.npy"
     path = Path(run_dir).parents[3] / "cache" / "features" / name
-    return FeatureCache(path, np.load(images, mmap_mode="r"), _rows(split_path, "train"),
-                        _rows(split_path, "val"))
+    return FeatureCache(path, images, _rows(split_table, "train"), _rows(split_table, "val"))
 
 
 def train(images: str, split_path: str, run_dir: str, settings: dict, weights: dict,
@@ -120,9 +117,11 @@ def train(images: str, split_path: str, run_dir: str, settings: dict, weights: d
     applied = training.configure_tensorflow(settings, threads)
     if weights.get("path"):  # never train on a corrupt or swapped weights file
         weights = {**weights, "sha256": check(weights["path"], weights.get("md5"), weights.get("sha256"))}
-    classes = classes_of(split_path)
-    x_train, y_train, _ = _subset(images, split_path, "train", classes)
-    x_val, y_val, _ = _subset(images, split_path, "val", classes)
+    split_table = pd.read_csv(split_path)
+    cached_images = np.load(images, mmap_mode="r")
+    classes = classes_of(split_table)
+    x_train, y_train, _ = _subset(cached_images, split_table, "train", classes)
+    x_val, y_val, _ = _subset(cached_images, split_table, "val", classes)
     checkpoint = training.Checkpoint(
         Path(run_dir) / "checkpoint",
         training.fingerprint(settings=settings, weights=weights, split=fsutil.sha256_file(split_path),
@@ -130,14 +129,14 @@ def train(images: str, split_path: str, run_dir: str, settings: dict, weights: d
     )
     feature_cache = None
     if run["strategy"] == "frozen" and settings.get("frozen_feature_cache", True):
-        feature_cache = _feature_cache(images, split_path, run_dir, run, settings, weights)
+        feature_cache = _feature_cache(images, cached_images, split_table, run_dir, run, settings, weights)
     model, inference, history, summary = training.train(
         x_train, y_train, x_val, y_val, n_classes=len(classes), settings=settings,
         weights=weights.get("path"), checkpoint=checkpoint, model_name=run["model"],
         strategy=run["strategy"], seed=run["seed"], feature_cache=feature_cache,
     )
     out = Path(run_dir)
-    evaluate(inference, run, *_subset(images, split_path, "test", classes), classes, out)
+    evaluate(inference, run, *_subset(cached_images, split_table, "test", classes), classes, out)
     training.save_model_weights(model, out / "model.weights.h5")
     fsutil.write_csv(out / "history.csv", pd.DataFrame(history))
     fsutil.write_json(out / "train.json", {

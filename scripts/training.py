@@ -321,25 +321,26 @@ def _train_head_on_features(model, inference, feature_cache, y_train, y_val, see
     _compile(head, settings["learning_rate"], settings.get("xla", "auto"))
     state = new_state()
     stopping = EarlyStopping(state, settings.get("early_stopping_patience", 0))
-    best_weights, started = [None], [time.perf_counter()]
+    best_weights, started = None, time.perf_counter()
 
     def on_epoch_end(epoch, logs):
-        seconds = time.perf_counter() - started[0] + (extraction if epoch == 0 else 0)
+        nonlocal best_weights, started
+        seconds = time.perf_counter() - started + (extraction if epoch == 0 else 0)
         row = {"epoch": epoch + 1, "phase": "head (cached features)", "seconds": round(seconds, 3),
                **{k: float(v) for k, v in logs.items()}}
         print(f"epoch {epoch + 1}: {row}")
         state["history"].append(row)
         state["epoch"] = epoch + 1
         if stopping.update(epoch + 1, logs["val_loss"]):
-            best_weights[0] = head.get_weights()
+            best_weights = head.get_weights()
         head.stop_training = state["stopped"]
-        started[0] = time.perf_counter()
+        started = time.perf_counter()
 
     data = (tf.data.Dataset.from_tensor_slices((train_features, y_train))
             .shuffle(len(y_train), seed=seed, reshuffle_each_iteration=True).batch(settings["batch_size"]))
     head.fit(data, epochs=settings["epochs"], validation_data=(val_features, y_val), shuffle=False,
              class_weight=weights_by_class, verbose=0,
              callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)])
-    head.set_weights(best_weights[0])
+    head.set_weights(best_weights)
     return state, {"augmentation_applied": False, "feature_cache": str(feature_cache.path),
                    "feature_cache_reused": reused, "feature_extraction_seconds": round(extraction, 3)}

@@ -127,12 +127,16 @@ def kaggle_marker(wildcards):
     return []
 
 
+def dataset_manifest(wildcards):
+    return config["datasets"][wildcards.dataset]["manifest"]
+
+
 def manifest_input(wildcards):
     """The manifest, unless a Kaggle download will write it (no shipped manifest)."""
-    dataset = config["datasets"][wildcards.dataset]
-    if "kaggle" in dataset and not Path(dataset["manifest"]).is_file():
+    manifest = dataset_manifest(wildcards)
+    if kaggle_marker(wildcards) and not Path(manifest).is_file():
         return []
-    return [dataset["manifest"]]
+    return [manifest]
 
 
 def dataset_root(wildcards):

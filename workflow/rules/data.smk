@@ -16,7 +16,7 @@ rule download_dataset:
         slug=lambda w: config["datasets"][w.dataset]["kaggle"]["dataset"],
         subfolder=lambda w: config["datasets"][w.dataset]["kaggle"].get("subfolder", ""),
         root=dataset_root,
-        manifest=lambda w: config["datasets"][w.dataset]["manifest"],
+        manifest=dataset_manifest,
     shell:
         "python -m scripts download-kaggle --slug {params.slug} --subfolder {params.subfolder:q}"
         " --root {params.root:q} --manifest {params.manifest:q} --marker {output} > {log} 2>&1"
@@ -36,7 +36,7 @@ rule verify:
         "../../envs/data.yaml"
     params:
         root=dataset_root,
-        manifest=lambda w: config["datasets"][w.dataset]["manifest"],
+        manifest=dataset_manifest,
         listing=dataset_listing,
         leakage=config["data"]["leakage"],
     shell:
