@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("root", "index", "images", "conversions"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--image-size", type=int, required=True)
+    p.add_argument("--colour-policy", required=True,
+                   help="images with colour overlays: warn (keep), grey (convert) or fail")
+    p.add_argument("--colour-tolerance", type=int, required=True,
+                   help="grey levels channels may differ by before a pixel counts as coloured")
+    p.add_argument("--colour-min-share", type=float, required=True,
+                   help="share of coloured pixels above which an image is overlaid")
 
     p = steps.add_parser("split", help="seeded stratified validation split")
     for name in ("index", "leakage", "output"):
@@ -75,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.step == "verify":
             stages.verify(args.dataset, args.root, args.manifest, args.leakage, args.index, args.report)
         elif args.step == "prepare":
-            stages.prepare(args.root, args.index, args.image_size, args.images, args.conversions)
+            stages.prepare(args.root, args.index, args.image_size, args.images, args.conversions,
+                           colour_policy=args.colour_policy, colour_tolerance=args.colour_tolerance,
+                           colour_min_share=args.colour_min_share)
         elif args.step == "split":
             stages.split(args.index, args.seed, args.val_fraction, args.leakage, args.output)
         elif args.step == "fetch-weights":

@@ -49,12 +49,15 @@ def verify(dataset: str, root: str, manifest_path: str, leakage: str, index_out:
 
 
 def prepare(root: str, index_path: str, image_size: int, images_out: str,
-            conversions_out: str) -> None:
-    """Decode every indexed image once into a ``uint8`` array (index order)."""
+            conversions_out: str, *, colour_policy: str, colour_tolerance: int,
+            colour_min_share: float) -> None:
+    """Decode every indexed image once into a ``uint8`` array (index order), checking
+    each for colour overlays (``data.colour_overlays``)."""
     from scripts.images import load_images
 
     index = pd.read_csv(index_path)
-    array, conversions = load_images(root, index["path"].tolist(), image_size)
+    array, conversions = load_images(root, index["path"].tolist(), image_size, colour_policy=colour_policy,
+                                     colour_tolerance=colour_tolerance, colour_min_share=colour_min_share)
     with fsutil.atomic_path(images_out) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array)
     fsutil.write_json(conversions_out, {"image_size": image_size, **conversions})
