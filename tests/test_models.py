@@ -1,11 +1,20 @@
-"""Model construction, trainability per strategy, and Grad-CAM against a hand derivation."""
+"""Model construction, stages and trainability, and Grad-CAM against a hand derivation
+and on a dataset where the right answer is known."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from scripts.models import BACKBONES, build_model, last_conv_layer, set_trainable
+from scripts.models import (
+    BACKBONES,
+    build_model,
+    last_conv_layer,
+    set_feature_statistics,
+    set_trainable,
+    top_stage_layers,
+    trainable_share,
+)
 
 keras = pytest.importorskip("keras")
 
@@ -17,23 +26,129 @@ def test_models_are_flat_with_reachable_last_conv(name):
     assert model.get_layer(last_conv_layer(name)).output.shape[-1] > 1
     assert all(not isinstance(layer, keras.Model) for layer in model.layers)  # nothing nested
     assert bool(backbone) == (name != "scratch_cnn")
+    assert [layer.name for layer in model.layers[-5:]] == [
+        "head_pool", "head_norm", "head_dropout", "logits", "predictions"]
+
+
+# --- 1. pretrained backbones are built as Keras builds them for its ImageNet weights ---
+
+def random_notop_file(path, name: str) -> str:
+    """A ``*_notop`` file in the legacy h5 layout of Keras's published ones, with random
+    weights, and random statistics where the init would be an identity (BatchNorm,
+    EfficientNet's input Normalization), so that loading them changes the outputs."""
+    import h5py
+    from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
+
+    keras.utils.set_random_seed(11)
+    rng = np.random.default_rng(11)
+    base = getattr(keras.applications, BACKBONES[name].application)(
+        include_top=False, weights=None, input_shape=(32, 32, 3))
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            size = layer.moving_mean.shape
+            layer.moving_mean.assign(rng.normal(0, 0.1, size))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, size))
+        elif isinstance(layer, keras.layers.Normalization):
+            layer.set_weights([rng.uniform(0.3, 0.6, 3), rng.uniform(0.05, 0.1, 3), np.array(1)])
+    with h5py.File(path, "w") as handle:
+        save_weights_to_hdf5_group(handle, base)
+    return str(path)
+
+
+def layer_signature(layer) -> tuple:
+    """Class and configuration, without the name (auto-numbered names differ)."""
+    config = {k: v for k, v in layer.get_config().items() if k != "name"}
+    return type(layer).__name__, repr(config)
+
+
+# Keras's legacy h5 writer converts each variable with a NumPy 2 deprecated call.
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_pretrained_backbone_is_the_graph_keras_builds_for_imagenet(name, tmp_path, monkeypatch):
+    """Fails if a weights file is passed to Keras as ``weights=path``: EfficientNet
+    then lacks the Rescaling(1/sqrt(stddev)) its pretrained weights were trained with."""
+    from keras.src.utils import file_utils
+
+    spec = BACKBONES[name]
+    weights = random_notop_file(tmp_path / f"{name}_random_notop.h5", name)
+    model, backbone = build_model(name, 32, 2, weights=weights)
+
+    with monkeypatch.context() as patch:  # Keras's own ImageNet build, its download answered locally
+        patch.setattr(file_utils, "get_file", lambda fname, *args, **kwargs: weights)
+        reference = getattr(keras.applications, spec.application)(
+            include_top=False, weights="imagenet", input_shape=(32, 32, 3))
+    expected = [layer for layer in reference.layers if not isinstance(layer, keras.layers.InputLayer)]
+    ours = [model.get_layer(n) for n in backbone]
+    assert [layer_signature(layer) for layer in ours] == [layer_signature(layer) for layer in expected]
+    if name == "efficientnetb0":
+        scales = [layer.scale for layer in ours if isinstance(layer, keras.layers.Rescaling)]
+        assert scales[0] == pytest.approx(1 / 255)
+        assert scales[1] == pytest.approx([1 / np.sqrt(s) for s in (0.229, 0.224, 0.225)])
+    assert all(spec.stage_of(n) for n in backbone)  # the extra layers have a stage too
+
+    images = np.random.default_rng(5).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    preprocess = getattr(keras.applications, spec.preprocess_module).preprocess_input
+    want = reference(preprocess(images.copy()), training=False).numpy()
+    got = keras.Model(model.inputs, model.get_layer(backbone[-1]).output)(images, training=False).numpy()
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_a_missing_weights_file_is_named(tmp_path):
+    from scripts.weights import WeightsError
+
+    with pytest.raises(WeightsError, match="nothing_notop.h5 does not exist"):
+        build_model("vgg16", 32, 2, weights=tmp_path / "nothing_notop.h5")
+
+
+# --- 3. stages ---
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_every_backbone_layer_has_one_stage_in_layer_order(name):
+    spec = BACKBONES[name]
+    _, backbone = build_model(name, 32, 2)
+    stages = [spec.stage_of(layer) for layer in backbone]  # raises unless exactly one stage matches
+    order = [spec.stage_names.index(stage) for stage in stages]
+    assert order == sorted(order)  # stages follow each other in layer order...
+    assert sorted(set(order)) == list(range(len(spec.stages)))  # ...and none is empty
+
+
+def test_stage_boundaries_by_hand():
+    layers = {name: build_model(name, 32, 2)[1] for name in BACKBONES}
+    assert top_stage_layers("vgg16", layers["vgg16"], 1) == [
+        "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"]
+    resnet_conv1 = [n for n in layers["resnet50"] if BACKBONES["resnet50"].stage_of(n) == "conv1"]
+    assert resnet_conv1 == ["conv1_pad", "conv1_conv", "conv1_bn", "conv1_relu", "pool1_pad", "pool1_pool"]
+    assert top_stage_layers("efficientnetb0", layers["efficientnetb0"], 1) == [
+        "top_conv", "top_bn", "top_activation"]
+    densenet_conv5 = top_stage_layers("densenet121", layers["densenet121"], 1)
+    assert densenet_conv5[0] == "conv5_block1_0_bn" and densenet_conv5[-2:] == ["bn", "relu"]
+    assert "pool4_conv" in top_stage_layers("densenet121", layers["densenet121"], 2)  # transition 4
+    with pytest.raises(ValueError, match="block1, block2, block3, block4, block5"):
+        top_stage_layers("vgg16", layers["vgg16"], 6)
+    with pytest.raises(ValueError, match="last 0"):
+        top_stage_layers("vgg16", layers["vgg16"], 0)
 
 
 def trainable_names(model):
-    return {layer.name for layer in model.layers if layer.trainable and layer.weights}
+    return {layer.name for layer in model.layers if layer.trainable_weights}
 
 
-def test_trainability_per_phase():
+def test_trainability_per_phase_and_share():
     model, backbone = build_model("resnet50", 32, 2)
     batchnorm = {layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
 
     set_trainable(model, backbone, "head")
-    assert trainable_names(model) == {"predictions"}
+    assert trainable_names(model) == {"logits"}
+    assert trainable_share(model, backbone) == 0
 
-    set_trainable(model, backbone, "top", top_layers=10)
-    top = set(backbone[-10:])
-    with_weights = {n for n in top - batchnorm if model.get_layer(n).weights}
-    assert trainable_names(model) == {"predictions"} | with_weights
+    set_trainable(model, backbone, "top", stages=1)
+    conv5 = {n for n in backbone if n.startswith("conv5_") and model.get_layer(n).weights}
+    assert trainable_names(model) == {"logits"} | (conv5 - batchnorm)
+    # By hand: conv5 convolutions (kernels + biases) over ResNet50's 23,587,712 variables.
+    block1 = (1024 * 512 + 512) + (9 * 512 * 512 + 512) + (512 * 2048 + 2048) + (1024 * 2048 + 2048)
+    block2 = (2048 * 512 + 512) + (9 * 512 * 512 + 512) + (512 * 2048 + 2048)
+    assert trainable_share(model, backbone) == pytest.approx((block1 + 2 * block2) / 23_587_712)
 
     set_trainable(model, backbone, "backbone")
     assert trainable_names(model) & batchnorm == set()  # BatchNorm stays in inference mode
@@ -41,26 +156,93 @@ def test_trainability_per_phase():
 
     set_trainable(model, backbone, "all")
     assert batchnorm <= trainable_names(model)
+    assert trainable_share(model, backbone) == pytest.approx(23_534_592 / 23_587_712)  # all but BN statistics
 
 
-def test_gradcam_matches_the_closed_form_for_a_pooled_softmax_head():
-    from scripts.gradcam import Inference
+def test_vgg16_last_stage_share_by_hand():
+    model, backbone = build_model("vgg16", 32, 2)
+    set_trainable(model, backbone, "top", stages=1)
+    assert trainable_share(model, backbone) == pytest.approx(3 * (9 * 512 * 512 + 512) / 14_714_688)
+
+
+# --- 2. Grad-CAM on the class logit ---
+
+def test_inference_pass_matches_the_closed_form_through_standardised_features():
+    """d logit_c / d A_k(i, j) = kernel[k, c] / (std_k * H * W) through GAP, the head's
+    standardisation and Dense. Fails if the CAM explains the softmax probability, if
+    the standardisation is left out of the graph, or if statistics set after the pass
+    was traced are ignored (Keras's own Normalization keeps them as constants)."""
+    from scripts.inference import InferencePass
 
     keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(0)
     model, _ = build_model("scratch_cnn", 32, 3)
-    images = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3)).astype(np.uint8)
-    result = Inference(model, last_conv_layer("scratch_cnn"), batch_size=4).run(images)
+    images = rng.integers(0, 255, (5, 32, 32, 3)).astype(np.uint8)
+    inference = InferencePass(model, last_conv_layer("scratch_cnn"), batch_size=4)
+    inference.run(images)  # traced with the identity statistics
+    mean, variance = rng.normal(0, 0.2, 256), rng.uniform(0.01, 4.0, 256)
+    set_feature_statistics(model, mean, variance)
+    result = inference.run(images)
 
-    feature_model = keras.Model(model.inputs[0], model.get_layer("block4_relu").output)
-    features = feature_model(images.astype("float32")).numpy()
-    kernel = model.get_layer("predictions").kernel.numpy()
-    probs = result["probabilities"]
+    features = keras.Model(model.inputs[0], model.get_layer("block4_relu").output)(images.astype("float32"))
+    features = features.numpy()
+    kernel, bias = (w.numpy() for w in model.get_layer("logits").weights)
+    std, area = np.sqrt(variance), features.shape[1] * features.shape[2]
+    pooled = features.mean(axis=(1, 2))
+    logits = ((pooled - mean) / std) @ kernel + bias
+    np.testing.assert_allclose(result["pooled"], pooled, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result["logits"], logits, rtol=1e-4, atol=1e-4)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(result["probabilities"], probs / probs.sum(1, keepdims=True), atol=1e-5)
+    largest_gap = 0.0
     for i in range(len(images)):
-        c = probs[i].argmax()
-        dp_dz = probs[i, c] * ((np.arange(3) == c) - probs[i])  # softmax Jacobian row
-        alpha = kernel @ dp_dz / (features.shape[1] * features.shape[2])  # mean gradient per channel
-        cam = np.maximum((features[i] * alpha).sum(-1), 0)
-        cam = cam / cam.max() if cam.max() > 0 else cam
+        c = logits[i].argmax()
+        cam = normalised(np.maximum((features[i] * kernel[:, c] / (std * area)).sum(-1), 0))
         np.testing.assert_allclose(result["cams"][i].astype(float), cam, atol=2e-3)
-    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+        p = result["probabilities"][i]
+        of_probability = kernel @ (p[c] * ((np.arange(3) == c) - p)) / (std * area)  # softmax Jacobian
+        cam_of_probability = normalised(np.maximum(features[i] @ of_probability, 0))
+        largest_gap = max(largest_gap, np.abs(cam_of_probability - cam).max())
+    assert largest_gap > 0.05  # the closed form tells the logit's map from the probability's
     assert result["pooled"].shape == (5, 256)
+
+
+def normalised(cam):
+    return cam / cam.max() if cam.max() > 0 else cam
+
+
+def patch_dataset(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """64 px noise images; class 1 (every other image) has a bright 8x8 patch somewhere
+    inside the top-left quadrant."""
+    rng = np.random.default_rng(seed)
+    images = rng.normal(90, 30, (n, 64, 64, 3))
+    labels = np.arange(n) % 2
+    for i in np.flatnonzero(labels):
+        y, x = rng.integers(0, 32 - 8 + 1, 2)
+        images[i, y:y + 8, x:x + 8] = 230
+    return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
+def test_gradcam_finds_the_patch_that_decides_the_class():
+    """A scratch CNN trained briefly on images whose class is a bright patch in the
+    top-left quadrant must put most of its class-1 Grad-CAM mass there. A uniform or
+    random map puts 0.25 there. Measured with these seeds: median share 0.78, 88% of
+    maps above 0.5 (other seeds 0.78-0.83, 81-97%). At 32 px it cannot work: a cell of
+    the last conv layer (4x4) then sees the whole image (receptive field 38 px)."""
+    from scripts.inference import InferencePass
+
+    keras.utils.set_random_seed(7)
+    x_train, y_train = patch_dataset(256, seed=1)
+    x_test, y_test = patch_dataset(64, seed=2)
+    model, _ = build_model("scratch_cnn", 64, 2, dropout=0.0)
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x_train.astype("float32"), y_train, batch_size=32, epochs=4, verbose=0)
+
+    result = InferencePass(model, last_conv_layer("scratch_cnn"), batch_size=32).run(x_test)
+    predicted = result["probabilities"].argmax(1)
+    patch_class = (y_test == 1) & (predicted == 1)
+    assert (predicted == y_test).mean() >= 0.9 and patch_class.sum() >= 25
+    cams = result["cams"][patch_class].astype(float)
+    assert cams.shape[1:] == (8, 8)  # the top-left quadrant is the 4x4 corner
+    share = cams[:, :4, :4].sum(axis=(1, 2)) / cams.sum(axis=(1, 2))
+    assert np.median(share) > 0.6 and (share > 0.5).mean() >= 0.75

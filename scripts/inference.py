@@ -1,0 +1,59 @@
+"""The one traced inference pass of a run: class probabilities, logits, pooled
+backbone features and the Grad-CAM heatmap of the predicted class, per image.
+
+Tracing a ``tf.function`` over ResNet50 costs 4-8 s of Python on a small CPU host,
+and Keras's own ``predict``/validation each trace again, so every run traces a single
+function. It serves validation after every epoch, feature extraction for the cached
+frozen strategy and the final test evaluation. Batches are padded to one shape so the
+function is traced once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scripts.gradcam import grad_cam
+from scripts.pipeline import padded_batches
+
+OUTPUTS = ("probabilities", "logits", "pooled", "cams")
+
+
+class InferencePass:
+    """``run(images)`` -> dict of ``probabilities``, ``logits``, ``pooled`` (the
+    ``head_pool`` output, before standardisation) and ``cams`` (Grad-CAM of the
+    predicted class's logit at ``layer_name``, in [0, 1], float16)."""
+
+    def __init__(self, model, layer_name: str, batch_size: int = 32):
+        import keras
+        import tensorflow as tf
+
+        self.batch_size = batch_size
+        outputs = [model.get_layer(layer_name).output, model.get_layer("head_pool").output,
+                   model.get_layer("logits").output, model.output]
+        network = keras.Model(model.inputs, outputs)
+
+        @tf.function(reduce_retracing=True)
+        def explain(batch):
+            with tf.GradientTape() as tape:
+                features, pooled, logits, probabilities = network(batch, training=False)
+                predicted = tf.argmax(logits, axis=1)
+                # Images do not interact at inference, so the gradient of the batch's
+                # sum is each image's own gradient.
+                score = tf.reduce_sum(tf.gather(logits, predicted, axis=1, batch_dims=1))
+            cams = grad_cam(features, tape.gradient(score, features))
+            return {"probabilities": probabilities, "logits": logits,
+                    "pooled": tf.cast(pooled, tf.float32), "cams": cams}
+
+        self._explain = explain
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        parts: dict[str, list] = {key: [] for key in OUTPUTS}
+        for batch, real in padded_batches(images, self.batch_size):
+            outputs = self._explain(tf.cast(tf.constant(batch), tf.float32))
+            for key in OUTPUTS:
+                parts[key].append(outputs[key].numpy()[:real])
+        result = {key: np.concatenate(value) for key, value in parts.items()}
+        result["cams"] = result["cams"].astype(np.float16)
+        return result

