@@ -26,23 +26,23 @@ def _parser() -> argparse.ArgumentParser:
     p = steps.add_parser("verify", help="check a dataset against its manifest")
     for name in ("dataset", "root", "manifest", "leakage", "index", "report"):
         p.add_argument(f"--{name}", required=True)
+    p.add_argument("--positive-class", default="", help="two-class datasets: the positive class")
 
     p = steps.add_parser("prepare", help="decode all images once into an array cache")
-    for name in ("root", "index", "images", "conversions"):
+    for name in ("root", "index", "images", "conversions", "colour-policy"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--image-size", type=int, required=True)
-    p.add_argument("--colour-policy", required=True,
-                   help="images with colour overlays: warn (keep), grey (convert) or fail")
-    p.add_argument("--colour-tolerance", type=int, required=True,
-                   help="grey levels channels may differ by before a pixel counts as coloured")
-    p.add_argument("--colour-min-share", type=float, required=True,
-                   help="share of coloured pixels above which an image is overlaid")
+    p.add_argument("--colour-tolerance", type=int, required=True)
+    p.add_argument("--colour-min-share", type=float, required=True)
 
-    p = steps.add_parser("split", help="seeded stratified validation split")
-    for name in ("index", "leakage", "output"):
+    p = steps.add_parser("thumbnails", help="the test images at display size, for the report")
+    for name in ("root", "index", "output"):
+        p.add_argument(f"--{name}", required=True)
+
+    p = steps.add_parser("split", help="seeded stratified validation split and training ranks")
+    for name in ("index", "settings", "output"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--val-fraction", type=float, required=True)
 
     p = steps.add_parser("fetch-weights", help="download and hash-check ImageNet weights")
     for name in ("url", "md5", "output"):
@@ -52,24 +52,41 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
 
     p = steps.add_parser("train", help="train one run, then evaluate it with Grad-CAM")
-    for name in ("images", "split", "run-dir", "settings"):
+    for name in ("dataset", "model", "strategy", "weights-name", "images", "split", "settings",
+                 "checkpoint", "feature-cache", *OUTPUTS):
         p.add_argument(f"--{name}", required=True)
-    p.add_argument("--weights", default="{}", help="JSON: source, path, sha256/md5")
-    p.add_argument("--threads", type=int, help="CPU threads for TensorFlow (default: all)")
+    p.add_argument("--fraction", type=float, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--threads", type=int, help="CPU threads granted (the allocation may lower it)")
+
     p = steps.add_parser("download-kaggle", help="download a Kaggle dataset (kaggle CLI) into its root")
     for name in ("slug", "root", "manifest", "marker"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--subfolder", default="", help="folder inside the archive that holds train/ and test/")
 
-    p = steps.add_parser("aggregate", help="collect every run into one table with CIs")
-    for name in ("runs", "table", "summary"):
+    p = steps.add_parser("aggregate", help="tables, intervals, comparisons and the verdict")
+    for name in ("plan", "runs", "summary", "comparisons", "verdict"):
         p.add_argument(f"--{name}", required=True)
 
     p = steps.add_parser("report", help="render the HTML report")
-    for name in ("study", "table", "output"):
+    for name in ("plan", "runs", "summary", "comparisons", "verdict", "output"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--figures", help="folder for the key figures as PNG (for snakemake --report)")
     return parser
+
+
+# The train step's output files, one option each (see stages.RunOutputs).
+OUTPUTS = {"model-weights": "model", "history": "history", "info": "info", "predictions": "predictions",
+           "val-predictions": "val_predictions", "metrics": "metrics", "gradcam": "gradcam"}
+
+
+def _train(args) -> None:
+    run = stages.RunIdentity(args.dataset, args.model, args.strategy, args.weights_name, args.fraction,
+                             args.seed)
+    outputs = stages.RunOutputs(**{field: getattr(args, option.replace("-", "_"))
+                                   for option, field in OUTPUTS.items()})
+    stages.train(run, args.images, args.split, json.loads(args.settings), outputs, args.checkpoint,
+                 args.feature_cache, args.threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,13 +99,16 @@ def main(argv: list[str] | None = None) -> int:
             text = make_manifest(args.root)
             write_text(args.output, text) if args.output else sys.stdout.write(text)
         elif args.step == "verify":
-            stages.verify(args.dataset, args.root, args.manifest, args.leakage, args.index, args.report)
+            stages.verify(args.dataset, args.root, args.manifest, args.leakage, args.positive_class or None,
+                          args.index, args.report)
         elif args.step == "prepare":
-            stages.prepare(args.root, args.index, args.image_size, args.images, args.conversions,
-                           colour_policy=args.colour_policy, colour_tolerance=args.colour_tolerance,
-                           colour_min_share=args.colour_min_share)
+            colour = {"policy": args.colour_policy, "tolerance": args.colour_tolerance,
+                      "min_share": args.colour_min_share}
+            stages.prepare(args.root, args.index, args.image_size, args.images, args.conversions, colour)
+        elif args.step == "thumbnails":
+            stages.thumbnails(args.root, args.index, args.output)
         elif args.step == "split":
-            stages.split(args.index, args.seed, args.val_fraction, args.leakage, args.output)
+            stages.split(args.index, args.seed, json.loads(args.settings), args.output)
         elif args.step == "fetch-weights":
             from scripts.weights import fetch
 
@@ -98,16 +118,16 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"{args.output}: sha256 {write_vgg16_notop(args.output)}")
         elif args.step == "train":
-            stages.train(args.images, args.split, args.run_dir, json.loads(args.settings),
-                         json.loads(args.weights), args.threads)
+            _train(args)
         elif args.step == "download-kaggle":
             from scripts.download import kaggle_dataset
 
             kaggle_dataset(args.slug, args.subfolder, args.root, args.manifest, args.marker)
         elif args.step == "aggregate":
-            stages.aggregate(json.loads(args.runs), args.table, args.summary)
+            stages.aggregate(args.plan, args.runs, args.summary, args.comparisons, args.verdict)
         elif args.step == "report":
-            stages.report(json.loads(args.study), args.table, args.output, args.figures)
+            stages.report(args.plan, args.runs, args.summary, args.comparisons, args.verdict, args.output,
+                          args.figures)
     except (DataError, WeightsError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1

@@ -1,113 +1,266 @@
-"""One table of every run, and mean ± 95% CI over seeds per dataset × model × strategy."""
+"""The study's statistics, from the plan and the finished runs' files.
+
+* ``runs``: every planned run, its status, test and validation metrics, cost and provenance;
+* ``summary``: per configuration (dataset × model × strategy × pretraining × fraction) the
+  mean over seeds of each metric with two intervals: over seeds (t-interval: training
+  variation) and over test images (stratified bootstrap of the test set: test-sample
+  variation given the trained models);
+* ``comparisons``: every configuration against the scratch baseline on the same test
+  resamples (paired bootstrap), Holm-adjusted within each dataset × fraction × metric;
+* ``verdict``: per dataset the configuration chosen on *validation* (mean over seeds of
+  the selection metric), its test metrics and comparisons. The test set never chooses.
+
+The report only renders these.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from scripts import fsutil
+from scripts import statistics as st
+from scripts.evaluation import positive_index
 
-METRICS = ["accuracy", "balanced_accuracy", "f1_macro", "auc", "sensitivity_macro",
-           "specificity_macro", "precision_macro"]
-COSTS = ["train_seconds", "seconds_per_epoch", "images_per_second", "trainable_params",
-         "epochs_run", "peak_rss_mb"]
-GROUP = ["dataset", "model", "strategy"]
-BASELINE = ("scratch_cnn", "scratch")
+METRICS = ["accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro",
+           "specificity_macro", "auc", "sensitivity", "specificity"]
+COSTS = ["train_seconds", "seconds_per_epoch", "images_per_second", "trainable_params", "total_params",
+         "backbone_trainable_share", "epochs_run", "peak_rss_mb", "n_train"]
+CONFIG = ["dataset", "model", "strategy", "weights", "fraction"]
+BASELINE = {"model": "scratch_cnn", "strategy": "scratch"}
 
 
-def run_row(run_dir: str | Path, expected: dict) -> dict:
-    """Metrics, cost and provenance of one run; ``status=missing`` when it did not finish."""
-    run_dir = Path(run_dir)
-    row = {**expected, "run_dir": str(run_dir)}
-    train_file, metrics_file = run_dir / "train.json", run_dir / "metrics.json"
-    if not (train_file.exists() and metrics_file.exists()):
+def headline(binary: bool) -> list[str]:
+    """The metrics the verdict and the comparisons show, and that are bootstrapped."""
+    return ["accuracy", "f1_macro", "auc"] + (["sensitivity", "specificity"] if binary
+                                              else ["recall_macro", "specificity_macro"])
+
+
+def _read_run(run: dict, run_files: dict) -> dict | None:
+    """train.json and metrics.json of a finished run, None when it did not finish."""
+    folder = Path(run["dir"])
+    info_file, metrics_file = folder / run_files["info"], folder / run_files["metrics"]
+    if not (info_file.exists() and metrics_file.exists()):
+        return None
+    return {"info": fsutil.read_json(info_file), "metrics": fsutil.read_json(metrics_file)}
+
+
+def run_row(run: dict, files: dict | None) -> dict:
+    """Metrics, cost and provenance of one planned run; ``status=missing`` when it did not finish."""
+    row = {key: run[key] for key in (*CONFIG, "seed", "dir", "log_dir")}
+    row["fraction"] = float(row["fraction"])
+    if files is None:
         return {**row, "status": "missing"}
-    info, metrics = fsutil.read_json(train_file), fsutil.read_json(metrics_file)
-    env = info.get("environment", {})
+    info, metrics = files["info"], files["metrics"]
+    env = info["environment"]
     return {
         **row,
         "status": "ok",
-        **{m: metrics.get(m) for m in METRICS},
+        **{m: metrics["test"].get(m) for m in METRICS},
+        **{f"val_{m}": metrics["validation"].get(m) for m in METRICS},
         **{c: info.get(c) for c in COSTS},
-        "weights_source": info["weights"].get("source"),
+        "weights_source": info["weights"]["source"],
         "weights_sha256": info["weights"].get("sha256"),
-        "host": env.get("host"),
-        "slurm_job_id": env.get("slurm_job_id"),
-        "cuda_visible_devices": env.get("cuda_visible_devices"),
-        "devices": ",".join(info.get("devices", [])),
-        "precision_policy": info.get("precision_policy"),
-        "training_input": _training_input(info),
+        "host": env["host"],
+        "slurm_job_id": env["slurm_job_id"],
+        "cuda_visible_devices": env["cuda_visible_devices"],
+        "devices": ",".join(info["devices"]),
+        "threads": info["threads"],
+        "precision_policy": info["precision_policy"],
+        "training_input": training_input(info),
+        "software": json.dumps(env["packages"], sort_keys=True),
     }
 
 
-def _training_input(info: dict) -> str:
-    """How the run saw its training images (the frozen cache trades augmentation for speed)."""
-    if info.get("feature_cache"):
-        return "cached features, no augmentation" + (" (reused)" if info.get("feature_cache_reused") else "")
-    return "augmented images" if info.get("augmentation_applied") else "images, no augmentation"
+def training_input(info: dict) -> str:
+    """How the run saw its training images (cached features trade augmentation for speed)."""
+    if info["strategy"] == "linear_probe":
+        return "cached features (logistic regression)"
+    source = "cached features" if info.get("feature_cache") else "features"
+    parts = []
+    if info["strategy"] in ("frozen", "partial", "full"):
+        parts.append(f"head on {source}" + (" (reused)" if info.get("feature_cache_reused") else ""))
+    if info["augmentation_applied"]:
+        parts.append("augmented images")
+    return ", then ".join(parts) or "images, no augmentation"
 
 
-def collect(runs: list[dict], results: str = "results") -> pd.DataFrame:
+def _predictions(run: dict, run_files: dict) -> pd.DataFrame:
+    table = pd.read_csv(Path(run["dir"]) / run_files["predictions"], keep_default_na=False)
+    return table.sort_values("path").reset_index(drop=True)
+
+
+class Bootstrap:
+    """Resampled test metrics of every configuration of one dataset, on shared resamples
+    (so any two configurations compare pairwise)."""
+
+    def __init__(self, y_true: np.ndarray, resamples: int, seed: int, positive: int | None):
+        self.y_true, self.positive = y_true, positive
+        self.indices = st.stratified_bootstrap(y_true, resamples, seed)
+        self.identity = np.arange(len(y_true))[None, :]
+
+    def resampled(self, metric: str, probabilities: list[np.ndarray]) -> np.ndarray:
+        return st.mean_over_seeds(metric, self.y_true, probabilities, self.indices, self.positive)
+
+    def estimate(self, metric: str, probabilities: list[np.ndarray]) -> float:
+        return float(st.mean_over_seeds(metric, self.y_true, probabilities, self.identity, self.positive)[0])
+
+
+def _config_key(row) -> tuple:
+    return tuple(row[key] for key in CONFIG)
+
+
+def summarise_config(group: pd.DataFrame, metrics: list[str], selection: str) -> dict:
+    """Means and seed t-intervals of one configuration's finished runs."""
+    row = {key: group.iloc[0][key] for key in CONFIG}
+    row["n_seeds"] = len(group)
+    row["seeds"] = " ".join(str(s) for s in sorted(group["seed"]))
+    for metric in [*metrics, f"val_{selection}"]:
+        mean, low, high, n = st.t_interval(group[metric])
+        row.update({metric: mean, f"{metric}_seed_low": low, f"{metric}_seed_high": high, f"{metric}_n": n})
+    for cost in COSTS:
+        row[cost] = float(pd.to_numeric(group[cost]).mean())
+    return row
+
+
+def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> tuple[list, list, dict]:
+    config = plan["config"]
+    evaluation = config["evaluation"]
+    selection = evaluation["selection_metric"]
+    done = runs[(runs["dataset"] == name) & (runs["status"] == "ok")]
+    if done.empty:
+        return [], [], {"dataset": name, "finished": 0, "chosen": None}
+    first = files[done.index[0]]["info"]
+    classes = first["classes"]
+    positive_class = config["datasets"][name].get("positive_class")
+    positive = positive_index(classes, positive_class)
+    metrics = headline(len(classes) == 2 and positive is not None)
+    tables = {i: _predictions(plan["runs"][i], plan["run_files"]) for i in done.index}
+    reference = tables[done.index[0]]
+    y_true = reference["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    bootstrap = Bootstrap(y_true, evaluation["bootstrap_resamples"], evaluation["bootstrap_seed"], positive)
+    columns = [f"p_{c}" for c in classes]
+
+    summary, resampled = [], {}
+    for key, group in done.groupby(CONFIG, sort=True):
+        for i in group.index:
+            if not tables[i]["path"].equals(reference["path"]):
+                raise ValueError(f"{plan['runs'][i]['dir']}: its test set differs from the other runs'")
+        probabilities = [tables[i][columns].to_numpy(dtype=float) for i in group.sort_values("seed").index]
+        row = summarise_config(group, metrics, selection)
+        for metric in metrics:
+            resampled[key, metric] = (dict(zip(group.sort_values("seed")["seed"], probabilities, strict=True)),
+                                      bootstrap.resampled(metric, probabilities))
+            low, high = np.percentile(resampled[key, metric][1], [2.5, 97.5])
+            row.update({f"{metric}_test_low": float(low), f"{metric}_test_high": float(high)})
+        row["per_class"] = json.dumps(_per_class(group.index, files, classes))
+        summary.append(row)
+
+    comparisons = _comparisons(name, summary, resampled, metrics, bootstrap)
+    verdict = _verdict(name, summary, comparisons, metrics, selection, classes, positive_class,
+                       len(y_true), len(done))
+    return summary, comparisons, verdict
+
+
+def _per_class(indices, files: dict, classes: list[str]) -> dict:
+    """Per class, the mean over seeds of precision, recall, specificity, F1 and the support."""
+    table = {}
+    for name in classes:
+        values = [files[i]["metrics"]["test"]["per_class"][name] for i in indices]
+        table[name] = {key: float(np.nanmean([v[key] for v in values])) for key in values[0]}
+    return table
+
+
+def _comparisons(name: str, summary: list[dict], resampled: dict, metrics: list[str],
+                 bootstrap: Bootstrap) -> list[dict]:
+    """Each configuration minus the baseline (same dataset and fraction) on the same test
+    resamples; seeds the two share are paired (same split), the rest left out."""
     rows = []
-    for run in runs:
-        run_dir = Path(results, run["dataset"], "runs", run["model"], run["strategy"], f"seed{run['seed']}")
-        rows.append(run_row(run_dir, run))
-    return pd.DataFrame(rows)
-
-
-def mean_ci(values) -> tuple[float, float, int]:
-    """Mean and the half-width of its 95% t-interval (NaN with fewer than two values)."""
-    values = np.asarray([v for v in values if v is not None and not pd.isna(v)], dtype=float)
-    if len(values) == 0:
-        return np.nan, np.nan, 0
-    if len(values) < 2:
-        return float(values.mean()), np.nan, 1
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return float(values.mean()), float(half), len(values)
-
-
-def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    done = table[table["status"] == "ok"]
-    rows = []
-    for key, group in done.groupby(GROUP, sort=True):
-        row = dict(zip(GROUP, key, strict=True))
-        row["n_seeds"] = len(group)
-        for metric in METRICS:
-            mean, half, _ = mean_ci(group[metric])
-            row[metric], row[f"{metric}_ci95"] = mean, half
-        for cost in COSTS:
-            row[cost] = float(group[cost].mean())
-        rows.append(row)
-    summary = pd.DataFrame(rows)
-    if summary.empty:
-        return summary
-    return summary.sort_values(["dataset", "f1_macro"], ascending=[True, False])
-
-
-def paired_comparison(table: pd.DataFrame, metric: str, baseline=BASELINE) -> pd.DataFrame:
-    """Each model × strategy minus the baseline on the same dataset and seed (same split).
-
-    Reports the mean paired difference, its 95% t-interval and the paired t-test p-value.
-    """
-    done = table[table["status"] == "ok"]
-    rows = []
-    for dataset, runs in done.groupby("dataset"):
-        base = runs[(runs["model"] == baseline[0]) & (runs["strategy"] == baseline[1])]
-        base = base.set_index("seed")[metric]
-        for (model, strategy), group in runs.groupby(["model", "strategy"]):
-            if (model, strategy) == baseline:
+    for config in summary:
+        if config["model"] == BASELINE["model"] and config["strategy"] == BASELINE["strategy"]:
+            continue
+        base = {**config, **BASELINE, "weights": "none"}
+        base_key = _config_key(base)
+        if (base_key, metrics[0]) not in resampled:
+            continue
+        for metric in metrics:
+            seeds_a, values_a = resampled[_config_key(config), metric]
+            seeds_b, values_b = resampled[base_key, metric]
+            common = sorted(set(seeds_a) & set(seeds_b))
+            if not common:
                 continue
-            paired = group.set_index("seed")[metric].to_frame("run").join(base.rename("base"), how="inner")
-            paired = paired.dropna()
-            diff = (paired["run"] - paired["base"]).to_numpy(dtype=float)
-            mean, half, n = mean_ci(diff)
-            p_value = np.nan
-            if n >= 2 and np.std(diff) > 0:
-                p_value = float(stats.ttest_rel(paired["run"], paired["base"]).pvalue)
-            rows.append({"dataset": dataset, "model": model, "strategy": strategy, "metric": metric,
-                         "n_pairs": n, "mean_difference": mean, "ci95": half, "p_value": p_value})
-    columns = ["dataset", "model", "strategy", "metric", "n_pairs", "mean_difference", "ci95", "p_value"]
-    return pd.DataFrame(rows, columns=columns)  # the columns exist even with only the baseline
+            if len(common) != len(seeds_a) or len(common) != len(seeds_b):
+                values_a = bootstrap.resampled(metric, [seeds_a[s] for s in common])
+                values_b = bootstrap.resampled(metric, [seeds_b[s] for s in common])
+            difference = (bootstrap.estimate(metric, [seeds_a[s] for s in common])
+                          - bootstrap.estimate(metric, [seeds_b[s] for s in common]))
+            low, high = np.percentile(values_a - values_b, [2.5, 97.5])
+            rows.append({**{key: config[key] for key in CONFIG}, "metric": metric, "n_pairs": len(common),
+                         "difference": difference, "low": float(low), "high": float(high),
+                         "p_value": st.bootstrap_p_value(values_a - values_b)})
+    frame = pd.DataFrame(rows, columns=[*CONFIG, "metric", "n_pairs", "difference", "low", "high", "p_value"])
+    frame["p_holm"] = np.nan
+    for _, family in frame.groupby(["dataset", "fraction", "metric"]):
+        frame.loc[family.index, "p_holm"] = st.holm(family["p_value"])
+    return frame.to_dict("records")
+
+
+def _verdict(name: str, summary: list[dict], comparisons: list[dict], metrics: list[str], selection: str,
+             classes: list[str], positive_class: str | None, n_test: int, finished: int) -> dict:
+    """The configuration with the best mean validation ``selection`` metric (at the
+    largest training fraction), with its test metrics and comparisons."""
+    largest = max(row["fraction"] for row in summary)
+    candidates = [row for row in summary if row["fraction"] == largest and not np.isnan(row[f"val_{selection}"])]
+    verdict = {"dataset": name, "finished": finished, "classes": classes, "positive_class": positive_class,
+               "n_test": n_test, "metrics": metrics, "selection_metric": selection, "fraction": largest,
+               "n_candidates": len(candidates), "chosen": None}
+    if not candidates:
+        return verdict
+    chosen = max(candidates, key=lambda row: (row[f"val_{selection}"], -row["trainable_params"]))
+    versus = [c for c in comparisons if all(c[key] == chosen[key] for key in CONFIG)]
+    verdict.update(
+        chosen=chosen,
+        per_class=json.loads(chosen["per_class"]),
+        is_baseline=chosen["model"] == BASELINE["model"] and chosen["strategy"] == BASELINE["strategy"],
+        versus=versus,
+        too_few_seeds=chosen["n_seeds"] < 3,
+        n_comparisons=len({(c["model"], c["strategy"], c["weights"]) for c in comparisons
+                           if c["fraction"] == largest}),
+    )
+    return verdict
+
+
+def software(runs: pd.DataFrame) -> list[dict]:
+    """The package versions the training jobs ran with, and how many runs used each set."""
+    done = runs[runs["status"] == "ok"]
+    if done.empty:
+        return []
+    return [{"packages": json.loads(text), "runs": int(count)}
+            for text, count in done["software"].value_counts().items()]
+
+
+def aggregate(plan: dict) -> dict:
+    """``{"runs", "summary", "comparisons" (DataFrames), "verdict" (dict)}`` of the study."""
+    files = {i: _read_run(run, plan["run_files"]) for i, run in enumerate(plan["runs"])}
+    runs = pd.DataFrame([run_row(run, files[i]) for i, run in enumerate(plan["runs"])])
+    summary, comparisons, verdicts = [], [], {}
+    for name in plan["config"]["datasets"]:
+        rows, compared, verdicts[name] = _dataset_tables(name, plan, runs, files)
+        summary += rows
+        comparisons += compared
+    evaluation = plan["config"]["evaluation"]
+    return {
+        "runs": runs,
+        "summary": pd.DataFrame(summary),
+        "comparisons": pd.DataFrame(comparisons, columns=[*CONFIG, "metric", "n_pairs", "difference", "low",
+                                                          "high", "p_value", "p_holm"]),
+        "verdict": {"datasets": verdicts, "software": software(runs),
+                    "bootstrap": {"resamples": evaluation["bootstrap_resamples"],
+                                  "seed": evaluation["bootstrap_seed"]},
+                    "selection_metric": evaluation["selection_metric"],
+                    "finished": int((runs["status"] == "ok").sum()) if len(runs) else 0,
+                    "planned": len(runs)},
+    }

@@ -185,7 +185,7 @@ def bench_frozen_cache(demo: dict, work: Path, image_size: int, batch_size: int,
     backbone_file = work / "resnet50_notop_random.weights.h5"
     keras.applications.ResNet50(include_top=False, weights=None).save_weights(backbone_file)
     weights = {"source": "benchmark stand-in", "path": str(backbone_file),
-               "sha256": fsutil.sha256_file(backbone_file)}
+               "sha256": fsutil.file_digest(backbone_file)}
     settings = {"image_size": image_size, "batch_size": batch_size, "epochs": epochs, "warmup_epochs": 0,
                 "learning_rate": 1e-3, "finetune_learning_rate": 1e-4, "partial_layers": 0,
                 "early_stopping_patience": 0, "augmentation": {"enabled": False}}

@@ -16,7 +16,8 @@ from pathlib import Path
 CHUNK = 1 << 20
 
 
-def sha256_file(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (``algorithm``: any hashlib name, e.g. md5)."""
     digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):

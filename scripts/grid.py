@@ -1,10 +1,19 @@
-"""The study grid: which dataset × model × strategy × seed runs exist, and why some don't."""
+"""The study grid: which runs exist (dataset × model × strategy × pretraining ×
+training fraction × seed), and why some model × strategy combinations don't.
+
+TensorFlow-free: the workflow imports it while it builds the job graph.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from scripts.models import SCRATCH_CNN
+
+# Strategies that start from a backbone's weights (pretrained, or a random-init control).
+PRETRAINED_STRATEGIES = ("frozen", "partial", "full", "linear_probe")
+STRATEGIES = ("scratch", *PRETRAINED_STRATEGIES)
+RANDOM_INIT = "none"  # the pretraining label of every run that starts from random weights
 
 
 @dataclass(frozen=True)
@@ -15,24 +24,58 @@ class Phase:
 
 
 def phases(strategy: str) -> list[Phase]:
-    """The training phases of a strategy (the classic Keras transfer-learning recipe)."""
-    head = Phase("head", "head", "learning_rate")
+    """The phases that train through the backbone; the head of the pretrained strategies
+    is first fitted on the frozen backbone's features (see training.fit_head)."""
     return {
         "scratch": [Phase("train", "all", "learning_rate")],
-        "frozen": [head],
-        "partial": [head, Phase("finetune", "top", "finetune_learning_rate")],
-        "full": [head, Phase("finetune", "backbone", "finetune_learning_rate")],
+        "frozen": [],
+        "linear_probe": [],
+        "partial": [Phase("finetune", "top", "finetune_learning_rate")],
+        "full": [Phase("finetune", "backbone", "finetune_learning_rate")],
     }[strategy]
 
 
 def skip_reason(model: str, strategy: str) -> str | None:
     if model == SCRATCH_CNN and strategy != "scratch":
-        return f"{SCRATCH_CNN} has no pretrained backbone to freeze or fine-tune; only 'scratch' applies"
+        return f"{SCRATCH_CNN} has no pretrained backbone to freeze, probe or fine-tune; only 'scratch' applies"
     return None
 
 
-def plan(datasets, models, strategies, seeds) -> tuple[list[dict], list[dict]]:
-    """Every valid run, and every skipped model × strategy with its reason."""
+def weights_sources(setting) -> list[dict]:
+    """The config's ``weights`` as a list of named pretraining sources.
+
+    One source (``imagenet``, ``none``, a file, or a per-backbone mapping) or a list of
+    them; each gets a name used in folder names and the report.
+    """
+    items = setting if isinstance(setting, list) else [setting]
+    sources = []
+    for item in items:
+        if isinstance(item, dict) and "name" in item:
+            sources.append({"name": item["name"], "spec": item["source"]})
+        elif item in ("imagenet", RANDOM_INIT):
+            sources.append({"name": item, "spec": item})
+        else:
+            sources.append({"name": "custom", "spec": item})
+    names = [s["name"] for s in sources]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"weights: pretraining sources need distinct names; repeated: {duplicates}")
+    for source in sources:
+        if (source["name"] == RANDOM_INIT) != (source["spec"] == RANDOM_INIT):
+            raise ValueError(f"weights: the name {RANDOM_INIT!r} is reserved for random initialisation")
+    return sources
+
+
+def fraction_label(fraction: float) -> str:
+    return repr(float(fraction))
+
+
+def plan(datasets, models, strategies, pretraining, fractions, seeds) -> tuple[list[dict], list[dict]]:
+    """Every valid run, and every skipped model × strategy with its reason.
+
+    ``pretraining`` are the names of the weights sources; runs of the ``scratch``
+    strategy do not depend on them and exist once, as random init.
+    """
     runs, skipped = [], []
     for model in models:
         for strategy in strategies:
@@ -40,9 +83,13 @@ def plan(datasets, models, strategies, seeds) -> tuple[list[dict], list[dict]]:
             if reason:
                 skipped.append({"model": model, "strategy": strategy, "reason": reason})
                 continue
+            sources = pretraining if strategy in PRETRAINED_STRATEGIES else [RANDOM_INIT]
             runs += [
-                {"dataset": d, "model": model, "strategy": strategy, "seed": s}
+                {"dataset": d, "model": model, "strategy": strategy, "weights": w,
+                 "fraction": fraction_label(f), "seed": s}
                 for d in datasets
+                for w in dict.fromkeys(sources)
+                for f in fractions
                 for s in seeds
             ]
     return runs, skipped

@@ -122,4 +122,4 @@ def write_vgg16_notop(output_path: str | Path) -> str:
     convolutions = read_wheel_convolutions(wheel)
     with fsutil.atomic_path(output_path) as tmp:
         write_legacy_notop(tmp, convolutions, source)
-        return fsutil.sha256_file(tmp)
+        return fsutil.file_digest(tmp)

@@ -7,13 +7,12 @@ The manifest is ``sha256sum`` output: ``<sha256>  <relative path>`` per line.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from scripts.fsutil import sha256_file
+from scripts.fsutil import file_digest
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
@@ -74,7 +73,7 @@ def scan_dataset(root: str | Path) -> list[str]:
 
 def make_manifest(root: str | Path) -> str:
     """Manifest text for every image under ``root`` (sorted, sha256sum format)."""
-    lines = [f"{sha256_file(Path(root) / rel)}  {rel}" for rel in scan_dataset(root)]
+    lines = [f"{file_digest(Path(root) / rel)}  {rel}" for rel in scan_dataset(root)]
     return "\n".join(lines) + "\n"
 
 
@@ -116,7 +115,7 @@ def verify_dataset(root: str | Path, manifest: str | Path) -> list[ImageRecord]:
     for rel in present:
         if rel not in expected:
             continue
-        actual = sha256_file(Path(root) / rel)
+        actual = file_digest(Path(root) / rel)
         if actual != expected[rel]:
             changed.append(f"{rel}: manifest {expected[rel][:12]}…, file {actual[:12]}…")
         split, label, _ = rel.split("/")
@@ -177,10 +176,6 @@ def find_duplicates(records: list[ImageRecord]) -> list[dict]:
             }
         )
     return duplicates
-
-
-def manifest_digest(manifest: str | Path) -> str:
-    return hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
 
 
 def class_counts(records: list[ImageRecord]) -> dict[str, dict[str, int]]:

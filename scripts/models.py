@@ -65,13 +65,6 @@ BACKBONES = {
 SCRATCH_CNN = "scratch_cnn"
 SCRATCH_CNN_LAST_CONV = "block4_relu"
 MODELS = (SCRATCH_CNN, *BACKBONES)
-STRATEGIES = ("scratch", "frozen", "partial", "full")
-# BatchNorm statistics learned from scratch: Keras's default momentum (0.99) needs
-# hundreds of steps before the moving averages used at inference are meaningful; a
-# small dataset gives tens, and the model then predicts one class at validation.
-# Measured on the demo (3 epochs, 21 steps): momentum 0.9 still predicted one class
-# (test macro-F1 0.19); 0.7 gave macro-F1 0.88, AUC 0.97.
-SCRATCH_BN_MOMENTUM = 0.7
 
 
 def last_conv_layer(model_name: str) -> str:
@@ -123,15 +116,20 @@ def set_feature_statistics(model, mean, variance) -> None:
     layer.set_weights([np.asarray(mean, np.float32), np.asarray(variance, np.float32), count])
 
 
-def build_scratch_cnn(image_size: int, n_classes: int, dropout: float = 0.3):
-    """Four conv-BN-ReLU-pool blocks: the small baseline every backbone must beat."""
+def build_scratch_cnn(image_size: int, n_classes: int, dropout: float, bn_momentum: float):
+    """Four conv-BN-ReLU-pool blocks: the small baseline every backbone must beat.
+
+    ``bn_momentum`` (``training.scratch_bn_momentum``): Keras's default 0.99 needs
+    hundreds of steps before the moving statistics used at inference mean anything; a
+    small dataset gives tens, and the model then predicts one class.
+    """
     import keras
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     for block, filters in enumerate((32, 64, 128, 256), start=1):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv")(x)
-        x = keras.layers.BatchNormalization(momentum=SCRATCH_BN_MOMENTUM, name=f"block{block}_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"block{block}_bn")(x)
         x = keras.layers.Activation("relu", name=f"block{block}_relu")(x)
         if block < 4:
             x = keras.layers.MaxPooling2D(name=f"block{block}_pool")(x)
@@ -183,17 +181,17 @@ def _pretrained_backbone(constructor, input_tensor, weights: str | Path):
     return base
 
 
-def build_model(model_name: str, image_size: int, n_classes: int, weights: str | Path | None = None,
-                dropout: float = 0.3):
+def build_model(model_name: str, image_size: int, n_classes: int, weights: str | Path | None, *,
+                dropout: float, bn_momentum: float):
     """The classifier for ``model_name``; ``weights`` is None (random init) or a local
-    *_notop file.
+    *_notop file; ``bn_momentum`` is the scratch CNN's BatchNorm momentum.
 
     Returns ``(model, backbone_layer_names)``; the scratch CNN has no backbone.
     """
     import keras
 
     if model_name == SCRATCH_CNN:
-        return build_scratch_cnn(image_size, n_classes, dropout), []
+        return build_scratch_cnn(image_size, n_classes, dropout, bn_momentum), []
     spec = BACKBONES[model_name]
     inputs = keras.Input((image_size, image_size, 3), name="image")
     preprocessed = getattr(keras.applications, spec.preprocess_module).preprocess_input(inputs)
@@ -217,7 +215,8 @@ def top_stage_layers(model_name: str, backbone: list[str], stages: int) -> list[
     return [name for name in backbone if spec.stage_of(name) in chosen]
 
 
-def set_trainable(model, backbone: list[str], trainable: str, stages: int = 0) -> None:
+def set_trainable(model, backbone: list[str], trainable: str, stages: int = 0,
+                  bn_momentum: float | None = None) -> None:
     """Freeze the model for one training phase.
 
     ``trainable``: ``all`` (scratch: every layer, BatchNorm included), ``head``
@@ -225,7 +224,8 @@ def set_trainable(model, backbone: list[str], trainable: str, stages: int = 0) -
     ``Backbone.stages``; the model's name says which backbone) or ``backbone`` (all
     backbone layers). BatchNorm layers of a pretrained backbone stay frozen, which in
     Keras 3 also runs them in inference mode: re-estimating their statistics from small
-    batches of X-rays destroys the pretrained features.
+    batches of X-rays destroys the pretrained features. A backbone trained from scratch
+    (``all``) gets ``bn_momentum``, as the scratch CNN does.
     """
     import keras
 
@@ -241,8 +241,8 @@ def set_trainable(model, backbone: list[str], trainable: str, stages: int = 0) -
             layer.trainable = False
         else:
             layer.trainable = layer.name in unfrozen
-            if is_batchnorm:
-                layer.momentum = SCRATCH_BN_MOMENTUM
+            if is_batchnorm and bn_momentum is not None:
+                layer.momentum = bn_momentum
 
 
 def _n_params(variables) -> int:

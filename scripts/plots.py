@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn import metrics as skm
 
-STRATEGY_ORDER = ["scratch", "frozen", "partial", "full"]
+STRATEGY_ORDER = ["scratch", "linear_probe", "frozen", "partial", "full"]
 
 
 def to_data_uri(figure) -> str:
@@ -44,18 +44,24 @@ def _grid(n_panels: int, columns: int = 4, size: float = 2.8):
 
 
 def metric_by_strategy(table, metric: str, label: str):
-    """One panel per model: the metric of every seed (points) and the mean (bar) per strategy."""
+    """One panel per model: the metric of every seed (points) and the mean (bar) per
+    strategy (× pretraining source, when there are several), at the largest training fraction."""
+    table = table[table["fraction"] == table["fraction"].max()]
+    several_sources = table.loc[table["strategy"] != "scratch", "weights"].nunique() > 1
     models = sorted(table["model"].unique())
     figure, axes = _grid(len(models), columns=len(models), size=2.6)
     for ax, model in zip(axes, models, strict=False):
         runs = table[table["model"] == model]
-        strategies = [s for s in STRATEGY_ORDER if s in set(runs["strategy"])]
-        for x, strategy in enumerate(strategies):
-            values = runs.loc[runs["strategy"] == strategy, metric].dropna().to_numpy(dtype=float)
+        groups = sorted(runs.groupby(["strategy", "weights"]).groups,
+                        key=lambda key: (STRATEGY_ORDER.index(key[0]), key[1]))
+        for x, (strategy, weights) in enumerate(groups):
+            chosen = (runs["strategy"] == strategy) & (runs["weights"] == weights)
+            values = runs.loc[chosen, metric].dropna().to_numpy(dtype=float)
             jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0]
             ax.bar(x, values.mean() if len(values) else 0, color="#cfd8e3", width=0.6)
             ax.scatter(x + np.asarray(jitter), values, color="#1f4e79", s=18, zorder=3)
-        ax.set_xticks(range(len(strategies)), strategies, rotation=30)
+        names = [f"{s}\n({w})" if several_sources and s != "scratch" else s for s, w in groups]
+        ax.set_xticks(range(len(groups)), names, rotation=30)
         ax.set_ylim(0, 1)
         ax.set_title(model, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
@@ -63,10 +69,11 @@ def metric_by_strategy(table, metric: str, label: str):
     return to_data_uri(figure)
 
 
-def curve_grid(runs: list[dict], classes: list[str], kind: str):
-    """ROC (one-vs-rest) or precision-recall curves, one panel per model × strategy."""
+def curve_grid(runs: list[dict], classes: list[str], kind: str, positive: int | None = None):
+    """ROC or precision-recall curves, one panel per configuration: of the positive
+    class for two-class data, one-vs-rest per class otherwise."""
     figure, axes = _grid(len(runs))
-    targets = [1] if len(classes) == 2 else range(len(classes))
+    targets = [positive] if positive is not None else range(len(classes))
     colours = plt.cm.tab10.colors
     for ax, run in zip(axes, runs, strict=False):
         for seed_index, (y_true, probs) in enumerate(run["predictions"]):
@@ -118,14 +125,14 @@ def history_grid(runs: list[dict], metric: str):
     for ax, run in zip(axes, runs, strict=False):
         for i, (seed, history) in enumerate(run["histories"]):
             colour = colours[i % 10]
-            ax.plot(history["epoch"], history[metric], color=colour, lw=1.2, label=f"seed {seed}")
-            ax.plot(history["epoch"], history[f"val_{metric}"], color=colour, lw=1.2, ls="--")
+            ax.plot(history["epoch"], history[metric], color=colour, lw=1.2, marker=".", label=f"seed {seed}")
+            ax.plot(history["epoch"], history[f"val_{metric}"], color=colour, lw=1.2, ls="--", marker=".")
             switch = history.loc[history["phase"] == "finetune", "epoch"]
             if len(switch):
                 ax.axvline(switch.iloc[0] - 0.5, color="grey", lw=0.8, ls=":")
         ax.set_title(run["title"], fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel(metric, fontsize=8)
+        ax.set_ylabel(f"class-weighted {metric}", fontsize=8)
         if metric == "accuracy":
             ax.set_ylim(0, 1)
     if runs:

@@ -1,12 +1,17 @@
-"""The study report: one self-contained HTML file (Jinja2, autoescaped, images inline)."""
+"""The study report: one self-contained HTML file (Jinja2, autoescaped, images inline).
+
+It renders what the aggregate stage computed (``runs``, ``summary``, ``comparisons``,
+``verdict``) and draws the figures from the finished runs' files named in the plan. It
+never computes a statistic of its own, and it renders whatever finished: a dataset
+without finished runs, or a study without any, still gets its page.
+"""
 
 from __future__ import annotations
 
 import base64
 import datetime
-import platform
+import json
 import subprocess
-from importlib import metadata
 from pathlib import Path
 
 import jinja2
@@ -14,27 +19,26 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from scripts import aggregate, fsutil, gradcam, plots
-from scripts.images import load_image
+from scripts import fsutil, gradcam, plots
+from scripts.evaluation import positive_index
 from scripts.plots import STRATEGY_ORDER
 
-PACKAGES = ["tensorflow", "tensorflow-cpu", "keras", "snakemake", "snakemake-executor-plugin-slurm",
-            "numpy", "pandas", "scikit-learn", "scipy", "matplotlib", "opencv-python-headless",
-            "jinja2"]
-HEADLINE = [("accuracy", "Accuracy"), ("f1_macro", "Macro-F1"), ("auc", "AUC-ROC"),
-            ("sensitivity_macro", "Sensitivity"), ("specificity_macro", "Specificity")]
-PRETRAINED_STRATEGIES = {"frozen", "partial", "full"}
-DISPLAY_SIZE = 160
+LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "f1_macro": "Macro-F1",
+          "auc": "AUC-ROC", "sensitivity": "Sensitivity", "specificity": "Specificity",
+          "recall_macro": "Recall (macro, one-vs-rest)", "specificity_macro": "Specificity (macro, one-vs-rest)",
+          "precision_macro": "Precision (macro)"}
 
 
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in PACKAGES:
+def read_tables(runs: str, summary: str, comparisons: str, verdict: str) -> dict:
+    def csv(path):
         try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+            return pd.read_csv(path, dtype={"slurm_job_id": str, "cuda_visible_devices": str},
+                               keep_default_na=False, na_values=[""])
+        except pd.errors.EmptyDataError:  # no finished run: the table has no columns
+            return pd.DataFrame()
+
+    return {"runs": csv(runs), "summary": csv(summary), "comparisons": csv(comparisons),
+            "verdict": fsutil.read_json(verdict)}
 
 
 def git_commit(directory: Path) -> str:
@@ -48,44 +52,56 @@ def git_commit(directory: Path) -> str:
     return commit + (" (with uncommitted changes)" if git("status", "--porcelain") else "")
 
 
-def order_key(model: str, strategy: str):
-    return (model != "scratch_cnn", model, STRATEGY_ORDER.index(strategy))
+def title(row) -> str:
+    parts = [row["model"], row["strategy"]]
+    if row["strategy"] != "scratch":
+        parts.append(f"weights {row['weights']}")
+    if float(row["fraction"]) < 1:
+        parts.append(f"{float(row['fraction']):.0%} of train")
+    return " · ".join(parts)
 
 
-def run_dir(results: Path, row) -> Path:
-    return results / row["dataset"] / "runs" / row["model"] / row["strategy"] / f"seed{row['seed']}"
+def order_key(row) -> tuple:
+    return (row["model"] != "scratch_cnn", row["model"], STRATEGY_ORDER.index(row["strategy"]),
+            row["weights"], -float(row["fraction"]))
 
 
-def load_runs(results: Path, table: pd.DataFrame, classes: list[str]) -> list[dict]:
-    """Per model × strategy: its seeds' predictions, confusion matrices, histories, CAMs."""
-    combos = []
-    done = table[table["status"] == "ok"]
-    for (model, strategy), group in done.groupby(["model", "strategy"]):
-        combo = {"model": model, "strategy": strategy, "title": f"{model} · {strategy}",
-                 "predictions": [], "confusion": [], "histories": []}
+def _read_optional_json(path: str) -> dict | None:
+    return fsutil.read_json(path) if Path(path).exists() else None
+
+
+def load_configs(plan: dict, runs: pd.DataFrame, classes: list[str]) -> list[dict]:
+    """Per configuration: its seeds' predictions, confusion matrices, histories and the
+    Grad-CAM maps of its first finished seed (files named by the plan)."""
+    files = plan["run_files"]
+    configs = []
+    for _, group in runs.groupby(["model", "strategy", "weights", "fraction"], sort=False):
+        first = group.iloc[0]
+        config = {"key": {k: first[k] for k in ("model", "strategy", "weights", "fraction")},
+                  "title": title(first), "predictions": [], "confusion": [], "histories": []}
         for _, row in group.sort_values("seed").iterrows():
-            directory = run_dir(results, row)
-            predictions = pd.read_csv(directory / "predictions.csv", keep_default_na=False)
-            probs = predictions[[f"p_{c}" for c in classes]].to_numpy()
+            folder = Path(row["dir"])
+            predictions = pd.read_csv(folder / files["predictions"], keep_default_na=False)
+            probabilities = predictions[[f"p_{c}" for c in classes]].to_numpy()
             y_true = predictions["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-            combo["predictions"].append((y_true, probs))
-            combo["confusion"].append(fsutil.read_json(directory / "metrics.json")["confusion_matrix"])
-            combo["histories"].append((row["seed"], pd.read_csv(directory / "history.csv")))
-            if "cams" not in combo:  # Grad-CAM panels show the first seed
-                with np.load(directory / "gradcam.npz") as saved:
-                    combo["cams"] = dict(zip(saved["paths"], saved["cams"], strict=True))
-                combo["cam_seed"] = row["seed"]
-                combo["table"] = predictions.set_index("path")
-        combos.append(combo)
-    return sorted(combos, key=lambda c: order_key(c["model"], c["strategy"]))
+            config["predictions"].append((y_true, probabilities))
+            config["confusion"].append(fsutil.read_json(folder / files["metrics"])["test"]["confusion_matrix"])
+            config["histories"].append((row["seed"], pd.read_csv(folder / files["history"])))
+            if "cams" not in config:
+                with np.load(folder / files["gradcam"]) as saved:
+                    config["cams"] = dict(zip(saved["paths"], saved["cams"], strict=True))
+                config["cam_seed"] = row["seed"]
+                config["table"] = predictions.set_index("path")
+        configs.append(config)
+    return sorted(configs, key=lambda c: order_key(c["key"]))
 
 
-def choose_gradcam_images(combos: list[dict], classes: list[str], per_class: int) -> list[str]:
-    """The same test images for every row: per class, the images most often
-    misclassified across runs first, then the most often correct (ties by path)."""
-    if not combos:
+def choose_gradcam_images(configs: list[dict], classes: list[str], per_class: int) -> list[str]:
+    """The same test images for every row: per class, the image most often misclassified
+    across configurations first, then the most often correct (ties by path)."""
+    if not configs:
         return []
-    tables = [c["table"] for c in combos]
+    tables = [c["table"] for c in configs]
     correct = sum((t["label"] == t["predicted"]).astype(int) for t in tables)
     frame = pd.DataFrame({"label": tables[0]["label"], "correct": correct}).reset_index()
     chosen = []
@@ -100,114 +116,153 @@ def choose_gradcam_images(combos: list[dict], classes: list[str], per_class: int
     return chosen
 
 
-def gradcam_panel(root: Path, combos: list[dict], paths: list[str], classes: list[str]) -> dict:
-    originals = {p: load_image(root / p, DISPLAY_SIZE)[0] for p in paths}
+def gradcam_panel(thumbnails: dict, configs: list[dict], paths: list[str]) -> dict:
     rows = []
-    for combo in combos:
+    for config in configs:
         cells = []
         for path in paths:
-            pred = combo["table"].loc[path]
-            probability = float(pred[f"p_{pred['predicted']}"])
+            pred = config["table"].loc[path]
             cells.append({
-                "image": plots.jpeg_data_uri(gradcam.overlay(originals[path], combo["cams"][path])),
+                "image": plots.jpeg_data_uri(gradcam.overlay(thumbnails[path], config["cams"][path])),
                 "true": pred["label"], "predicted": pred["predicted"],
-                "probability": probability, "correct": pred["label"] == pred["predicted"],
+                "probability": float(pred[f"p_{pred['predicted']}"]),
+                "correct": pred["label"] == pred["predicted"],
             })
-        rows.append({"title": combo["title"], "seed": combo["cam_seed"], "cells": cells})
-    columns = [{"path": p, "image": plots.jpeg_data_uri(originals[p])} for p in paths]
+        rows.append({"title": config["title"], "seed": int(config["cam_seed"]), "cells": cells})
+    columns = [{"path": p, "image": plots.jpeg_data_uri(thumbnails[p])} for p in paths]
     return {"columns": columns, "rows": rows}
 
 
-def sample_predictions(root: Path, combo: dict, per_class: int = 4) -> list[dict]:
-    table = combo["table"].reset_index()
+def sample_predictions(thumbnails: dict, config: dict, per_class: int = 4) -> list[dict]:
+    table = config["table"].reset_index()
     picks = table.groupby("label", sort=True).head(per_class)
     return [{
-        "image": plots.jpeg_data_uri(load_image(root / row["path"], 112)[0]),
+        "image": plots.jpeg_data_uri(thumbnails[row["path"]]),
         "path": row["path"], "true": row["label"], "predicted": row["predicted"],
         "probability": float(row[f"p_{row['predicted']}"]),
         "correct": row["label"] == row["predicted"],
     } for _, row in picks.iterrows()]
 
 
-def verdict(summary: pd.DataFrame, table: pd.DataFrame) -> dict | None:
-    if summary.empty:
-        return None
-    best = summary.sort_values(["f1_macro", "auc"], ascending=False).iloc[0]
-    comparisons = {m: aggregate.paired_comparison(table, m) for m, _ in HEADLINE}
-    versus = []
-    for metric, label in HEADLINE:
-        frame = comparisons[metric]
-        match = frame[(frame["model"] == best["model"]) & (frame["strategy"] == best["strategy"])]
-        if not match.empty:
-            versus.append({"label": label, **match.iloc[0].to_dict()})
-    return {"best": best.to_dict(), "versus": versus,
-            "is_baseline": (best["model"], best["strategy"]) == aggregate.BASELINE}
+def split_counts(path: str) -> dict:
+    """Images per subset and class in the first seed's split, and where validation came from."""
+    if not Path(path).exists():
+        return {"counts": {}, "val_source": None, "n_test": None}
+    split = pd.read_csv(path, keep_default_na=False)
+    counts = split.groupby(["subset", "label"]).size().unstack(fill_value=0)
+    return {"counts": {subset: {k: int(v) for k, v in row.items()} for subset, row in counts.iterrows()},
+            "val_source": split["val_source"].iloc[0],
+            "n_test": int((split["subset"] == "test").sum())}
 
 
-def dataset_section(name: str, spec: dict, table: pd.DataFrame, results: Path, settings: dict) -> dict:
-    data_dir = results / name / "data"
-    verify = fsutil.read_json(data_dir / "verify.json")
-    conversions_file = data_dir / f"conversions_{settings['training']['image_size']}px.json"
-    conversions = fsutil.read_json(conversions_file) if conversions_file.exists() else {}
-    classes = verify["classes"]
-    runs = table[table["dataset"] == name]
-    summary = aggregate.summarise(runs)
-    combos = load_runs(results, runs, classes)
-    root = Path(spec["path"])
-    paths = choose_gradcam_images(combos, classes, settings["gradcam"]["images_per_class"])
-    split_file = results / name / "splits" / f"seed{min(settings['seeds'])}.csv"
-    split_counts = {}
-    if split_file.exists():
-        split = pd.read_csv(split_file, keep_default_na=False)
-        split_counts = split.groupby(["subset", "label"]).size().unstack(fill_value=0).to_dict("index")
-    best = verdict(summary, runs)
-    best_combo = next((c for c in combos if best and (c["model"], c["strategy"]) ==
-                       (best["best"]["model"], best["best"]["strategy"])), None)
-    done = runs[runs["status"] == "ok"]
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """DataFrame rows as dicts with NaN as None (the template tests for None)."""
+    return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+            for row in frame.to_dict("records")]
+
+
+def comparison_rows(comparisons: pd.DataFrame) -> list[dict]:
+    """One row per configuration, one cell (difference, interval, Holm p) per metric."""
+    rows = []
+    for _, group in comparisons.groupby(["model", "strategy", "weights", "fraction"], sort=False):
+        first = group.iloc[0]
+        rows.append({"title": title(first), "cells": {r["metric"]: r for r in _records(group)}})
+    return rows
+
+
+def dataset_section(name: str, plan: dict, tables: dict) -> dict:
+    """Everything the template shows for one dataset; every key is always present."""
+    paths = plan["datasets"][name]
+    settings = plan["config"]
+    verify = _read_optional_json(paths["verify"])
+    conversions = _read_optional_json(paths["conversions"])
+    verdict = tables["verdict"]["datasets"][name]
+    runs = tables["runs"][tables["runs"]["dataset"] == name]
+    done = runs[runs["status"] == "ok"] if len(runs) else runs
+    summary = tables["summary"]
+    if len(summary):
+        summary = summary[summary["dataset"] == name]
+    classes = verdict.get("classes") or (verify["classes"] if verify else [])
+    positive = settings["datasets"][name].get("positive_class")
+    configs = load_configs(plan, done, classes) if len(done) else []
+    thumbnails = {}
+    if configs and Path(paths["thumbnails"]).exists():
+        with np.load(paths["thumbnails"]) as saved:
+            thumbnails = dict(zip(saved["paths"], saved["images"], strict=True))
+    picked = choose_gradcam_images(configs, classes, settings["gradcam"]["images_per_class"])
+    chosen = verdict["chosen"]
+    chosen_config = next((c for c in configs if chosen and all(
+        str(c["key"][k]) == str(chosen[k]) for k in ("model", "strategy", "weights"))
+        and float(c["key"]["fraction"]) == float(chosen["fraction"])), None)
+    comparisons = tables["comparisons"]
+    selection = tables["verdict"]["selection_metric"]
+    ordered = summary.sort_values(f"val_{selection}", ascending=False) if len(summary) else summary
     return {
         "name": name,
         "classes": classes,
+        "positive_class": positive,
         "verify": verify,
         "conversions": conversions,
-        "split_counts": split_counts,
-        "val_fraction": settings["data"]["val_fraction"],
-        "summary": summary.to_dict("records"),
-        "verdict": best,
-        "missing": runs[runs["status"] != "ok"].to_dict("records"),
-        "runs": runs.sort_values(["model", "strategy", "seed"]).to_dict("records"),
-        "figures": {
-            "metric_f1": plots.metric_by_strategy(done, "f1_macro", "macro-F1") if len(done) else None,
-            "metric_auc": plots.metric_by_strategy(done, "auc", "AUC-ROC") if len(done) else None,
-            "roc": plots.curve_grid(combos, classes, "roc") if combos else None,
-            "pr": plots.curve_grid(combos, classes, "pr") if combos else None,
-            "confusion": plots.confusion_grid(combos, classes) if combos else None,
-            "loss": plots.history_grid(combos, "loss") if combos else None,
-            "accuracy": plots.history_grid(combos, "accuracy") if combos else None,
-        },
-        "gradcam": gradcam_panel(root, combos, paths, classes) if paths else None,
-        "samples": sample_predictions(root, best_combo) if best_combo else [],
-        "best_title": best_combo["title"] if best_combo else None,
+        "split": split_counts(paths["split"]),
+        "verdict": verdict,
+        "metrics": verdict.get("metrics") or [],
+        "summary": _records(ordered),
+        "comparisons": comparison_rows(comparisons[comparisons["dataset"] == name]) if len(comparisons) else [],
+        "missing": _records(runs[runs["status"] != "ok"]) if len(runs) else [],
+        "runs": _records(runs.sort_values(["model", "strategy", "weights", "fraction", "seed"])),
+        "figures": _figures(done, configs, classes, positive_index(classes, positive)) if configs else {},
+        "gradcam": gradcam_panel(thumbnails, configs, picked) if picked and thumbnails else None,
+        "samples": sample_predictions(thumbnails, chosen_config) if chosen_config and thumbnails else [],
+        "chosen_title": chosen_config["title"] if chosen_config else None,
+        "settings": {"val_fraction": settings["data"]["val_fraction"],
+                     "min_val_per_class": settings["data"]["min_val_per_class"]},
     }
 
 
-def not_pretrained(table: pd.DataFrame) -> list[str]:
-    """Backbones that ran frozen/partial/full without pretrained weights."""
-    done = table[(table["status"] == "ok") & table["strategy"].isin(PRETRAINED_STRATEGIES)]
-    return sorted(done.loc[done["weights_source"] == "none", "model"].unique())
+def _figures(done: pd.DataFrame, configs: list[dict], classes: list[str], positive: int | None) -> dict:
+    return {
+        "metric_f1": plots.metric_by_strategy(done, "f1_macro", "macro-F1"),
+        "metric_auc": plots.metric_by_strategy(done, "auc", "AUC-ROC"),
+        "roc": plots.curve_grid(configs, classes, "roc", positive),
+        "pr": plots.curve_grid(configs, classes, "pr", positive),
+        "confusion": plots.confusion_grid(configs, classes),
+        "loss": plots.history_grid(configs, "loss"),
+        "accuracy": plots.history_grid(configs, "accuracy"),
+    }
 
 
-def weights_table(table: pd.DataFrame) -> list[dict]:
-    done = table[(table["status"] == "ok") & table["strategy"].isin(PRETRAINED_STRATEGIES)]
-    return (done[["model", "weights_source", "weights_sha256"]].drop_duplicates()
-            .sort_values("model").to_dict("records"))
+def weights_table(runs: pd.DataFrame) -> list[dict]:
+    """Backbone × pretraining source: where its weights came from (runs that used them)."""
+    if runs.empty or "weights_source" not in runs:
+        return []
+    done = runs[(runs["status"] == "ok") & (runs["strategy"] != "scratch")]
+    return _records(done[["model", "weights", "weights_source", "weights_sha256"]].drop_duplicates()
+                    .sort_values(["model", "weights"]))
 
 
-def interval(mean: float, half_width: float, digits: int = 3) -> str:
-    """A metric's 95% interval clipped to [0, 1]: with 2 seeds t = 12.7 makes the raw
-    interval wider than the metric's range."""
-    if half_width is None or pd.isna(half_width) or mean is None or pd.isna(mean):
-        return "n/a (one seed)"
-    low, high = max(0.0, mean - half_width), min(1.0, mean + half_width)
+def not_pretrained(runs: pd.DataFrame) -> list[str]:
+    """Backbones whose pretrained strategies ran only from random weights."""
+    if runs.empty or "weights_source" not in runs:
+        return []
+    done = runs[(runs["status"] == "ok") & (runs["strategy"] != "scratch")]
+    pretrained = set(done.loc[done["weights_source"] != "none", "model"])
+    return sorted(set(done["model"]) - pretrained)
+
+
+def number(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def interval(low, high, digits: int = 3, bounded: bool = True) -> str:
+    """An interval as ``[low, high]``; "n/a" when it is undefined (e.g. one seed).
+    ``bounded``: a metric's interval is clipped to its range [0, 1] (a t-interval from two
+    seeds is often wider than the range); differences are not clipped."""
+    if low is None or high is None or np.isnan(low) or np.isnan(high):
+        return "n/a"
+    if bounded:
+        low, high = max(0.0, low), min(1.0, high)
     return f"[{low:.{digits}f}, {high:.{digits}f}]"
 
 
@@ -216,36 +271,35 @@ def write_figures(datasets: list[dict], directory: str | Path) -> None:
     Path(directory).mkdir(parents=True, exist_ok=True)
     for section in datasets:
         for name, uri in section["figures"].items():
-            if uri:
-                with fsutil.atomic_path(Path(directory, f"{section['name']}-{name}.png")) as tmp:
-                    tmp.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+            with fsutil.atomic_path(Path(directory, f"{section['name']}-{name}.png")) as tmp:
+                tmp.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
 
 
-def render(settings: dict, skipped: list[dict], table: pd.DataFrame, results: str | Path,
-           output: str | Path, project: str | Path = ".", figures: str | Path | None = None) -> None:
-    results = Path(results)
+def render(plan: dict, tables: dict, output: str | Path, project: str | Path = ".",
+           figures: str | Path | None = None) -> None:
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("scripts", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    environment.filters["num"] = lambda v, d=3: "–" if v is None or pd.isna(v) else f"{v:.{d}f}"
+    environment.filters["num"] = number
     environment.filters["interval"] = interval
+    environment.filters["label"] = lambda metric: LABELS[metric]
+    verdict = tables["verdict"]
     context = {
-        "title": settings["report"]["title"],
+        "title": plan["config"]["report"]["title"],
         "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "datasets": [dataset_section(name, spec, table, results, settings)
-                     for name, spec in settings["datasets"].items()],
-        "not_pretrained": not_pretrained(table),
-        "weights": weights_table(table),
-        "skipped": skipped,
-        "headline": HEADLINE,
-        "config_yaml": yaml.safe_dump(settings, sort_keys=False),
-        "versions": package_versions(),
-        "python": platform.python_version(),
+        "datasets": [dataset_section(name, plan, tables) for name in plan["config"]["datasets"]],
+        "not_pretrained": not_pretrained(tables["runs"]),
+        "weights": weights_table(tables["runs"]),
+        "skipped": plan["skipped"],
+        "software": verdict["software"],
+        "bootstrap": verdict["bootstrap"],
+        "selection_metric": verdict["selection_metric"],
+        "config_yaml": yaml.safe_dump(json.loads(json.dumps(plan["config"])), sort_keys=False),
         "commit": git_commit(Path(project)),
-        "n_ok": int((table["status"] == "ok").sum()),
-        "n_runs": len(table),
+        "n_ok": verdict["finished"],
+        "n_runs": verdict["planned"],
     }
     html = environment.get_template("report.html.j2").render(**context)
     if figures:

@@ -1,4 +1,5 @@
-"""Seeded, stratified validation split; test data is never used for selection.
+"""Seeded, stratified validation split and nested training subsets; the test data is
+never used for selection.
 
 Byte-identical files are kept on the same side of the split (grouped by SHA256) so
 the split itself cannot leak duplicates from train into validation.
@@ -12,33 +13,83 @@ import pandas as pd
 SUBSETS = ("train", "val", "test")
 
 
-def make_split(
-    index: pd.DataFrame, seed: int, val_fraction: float, leakage: str = "warn"
-) -> pd.DataFrame:
+def use_val_folder(index: pd.DataFrame, policy: str, min_per_class: int) -> tuple[bool, str]:
+    """Whether the dataset's own ``val/`` folder is the validation set, and why.
+
+    A handful of validation images (Kermany's ``val/`` has 8 per class) would decide
+    early stopping and model selection for every seed; ``auto`` then merges them into
+    train and holds out a seeded, stratified share instead.
+    """
+    val = index[index["split"] == "val"]
+    if val.empty:
+        return False, "no val/ folder: a seeded, stratified share of train is held out"
+    if policy == "use":
+        return True, "the val/ folder is the validation set (data.val_folder: use)"
+    if policy == "merge":
+        return False, "the val/ folder was merged into train (data.val_folder: merge)"
+    classes = sorted(index.loc[index["split"] == "train", "label"].unique())
+    counts = val["label"].value_counts().reindex(classes, fill_value=0)
+    if counts.min() >= min_per_class:
+        return True, f"the val/ folder is the validation set (at least {min_per_class} images per class)"
+    return False, (
+        f"WARNING: the val/ folder has only {dict(counts)} images per class, fewer than "
+        f"data.min_val_per_class={min_per_class}: merged into train; a seeded, stratified share "
+        "of train is held out instead (set data.val_folder: use to keep it)"
+    )
+
+
+def make_split(index: pd.DataFrame, seed: int, settings: dict) -> tuple[pd.DataFrame, str]:
     """Assign every image of ``index`` (path, split, label, sha256) to a subset.
 
-    With a ``val/`` folder that folder is the validation set; otherwise a fraction of
-    each class of ``train/`` is held out. ``leakage="drop"`` moves val/test images
-    that are byte-identical to a training image to subset ``dropped``.
+    ``settings`` are the config's ``data`` section (``val_fraction``, ``leakage``,
+    ``val_folder``, ``min_val_per_class``). ``leakage="drop"`` moves val/test images
+    that are byte-identical to a training image to subset ``dropped``. Training images
+    get ``train_rank``, their seeded order within their class: the first
+    ``round(f · n_class)`` of each class form the nested training fraction ``f``.
+    Returns the table and a sentence on where validation comes from.
     """
     frame = index.copy()
-    frame["subset"] = frame["split"]
-    if not (frame["split"] == "val").any():
-        rng = np.random.default_rng(seed)
-        for _, rows in frame[frame["split"] == "train"].groupby("label", sort=True):
-            groups = rows.groupby("sha256", sort=True).groups
-            keys = list(groups)
-            rng.shuffle(keys)
-            wanted = max(1, round(val_fraction * len(rows)))
-            taken = 0
-            for key in keys:
-                if taken >= wanted or len(keys) < 2:
-                    break
-                frame.loc[groups[key], "subset"] = "val"
-                taken += len(groups[key])
-    if leakage == "drop":
+    keep_val, note = use_val_folder(frame, settings["val_folder"], settings["min_val_per_class"])
+    frame["subset"] = frame["split"].replace({} if keep_val else {"val": "train"})
+    if not keep_val:
+        _hold_out(frame, np.random.default_rng(seed), settings["val_fraction"])
+    if settings["leakage"] == "drop":
         train_hashes = set(frame.loc[frame["subset"] == "train", "sha256"])
         leaked = (frame["subset"] != "train") & frame["sha256"].isin(train_hashes)
         frame.loc[leaked, "subset"] = "dropped"
-    return frame[["path", "label", "sha256", "split", "subset"]]
+    frame["train_rank"] = _train_ranks(frame, np.random.default_rng([seed, 1]))
+    frame["val_source"] = "folder" if keep_val else "held out"
+    return frame[["path", "label", "sha256", "split", "subset", "train_rank", "val_source"]], note
 
+
+def _hold_out(frame: pd.DataFrame, rng: np.random.Generator, val_fraction: float) -> None:
+    for _, rows in frame[frame["subset"] == "train"].groupby("label", sort=True):
+        groups = rows.groupby("sha256", sort=True).groups
+        keys = list(groups)
+        rng.shuffle(keys)
+        wanted = max(1, round(val_fraction * len(rows)))
+        taken = 0
+        for key in keys:
+            if taken >= wanted or len(keys) < 2:
+                break
+            frame.loc[groups[key], "subset"] = "val"
+            taken += len(groups[key])
+
+
+def _train_ranks(frame: pd.DataFrame, rng: np.random.Generator) -> pd.Series:
+    ranks = pd.Series(-1, index=frame.index)
+    for _, rows in frame[frame["subset"] == "train"].groupby("label", sort=True):
+        ranks[rows.index] = rng.permutation(len(rows))
+    return ranks
+
+
+def training_rows(split_table: pd.DataFrame, fraction: float) -> np.ndarray:
+    """Positions of the training images of the nested subset ``fraction`` (per class
+    the ``round(fraction · n)`` lowest ranks, at least one)."""
+    train = split_table["subset"].to_numpy() == "train"
+    keep = np.zeros(len(split_table), dtype=bool)
+    labels, ranks = split_table["label"].to_numpy(), split_table["train_rank"].to_numpy()
+    for label in np.unique(labels[train]):
+        in_class = train & (labels == label)
+        keep |= in_class & (ranks < max(1, round(fraction * in_class.sum())))
+    return np.flatnonzero(keep)

@@ -1,10 +1,11 @@
 """One function per workflow step: read the step's inputs, call the concern modules,
 write the step's outputs atomically. The Snakemake rules call these through
-``python -m scripts <step>``; tests call them directly.
+``python -m scripts <step>`` and give every path; tests call them directly.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,19 @@ import pandas as pd
 from scripts import fsutil, manifest
 from scripts.manifest import DataError
 
+THUMBNAIL_SIZE = 160  # px, the report's Grad-CAM panels
 
-def verify(dataset: str, root: str, manifest_path: str, leakage: str, index_out: str,
-           report_out: str) -> dict:
+
+def verify(dataset: str, root: str, manifest_path: str, leakage: str, positive_class: str | None,
+           index_out: str, report_out: str) -> dict:
     """Hash check, class layout, duplicates and leakage; writes the image index."""
     records = manifest.verify_dataset(root, manifest_path)
     classes = manifest.check_classes(records)
+    if len(classes) == 2 and not positive_class:
+        raise DataError(f"datasets.{dataset}.positive_class is required for a two-class dataset "
+                        f"(one of {classes})")
+    if positive_class and positive_class not in classes:
+        raise DataError(f"datasets.{dataset}.positive_class: {positive_class!r} is not one of {classes}")
     duplicates = manifest.find_duplicates(records)
     leaks = [group for group in duplicates if group["cross_split"]]
     if leaks and leakage == "fail":
@@ -34,9 +42,10 @@ def verify(dataset: str, root: str, manifest_path: str, leakage: str, index_out:
         "dataset": dataset,
         "root": str(root),
         "manifest": str(manifest_path),
-        "manifest_sha256": manifest.manifest_digest(manifest_path),
+        "manifest_sha256": fsutil.file_digest(manifest_path),
         "n_images": len(records),
         "classes": classes,
+        "positive_class": positive_class or None,
         "counts": manifest.class_counts(records),
         "duplicates": duplicates,
         "leakage_policy": leakage,
@@ -48,143 +57,187 @@ def verify(dataset: str, root: str, manifest_path: str, leakage: str, index_out:
     return report
 
 
-def prepare(root: str, index_path: str, image_size: int, images_out: str,
-            conversions_out: str, *, colour_policy: str, colour_tolerance: int,
-            colour_min_share: float) -> None:
-    """Decode every indexed image once into a ``uint8`` array (index order), checking
-    each for colour overlays (``data.colour_overlays``)."""
-    from scripts.images import load_images
+def prepare(root: str, index_path: str, image_size: int, images_out: str, conversions_out: str,
+            colour: dict) -> None:
+    """Decode every indexed image once into a ``uint8`` array (index order); ``colour``
+    is the config's ``data.colour_overlays``."""
+    from scripts.images import colour_summary, load_images
 
-    index = pd.read_csv(index_path)
-    array, conversions = load_images(root, index["path"].tolist(), image_size, colour_policy=colour_policy,
-                                     colour_tolerance=colour_tolerance, colour_min_share=colour_min_share)
+    index = pd.read_csv(index_path, keep_default_na=False)
+    array, conversions = load_images(root, index["path"].tolist(), image_size,
+                                     colour_policy=colour["policy"], colour_tolerance=colour["tolerance"],
+                                     colour_min_share=colour["min_share"])
+    labels = dict(zip(index["path"], index["label"], strict=True))
+    conversions["colour"]["summary"] = colour_summary(conversions["colour"]["overlaid"], labels)
     with fsutil.atomic_path(images_out) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array)
     fsutil.write_json(conversions_out, {"image_size": image_size, **conversions})
 
 
-def split(index_path: str, seed: int, val_fraction: float, leakage: str, out: str) -> None:
+def thumbnails(root: str, index_path: str, out: str, size: int = THUMBNAIL_SIZE) -> None:
+    """The test images at display size (RGB uint8) with their paths."""
+    from scripts.images import load_image
+
+    index = pd.read_csv(index_path, keep_default_na=False)
+    paths = index.loc[index["split"] == "test", "path"].tolist()
+    images = np.stack([load_image(Path(root) / path, size)[0] for path in paths])
+    with fsutil.atomic_path(out) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, images=images, paths=np.asarray(paths, dtype=str))
+
+
+def split(index_path: str, seed: int, settings: dict, out: str) -> None:
     from scripts.splits import make_split
 
-    fsutil.write_csv(out, make_split(pd.read_csv(index_path), seed, val_fraction, leakage))
-
-
-def _rows(split_table: pd.DataFrame, subset: str) -> np.ndarray:
-    """Rows of the split table (= of the decoded image array) in ``subset``."""
-    return np.flatnonzero(split_table["subset"].to_numpy() == subset)
-
-
-def _subset(images: np.ndarray, split_table: pd.DataFrame, subset: str, classes: list[str]):
-    """Images (from the memory-mapped cache), integer labels and table rows of ``subset``."""
-    rows = _rows(split_table, subset)
-    labels = split_table["label"].iloc[rows].map({c: i for i, c in enumerate(classes)})
-    return images[rows], labels.to_numpy(dtype=np.int32), split_table.iloc[rows]
+    table, note = make_split(pd.read_csv(index_path, keep_default_na=False), seed, settings)
+    print(note)
+    fsutil.write_csv(out, table)
 
 
 def classes_of(split_table: pd.DataFrame) -> list[str]:
     return sorted(split_table.loc[split_table["split"] == "train", "label"].unique())
 
 
-def _run_identity(run_dir: str) -> dict:
-    """Layout ``…/<dataset>/runs/<model>/<strategy>/seed<N>`` (see workflow/rules/common.smk)."""
-    dataset, _, model, strategy, seed = Path(run_dir).parts[-5:]
-    return {"dataset": dataset, "model": model, "strategy": strategy,
-            "seed": int(seed.removeprefix("seed"))}
+@dataclass(frozen=True)
+class RunOutputs:
+    """Every file a training run writes (the workflow names them)."""
+
+    model: str
+    history: str
+    info: str
+    predictions: str
+    val_predictions: str
+    metrics: str
+    gradcam: str
 
 
-def _feature_cache(images_path: str, images: np.ndarray, split_table: pd.DataFrame, run_dir: str,
-                   run: dict, settings: dict, weights: dict):
-    """The frozen backbone's shared feature cache, keyed by what the features depend on:
-    the decoded images, the backbone and its weights (or, for random init, the seed,
-    which draws them) and the precision. It lives in ``<results>/<dataset>/cache/``."""
-    from scripts.training import FeatureCache, fingerprint
-
-    stat = Path(images_path).stat()
-    backbone = weights.get("sha256") or f"random init, seed {run['seed']}"
-    key = fingerprint(images=[Path(images_path).name, stat.st_size, stat.st_mtime_ns], model=run["model"],
-                      backbone=backbone, precision=settings.get("mixed_precision", "none"))
-    name = f"{run['model']}-{Path(images_path).stem}-{key[:16]}.npy"
-    path = Path(run_dir).parents[3] / "cache" / "features" / name
-    return FeatureCache(path, images, _rows(split_table, "train"), _rows(split_table, "val"))
+@dataclass(frozen=True)
+class RunIdentity:
+    dataset: str
+    model: str
+    strategy: str
+    weights: str
+    fraction: float
+    seed: int
 
 
-def train(images: str, split_path: str, run_dir: str, settings: dict, weights: dict,
-          threads: int | None = None) -> None:
-    """Fit the run in ``run_dir`` (…/<dataset>/runs/<model>/<strategy>/seed<N>), save the
-    model and history, then evaluate it on the test set with Grad-CAM in the same
-    process: a second job would pay TensorFlow's start-up and the model build again."""
+def train(run: RunIdentity, images: str, split_path: str, settings: dict, outputs: RunOutputs,
+          checkpoint_dir: str, feature_cache_dir: str, threads: int | None = None) -> None:
+    """Fit one run, save the model and history, then evaluate it on the validation and
+    test sets with Grad-CAM in the same process: a second job would pay TensorFlow's
+    start-up and the model build again. ``settings``: the run's ``training``,
+    ``weights``, ``positive_class`` and ``evaluation`` settings."""
     from scripts import training
+    from scripts.grid import PRETRAINED_STRATEGIES
+    from scripts.splits import training_rows
     from scripts.weights import check
 
-    run = _run_identity(run_dir)
-    applied = training.configure_tensorflow(settings, threads)
+    train_settings, weights = settings["training"], settings["weights"]
+    applied = training.configure_tensorflow(train_settings, training.allocated_threads(threads))
     if weights.get("path"):  # never train on a corrupt or swapped weights file
         weights = {**weights, "sha256": check(weights["path"], weights.get("md5"), weights.get("sha256"))}
-    split_table = pd.read_csv(split_path)
+    split_table = pd.read_csv(split_path, keep_default_na=False)
     cached_images = np.load(images, mmap_mode="r")
     classes = classes_of(split_table)
-    x_train, y_train, _ = _subset(cached_images, split_table, "train", classes)
-    x_val, y_val, _ = _subset(cached_images, split_table, "val", classes)
+    label_ids = split_table["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int32)
+    rows = {"train": training_rows(split_table, run.fraction),
+            "val": np.flatnonzero(split_table["subset"].to_numpy() == "val"),
+            "test": np.flatnonzero(split_table["subset"].to_numpy() == "test")}
     checkpoint = training.Checkpoint(
-        Path(run_dir) / "checkpoint",
-        training.fingerprint(settings=settings, weights=weights, split=fsutil.sha256_file(split_path),
-                             images=Path(images).stat().st_size, **run),
+        checkpoint_dir,
+        training.fingerprint(settings=train_settings, weights=weights, split=fsutil.file_digest(split_path),
+                             images=Path(images).stat().st_size, run=vars(run)),
     )
     feature_cache = None
-    if run["strategy"] == "frozen" and settings.get("frozen_feature_cache", True):
-        feature_cache = _feature_cache(images, cached_images, split_table, run_dir, run, settings, weights)
+    if run.strategy in PRETRAINED_STRATEGIES:
+        feature_cache = training.FeatureCache(
+            _feature_cache_path(feature_cache_dir, images, run, train_settings, weights)
+            if train_settings["frozen_feature_cache"] else None, cached_images)
     model, inference, history, summary = training.train(
-        x_train, y_train, x_val, y_val, n_classes=len(classes), settings=settings,
-        weights=weights.get("path"), checkpoint=checkpoint, model_name=run["model"],
-        strategy=run["strategy"], seed=run["seed"], feature_cache=feature_cache,
+        cached_images[rows["train"]], label_ids[rows["train"]], cached_images[rows["val"]],
+        label_ids[rows["val"]], n_classes=len(classes), settings=train_settings,
+        weights=weights.get("path"), checkpoint=checkpoint, model_name=run.model, strategy=run.strategy,
+        seed=run.seed, feature_cache=feature_cache, train_rows=rows["train"], val_rows=rows["val"],
     )
-    out = Path(run_dir)
-    evaluate(inference, run, *_subset(cached_images, split_table, "test", classes), classes, out)
-    training.save_model_weights(model, out / "model.weights.h5")
-    fsutil.write_csv(out / "history.csv", pd.DataFrame(history))
-    fsutil.write_json(out / "train.json", {
-        **run, "classes": classes, "n_train": len(x_train), "n_val": len(x_val),
-        "settings": settings, "weights": weights, **summary, **applied,
+    evaluate(inference, run, cached_images, label_ids, split_table, rows, classes,
+             settings["positive_class"], outputs)
+    training.save_model_weights(model, outputs.model)
+    fsutil.write_csv(outputs.history, pd.DataFrame(history))
+    fsutil.write_json(outputs.info, {
+        **vars(run), "classes": classes, "n_train": len(rows["train"]), "n_val": len(rows["val"]),
+        "n_test": len(rows["test"]), "settings": train_settings, "weights": weights, **summary, **applied,
         "environment": training.environment(),
     })
     checkpoint.clear()
 
 
-def evaluate(inference, run: dict, x_test, y_test, rows: pd.DataFrame, classes: list[str],
-             out: Path) -> None:
-    """Test predictions, metrics and Grad-CAM heatmaps of every test image (one pass)."""
+def _feature_cache_path(directory: str, images_path: str, run: RunIdentity, settings: dict,
+                        weights: dict) -> Path:
+    """The frozen backbone's shared feature cache, keyed by what the features depend on:
+    the decoded images, the backbone and its weights (or, for random init, the seed,
+    which draws them) and the precision."""
+    from scripts.training import fingerprint
+
+    stat = Path(images_path).stat()
+    backbone = weights.get("sha256") or f"random init, seed {run.seed}"
+    key = fingerprint(images=[Path(images_path).name, stat.st_size, stat.st_mtime_ns], model=run.model,
+                      backbone=backbone, precision=settings["mixed_precision"])
+    return Path(directory) / f"{run.model}-{Path(images_path).stem}-{key[:16]}.npy"
+
+
+def _predictions_table(rows: pd.DataFrame, probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    table = pd.DataFrame({"path": rows["path"].to_numpy(), "label": rows["label"].to_numpy(),
+                          "predicted": [classes[i] for i in probabilities.argmax(1)]})
+    for i, name in enumerate(classes):
+        table[f"p_{name}"] = probabilities[:, i]
+    return table
+
+
+def evaluate(inference, run: RunIdentity, images: np.ndarray, label_ids: np.ndarray,
+             split_table: pd.DataFrame, rows: dict, classes: list[str], positive_class: str | None,
+             outputs: RunOutputs) -> None:
+    """Validation and test predictions and metrics, and the Grad-CAM heatmap of every
+    test image (one pass over the test images)."""
     from scripts import evaluation
     from scripts.models import last_conv_layer
 
-    layer = last_conv_layer(run["model"])
-    result = inference.run(x_test)
-    cams, probabilities = result["cams"], result["probabilities"]
-    predictions = pd.DataFrame({"path": rows["path"].to_numpy(), "label": rows["label"].to_numpy(),
-                                "predicted": [classes[i] for i in probabilities.argmax(1)]})
-    for i, name in enumerate(classes):
-        predictions[f"p_{name}"] = probabilities[:, i]
-    fsutil.write_csv(out / "predictions.csv", predictions)
-    with fsutil.atomic_path(out / "gradcam.npz") as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, cams=cams, paths=rows["path"].to_numpy(dtype=str))
-    fsutil.write_json(out / "metrics.json", {
-        **run, **evaluation.compute_metrics(y_test, probabilities, classes), "gradcam_layer": layer,
+    test = inference.run(images[rows["test"]])
+    validation = inference.run(images[rows["val"]])["probabilities"]
+    fsutil.write_csv(outputs.predictions,
+                     _predictions_table(split_table.iloc[rows["test"]], test["probabilities"], classes))
+    fsutil.write_csv(outputs.val_predictions,
+                     _predictions_table(split_table.iloc[rows["val"]], validation, classes))
+    with fsutil.atomic_path(outputs.gradcam) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, cams=test["cams"],
+                            paths=split_table["path"].to_numpy(dtype=str)[rows["test"]])
+    fsutil.write_json(outputs.metrics, {
+        **vars(run),
+        "test": evaluation.compute_metrics(label_ids[rows["test"]], test["probabilities"], classes,
+                                           positive_class),
+        "validation": evaluation.compute_metrics(label_ids[rows["val"]], validation, classes,
+                                                 positive_class),
+        "gradcam_layer": last_conv_layer(run.model),
     })
 
 
-def aggregate(runs: list[dict], table_out: str, summary_out: str) -> None:
-    """Every expected run (missing ones flagged) and mean ± 95% CI per combination."""
+def aggregate(plan_path: str, runs_out: str, summary_out: str, comparisons_out: str,
+              verdict_out: str) -> None:
+    """Every planned run (missing ones flagged), per-configuration summaries,
+    comparisons with the baseline and the validation-chosen verdict."""
     from scripts import aggregate as agg
 
-    table = agg.collect(runs)
-    fsutil.write_csv(table_out, table)
-    fsutil.write_csv(summary_out, agg.summarise(table))
+    plan = fsutil.read_json(plan_path)
+    tables = agg.aggregate(plan)
+    fsutil.write_csv(runs_out, tables["runs"])
+    fsutil.write_csv(summary_out, tables["summary"])
+    fsutil.write_csv(comparisons_out, tables["comparisons"])
+    fsutil.write_json(verdict_out, tables["verdict"])
 
 
-def report(study: dict, table: str, output: str, figures: str | None = None) -> None:
-    """``study``: the validated config plus the skipped combinations. The key figures
+def report(plan_path: str, runs: str, summary: str, comparisons: str, verdict: str, output: str,
+           figures: str | None = None) -> None:
+    """The HTML report from the plan and the aggregate stage's tables; the key figures
     are also written as PNGs to ``figures`` for ``snakemake --report``."""
     from scripts import report as rep
 
-    frame = pd.read_csv(table, dtype={"slurm_job_id": str, "cuda_visible_devices": str})
-    rep.render(study["config"], study["skipped"], frame, "results", output,
+    rep.render(fsutil.read_json(plan_path), rep.read_tables(runs, summary, comparisons, verdict), output,
                Path(__file__).resolve().parent.parent, figures)

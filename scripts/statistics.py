@@ -26,8 +26,8 @@ import numpy as np
 from scipy import optimize, special
 from scipy import stats as sps
 
-METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro", "auc",
-           "sensitivity", "specificity")
+METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro",
+           "specificity_macro", "auc", "sensitivity", "specificity")
 TWO_CLASS_METRICS = ("sensitivity", "specificity")
 TEMPERATURE_BOUNDS = (1e-2, 1e2)
 
@@ -102,6 +102,10 @@ def _confusion_metric(name: str, confusion: np.ndarray, positive: int | None) ->
         return _ratio(true_pos, predicted, 0.0).mean(axis=1)
     if name == "f1_macro":  # 2TP / (2TP + FP + FN) = 2TP / (actual + predicted)
         return _ratio(2 * true_pos, actual + predicted, 0.0).mean(axis=1)
+    if name == "specificity_macro":  # one-vs-rest TN / negatives, averaged over classes that have negatives
+        total = confusion.sum(axis=(1, 2))[:, None]
+        negatives = total - actual
+        return np.nanmean(_ratio(negatives - predicted + true_pos, negatives, np.nan), axis=1)
     recall = _ratio(true_pos, actual, np.nan)
     return recall[:, positive] if name == "sensitivity" else recall[:, 1 - positive]
 
@@ -176,7 +180,7 @@ def bootstrap_metric(name: str, y_true: np.ndarray, probabilities: np.ndarray, i
     return _confusion_metric(name, confusion, positive)
 
 
-def _mean_over_seeds(name: str, y_true: np.ndarray, probabilities_per_seed: Sequence[np.ndarray],
+def mean_over_seeds(name: str, y_true: np.ndarray, probabilities_per_seed: Sequence[np.ndarray],
                      indices: np.ndarray, positive: int | None) -> np.ndarray:
     """Metric per resample, averaged over the seeds' probabilities (same resamples for all)."""
     if len(probabilities_per_seed) == 0:
@@ -200,8 +204,8 @@ def config_bootstrap(y_true: np.ndarray, probabilities_per_seed: Sequence[np.nda
     y_true = np.asarray(y_true)
     indices = stratified_bootstrap(y_true, n_resamples, seed)
     identity = np.arange(len(y_true))[None, :]
-    estimate = _mean_over_seeds(metric, y_true, probabilities_per_seed, identity, positive)[0]
-    resampled = _mean_over_seeds(metric, y_true, probabilities_per_seed, indices, positive)
+    estimate = mean_over_seeds(metric, y_true, probabilities_per_seed, identity, positive)[0]
+    resampled = mean_over_seeds(metric, y_true, probabilities_per_seed, indices, positive)
     low, high = np.percentile(resampled, [2.5, 97.5])
     return {"estimate": float(estimate), "low": float(low), "high": float(high)}
 
@@ -236,8 +240,8 @@ def paired_bootstrap(y_true: np.ndarray, probs_a_per_seed: Sequence[np.ndarray],
     identity = np.arange(len(y_true))[None, :]
 
     def difference(rows: np.ndarray) -> np.ndarray:
-        return (_mean_over_seeds(metric, y_true, probs_a_per_seed, rows, positive)
-                - _mean_over_seeds(metric, y_true, probs_b_per_seed, rows, positive))
+        return (mean_over_seeds(metric, y_true, probs_a_per_seed, rows, positive)
+                - mean_over_seeds(metric, y_true, probs_b_per_seed, rows, positive))
 
     resampled = difference(indices)
     low, high = np.percentile(resampled, [2.5, 97.5])

@@ -1,10 +1,19 @@
-"""Train one dataset × model × strategy × seed run, resumable from per-epoch checkpoints.
+"""Train one dataset × model × strategy × pretraining × fraction × seed run.
 
-A checkpoint (model weights, optimizer variables, epoch, early-stopping state and
-history) is written atomically after every epoch. A job killed by SIGTERM/SIGKILL
-(Slurm time limit, preemption, Ctrl-C) resumes from its last finished epoch when the
-workflow is run again. Each epoch's shuffling and augmentation derive from
-``(seed, epoch)``, so a resumed run sees the same batches as an uninterrupted one.
+Pretrained strategies first fit the new head on the frozen backbone's standardised
+pooled features: a logistic regression whose L2 strength is chosen on validation
+(the linear probe of Kornblith et al. 2019), then, for ``frozen`` and the warm-up of
+``partial``/``full``, Adam epochs on the head that keep the best validation loss
+(the probe itself included). ``partial``/``full`` then fine-tune end to end.
+
+End-to-end epochs are checkpointed atomically (weights, optimizer variables, epoch,
+early-stopping state, history). A job killed by SIGTERM/SIGKILL (Slurm time limit,
+preemption, requeue) resumes from its last finished epoch; each epoch's batches and
+augmentation derive from ``(seed, epoch)``, so a resumed run sees the same batches.
+
+Losses and accuracies in the history are class-weighted in training *and*
+validation (``class_weight: balanced``: every class counts equally), so the curves are
+comparable and early stopping watches what the optimiser minimises.
 """
 
 from __future__ import annotations
@@ -17,80 +26,99 @@ import resource
 import shutil
 import socket
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from scripts import fsutil
 from scripts.grid import phases
-from scripts.models import build_model, count_params, last_conv_layer, set_trainable
-from scripts.pipeline import augmentation, train_dataset
+
+PACKAGES = ("tensorflow", "keras", "numpy", "scikit-learn", "scipy", "pandas", "h5py",
+            "opencv-python-headless", "pillow")
+PROBE_C = tuple(10.0 ** np.arange(-4, 3))  # logistic-regression inverse L2 strengths tried
 
 
-def configure_tensorflow(settings: dict, threads: int | None = None) -> dict:
+def allocated_threads(requested: int | None = None) -> int:
+    """CPU threads this job may use: its CPU affinity mask (what a Slurm or cgroup
+    allocation leaves visible), ``SLURM_CPUS_PER_TASK`` and the threads Snakemake
+    granted, whichever is smallest."""
+    limits = [len(os.sched_getaffinity(0))]
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        limits.append(int(os.environ["SLURM_CPUS_PER_TASK"]))
+    if requested:
+        limits.append(requested)
+    return max(1, min(limits))
+
+
+def configure_tensorflow(settings: dict, threads: int) -> dict:
     """Threads, GPU memory growth, precision and determinism; returns what was applied."""
     import keras
     import tensorflow as tf
 
-    if threads:  # the job's CPU allocation (Snakemake threads / Slurm cpus)
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         # Without growth TF grabs the whole card, which breaks shared or MIG GPUs.
         tf.config.experimental.set_memory_growth(gpu, True)
-    precision = settings.get("mixed_precision", "none")
-    policy = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}[precision]
+    policy = {"none": "float32", "float16": "mixed_float16",
+              "bfloat16": "mixed_bfloat16"}[settings["mixed_precision"]]
     keras.mixed_precision.set_global_policy(policy)
-    if settings.get("deterministic", True):
+    if settings["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     return {
         "devices": [gpu.name for gpu in gpus] or ["CPU"],
         "threads": threads,
         "precision_policy": policy,
-        "xla": settings.get("xla", "auto"),
-        "deterministic_ops": bool(settings.get("deterministic", True)),
+        "xla": settings["xla"],
+        "deterministic_ops": settings["deterministic"],
     }
 
 
 def environment() -> dict:
-    """Where and with what this job ran (recorded in the run metadata and the report)."""
-    import keras
-    import tensorflow as tf
-
+    """Where and with what this job ran (the report's software versions come from here)."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
     return {
         "host": socket.gethostname(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_restart_count": os.environ.get("SLURM_RESTART_COUNT"),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
+        "packages": versions,
     }
 
 
-def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:
-    """``balanced``: n / (k · n_c), so each class contributes equally to the loss."""
+def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
+    """Per-class loss weights: ``balanced`` = n / (k · n_c) (scikit-learn), else ones."""
+    from sklearn.utils.class_weight import compute_class_weight
+
     if mode == "none":
-        return None
-    counts = np.bincount(labels, minlength=n_classes)
-    return {c: float(len(labels) / (n_classes * counts[c])) for c in range(n_classes) if counts[c]}
+        return np.ones(n_classes)
+    present = np.unique(labels)
+    weights = np.ones(n_classes)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return weights
+
+
+def weighted_scores(probabilities: np.ndarray, labels: np.ndarray, weights_by_class: np.ndarray,
+                    prefix: str = "val_") -> dict[str, float]:
+    """Class-weighted cross-entropy (Σ w·l / n, as Keras reduces it) and accuracy
+    (Σ w·correct / Σ w, as Keras's weighted metrics do)."""
+    weights = weights_by_class[labels]
+    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+    correct = probabilities.argmax(1) == labels
+    return {f"{prefix}loss": float((weights * -np.log(picked)).mean()),
+            f"{prefix}accuracy": float((weights * correct).sum() / weights.sum())}
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
-
-
-def phase_plan(strategy: str, epochs: int, warmup_epochs: int) -> list[tuple]:
-    """``(phase, first_epoch, end_epoch)`` for each phase; warm-up epochs go to the head."""
-    plan = phases(strategy)
-    if len(plan) == 1:
-        return [(plan[0], 0, epochs)]
-    if not 0 < warmup_epochs < epochs:
-        raise ValueError(
-            f"training.warmup_epochs={warmup_epochs} must be between 1 and epochs-1 "
-            f"(epochs={epochs}) for strategy {strategy!r}"
-        )
-    return [(plan[0], 0, warmup_epochs), (plan[1], warmup_epochs, epochs)]
 
 
 class Checkpoint:
@@ -136,27 +164,28 @@ class FeatureCache:
     """Pooled features of every image of one dataset × image size under one frozen
     backbone (its weights file, or its seeded random init for ``weights: none``).
 
-    The frozen runs of every seed share it (only the validation rows differ between
-    seeds, so all images are cached) and later runs reuse it. It is written
+    Every pretrained strategy and seed shares it (only the validation rows differ
+    between seeds, so all images are cached) and later runs reuse it. It is written
     atomically: a run in parallel reads either a complete file or none, in which case
-    it computes the same features itself.
+    it computes the same features itself. ``path=None`` computes without caching.
     """
 
-    def __init__(self, path: str | Path, images: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray):
-        self.path = Path(path)
-        self.images, self.train_rows, self.val_rows = images, train_rows, val_rows
+    def __init__(self, path: str | Path | None, images: np.ndarray):
+        self.path = Path(path) if path else None
+        self.images = images
 
-    def load_or_compute(self, inference) -> tuple[np.ndarray, np.ndarray, float, bool]:
-        """``(train features, val features, extraction seconds, reused)``."""
+    def load_or_compute(self, inference) -> tuple[np.ndarray, float, bool]:
+        """``(features of every image, extraction seconds, reused)``."""
         started = time.perf_counter()
-        features = np.load(self.path) if self.path.exists() else None
-        reused = features is not None and len(features) == len(self.images)
-        if not reused:
-            features = inference.run(self.images)["pooled"]
+        if self.path and self.path.exists():
+            features = np.load(self.path)
+            if len(features) == len(self.images):
+                return features, 0.0, True
+        features = inference.run(self.images)["pooled"]
+        if self.path:
             with fsutil.atomic_path(self.path) as tmp, open(tmp, "wb") as handle:
                 np.save(handle, features)
-        seconds = 0.0 if reused else time.perf_counter() - started
-        return features[self.train_rows], features[self.val_rows], seconds, reused
+        return features, time.perf_counter() - started, False
 
 
 def save_model_weights(model, path: str | Path) -> None:
@@ -177,16 +206,9 @@ def _compile(model, learning_rate: float, xla: str | bool) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        weighted_metrics=["accuracy"],
         jit_compile=xla,
     )
-
-
-def validation_scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Unweighted cross-entropy and accuracy, as Keras would report them."""
-    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
-    return {"val_loss": float(-np.log(picked).mean()),
-            "val_accuracy": float((probabilities.argmax(1) == labels).mean())}
 
 
 class EarlyStopping:
@@ -196,7 +218,7 @@ class EarlyStopping:
         self.state, self.patience = state, patience
 
     def update(self, epoch: int, val_loss: float) -> bool:
-        """Record an epoch of the final phase; True when this epoch is the best so far."""
+        """Record an epoch; True when this epoch is the best so far."""
         best = self.state["best_val_loss"]
         if best is None or val_loss < best:
             self.state.update(best_val_loss=val_loss, best_epoch=epoch, wait=0)
@@ -211,139 +233,239 @@ def new_state() -> dict:
             "stopped": False}
 
 
+def head_epochs(strategy: str, settings: dict) -> int:
+    """Adam epochs of the head on cached features after the probe (0 for linear_probe)."""
+    if strategy == "frozen":
+        return settings["epochs"] if settings["frozen_feature_cache"] else 0
+    if strategy in ("partial", "full"):
+        return settings["warmup_epochs"]
+    return 0
+
+
+def end_to_end_phases(strategy: str, settings: dict) -> list:
+    """The phases that train through the backbone on augmented images."""
+    from scripts.grid import Phase
+
+    if strategy == "frozen" and not settings["frozen_feature_cache"]:
+        return [Phase("head", "head", "learning_rate")]
+    return phases(strategy)
+
+
 def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, seed: int,
           n_classes: int, settings: dict, weights: str | None, checkpoint: Checkpoint,
-          feature_cache: FeatureCache | None = None):
+          feature_cache: FeatureCache | None, train_rows: np.ndarray, val_rows: np.ndarray):
     """Fit one run; returns ``(model, inference, history rows, summary dict)``.
 
-    With a ``feature_cache`` (frozen strategy) the head trains on cached backbone features.
+    ``feature_cache`` (pretrained strategies) holds every image's pooled features;
+    ``train_rows``/``val_rows`` pick this run's rows from it.
     """
     import keras
 
     from scripts.inference import InferencePass
+    from scripts.models import build_model, last_conv_layer, trainable_share
 
     keras.utils.set_random_seed(seed)
     model, backbone = build_model(model_name, settings["image_size"], n_classes, weights,
-                                  settings.get("dropout", 0.3))
+                                  dropout=settings["dropout"], bn_momentum=settings["scratch_bn_momentum"])
     inference = InferencePass(model, last_conv_layer(model_name), settings["batch_size"])
-    weights_by_class = class_weights(y_train, n_classes, settings.get("class_weight", "balanced"))
-    if feature_cache is not None:
-        state, extra = _train_head_on_features(model, inference, feature_cache, y_train, y_val,
-                                               seed, settings, weights_by_class)
-        resumed_from, trainable = 0, count_params(_head_model(model))
-    else:
-        state, resumed_from, trainable = _train_end_to_end(
-            model, backbone, inference, x_train, y_train, x_val, y_val, strategy, seed, settings,
-            weights_by_class, checkpoint)
-        extra = {"augmentation_applied": settings.get("augmentation", {}).get("enabled", True)}
+    weights_by_class = class_weights(y_train, n_classes, settings["class_weight"])
+    state = checkpoint.load() or new_state()
+    resumed_from = state["epoch"]
+    extra = {}
+    if feature_cache is not None and not state["history"]:
+        features, extraction, reused = feature_cache.load_or_compute(inference)
+        extra = fit_head(model, features[train_rows], y_train, features[val_rows], y_val, settings,
+                         weights_by_class, head_epochs(strategy, settings), state)
+        state["history"][0]["seconds"] += round(extraction, 3)
+        extra.update(feature_cache=str(feature_cache.path) if feature_cache.path else None,
+                     feature_cache_reused=reused, feature_extraction_seconds=round(extraction, 3))
+        if end_to_end_phases(strategy, settings):
+            state.update(stopped=False, wait=0)  # a warm-up that stopped early does not stop fine-tuning
+            if state["epoch"]:  # the warm-up is done: a resume starts after it
+                state["best_epoch"] = state["epoch"]
+                checkpoint.save(model, state)
+            else:  # the probe only initialises the head that trains end to end
+                state.update(best_val_loss=None, best_epoch=None)
+    trainable = _train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val,
+                                  strategy, seed, settings, weights_by_class, checkpoint, state)
     history = state["history"]
-    epoch_seconds = [row["seconds"] for row in history]
+    timed = [row for row in history if row.get("images")]
     summary = {
-        "epochs_run": len(history),
+        "epochs_run": sum(1 for row in history if row["epoch"] > 0),
         "best_epoch": state["best_epoch"],
         "stopped_early": state["stopped"],
         "resumed_from_epoch": resumed_from,
-        "train_seconds": round(sum(epoch_seconds), 3),
-        "seconds_per_epoch": round(float(np.median(epoch_seconds)), 3),
-        "images_per_second": round(len(x_train) / float(np.median(epoch_seconds)), 1),
+        "train_seconds": round(sum(row["seconds"] for row in history), 3),
+        "seconds_per_epoch": round(float(np.median([r["seconds"] for r in timed])), 3) if timed else None,
+        "images_per_second": (round(sum(r["images"] for r in timed) / sum(r["seconds"] for r in timed), 1)
+                              if timed else None),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         **trainable,
+        "backbone_trainable_share": trainable_share(model, backbone) if backbone else 1.0,
+        "augmentation_applied": bool(end_to_end_phases(strategy, settings))
+        and settings["augmentation"]["enabled"],
         **extra,
     }
     return model, inference, history, summary
 
 
 def _train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val, strategy, seed,
-                      settings, weights_by_class, checkpoint):
-    """Train through the backbone phase by phase, checkpointing every epoch."""
-    plan = phase_plan(strategy, settings["epochs"], settings.get("warmup_epochs", 0))
-    state = checkpoint.load() or new_state()
-    stopping = EarlyStopping(state, settings.get("early_stopping_patience", 0))
-    resumed_from = state["epoch"]
-    if resumed_from:
+                      settings, weights_by_class, checkpoint, state) -> dict:
+    """Train through the backbone, checkpointing every epoch; returns the trainable
+    parameter counts (of the head alone when nothing trains end to end)."""
+    from scripts.models import count_params, set_trainable
+    from scripts.pipeline import augmentation, train_dataset
+
+    plan = end_to_end_phases(strategy, settings)
+    if not plan:  # linear_probe, frozen on cached features
+        set_trainable(model, backbone, "head")
+        return count_params(model)
+    (phase,) = plan
+    resumed = state["epoch"] > _warmup_end(strategy, settings)
+    if state["epoch"] and checkpoint.path(state["epoch"]).exists():
         # An uncompiled model skips the optimizer variables stored in the file.
-        model.load_weights(checkpoint.path(resumed_from))
-        print(f"resuming from checkpoint after epoch {resumed_from}")
-    trainable = count_params(model)
-    augment = augmentation(settings.get("augmentation", {}))
-    for index, (phase, first, end) in enumerate(plan):
-        if state["epoch"] >= end or state["stopped"]:
-            continue
-        set_trainable(model, backbone, phase.trainable, settings.get("partial_stages", 1))
-        _compile(model, settings[phase.learning_rate_key], settings.get("xla", "auto"))
-        trainable = count_params(model)
-        if state["epoch"] > first:  # resumed inside this phase: restore Adam's moments too
-            model.optimizer.build(model.trainable_variables)
-            model.load_weights(checkpoint.path(state["epoch"]))
-        for epoch in range(state["epoch"], end):
-            started = time.perf_counter()
-            data = train_dataset(x_train, y_train, settings["batch_size"], epoch_seed(seed, epoch), augment)
-            fit = model.fit(data, epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
-                            class_weight=weights_by_class, verbose=2)
-            scores = validation_scores(inference.run(x_val)["probabilities"], y_val)
-            row = {"epoch": epoch + 1, "phase": phase.name,
-                   "seconds": round(time.perf_counter() - started, 3),
-                   **{k: float(v[-1]) for k, v in fit.history.items()}, **scores}
-            print(f"epoch {epoch + 1}: {row}")
-            state["history"].append(row)
-            state["epoch"] = epoch + 1
-            if index == len(plan) - 1:
-                stopping.update(epoch + 1, scores["val_loss"])
-            if state["epoch"] < plan[-1][2]:  # the finished model is saved right after
-                checkpoint.save(model, state)
-            if state["stopped"]:
-                print(f"early stopping after epoch {epoch + 1}")
-                break
-    if state["best_epoch"] and state["best_epoch"] != state["epoch"]:
-        model.load_weights(checkpoint.path(state["best_epoch"]))
-    return state, resumed_from, trainable
-
-
-def _head_model(model):
-    """The new head alone, sharing its layers (and weights) with ``model``."""
-    import keras
-
-    pooled = keras.Input(model.get_layer("head_pool").output.shape[1:], name="pooled_features")
-    x = pooled
-    for name in ("head_norm", "head_dropout", "logits", "predictions"):
-        x = model.get_layer(name)(x)
-    return keras.Model(pooled, x)
-
-
-def _train_head_on_features(model, inference, feature_cache, y_train, y_val, seed, settings,
-                            weights_by_class):
-    """Frozen strategy: the head trains on the backbone's cached pooled features.
-    Augmentation would change the features, so it is off on this path (recorded in the
-    run metadata and the report). All epochs run in one ``fit`` (a call per epoch cost
-    more than the epoch itself); a killed run restarts instead of resuming."""
-    import keras
-    import tensorflow as tf
-
-    train_features, val_features, extraction, reused = feature_cache.load_or_compute(inference)
-    head = _head_model(model)
-    _compile(head, settings["learning_rate"], settings.get("xla", "auto"))
-    state = new_state()
-    stopping = EarlyStopping(state, settings.get("early_stopping_patience", 0))
-    best_weights, started = None, time.perf_counter()
-
-    def on_epoch_end(epoch, logs):
-        nonlocal best_weights, started
-        seconds = time.perf_counter() - started + (extraction if epoch == 0 else 0)
-        row = {"epoch": epoch + 1, "phase": "head (cached features)", "seconds": round(seconds, 3),
-               **{k: float(v) for k, v in logs.items()}}
+        model.load_weights(checkpoint.path(state["epoch"]))
+    set_trainable(model, backbone, phase.trainable, settings["partial_stages"],
+                  bn_momentum=settings["scratch_bn_momentum"])
+    _compile(model, settings[phase.learning_rate_key], settings["xla"])
+    if resumed:  # inside this phase: restore Adam's moments too
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(checkpoint.path(state["epoch"]))
+        print(f"resuming from checkpoint after epoch {state['epoch']}")
+    stopping = EarlyStopping(state, settings["early_stopping_patience"])
+    augment = augmentation(settings["augmentation"])
+    sample_weights = weights_by_class[y_train].astype(np.float32)
+    for epoch in range(state["epoch"], settings["epochs"]):
+        if state["stopped"]:
+            break
+        started = time.perf_counter()
+        data = train_dataset(x_train, y_train, sample_weights, settings["batch_size"],
+                             epoch_seed(seed, epoch), augment)
+        fit = model.fit(data, epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=2)
+        scores = weighted_scores(inference.run(x_val)["probabilities"], y_val, weights_by_class)
+        row = {"epoch": epoch + 1, "phase": phase.name, "images": len(x_train),
+               "seconds": round(time.perf_counter() - started, 3),
+               **{k: float(v[-1]) for k, v in fit.history.items()}, **scores}
         print(f"epoch {epoch + 1}: {row}")
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        if stopping.update(epoch + 1, logs["val_loss"]):
+        stopping.update(epoch + 1, scores["val_loss"])
+        if state["stopped"]:
+            print(f"early stopping after epoch {epoch + 1}")
+        if state["epoch"] < settings["epochs"]:
+            checkpoint.save(model, state)  # the finished model is saved right after
+    if state["best_epoch"] is not None and state["best_epoch"] != state["epoch"]:
+        model.load_weights(checkpoint.path(state["best_epoch"]))
+    return count_params(model)
+
+
+def _warmup_end(strategy: str, settings: dict) -> int:
+    return settings["warmup_epochs"] if strategy in ("partial", "full") else 0
+
+
+def _head_model(model):
+    """The new head alone (pooled features in), sharing its layers with ``model``."""
+    import keras
+
+    pooled = keras.Input(model.get_layer("head_pool").output.shape[1:], name="pooled_features")
+    x = model.get_layer("head_norm")(pooled)
+    x = model.get_layer("head_dropout")(x)
+    return keras.Model(pooled, model.get_layer("predictions")(model.get_layer("logits")(x)))
+
+
+def linear_probe(train_features, y_train, val_features, y_val, n_classes: int,
+                 weights_by_class: np.ndarray, mode: str):
+    """Multinomial logistic regression on standardised features, its inverse L2
+    strength ``C`` chosen on the class-weighted validation loss.
+
+    Returns ``(kernel (d, k), bias (k,), C, grid rows)`` in the head's logit form.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    class_weight = None if mode == "none" else dict(enumerate(weights_by_class))
+    best, rows = None, []
+    for c in PROBE_C:
+        probe = LogisticRegression(C=c, class_weight=class_weight, max_iter=5000)
+        probe.fit(train_features, y_train)
+        probabilities = np.zeros((len(y_val), n_classes))
+        probabilities[:, probe.classes_] = probe.predict_proba(val_features)
+        scores = weighted_scores(probabilities, y_val, weights_by_class)
+        rows.append({"C": c, **scores})
+        if best is None or scores["val_loss"] < best[0]:
+            best = (scores["val_loss"], c, probe)
+    _, c, probe = best
+    kernel = np.zeros((train_features.shape[1], n_classes), np.float32)
+    bias = np.zeros(n_classes, np.float32)
+    if len(probe.classes_) == 2:  # one logit z for classes_[1]: softmax([0, z]) = sigmoid(z)
+        kernel[:, probe.classes_[1]], bias[probe.classes_[1]] = probe.coef_[0], probe.intercept_[0]
+    else:
+        kernel[:, probe.classes_], bias[probe.classes_] = probe.coef_.T, probe.intercept_
+    return kernel, bias, c, rows
+
+
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation for the head's standardisation.
+
+    A feature that is almost always zero (a ReLU channel that rarely fires) has a
+    near-zero deviation; dividing by it would amplify it a millionfold once fine-tuning
+    moves the backbone, and the loss explodes. Deviations are floored at a tenth of the
+    median deviation (StandardScaler leaves constant features unscaled for the same reason).
+    """
+    mean, scale = features.mean(axis=0), features.std(axis=0)
+    floor = 0.1 * float(np.median(scale)) or 1.0
+    return mean, np.maximum(scale, floor)
+
+
+def fit_head(model, train_features, y_train, val_features, y_val, settings, weights_by_class,
+             epochs: int, state: dict) -> dict:
+    """Standardise the features in the head, fit the linear probe into it, then train
+    the head ``epochs`` more epochs with Adam and dropout, keeping the weights with the
+    best validation loss (the probe's included). Fills ``state``'s history."""
+    import keras
+
+    from scripts.models import set_feature_statistics
+
+    started = time.perf_counter()
+    mean, scale = feature_statistics(train_features)
+    set_feature_statistics(model, mean, scale**2)
+    z_train, z_val = (train_features - mean) / scale, (val_features - mean) / scale
+    n_classes = len(weights_by_class)
+    kernel, bias, c, grid = linear_probe(z_train, y_train, z_val, y_val, n_classes, weights_by_class,
+                                         settings["class_weight"])
+    model.get_layer("logits").set_weights([kernel, bias])
+    head = _head_model(model)
+    _compile(head, settings["learning_rate"], settings["xla"])
+    stopping = EarlyStopping(state, settings["early_stopping_patience"])
+
+    def record(epoch: int, phase: str, logs: dict, seconds: float) -> None:
+        nonlocal best_weights
+        row = {"epoch": epoch, "phase": phase, "seconds": round(seconds, 3),
+               **{k: float(v) for k, v in logs.items()}}
+        print(f"epoch {epoch}: {row}")
+        state["history"].append(row)
+        state["epoch"] = epoch
+        if stopping.update(epoch, row["val_loss"]):
             best_weights = head.get_weights()
         head.stop_training = state["stopped"]
+
+    best_weights = None
+    probe_scores = {**weighted_scores(head.predict(train_features, verbose=0), y_train,
+                                      weights_by_class, prefix=""),
+                    **weighted_scores(head.predict(val_features, verbose=0), y_val, weights_by_class)}
+    record(0, "linear probe", {**probe_scores, "probe_C": c}, time.perf_counter() - started)
+    if epochs:
         started = time.perf_counter()
 
-    data = (tf.data.Dataset.from_tensor_slices((train_features, y_train))
-            .shuffle(len(y_train), seed=seed, reshuffle_each_iteration=True).batch(settings["batch_size"]))
-    head.fit(data, epochs=settings["epochs"], validation_data=(val_features, y_val), shuffle=False,
-             class_weight=weights_by_class, verbose=0,
-             callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)])
-    head.set_weights(best_weights)
-    return state, {"augmentation_applied": False, "feature_cache": str(feature_cache.path),
-                   "feature_cache_reused": reused, "feature_extraction_seconds": round(extraction, 3)}
+        def on_epoch_end(epoch, logs):
+            nonlocal started
+            record(epoch + 1, "head (cached features)", logs, time.perf_counter() - started)
+            state["history"][-1]["images"] = len(y_train)
+            started = time.perf_counter()
+
+        sample_weights = weights_by_class[y_train].astype(np.float32)
+        head.fit(train_features, y_train, sample_weight=sample_weights, batch_size=settings["batch_size"],
+                 epochs=epochs, shuffle=True, verbose=0,
+                 validation_data=(val_features, y_val, weights_by_class[y_val].astype(np.float32)),
+                 callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)])
+        head.set_weights(best_weights)
+    return {"probe_C": c, "probe_grid": grid}

@@ -34,10 +34,10 @@ def check(path: str | Path, md5: str | None = None, sha256: str | None = None) -
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
-    actual = fsutil.sha256_file(path)
+    actual = fsutil.file_digest(path)
     if sha256 and actual != sha256.lower():
         raise WeightsError(f"weights file {path}: SHA256 {actual} does not match the expected {sha256}")
-    if md5 and fsutil.sha256_file(path, "md5") != md5:
+    if md5 and fsutil.file_digest(path, "md5") != md5:
         raise WeightsError(
             f"weights file {path}: MD5 does not match the published {md5} "
             "(corrupt, truncated or a different file)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -53,6 +54,15 @@ def copy_dataset(target: Path, per_class: dict[str, int] | None = None,
     return target
 
 
+def validated(config: dict) -> dict:
+    """``config`` with every default filled in from the schema (what the workflow runs with)."""
+    from snakemake.utils import validate
+
+    config = json.loads(json.dumps(config))
+    validate(config, str(PROJECT / "workflow" / "schemas" / "config.schema.yaml"))
+    return config
+
+
 def write_config(path: Path, dataset: Path, **overrides) -> Path:
     import yaml
 
@@ -64,7 +74,7 @@ def write_config(path: Path, dataset: Path, **overrides) -> Path:
         "weights": "none",
         "training": {"image_size": 32, "batch_size": 16, "epochs": 2, "warmup_epochs": 1,
                      "learning_rate": 1e-3, "finetune_learning_rate": 1e-4,
-                     "partial_layers": 4, "early_stopping_patience": 0},
+                     "partial_stages": 1, "early_stopping_patience": 0},
         "gradcam": {"images_per_class": 2},
     }
     for key, value in overrides.items():
@@ -83,3 +93,104 @@ def tiny_study(tmp_path_factory):
     config = write_config(work / "config.yaml", data)
     result = snakemake(work, "--configfile", str(config), "--cores", "2")
     return {"workdir": work, "data": data, "config": config, "log": result.stderr}
+
+
+RUN_FILES = {"model": "model.weights.h5", "history": "history.csv", "info": "train.json",
+             "predictions": "predictions.csv", "val_predictions": "val_predictions.csv",
+             "metrics": "metrics.json", "gradcam": "gradcam.npz"}
+
+
+def fake_plan(root: Path, classes: list[str], runs: list[tuple], resamples: int = 200,
+              positive_class: str | None = None, datasets: tuple[str, ...] = ("tiny",)) -> dict:
+    """A study plan like the workflow's ``results/plan.json`` for hand-made runs
+    ``(model, strategy, weights, seed)`` of every dataset in ``datasets``."""
+    dataset = {"path": str(root / "data"), "manifest": str(root / "data.sha256")}
+    if positive_class:
+        dataset["positive_class"] = positive_class
+    config = validated({"datasets": {name: dataset for name in datasets},
+                        "models": sorted({r[0] for r in runs}), "strategies": sorted({r[1] for r in runs}),
+                        "seeds": sorted({r[3] for r in runs}), "weights": "imagenet",
+                        "evaluation": {"bootstrap_resamples": resamples}})
+    planned = []
+    for name in datasets:
+        for model, strategy, weights, seed in runs:
+            folder = f"{name}/runs/{model}/{strategy}/{weights}/frac1.0/seed{seed}"
+            planned.append({"dataset": name, "model": model, "strategy": strategy, "weights": weights,
+                            "fraction": "1.0", "seed": seed, "dir": str(root / "results" / folder),
+                            "log_dir": str(root / "logs" / folder)})
+    return {"config": config, "run_files": RUN_FILES, "runs": planned, "skipped": [],
+            "datasets": {name: {"verify": str(root / "results" / name / "data" / "verify.json"),
+                                "conversions": str(root / "results" / name / "data" / "images_32px.json"),
+                                "thumbnails": str(root / "results" / name / "data" / "test_thumbnails.npz"),
+                                "split": str(root / "results" / name / "splits" / "seed1.csv"),
+                                "log_dir": str(root / "logs" / name)} for name in datasets}}
+
+
+def fake_run(run: dict, run_files: dict, classes: list[str], labels, probabilities, val_f1: float,
+             paths: list[str] | None = None) -> None:
+    """The files of one finished run with the given test predictions (cheap: no training)."""
+    import numpy as np
+    import pandas as pd
+
+    from scripts.evaluation import compute_metrics
+
+    folder = Path(run["dir"])
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = paths or [f"test/{classes[label]}/{i:04d}.png" for i, label in enumerate(labels)]
+    predictions = pd.DataFrame({"path": paths, "label": [classes[i] for i in labels],
+                                "predicted": [classes[i] for i in probabilities.argmax(1)]})
+    for i, name in enumerate(classes):
+        predictions[f"p_{name}"] = probabilities[:, i]
+    predictions.to_csv(folder / run_files["predictions"], index=False)
+    predictions.to_csv(folder / run_files["val_predictions"], index=False)
+    positive = classes[1] if len(classes) == 2 else None
+    test = compute_metrics(np.asarray(labels), probabilities, classes, positive)
+    (folder / run_files["metrics"]).write_text(json.dumps(
+        {"test": test, "validation": {**test, "f1_macro": val_f1}}))
+    (folder / run_files["info"]).write_text(json.dumps({
+        "strategy": run["strategy"], "classes": classes, "weights": {"source": "imagenet", "sha256": "ab" * 32},
+        "environment": {"host": "node1", "slurm_job_id": None, "cuda_visible_devices": None,
+                        "packages": {"tensorflow": "2.21.0"}},
+        "devices": ["CPU"], "threads": 1, "precision_policy": "float32", "augmentation_applied": True,
+        "train_seconds": 1.5, "seconds_per_epoch": 0.5, "images_per_second": 100.0, "trainable_params": 10,
+        "total_params": 100, "backbone_trainable_share": 0.1, "epochs_run": 2, "peak_rss_mb": 500.0,
+        "n_train": 20}))
+    pd.DataFrame({"epoch": [1, 2], "phase": ["train", "train"], "loss": [1.0, 0.8],
+                  "accuracy": [0.5, 0.6], "val_loss": [1.1, 0.9], "val_accuracy": [0.4, 0.5],
+                  "seconds": [0.5, 0.5]}).to_csv(folder / run_files["history"], index=False)
+    np.savez_compressed(folder / run_files["gradcam"], cams=np.zeros((len(labels), 2, 2), np.float16),
+                        paths=np.asarray(paths))
+    (folder / run_files["model"]).write_bytes(b"")
+
+
+CHROMIUM = shutil.which("chromium")
+chromium = pytest.mark.skipif(not CHROMIUM, reason="Debian chromium not installed (tests/run.sh installs it as root)")
+
+
+def open_in_chromium(report: Path, workdir: Path) -> dict:
+    """Open ``report`` in headless Chromium (fresh profile) and read what a reader sees."""
+    from playwright.sync_api import sync_playwright
+
+    requests, dialogs = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(
+            workdir / "chromium-profile", executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+        )
+        page = browser.new_page()
+        page.on("request", lambda request: requests.append(request.url))
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(report.as_uri(), wait_until="load")
+        result = {
+            "images": page.eval_on_selector_all(
+                "img", "imgs => imgs.map(i => ({ok: i.complete && i.naturalWidth > 0, alt: i.alt}))"),
+            "cells": page.eval_on_selector_all("table[id^=gradcam-grid] td.gradcam-cell", "c => c.length"),
+            "columns": page.eval_on_selector_all("table[id^=gradcam-grid] tr:first-child th img", "c => c.length"),
+            "rows": page.eval_on_selector_all("table[id^=gradcam-grid] tr", "r => r.length") - 1,
+            "text": page.inner_text("body"),
+        }
+        page.screenshot(path=str(workdir / "report.png"), full_page=True)
+        browser.close()
+    result["outside"] = [u for u in requests if not u.startswith(("file://", "data:"))]
+    result["dialogs"] = dialogs
+    return result

@@ -1,64 +1,111 @@
-"""Aggregation: CIs over seeds, paired comparisons, missing runs kept visible."""
+"""The aggregate stage on hand-made finished runs: choice on validation, seed and
+test-set intervals, paired comparisons with Holm, missing runs kept visible."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import fake_plan, fake_run
 from scipy import stats
 
-from scripts.aggregate import collect, mean_ci, paired_comparison, summarise
+from scripts import statistics as st
+from scripts.aggregate import aggregate
+
+CLASSES = ["a", "b", "c"]
+LABELS = np.array([0] * 4 + [1] * 4 + [2] * 4)
 
 
-def test_mean_ci_is_the_t_interval():
-    mean, half, n = mean_ci([0.7, 0.8, 0.9])
-    assert (mean, n) == (pytest.approx(0.8), 3)
-    assert half == pytest.approx(stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3))
-    assert np.isnan(mean_ci([0.5])[1])
+def probabilities(correct: int, seed: int) -> np.ndarray:
+    """Test probabilities whose first ``correct`` images of each class are right."""
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(3), len(LABELS)) * 0.5
+    for i, label in enumerate(LABELS):
+        right = (i % 4) < correct
+        probs[i, label if right else (label + 1) % 3] += 0.5
+    return probs
 
 
-def table(rows):
-    base = {"dataset": "d", "status": "ok"}
-    return pd.DataFrame([{**base, **r} for r in rows])
+@pytest.fixture
+def study(tmp_path):
+    """Baseline (2 seeds), vgg16 frozen (2 seeds: best on validation, worse on test),
+    vgg16 full (2 seeds: worse on validation, best on test), one vgg16 seed missing."""
+    plan = fake_plan(tmp_path, CLASSES, [
+        ("scratch_cnn", "scratch", "none", 1), ("scratch_cnn", "scratch", "none", 2),
+        ("vgg16", "frozen", "imagenet", 1), ("vgg16", "frozen", "imagenet", 2),
+        ("vgg16", "full", "imagenet", 1), ("vgg16", "full", "imagenet", 2),
+        ("vgg16", "full", "imagenet", 3),
+    ], resamples=500)
+    quality = {("scratch_cnn", "scratch"): (2, 0.50), ("vgg16", "frozen"): (3, 0.90),
+               ("vgg16", "full"): (4, 0.80)}
+    for run in plan["runs"]:
+        if run["seed"] == 3:
+            continue  # did not finish
+        correct, val_f1 = quality[run["model"], run["strategy"]]
+        fake_run(run, plan["run_files"], CLASSES, LABELS, probabilities(correct, run["seed"]),
+                 val_f1=val_f1 + run["seed"] / 100)
+    return plan
 
 
-def test_paired_comparison_matches_seeds():
-    runs = table([
-        {"model": "scratch_cnn", "strategy": "scratch", "seed": 1, "auc": 0.6},
-        {"model": "scratch_cnn", "strategy": "scratch", "seed": 2, "auc": 0.7},
-        {"model": "vgg16", "strategy": "full", "seed": 1, "auc": 0.8},
-        {"model": "vgg16", "strategy": "full", "seed": 2, "auc": 0.95},
-        {"model": "vgg16", "strategy": "full", "seed": 3, "auc": 0.1},  # no baseline seed 3
-    ])
-    result = paired_comparison(runs, "auc").iloc[0]
-    assert result["n_pairs"] == 2
-    assert result["mean_difference"] == pytest.approx(0.225)
-    assert result["p_value"] == pytest.approx(stats.ttest_rel([0.8, 0.95], [0.6, 0.7]).pvalue)
+def test_the_validation_metric_chooses_not_the_test_set(study):
+    verdict = aggregate(study)["verdict"]["datasets"]["tiny"]
+    assert verdict["selection_metric"] == "f1_macro"
+    assert (verdict["chosen"]["model"], verdict["chosen"]["strategy"]) == ("vgg16", "frozen")
+    assert verdict["chosen"]["val_f1_macro"] == pytest.approx(0.915)
+    tables = aggregate(study)
+    summary = tables["summary"].set_index("strategy")
+    assert summary.loc["full", "accuracy"] > summary.loc["frozen", "accuracy"]  # full is best on test
 
 
-def test_paired_comparison_of_the_baseline_alone_is_empty_with_columns():
-    runs = table([{"model": "scratch_cnn", "strategy": "scratch", "seed": 1, "auc": 0.6}])
-    result = paired_comparison(runs, "auc")
-    assert result.empty and {"model", "strategy", "n_pairs"} <= set(result.columns)
+def test_means_and_both_intervals(study):
+    summary = aggregate(study)["summary"].set_index("strategy").loc["frozen"]
+    per_seed = [np.mean(probabilities(3, s).argmax(1) == LABELS) for s in (1, 2)]
+    mean, low, high, _ = st.t_interval(per_seed)
+    assert summary["accuracy"] == pytest.approx(mean)
+    assert (summary["accuracy_seed_low"], summary["accuracy_seed_high"]) == pytest.approx((low, high))
+    half = stats.t.ppf(0.975, 1) * np.std(per_seed, ddof=1) / np.sqrt(2)
+    assert high - low == pytest.approx(2 * half)
+    expected = st.config_bootstrap(LABELS, [probabilities(3, s) for s in (1, 2)], "accuracy", 500, 0)
+    assert (summary["accuracy_test_low"], summary["accuracy_test_high"]) == pytest.approx(
+        (expected["low"], expected["high"]))
+    assert summary["n_seeds"] == 2 and summary["accuracy_n"] == 2
 
 
-def test_missing_runs_are_listed_not_dropped(tmp_path):
-    done = tmp_path / "results" / "d" / "runs" / "vgg16" / "full" / "seed1"
-    done.mkdir(parents=True)
-    (done / "train.json").write_text(json.dumps({"weights": {"source": "none"}, "train_seconds": 3}))
-    (done / "metrics.json").write_text(json.dumps({"accuracy": 0.5, "f1_macro": 0.4}))
-    runs = [{"dataset": "d", "model": "vgg16", "strategy": "full", "seed": s} for s in (1, 2)]
-    frame = collect(runs, str(tmp_path / "results"))
-    assert list(frame["status"]) == ["ok", "missing"]
-    summary = summarise(frame)
-    assert summary.iloc[0]["n_seeds"] == 1 and summary.iloc[0]["accuracy"] == 0.5
+def test_every_configuration_is_compared_with_the_baseline_with_holm(study):
+    comparisons = aggregate(study)["comparisons"]
+    accuracy = comparisons[comparisons["metric"] == "accuracy"].set_index("strategy")
+    assert set(accuracy.index) == {"frozen", "full"}
+    for strategy, correct in (("frozen", 3), ("full", 4)):
+        expected = st.paired_bootstrap(LABELS, [probabilities(correct, s) for s in (1, 2)],
+                                       [probabilities(2, s) for s in (1, 2)], "accuracy", 500, 0)
+        row = accuracy.loc[strategy]
+        assert row["difference"] == pytest.approx(expected["difference"])
+        assert (row["low"], row["high"], row["p_value"]) == pytest.approx(
+            (expected["low"], expected["high"], expected["p_value"]))
+        assert row["n_pairs"] == 2
+    assert list(accuracy["p_holm"]) == pytest.approx(list(st.holm(accuracy["p_value"])))
 
 
-def test_report_intervals_stay_inside_the_metric_range():
-    from scripts.report import interval
+def test_missing_runs_are_listed_not_dropped(study):
+    runs = aggregate(study)["runs"]
+    missing = runs[runs["status"] == "missing"]
+    assert list(zip(missing["strategy"], missing["seed"], strict=True)) == [("full", 3)]
+    assert missing.iloc[0]["log_dir"].endswith("seed3")
 
-    assert interval(0.773, 1.428) == "[0.000, 1.000]"
-    assert interval(0.5, 0.1, 2) == "[0.40, 0.60]"
-    assert interval(0.5, float("nan")) == "n/a (one seed)"
+
+def test_no_finished_run_still_aggregates(tmp_path):
+    plan = fake_plan(tmp_path, CLASSES, [("scratch_cnn", "scratch", "none", 1)])
+    tables = aggregate(plan)
+    assert tables["summary"].empty and list(tables["runs"]["status"]) == ["missing"]
+    assert tables["verdict"]["datasets"]["tiny"]["chosen"] is None and tables["verdict"]["finished"] == 0
+
+
+def test_two_class_headline_is_sensitivity_and_specificity(tmp_path):
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    plan = fake_plan(tmp_path, ["NORMAL", "PNEUMONIA"], [("scratch_cnn", "scratch", "none", 1)],
+                     positive_class="PNEUMONIA")
+    probs = np.array([[.9, .1], [.8, .2], [.3, .7], [.2, .8], [.4, .6], [.6, .4], [.7, .3]])
+    fake_run(plan["runs"][0], plan["run_files"], ["NORMAL", "PNEUMONIA"], labels, probs, val_f1=0.5)
+    verdict = aggregate(plan)["verdict"]["datasets"]["tiny"]
+    assert verdict["metrics"][-2:] == ["sensitivity", "specificity"]
+    assert verdict["chosen"]["sensitivity"] == pytest.approx(2 / 4)  # PNEUMONIA recall
+    assert verdict["chosen"]["specificity"] == pytest.approx(2 / 3)  # NORMAL recall

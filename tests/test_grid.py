@@ -1,17 +1,43 @@
-"""The study grid and its documented skips."""
+"""The study grid, its documented skips and the pretraining sources."""
 
-from scripts.grid import phases, plan
+import pytest
+
+from scripts.grid import phases, plan, weights_sources
 
 
 def test_scratch_cnn_only_runs_from_scratch_and_skips_are_explained():
-    runs, skipped = plan({"a": {}, "b": {}}, ["scratch_cnn", "vgg16"], ["scratch", "frozen"], [1, 2])
+    runs, skipped = plan({"a": {}, "b": {}}, ["scratch_cnn", "vgg16"], ["scratch", "frozen"], ["imagenet"],
+                         [1.0], [1, 2])
     assert len(runs) == 2 * 3 * 2  # (cnn×scratch + vgg×2) × datasets × seeds
     assert skipped == [{"model": "scratch_cnn", "strategy": "frozen",
-                        "reason": "scratch_cnn has no pretrained backbone to freeze or fine-tune; "
+                        "reason": "scratch_cnn has no pretrained backbone to freeze, probe or fine-tune; "
                                   "only 'scratch' applies"}]
+    assert {(r["strategy"], r["weights"]) for r in runs} == {("scratch", "none"), ("frozen", "imagenet")}
 
 
-def test_phases_follow_the_keras_recipe():
-    assert [p.trainable for p in phases("full")] == ["head", "backbone"]
-    assert [p.learning_rate_key for p in phases("partial")] == ["learning_rate", "finetune_learning_rate"]
+def test_pretraining_sources_and_fractions_are_axes_of_the_pretrained_strategies_only():
+    runs, _ = plan({"a": {}}, ["scratch_cnn", "vgg16"], ["scratch", "linear_probe"], ["imagenet", "none"],
+                   [0.5, 1], [1])
+    keys = sorted((r["model"], r["strategy"], r["weights"], r["fraction"]) for r in runs)
+    assert keys == [("scratch_cnn", "scratch", "none", "0.5"), ("scratch_cnn", "scratch", "none", "1.0"),
+                    ("vgg16", "linear_probe", "imagenet", "0.5"), ("vgg16", "linear_probe", "imagenet", "1.0"),
+                    ("vgg16", "linear_probe", "none", "0.5"), ("vgg16", "linear_probe", "none", "1.0"),
+                    ("vgg16", "scratch", "none", "0.5"), ("vgg16", "scratch", "none", "1.0")]
+
+
+def test_weights_sources_are_named():
+    assert weights_sources("imagenet") == [{"name": "imagenet", "spec": "imagenet"}]
+    assert weights_sources({"vgg16": "/w.h5"}) == [{"name": "custom", "spec": {"vgg16": "/w.h5"}}]
+    listed = weights_sources(["none", {"name": "hed", "source": {"vgg16": {"path": "/w.h5"}}}])
+    assert [s["name"] for s in listed] == ["none", "hed"]
+    with pytest.raises(ValueError, match="distinct names"):
+        weights_sources([{"name": "a", "source": "imagenet"}, {"name": "a", "source": "none"}])
+    with pytest.raises(ValueError, match="reserved"):
+        weights_sources([{"name": "none", "source": "imagenet"}])
+
+
+def test_phases_that_train_through_the_backbone():
+    assert [p.trainable for p in phases("full")] == ["backbone"]
+    assert [p.learning_rate_key for p in phases("partial")] == ["finetune_learning_rate"]
     assert [p.trainable for p in phases("scratch")] == ["all"]
+    assert phases("frozen") == phases("linear_probe") == []

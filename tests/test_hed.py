@@ -69,16 +69,16 @@ def test_keras_vgg16_loads_the_wheel_kernels(hed_file, wheel_kernels):
 def test_build_model_uses_the_file(hed_file, wheel_kernels):
     from scripts.models import build_model
 
-    model, _ = build_model("vgg16", 64, 3, weights=hed_file[0])
+    model, _ = build_model("vgg16", 64, 3, hed_file[0], dropout=0.3, bn_momentum=0.7)
     assert_kernels_equal(model, wheel_kernels)
 
 
 def test_the_file_is_byte_reproducible_and_pinned_in_the_example(hed_file, tmp_path, capsys):
     from scripts.__main__ import main
-    from scripts.fsutil import sha256_file
+    from scripts.fsutil import file_digest
 
     path, sha256 = hed_file
-    assert sha256 == sha256_file(path)
+    assert sha256 == file_digest(path)
     time.sleep(1.1)  # HDF5 timestamps have one-second resolution
     again = tmp_path / "again_notop.h5"
     assert main(["hed-weights", "-o", str(again)]) == 0

@@ -17,12 +17,12 @@ def dataset(tmp_path):
 
 
 def verify(data, tmp_path, leakage="warn"):
-    return stages.verify("t", str(data), f"{data}.sha256", leakage, str(tmp_path / "index.csv"),
+    return stages.verify("t", str(data), f"{data}.sha256", leakage, None, str(tmp_path / "index.csv"),
                          str(tmp_path / "verify.json"))
 
 
 def test_demo_data_counts_duplicates_and_leakage(tmp_path):
-    report = stages.verify("demo", str(DEMO), "config/manifests/demo.sha256", "warn",
+    report = stages.verify("demo", str(DEMO), "config/manifests/demo.sha256", "warn", None,
                            str(tmp_path / "index.csv"), str(tmp_path / "verify.json"))
     assert report["counts"] == {"test": {"Covid": 26, "Normal": 20, "Viral Pneumonia": 20},
                                 "train": {"Covid": 111, "Normal": 70, "Viral Pneumonia": 70}}

@@ -17,11 +17,12 @@ from scripts.models import (
 )
 
 keras = pytest.importorskip("keras")
+HEAD = {"dropout": 0.3, "bn_momentum": 0.7}  # the schema's defaults
 
 
 @pytest.mark.parametrize("name", ["scratch_cnn", *BACKBONES])
 def test_models_are_flat_with_reachable_last_conv(name):
-    model, backbone = build_model(name, 32, 3)
+    model, backbone = build_model(name, 32, 3, None, **HEAD)
     assert model.output.shape == (None, 3)
     assert model.get_layer(last_conv_layer(name)).output.shape[-1] > 1
     assert all(not isinstance(layer, keras.Model) for layer in model.layers)  # nothing nested
@@ -71,7 +72,7 @@ def test_pretrained_backbone_is_the_graph_keras_builds_for_imagenet(name, tmp_pa
 
     spec = BACKBONES[name]
     weights = random_notop_file(tmp_path / f"{name}_random_notop.h5", name)
-    model, backbone = build_model(name, 32, 2, weights=weights)
+    model, backbone = build_model(name, 32, 2, weights, **HEAD)
 
     with monkeypatch.context() as patch:  # Keras's own ImageNet build, its download answered locally
         patch.setattr(file_utils, "get_file", lambda fname, *args, **kwargs: weights)
@@ -98,7 +99,7 @@ def test_a_missing_weights_file_is_named(tmp_path):
     from scripts.weights import WeightsError
 
     with pytest.raises(WeightsError, match="nothing_notop.h5 does not exist"):
-        build_model("vgg16", 32, 2, weights=tmp_path / "nothing_notop.h5")
+        build_model("vgg16", 32, 2, tmp_path / "nothing_notop.h5", **HEAD)
 
 
 # --- 3. stages ---
@@ -106,7 +107,7 @@ def test_a_missing_weights_file_is_named(tmp_path):
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_every_backbone_layer_has_one_stage_in_layer_order(name):
     spec = BACKBONES[name]
-    _, backbone = build_model(name, 32, 2)
+    _, backbone = build_model(name, 32, 2, None, **HEAD)
     stages = [spec.stage_of(layer) for layer in backbone]  # raises unless exactly one stage matches
     order = [spec.stage_names.index(stage) for stage in stages]
     assert order == sorted(order)  # stages follow each other in layer order...
@@ -114,7 +115,7 @@ def test_every_backbone_layer_has_one_stage_in_layer_order(name):
 
 
 def test_stage_boundaries_by_hand():
-    layers = {name: build_model(name, 32, 2)[1] for name in BACKBONES}
+    layers = {name: build_model(name, 32, 2, None, **HEAD)[1] for name in BACKBONES}
     assert top_stage_layers("vgg16", layers["vgg16"], 1) == [
         "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"]
     resnet_conv1 = [n for n in layers["resnet50"] if BACKBONES["resnet50"].stage_of(n) == "conv1"]
@@ -135,7 +136,7 @@ def trainable_names(model):
 
 
 def test_trainability_per_phase_and_share():
-    model, backbone = build_model("resnet50", 32, 2)
+    model, backbone = build_model("resnet50", 32, 2, None, **HEAD)
     batchnorm = {layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
 
     set_trainable(model, backbone, "head")
@@ -160,7 +161,7 @@ def test_trainability_per_phase_and_share():
 
 
 def test_vgg16_last_stage_share_by_hand():
-    model, backbone = build_model("vgg16", 32, 2)
+    model, backbone = build_model("vgg16", 32, 2, None, **HEAD)
     set_trainable(model, backbone, "top", stages=1)
     assert trainable_share(model, backbone) == pytest.approx(3 * (9 * 512 * 512 + 512) / 14_714_688)
 
@@ -176,7 +177,7 @@ def test_inference_pass_matches_the_closed_form_through_standardised_features():
 
     keras.utils.set_random_seed(3)
     rng = np.random.default_rng(0)
-    model, _ = build_model("scratch_cnn", 32, 3)
+    model, _ = build_model("scratch_cnn", 32, 3, None, **HEAD)
     images = rng.integers(0, 255, (5, 32, 32, 3)).astype(np.uint8)
     inference = InferencePass(model, last_conv_layer("scratch_cnn"), batch_size=4)
     inference.run(images)  # traced with the identity statistics
@@ -234,7 +235,7 @@ def test_gradcam_finds_the_patch_that_decides_the_class():
     keras.utils.set_random_seed(7)
     x_train, y_train = patch_dataset(256, seed=1)
     x_test, y_test = patch_dataset(64, seed=2)
-    model, _ = build_model("scratch_cnn", 64, 2, dropout=0.0)
+    model, _ = build_model("scratch_cnn", 64, 2, None, dropout=0.0, bn_momentum=0.7)
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     model.fit(x_train.astype("float32"), y_train, batch_size=32, epochs=4, verbose=0)
 

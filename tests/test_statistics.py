@@ -33,6 +33,9 @@ def sklearn_metric(name: str, y_true: np.ndarray, probs: np.ndarray, positive: i
         return skm.recall_score(y_true, y_pred, pos_label=positive, average="binary")
     if name == "specificity":
         return skm.recall_score(y_true, y_pred, pos_label=1 - positive, average="binary")
+    if name == "specificity_macro":  # one-vs-rest: TN / (TN + FP) from sklearn's per-class matrices
+        matrices = skm.multilabel_confusion_matrix(y_true, y_pred, labels=labels)
+        return np.nanmean([m[0, 0] / m[0].sum() if m[0].sum() else np.nan for m in matrices])
     score = {"f1_macro": skm.f1_score, "precision_macro": skm.precision_score,
              "recall_macro": skm.recall_score}[name]
     return score(y_true, y_pred, labels=labels, average="macro", zero_division=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import PROJECT, XSS_CLASS, copy_dataset, snakemake, write_config
 
 
@@ -19,15 +21,27 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-def test_default_dry_run_lists_one_train_job_per_valid_combination():
-    result = snakemake(PROJECT, "-n", "--forceall")
-    counts = job_counts(result.stdout)
+@pytest.fixture(scope="module")
+def default_dry_run():
+    """One dry run of the default study, shared by the checks that only read it."""
+    return snakemake(PROJECT, "-n", "--forceall", "-p")
+
+
+def test_default_dry_run_lists_one_train_job_per_valid_combination(default_dry_run):
+    counts = job_counts(default_dry_run.stdout)
     # (scratch_cnn × scratch + 3 backbones × 4 strategies) × 2 seeds
     assert counts["train"] == 26
-    assert counts["verify"] == 1 and counts["split"] == 2 and counts["report"] == 1
+    assert counts["verify"] == counts["plan"] == counts["thumbnails"] == counts["report"] == 1
+    assert counts["split"] == 2
     for strategy in ("frozen", "partial", "full"):
         message = f"skipped scratch_cnn x {strategy}: scratch_cnn has no pretrained backbone"
-        assert message in result.stdout + result.stderr
+        assert message in default_dry_run.stdout + default_dry_run.stderr
+
+
+def test_nothing_large_travels_on_a_command_line(default_dry_run):
+    commands = re.findall(r"^Shell command: (.*)$", default_dry_run.stdout, re.M)
+    assert len(commands) > 26
+    assert max(len(c) for c in commands) < 4000
 
 
 def test_config_overrides_on_the_command_line():
@@ -44,6 +58,8 @@ def test_config_overrides_on_the_command_line():
     ({"datasets": {"x": {"path": "/nonexistent/cxr", "manifest": "/nonexistent/m.sha256"}}},
      r"datasets.x.path: folder /nonexistent/cxr does not exist"),
     ({"training": {"epochs": 2, "warmup_epochs": 2}}, r"training.warmup_epochs \(2\) must be smaller"),
+    ({"weights": [{"name": "a", "source": "imagenet"}, {"name": "a", "source": "none"}]},
+     r"distinct names; repeated: \['a'\]"),
 ])
 def test_config_errors_name_the_key_before_any_job(tmp_path, override, expected):
     data = copy_dataset(tmp_path / "data", {"train": 2, "test": 1})
@@ -52,6 +68,26 @@ def test_config_errors_name_the_key_before_any_job(tmp_path, override, expected)
     assert result.returncode != 0
     assert re.search(expected, result.stdout + result.stderr), result.stderr[-3000:]
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("positive, expected", [
+    (None, r"datasets.tiny.positive_class: required for a two-class dataset \(one of \['Covid', 'Normal'\]\)"),
+    ("Pneumonia", r"datasets.tiny.positive_class: 'Pneumonia' is not a class"),
+])
+def test_two_class_datasets_need_a_positive_class(tmp_path, positive, expected):
+    data = copy_dataset(tmp_path / "data", {"train": 2, "test": 1}, extra=())
+    shutil.rmtree(data / "train" / "Viral Pneumonia")
+    shutil.rmtree(data / "test" / "Viral Pneumonia")
+    from scripts.manifest import make_manifest
+
+    (tmp_path / "data.sha256").write_text(make_manifest(data))
+    config = write_config(tmp_path / "c.yaml", data)
+    settings = yaml.safe_load(config.read_text())
+    if positive:
+        settings["datasets"]["tiny"]["positive_class"] = positive
+    config.write_text(yaml.safe_dump(settings))
+    result = snakemake(tmp_path, "--configfile", str(config), "-n", check=False)
+    assert result.returncode != 0 and re.search(expected, result.stderr), result.stderr[-2000:]
 
 
 def test_bad_data_stops_at_verify_naming_the_file(tmp_path):
@@ -68,30 +104,35 @@ def test_bad_data_stops_at_verify_naming_the_file(tmp_path):
 
 def test_tiny_study_end_to_end(tiny_study):
     work = tiny_study["workdir"]
+    plan = json.loads((work / "results" / "plan.json").read_text())
     runs = pd.read_csv(work / "results" / "runs.csv")
     assert sorted(zip(runs["model"], runs["strategy"], strict=True)) == [
         ("scratch_cnn", "scratch"), ("vgg16", "partial"), ("vgg16", "scratch")]
     assert (runs["status"] == "ok").all()
-    assert runs["accuracy"].between(0, 1).all() and runs["train_seconds"].gt(0).all()
-    summary = pd.read_csv(work / "results" / "summary.csv")
-    assert len(summary) == 3 and "f1_macro_ci95" in summary
-    for run in runs["run_dir"]:
-        for name in ("model.weights.h5", "history.csv", "train.json", "predictions.csv",
-                     "metrics.json", "gradcam.npz"):
-            assert (work / run / name).stat().st_size > 0
-        assert not (work / run / "checkpoint").exists()  # removed once the run finished
+    assert list(runs["dir"]) == [run["dir"] for run in plan["runs"]]
+    assert plan["config"]["training"]["dropout"] == 0.3  # defaults filled in from the schema
+    assert plan["skipped"][0]["model"] == "scratch_cnn"
+    for run in plan["runs"]:
+        for name in plan["run_files"].values():
+            assert (work / run["dir"] / name).stat().st_size > 0
+        assert not (work / run["dir"] / "checkpoint").exists()  # removed once the run finished
+        info = json.loads((work / run["dir"] / "train.json").read_text())
+        assert (info["model"], info["strategy"], info["seed"]) == (run["model"], run["strategy"], run["seed"])
+        assert info["n_train"] + info["n_val"] + info["n_test"] <= 24 * 3 + 8 * 3 + 2
 
 
 def test_tiny_study_report_contents(tiny_study):
     html = (tiny_study["workdir"] / "results" / "report.html").read_text()
     assert "These backbones were NOT pretrained" in html and "vgg16" in html
     assert html.count('class="gradcam-cell"') == 3 * 2 * 3  # runs × (2 per class × 3 classes)
-    for section in ("Verdict", "All model × strategy combinations", "ROC curves", "Confusion matrices",
-                    "Training curves", "Where the models looked: Grad-CAM", "Data checks", "Provenance"):
+    for section in ("Verdict", "Chosen on validation", "All configurations", "ROC curves", "Confusion matrices",
+                    "Training curves", "Where the models looked: Grad-CAM", "Data checks", "Provenance",
+                    "95% interval over test images", "Colour overlays:"):
         assert section in html
     assert "test/Covid/COVID-00012.jpg  =  train/Covid/COVID-00012.jpg" in html  # leakage listed
     assert "scratch_cnn × partial" in html and "no pretrained backbone" in html  # skip listed
     assert "Too few seeds to conclude" in html
+    assert "Per class (one-vs-rest" in html and "Recall (macro, one-vs-rest)" in html
     assert XSS_CLASS not in html and "&lt;img src=x onerror=alert(1)&gt; &amp; &#34;q&#34;" in html
     assert not re.search(r'(src|href)="(https?:)?//', html)  # self-contained
     assert len(re.findall(r'src="data:image/(png|jpeg);base64,', html)) > 20
@@ -116,13 +157,15 @@ def test_keep_going_then_report_the_finished_runs(tmp_path):
     broken.write_text("not,a,split\n")  # seed 2's training job will fail on it
     result = snakemake(tmp_path, "--configfile", str(config), "--cores", "1", "--keep-going", check=False)
     assert result.returncode != 0 and "Error in rule train" in result.stderr
-    finished = tmp_path / "results/tiny/runs/scratch_cnn/scratch/seed1/metrics.json"
+    finished = tmp_path / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed1/metrics.json"
     before = finished.stat().st_mtime_ns
     assert not (tmp_path / "results/report.html").exists()
 
     snakemake(tmp_path, "--configfile", str(config), "--cores", "1", "--config", "allow_missing_runs=true")
     html = (tmp_path / "results/report.html").read_text()
-    assert "1 run failed or did not finish" in html and "scratch_cnn · scratch · seed 2" in html
+    assert "1 run failed or did not finish" in html
+    assert "scratch_cnn · scratch · weights none · fraction 1.0 · seed 2" in html
+    assert "logs/tiny/scratch_cnn/scratch/none/frac1.0/seed2/" in html
     runs = pd.read_csv(tmp_path / "results/runs.csv")
     assert dict(zip(runs["seed"], runs["status"], strict=True)) == {1: "ok", 2: "missing"}
     assert finished.stat().st_mtime_ns == before  # the finished run was kept as it was

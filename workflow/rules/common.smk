@@ -1,4 +1,6 @@
+import hashlib
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -6,11 +8,13 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-PROJECT = Path(workflow.basedir).parent
+# The project root, from this file's own location (also right when another workflow
+# imports this one as a module, where workflow.basedir is the importer's).
+PROJECT = Path(str(workflow.current_basedir)).parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from scripts.grid import plan  # noqa: E402  (the project package, TensorFlow-free)
-from scripts.models import SCRATCH_CNN  # noqa: E402
+from scripts import grid  # noqa: E402  (the project package, TensorFlow-free)
+from scripts.models import MODELS, SCRATCH_CNN  # noqa: E402
 from scripts.weights import file_name, load_registry  # noqa: E402
 
 
@@ -33,12 +37,45 @@ def coerce_scalars(value):
 
 
 config.update(coerce_scalars(config))
+# Fills in every default: the schema is the one place defaults live.
 validate(config, "../schemas/config.schema.yaml")
 
 # Every step runs `python -m scripts <step>` from the project package.
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(PROJECT))}; ")
-RUN_DIR = "results/{dataset}/runs/{model}/{strategy}/seed{seed}"
+
+# ---- Layout: every path the workflow writes is defined here, once. -------------------
+SPLIT = "results/{dataset}/splits/seed{seed}.csv"
+FEATURE_CACHE = "results/{dataset}/cache/features"
+RUN_DIR = (
+    "results/{dataset}/runs/{model}/{strategy}/{weights}/frac{fraction}/seed{seed}"
+)
+RUN_LOG_DIR = "logs/{dataset}/{model}/{strategy}/{weights}/frac{fraction}/seed{seed}"
+RUN_FILES = {
+    "model": "model.weights.h5",
+    "history": "history.csv",
+    "info": "train.json",
+    "predictions": "predictions.csv",
+    "val_predictions": "val_predictions.csv",
+    "metrics": "metrics.json",
+    "gradcam": "gradcam.npz",
+}
+DATASET_FILES = {
+    "index": "results/{dataset}/data/index.csv",
+    "verify": "results/{dataset}/data/verify.json",
+    "images": "results/{dataset}/data/images_{size}px.npy",
+    "conversions": "results/{dataset}/data/images_{size}px.json",
+    "thumbnails": "results/{dataset}/data/test_thumbnails.npz",
+}
+PLAN = "results/plan.json"
+TABLES = {
+    "runs": "results/runs.csv",
+    "summary": "results/summary.csv",
+    "comparisons": "results/comparisons.csv",
+    "verdict": "results/verdict.json",
+}
+SPLIT_SETTINGS = ("val_fraction", "leakage", "val_folder", "min_val_per_class")
 TRAINING = config["training"]
+IMAGE_SIZE = TRAINING["image_size"]
 
 
 def project_file(path):
@@ -55,6 +92,36 @@ if not project_file(config["weights_registry"]).is_file():
         f"weights_registry: {config['weights_registry']} does not exist"
     )
 WEIGHTS_REGISTRY = load_registry(project_file(config["weights_registry"]))
+try:
+    SOURCES = {s["name"]: s["spec"] for s in grid.weights_sources(config["weights"])}
+except ValueError as error:
+    raise WorkflowError(str(error))
+
+
+def weights_spec(model, weights_name):
+    """How the backbone of one run is initialised: source, local file and hashes."""
+    if model == SCRATCH_CNN or weights_name == grid.RANDOM_INIT:
+        return {"source": "none"}
+    setting = SOURCES[weights_name]
+    if isinstance(setting, dict):
+        setting = setting.get(model, setting.get("default", "imagenet"))
+    if isinstance(setting, dict):
+        return {"source": "file", **setting}
+    if setting == "none":
+        return {"source": "none"}
+    if setting == "imagenet":
+        entry = WEIGHTS_REGISTRY[model]
+        path = Path(config["weights_cache"]) / file_name(entry["url"])
+        return {"source": "imagenet", "path": str(path), "md5": entry["md5"]}
+    return {"source": "file", "path": setting}
+
+
+def class_folders(dataset):
+    """Class names as the folders under train/ (None when the data is not there yet)."""
+    train = Path(dataset["path"]) / "train"
+    if not train.is_dir():
+        return None
+    return sorted(p.name for p in train.iterdir() if p.is_dir() and any(p.iterdir()))
 
 
 def check_config():
@@ -70,6 +137,17 @@ def check_config():
                 f"datasets.{name}.manifest: {dataset['manifest']} does not exist; create it with "
                 f"`python -m scripts manifest {dataset['path']} -o {dataset['manifest']}`"
             )
+        classes = class_folders(dataset)
+        positive = dataset.get("positive_class")
+        if classes and positive is None and len(classes) == 2:
+            problems.append(
+                f"datasets.{name}.positive_class: required for a two-class dataset "
+                f"(one of {classes}): sensitivity is the recall of this class, specificity that of the other"
+            )
+        if classes and positive is not None and positive not in classes:
+            problems.append(
+                f"datasets.{name}.positive_class: {positive!r} is not a class of {dataset['path']} ({classes})"
+            )
     if {"partial", "full"} & set(config["strategies"]):
         if TRAINING["warmup_epochs"] >= TRAINING["epochs"]:
             problems.append(
@@ -77,49 +155,113 @@ def check_config():
                 f"training.epochs ({TRAINING['epochs']}) for the partial and full strategies"
             )
     for model in config["models"]:
-        spec = weights_spec(model, "frozen")
-        if spec["source"] == "file" and not Path(spec["path"]).is_file():
-            problems.append(f"weights.{model}: file {spec['path']} does not exist")
+        for name in SOURCES:
+            spec = weights_spec(model, name)
+            if spec["source"] == "file" and not Path(spec["path"]).is_file():
+                problems.append(
+                    f"weights ({name}) for {model}: file {spec['path']} does not exist"
+                )
     if problems:
         raise WorkflowError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
-def weights_spec(model, strategy):
-    """How the backbone of one run is initialised: source, local file and hashes."""
-    if model == SCRATCH_CNN or strategy == "scratch":
-        return {"source": "none"}
-    setting = config["weights"]
-    if isinstance(setting, dict):
-        setting = setting.get(model, setting.get("default", "imagenet"))
-    if isinstance(setting, dict):
-        return {"source": "file", **setting}
-    if setting == "none":
-        return {"source": "none"}
-    if setting == "imagenet":
-        entry = WEIGHTS_REGISTRY[model]
-        path = Path(config["weights_cache"]) / file_name(entry["url"])
-        return {"source": "imagenet", "path": str(path), "md5": entry["md5"]}
-    return {"source": "file", "path": setting}
-
-
-RUNS, SKIPPED = plan(
-    config["datasets"], config["models"], config["strategies"], config["seeds"]
+RUNS, SKIPPED = grid.plan(
+    config["datasets"],
+    config["models"],
+    config["strategies"],
+    list(SOURCES),
+    config["train_fractions"],
+    config["seeds"],
 )
+for run in RUNS:
+    run.update(dir=RUN_DIR.format(**run), log_dir=RUN_LOG_DIR.format(**run))
 check_config()
+# A run uses the cores it can: all of them when it runs alone, one each when the grid
+# has a run per core or more (Snakemake lowers `threads` to --cores; a cluster profile
+# sets it with set-threads). One-thread jobs side by side beat two-thread jobs in turn
+# where graph tracing (single-threaded) dominates.
+TRAIN_THREADS = max(1, (workflow.resource_settings.cores or 1) // max(1, len(RUNS)))
 for skip in SKIPPED:
     logger.info(f"skipped {skip['model']} x {skip['strategy']}: {skip['reason']}")
 
 
-def run_outputs(name):
-    """One output file of every planned run. With ``allow_missing_runs`` only the files
-    that exist: after ``snakemake --keep-going`` left failed runs, the report covers the
-    finished ones and lists the others as missing."""
-    paths = [f"{RUN_DIR.format(**run)}/{name}" for run in RUNS]
+def alternatives(values):
+    return "|".join(re.escape(str(value)) for value in values)
+
+
+wildcard_constraints:
+    dataset=alternatives(config["datasets"]),
+    model=alternatives(MODELS),
+    strategy=alternatives(grid.STRATEGIES),
+    weights=alternatives([grid.RANDOM_INIT, *SOURCES]),
+    fraction=alternatives(grid.fraction_label(f) for f in config["train_fractions"]),
+    seed=r"\d+",
+    size=r"\d+",
+    file_name=alternatives(file_name(e["url"]) for e in WEIGHTS_REGISTRY.values()),
+
+
+# ---- The study plan: one file that aggregate and report read. ---------------------------
+def dataset_file(kind, name):
+    return DATASET_FILES[kind].format(dataset=name, size=IMAGE_SIZE)
+
+
+def study_plan():
+    first_seed = min(config["seeds"])
+    return {
+        "config": config,
+        "run_files": RUN_FILES,
+        "runs": RUNS,
+        "skipped": SKIPPED,
+        "datasets": {
+            name: {
+                "verify": dataset_file("verify", name),
+                "conversions": dataset_file("conversions", name),
+                "thumbnails": dataset_file("thumbnails", name),
+                "split": SPLIT.format(dataset=name, seed=first_seed),
+                "log_dir": f"logs/{name}",
+            }
+            for name in config["datasets"]
+        },
+    }
+
+
+def write_plan(path):
+    from scripts.fsutil import write_json
+
+    write_json(path, study_plan())
+
+
+PLAN_DIGEST = hashlib.sha256(
+    json.dumps(study_plan(), sort_keys=True, default=str).encode()
+).hexdigest()
+
+
+def finished_only(paths):
+    """With ``allow_missing_runs`` only the files that exist: after ``snakemake
+    --keep-going`` left failed runs (or failed data checks), the report covers what
+    finished and lists the rest as missing."""
     if config["allow_missing_runs"]:
-        paths = [path for path in paths if Path(path).exists()]
+        return [path for path in paths if Path(path).exists()]
     return paths
 
 
+def run_files(kind):
+    """One output file (``RUN_FILES`` key) of every planned run."""
+    return finished_only([f"{run['dir']}/{RUN_FILES[kind]}" for run in RUNS])
+
+
+def dataset_files(kind):
+    return finished_only([dataset_file(kind, name) for name in config["datasets"]])
+
+
+def first_splits():
+    first_seed = min(config["seeds"])
+    return finished_only(
+        [SPLIT.format(dataset=name, seed=first_seed) for name in config["datasets"]]
+    )
+
+
+# ---- Input functions and parameters of the per-dataset and per-run rules. -------------
 def kaggle_marker(wildcards):
     """A downloadable dataset is verified only after its download rule ran."""
     if "kaggle" in config["datasets"][wildcards.dataset]:
@@ -143,6 +285,10 @@ def dataset_root(wildcards):
     return config["datasets"][wildcards.dataset]["path"]
 
 
+def positive_class(wildcards):
+    return config["datasets"][wildcards.dataset].get("positive_class") or ""
+
+
 def dataset_listing(wildcards):
     """Names and sizes of the dataset's files: adding, removing or resizing any of them
     re-runs verification (content changes are caught by the manifest check itself)."""
@@ -155,25 +301,34 @@ def dataset_listing(wildcards):
 
 
 def images_cache(wildcards):
-    size = TRAINING["image_size"]
-    return f"results/{wildcards.dataset}/data/images_{size}px.npy"
+    return dataset_file("images", wildcards.dataset)
+
+
+def run_dir(wildcards):
+    return RUN_DIR.format(**wildcards)
 
 
 def run_settings(wildcards):
-    """The training settings of one run as JSON (a change re-runs the job)."""
+    """Everything one run depends on besides its inputs, as JSON (a change re-runs it)."""
     settings = dict(TRAINING)
-    partial = settings["partial_layers"]
-    if isinstance(partial, dict):
-        settings["partial_layers"] = partial.get(wildcards.model, partial["default"])
-    return json.dumps(settings, sort_keys=True)
-
-
-def run_weights(wildcards):
-    return json.dumps(weights_spec(wildcards.model, wildcards.strategy), sort_keys=True)
+    stages = settings["partial_stages"]
+    if isinstance(stages, dict):
+        settings["partial_stages"] = stages.get(wildcards.model, stages["default"])
+    return json.dumps(
+        {
+            "training": settings,
+            "weights": weights_spec(wildcards.model, wildcards.weights),
+            "positive_class": config["datasets"][wildcards.dataset].get(
+                "positive_class"
+            ),
+            "evaluation": config["evaluation"],
+        },
+        sort_keys=True,
+    )
 
 
 def weights_input(wildcards):
-    spec = weights_spec(wildcards.model, wildcards.strategy)
+    spec = weights_spec(wildcards.model, wildcards.weights)
     return [spec["path"]] if "path" in spec else []
 
 
@@ -183,7 +338,3 @@ def registry_entry(wildcards):
         if file_name(entry["url"]) == wildcards.file_name:
             return entry
     raise WorkflowError(f"{wildcards.file_name} is not in {config['weights_registry']}")
-
-
-def run_dir(wildcards, output):
-    return str(Path(output[0]).parent)

@@ -2,6 +2,7 @@ localrules:
     download_dataset,
     verify,
     split,
+    thumbnails,
 
 
 rule download_dataset:
@@ -14,7 +15,7 @@ rule download_dataset:
         "../../envs/data.yaml"
     params:
         slug=lambda w: config["datasets"][w.dataset]["kaggle"]["dataset"],
-        subfolder=lambda w: config["datasets"][w.dataset]["kaggle"].get("subfolder", ""),
+        subfolder=lambda w: config["datasets"][w.dataset]["kaggle"]["subfolder"],
         root=dataset_root,
         manifest=dataset_manifest,
     shell:
@@ -28,8 +29,8 @@ rule verify:
         manifest=manifest_input,
         download=kaggle_marker,
     output:
-        index="results/{dataset}/data/index.csv",
-        report="results/{dataset}/data/verify.json",
+        index=DATASET_FILES["index"],
+        report=DATASET_FILES["verify"],
     log:
         "logs/{dataset}/verify.log",
     conda:
@@ -39,19 +40,22 @@ rule verify:
         manifest=dataset_manifest,
         listing=dataset_listing,
         leakage=config["data"]["leakage"],
+        positive_class=positive_class,
     shell:
         "python -m scripts verify --dataset {wildcards.dataset} --root {params.root:q}"
         " --manifest {params.manifest:q} --leakage {params.leakage}"
+        " --positive-class={params.positive_class:q}"
         " --index {output.index} --report {output.report} > {log} 2>&1"
 
 
 rule prepare_images:
-    """Decode, convert and resize every verified image once per image size."""
+    """Decode, convert and resize every verified image once per image size; measure
+    each image's colour content (burned-in overlays are a shortcut)."""
     input:
-        index="results/{dataset}/data/index.csv",
+        index=DATASET_FILES["index"],
     output:
-        images="results/{dataset}/data/images_{size}px.npy",
-        conversions="results/{dataset}/data/conversions_{size}px.json",
+        images=DATASET_FILES["images"],
+        conversions=DATASET_FILES["conversions"],
     log:
         "logs/{dataset}/prepare_images_{size}px.log",
     conda:
@@ -59,25 +63,46 @@ rule prepare_images:
     threads: 2
     params:
         root=dataset_root,
+        colour=config["data"]["colour_overlays"],
     shell:
         "python -m scripts prepare --root {params.root:q} --index {input.index} --image-size {wildcards.size}"
+        " --colour-policy {params.colour[policy]} --colour-tolerance {params.colour[tolerance]}"
+        " --colour-min-share {params.colour[min_share]}"
         " --images {output.images} --conversions {output.conversions} > {log} 2>&1"
 
 
-rule split:
-    """Seeded, stratified validation split from train (or the dataset's own val/)."""
+rule thumbnails:
+    """The test images at display size, for the report's Grad-CAM panels."""
     input:
-        index="results/{dataset}/data/index.csv",
+        index=DATASET_FILES["index"],
     output:
-        "results/{dataset}/splits/seed{seed}.csv",
+        DATASET_FILES["thumbnails"],
+    log:
+        "logs/{dataset}/thumbnails.log",
+    conda:
+        "../../envs/data.yaml"
+    params:
+        root=dataset_root,
+    shell:
+        "python -m scripts thumbnails --root {params.root:q} --index {input.index}"
+        " --output {output} > {log} 2>&1"
+
+
+rule split:
+    """Seeded, stratified validation split from train (or the dataset's own val/), and
+    each training image's rank for the nested training-fraction subsets."""
+    input:
+        index=DATASET_FILES["index"],
+    output:
+        SPLIT,
     log:
         "logs/{dataset}/split_seed{seed}.log",
     conda:
         "../../envs/data.yaml"
     params:
-        val_fraction=config["data"]["val_fraction"],
-        leakage=config["data"]["leakage"],
+        data=json.dumps(
+            {key: config["data"][key] for key in SPLIT_SETTINGS}, sort_keys=True
+        ),
     shell:
         "python -m scripts split --index {input.index} --seed {wildcards.seed}"
-        " --val-fraction {params.val_fraction} --leakage {params.leakage}"
-        " --output {output} > {log} 2>&1"
+        " --settings {params.data:q} --output {output} > {log} 2>&1"

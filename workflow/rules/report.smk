@@ -1,36 +1,56 @@
 localrules:
+    plan,
     aggregate,
     report,
 
 
-rule aggregate:
-    """One table of every run plus mean and 95% CI over seeds per combination."""
-    input:
-        metrics=run_outputs("metrics.json"),
-        info=run_outputs("train.json"),
+rule plan:
+    """The study plan: the validated config with its defaults, every run with its
+    folder, every skipped combination with its reason. Aggregate and report read it,
+    so nothing large travels on a command line."""
     output:
-        table="results/runs.csv",
-        summary="results/summary.csv",
+        PLAN,
+    log:
+        "logs/plan.log",
+    params:
+        digest=PLAN_DIGEST,
+    run:
+        write_plan(output[0])
+
+
+rule aggregate:
+    """Every run in one table; per-configuration summaries with seed and test-set
+    intervals; paired comparisons with the baseline; the validation-chosen verdict."""
+    input:
+        plan=PLAN,
+        metrics=run_files("metrics"),
+        info=run_files("info"),
+        predictions=run_files("predictions"),
+        val_predictions=run_files("val_predictions"),
+    output:
+        **TABLES,
     log:
         "logs/aggregate.log",
     conda:
         "../../envs/report.yaml"
-    params:
-        runs=json.dumps(RUNS),
     shell:
-        "python -m scripts aggregate --runs {params.runs:q} --table {output.table}"
-        " --summary {output.summary} > {log} 2>&1"
+        "python -m scripts aggregate --plan {input.plan} --runs {output.runs}"
+        " --summary {output.summary} --comparisons {output.comparisons}"
+        " --verdict {output.verdict} > {log} 2>&1"
 
 
 rule report:
     """The self-contained HTML report (figures and Grad-CAM panels inline)."""
     input:
-        table="results/runs.csv",
-        verified=expand(
-            "results/{dataset}/data/verify.json", dataset=config["datasets"]
-        ),
-        gradcam=run_outputs("gradcam.npz"),
-        predictions=run_outputs("predictions.csv"),
+        **TABLES,
+        plan=PLAN,
+        verified=dataset_files("verify"),
+        conversions=dataset_files("conversions"),
+        thumbnails=dataset_files("thumbnails"),
+        splits=first_splits(),
+        history=run_files("history"),
+        predictions=run_files("predictions"),
+        gradcam=run_files("gradcam"),
     output:
         html=report(
             "results/report.html",
@@ -49,8 +69,7 @@ rule report:
         "logs/report.log",
     conda:
         "../../envs/report.yaml"
-    params:
-        study=json.dumps({"config": config, "skipped": SKIPPED}),
     shell:
-        "python -m scripts report --study {params.study:q} --table {input.table}"
+        "python -m scripts report --plan {input.plan} --runs {input.runs}"
+        " --summary {input.summary} --comparisons {input.comparisons} --verdict {input.verdict}"
         " --output {output.html} --figures {output.figures} > {log} 2>&1"

@@ -1,30 +1,29 @@
 rule train:
-    """Fit one dataset x model x strategy x seed run (resuming from its checkpoint),
-    then evaluate it on the test set with Grad-CAM in the same process."""
+    """Fit one run (resuming from its checkpoint), then evaluate it on the validation
+    and test sets with Grad-CAM in the same process."""
     input:
         images=images_cache,
-        split="results/{dataset}/splits/seed{seed}.csv",
-        verified="results/{dataset}/data/verify.json",
+        split=SPLIT,
+        verified=DATASET_FILES["verify"],
         weights=weights_input,
     output:
-        model=f"{RUN_DIR}/model.weights.h5",
-        history=f"{RUN_DIR}/history.csv",
-        info=f"{RUN_DIR}/train.json",
-        predictions=f"{RUN_DIR}/predictions.csv",
-        metrics=f"{RUN_DIR}/metrics.json",
-        gradcam=f"{RUN_DIR}/gradcam.npz",
+        **{kind: f"{RUN_DIR}/{name}" for kind, name in RUN_FILES.items()},
     log:
-        "logs/{dataset}/{model}/{strategy}/seed{seed}/train.log",
+        f"{RUN_LOG_DIR}/train.log",
     conda:
         "../../envs/tensorflow.yaml"
-    # One thread: on small CPU hosts two single-threaded jobs beat one two-threaded
-    # job (graph tracing is single-threaded); GPU profiles raise it with set-threads.
-    threads: 1
+    threads: TRAIN_THREADS
     params:
-        run_dir=run_dir,
         settings=run_settings,
-        weights=run_weights,
+        checkpoint=lambda w: f"{run_dir(w)}/checkpoint",
+        feature_cache=FEATURE_CACHE,
     shell:
-        "python -m scripts train --images {input.images} --split {input.split} --run-dir {params.run_dir}"
-        " --settings {params.settings:q} --weights {params.weights:q} --threads {threads}"
-        " > {log} 2>&1"
+        "python -m scripts train --dataset {wildcards.dataset} --model {wildcards.model}"
+        " --strategy {wildcards.strategy} --weights-name {wildcards.weights}"
+        " --fraction {wildcards.fraction} --seed {wildcards.seed}"
+        " --images {input.images} --split {input.split} --settings {params.settings:q}"
+        " --checkpoint {params.checkpoint} --feature-cache {params.feature_cache}"
+        " --model-weights {output.model} --history {output.history} --info {output.info}"
+        " --predictions {output.predictions} --val-predictions {output.val_predictions}"
+        " --metrics {output.metrics} --gradcam {output.gradcam}"
+        " --threads {threads} > {log} 2>&1"
