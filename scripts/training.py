@@ -56,8 +56,11 @@ def configure_tensorflow(settings: dict, threads: int) -> dict:
     import keras
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already ran in this process (a notebook, a test): keep its pools
+        threads = tf.config.threading.get_intra_op_parallelism_threads() or len(os.sched_getaffinity(0))
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         # Without growth TF grabs the whole card, which breaks shared or MIG GPUs.
@@ -119,6 +122,15 @@ def weighted_scores(probabilities: np.ndarray, labels: np.ndarray, weights_by_cl
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
+
+
+def reseed_random_layers(model, seed: int) -> None:
+    """Set every random layer's generator (dropout, EfficientNet's stochastic depth) from
+    ``seed``. Their state is not saved with the weights, so a run resumed from a
+    checkpoint would otherwise draw other dropout masks than an uninterrupted one."""
+    generators = [v for v in model.variables if v.path.endswith("seed_generator_state")]
+    for index, state in enumerate(generators):
+        state.assign(np.array([(seed * 1_000 + index) % 2**31, 0], dtype=state.dtype))
 
 
 class Checkpoint:
@@ -300,6 +312,7 @@ def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, see
         "images_per_second": (round(sum(r["images"] for r in timed) / sum(r["seconds"] for r in timed), 1)
                               if timed else None),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "class_weights": [round(float(w), 6) for w in weights_by_class],
         **trainable,
         "backbone_trainable_share": trainable_share(model, backbone) if backbone else 1.0,
         "augmentation_applied": bool(end_to_end_phases(strategy, settings))
@@ -339,6 +352,7 @@ def _train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val
         if state["stopped"]:
             break
         started = time.perf_counter()
+        reseed_random_layers(model, epoch_seed(seed, epoch))
         data = train_dataset(x_train, y_train, sample_weights, settings["batch_size"],
                              epoch_seed(seed, epoch), augment)
         fit = model.fit(data, epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=2)

@@ -194,3 +194,30 @@ def open_in_chromium(report: Path, workdir: Path) -> dict:
     result["outside"] = [u for u in requests if not u.startswith(("file://", "data:"))]
     result["dialogs"] = dialogs
     return result
+
+
+def random_notop_file(path, name: str) -> str:
+    """A ``*_notop`` file in the legacy h5 layout of Keras's published ones, with random
+    weights, and random statistics where the init would be an identity (BatchNorm,
+    EfficientNet's input Normalization), so that loading them changes the outputs."""
+    import h5py
+    import keras
+    import numpy as np
+    from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
+
+    from scripts.models import BACKBONES
+
+    keras.utils.set_random_seed(11)
+    rng = np.random.default_rng(11)
+    base = getattr(keras.applications, BACKBONES[name].application)(
+        include_top=False, weights=None, input_shape=(32, 32, 3))
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            size = layer.moving_mean.shape
+            layer.moving_mean.assign(rng.normal(0, 0.1, size))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, size))
+        elif isinstance(layer, keras.layers.Normalization):
+            layer.set_weights([rng.uniform(0.3, 0.6, 3), rng.uniform(0.05, 0.1, 3), np.array(1)])
+    with h5py.File(path, "w") as handle:
+        save_weights_to_hdf5_group(handle, base)
+    return str(path)

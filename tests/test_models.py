@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import random_notop_file
 
 from scripts.models import (
     BACKBONES,
@@ -32,29 +33,6 @@ def test_models_are_flat_with_reachable_last_conv(name):
 
 
 # --- 1. pretrained backbones are built as Keras builds them for its ImageNet weights ---
-
-def random_notop_file(path, name: str) -> str:
-    """A ``*_notop`` file in the legacy h5 layout of Keras's published ones, with random
-    weights, and random statistics where the init would be an identity (BatchNorm,
-    EfficientNet's input Normalization), so that loading them changes the outputs."""
-    import h5py
-    from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
-
-    keras.utils.set_random_seed(11)
-    rng = np.random.default_rng(11)
-    base = getattr(keras.applications, BACKBONES[name].application)(
-        include_top=False, weights=None, input_shape=(32, 32, 3))
-    for layer in base.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            size = layer.moving_mean.shape
-            layer.moving_mean.assign(rng.normal(0, 0.1, size))
-            layer.moving_variance.assign(rng.uniform(0.5, 1.5, size))
-        elif isinstance(layer, keras.layers.Normalization):
-            layer.set_weights([rng.uniform(0.3, 0.6, 3), rng.uniform(0.05, 0.1, 3), np.array(1)])
-    with h5py.File(path, "w") as handle:
-        save_weights_to_hdf5_group(handle, base)
-    return str(path)
-
 
 def layer_signature(layer) -> tuple:
     """Class and configuration, without the name (auto-numbered names differ)."""

@@ -44,7 +44,7 @@ def fake_finished_runs(work, dataset: str) -> None:
     labels = test["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     for seed, run in enumerate(r for r in plan["runs"] if r["dataset"] == dataset):
         probabilities = np.random.default_rng(seed).dirichlet(np.ones(len(classes)), len(labels))
-        fake_run(run, RUN_FILES, classes, labels, probabilities, val_f1=0.3 + seed / 10, paths=list(test["path"]))
+        fake_run({**run, "dir": str(work / run["dir"])}, RUN_FILES, classes, labels, probabilities, val_f1=0.3 + seed / 10, paths=list(test["path"]))
 
 
 def report(work, config, tmp_path, *extra) -> tuple[str, dict | None]:
@@ -59,10 +59,10 @@ def report(work, config, tmp_path, *extra) -> tuple[str, dict | None]:
 def test_no_finished_run_gives_a_short_page_listing_every_run(three_datasets, tmp_path):
     work, config = three_datasets
     html, page = report(work, config, tmp_path)
-    assert "No run has finished yet" in html and "0 of 12 runs finished" in html
-    assert html.count("log folder <code>logs/") >= 12
-    assert "logs/verified/vgg16/frozen/imagenet/frac1.0/seed2/" in html
-    assert "This dataset&#39;s verification did not run" in html and "logs/unverified/verify.log" in html
+    assert "No run has finished yet" in html and "0 of 18 runs finished" in html
+    assert html.count("log folder <code>logs/") >= 18
+    assert "logs/verified/vgg16/frozen/none/frac1.0/seed2/" in html
+    assert "This dataset's verification did not run" in html and "logs/unverified/verify.log" in html
     if page:
         assert page["outside"] == [] and [i for i in page["images"] if not i["ok"]] == []
         assert "No run has finished yet" in page["text"]
@@ -72,13 +72,13 @@ def test_a_dataset_without_finished_runs_beside_one_with_them(three_datasets, tm
     work, config = three_datasets
     fake_finished_runs(work, "trained")
     html, page = report(work, config, tmp_path)
-    assert "4 of 12 runs finished" in html
-    sections = html.split('<h2 id="ds-')
-    trained, verified, unverified = sections[1], sections[2], sections[3]
+    assert "6 of 18 runs finished" in html
+    sections = {part.split("Dataset: ")[1].split("<")[0]: part for part in html.split('<h2 id="ds-')[1:]}
+    trained, verified, unverified = sections["trained"], sections["verified"], sections["unverified"]
     assert "Chosen on validation" in trained and 'class="gradcam-cell"' in trained
-    assert "No run of this dataset finished" in verified and "4 runs failed or did not finish" in verified
+    assert "No run of this dataset finished" in verified and "6 runs failed or did not finish" in verified
     assert "Verification: <strong>passed</strong>" in verified  # its data checks still show
-    assert "verification did not run" in unverified
+    assert "verification did not run" in unverified and "classes unknown" in unverified
     if page:
         assert page["cells"] > 0 and [i for i in page["images"] if not i["ok"]] == []
         assert "No run of this dataset finished" in page["text"]

@@ -1,4 +1,5 @@
-"""Training jobs as the workflow runs them: determinism, and resume after a kill."""
+"""Training jobs as the workflow runs them: determinism, resume after a kill that
+gives the same model as an uninterrupted run, the feature cache, early stopping."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
-from conftest import PROJECT, copy_dataset, snakemake, write_config
+from conftest import PROJECT, copy_dataset, snakemake, validated, write_config
+
+from scripts.training import weighted_scores
 
 TINY = {"image_size": 32, "batch_size": 16, "epochs": 2, "warmup_epochs": 1,
-        "learning_rate": 1e-3, "finetune_learning_rate": 1e-4, "partial_layers": 4,
+        "learning_rate": 1e-3, "finetune_learning_rate": 1e-4, "partial_stages": 1,
         "early_stopping_patience": 0}
 
 
@@ -30,50 +34,65 @@ def prepared(tmp_path_factory):
     return work
 
 
-def train(work: Path, results: str, seed: int, settings: dict) -> Path:
-    """One training run of the prepared data into ``<results>/tiny/runs/…/seed<seed>``."""
-    run_dir = work / results / "tiny" / "runs" / "scratch_cnn" / "scratch" / f"seed{seed}"
-    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
-    done = subprocess.run([sys.executable, "-m", "scripts", "train", "--images",
-                    str(work / "results/tiny/data/images_32px.npy"), "--split",
-                    str(work / f"results/tiny/splits/seed{seed}.csv"), "--run-dir", str(run_dir),
-                    "--settings", json.dumps(settings), "--threads", "1"],
-                          env=env, capture_output=True, text=True, timeout=600)
+def settings(training: dict, weights: dict | None = None) -> dict:
+    """A run's settings as the workflow passes them (schema defaults filled in)."""
+    config = validated({"datasets": {"tiny": {"path": ".", "manifest": "m"}}, "models": ["scratch_cnn"],
+                        "strategies": ["scratch"], "seeds": [1], "training": training})
+    return {"training": {**config["training"], "partial_stages": training.get("partial_stages", 1)},
+            "weights": weights or {"source": "none"}, "positive_class": None, "evaluation": config["evaluation"]}
+
+
+def train(work: Path, folder: str, seed: int, training: dict, model: str = "scratch_cnn",
+          strategy: str = "scratch", split_seed: int | None = None, weights: dict | None = None) -> Path:
+    """One training run of the prepared data into ``work/folder``."""
+    run_dir = work / folder
+    files = {"model-weights": "model.weights.h5", "history": "history.csv", "info": "train.json",
+             "predictions": "predictions.csv", "val-predictions": "val_predictions.csv",
+             "metrics": "metrics.json", "gradcam": "gradcam.npz"}
+    command = [sys.executable, "-m", "scripts", "train", "--dataset", "tiny", "--model", model,
+               "--strategy", strategy, "--weights-name", "none", "--fraction", "1.0", "--seed", str(seed),
+               "--images", str(work / "results/tiny/data/images_32px.npy"),
+               "--split", str(work / f"results/tiny/splits/seed{split_seed or seed}.csv"),
+               "--settings", json.dumps(settings(training, weights)), "--checkpoint", str(run_dir / "checkpoint"),
+               "--feature-cache", str(work / "cache"), "--threads", "1"]
+    for option, name in files.items():
+        command += [f"--{option}", str(run_dir / name)]
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(PROJECT)}, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return run_dir
 
 
-def test_same_seed_same_metrics_other_seed_differs(prepared):
-    first, again, other = (train(prepared, results, seed, TINY)
-                           for results, seed in (("results", 1), ("again", 1), ("results", 2)))
-    first_metrics, again_metrics = (json.loads((d / "metrics.json").read_text()) for d in (first, again))
-    for key in ("accuracy", "f1_macro", "auc", "confusion_matrix"):
-        assert first_metrics[key] == again_metrics[key]
-    probabilities = [(d / "predictions.csv").read_text() for d in (first, again, other)]
-    assert probabilities[0] == probabilities[1]  # bit-identical probabilities
-    assert probabilities[2] != probabilities[0]
+def test_same_seed_same_model_other_seed_differs_on_the_same_split(prepared):
+    first, again, other = (train(prepared, folder, seed, TINY, split_seed=1)
+                           for folder, seed in (("a", 1), ("b", 1), ("c", 2)))
+    metrics = [json.loads((d / "metrics.json").read_text())["test"] for d in (first, again)]
+    assert metrics[0] == metrics[1]
+    predictions = [(d / "predictions.csv").read_text() for d in (first, again, other)]
+    assert predictions[0] == predictions[1]  # bit-identical probabilities
+    assert predictions[2] != predictions[0]  # only the seed differs: same split file
 
 
 def training_pid(run_dir: str) -> int | None:
-    """The `python -m scripts train` process of ``run_dir`` (as the rule passes it)."""
+    """The `python -m scripts train` process writing into ``run_dir``."""
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 cmdline = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"scripts" in cmdline and b"train" in cmdline and run_dir.encode() in cmdline:
+            if b"scripts" in cmdline and b"train" in cmdline and any(run_dir.encode() in c for c in cmdline):
                 return int(proc.name)
     return None
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_killed_training_resumes_from_its_checkpoint(tmp_path, signal_number):
+def test_killed_training_resumes_to_the_same_model(tmp_path, signal_number):
     data = copy_dataset(tmp_path / "data", {"train": 16, "test": 4})
     epochs = 8
     config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
                           training={**TINY, "epochs": epochs})
-    run_dir = tmp_path / "results/tiny/runs/scratch_cnn/scratch/seed1"
+    run_dir = tmp_path / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed1"
     command = [sys.executable, "-m", "snakemake", "-s", str(PROJECT / "workflow/Snakefile"),
                "--directory", str(tmp_path), "--configfile", str(config), "--cores", "1",
                "--show-failed-logs"]
@@ -81,49 +100,37 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path, signal_number):
     workflow = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     state = run_dir / "checkpoint" / "state.json"
     deadline = time.time() + 300
-    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 2):
         assert time.time() < deadline and workflow.poll() is None, "no checkpoint appeared"
         time.sleep(0.05)
-    os.kill(training_pid("results/tiny/runs/scratch_cnn/scratch/seed1"), signal_number)
+    os.kill(training_pid("runs/scratch_cnn/scratch/none/frac1.0/seed1"), signal_number)
     output = workflow.communicate(timeout=120)[0].decode()
     assert workflow.returncode != 0, output[-2000:]
     killed_at = json.loads(state.read_text())["epoch"]
-    assert 1 <= killed_at < epochs
+    assert 2 <= killed_at < epochs
     assert not (run_dir / "train.json").exists() and not (run_dir / "model.weights.h5").exists()
 
     snakemake(tmp_path, "--configfile", str(config), "--cores", "1")
     info = json.loads((run_dir / "train.json").read_text())
     assert info["resumed_from_epoch"] >= killed_at and info["epochs_run"] == epochs
-    log = (tmp_path / "logs/tiny/scratch_cnn/scratch/seed1/train.log").read_text()
+    log = (tmp_path / "logs/tiny/scratch_cnn/scratch/none/frac1.0/seed1/train.log").read_text()
     assert f"resuming from checkpoint after epoch {info['resumed_from_epoch']}" in log
     assert not (run_dir / "checkpoint").exists()
+    uninterrupted = train(tmp_path, "uninterrupted", 1, {**TINY, "epochs": epochs})
+    assert (run_dir / "predictions.csv").read_text() == (uninterrupted / "predictions.csv").read_text()
 
 
-class PooledMean:
-    """Stands in for ``Inference``: the 'features' are each image's channel means."""
-
-    calls = 0
-
-    def run(self, images):
-        PooledMean.calls += 1
-        return {"pooled": np.asarray(images, dtype=np.float32).mean(axis=(1, 2))}
-
-
-def test_feature_cache_is_computed_once_and_shared(tmp_path):
-    from scripts.training import FeatureCache
-
-    images = np.random.default_rng(0).integers(0, 255, (10, 4, 4, 3), dtype=np.uint8)
-    path = tmp_path / "cache" / "features.npy"
-    seed1 = FeatureCache(path, images, np.array([0, 1, 2, 3]), np.array([4, 5]))
-    train, val, seconds, reused = seed1.load_or_compute(PooledMean())
-    assert not reused and seconds > 0 and PooledMean.calls == 1
-    assert np.allclose(train, images[:4].mean(axis=(1, 2))) and val.shape == (2, 3)
-    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
-
-    seed2 = FeatureCache(path, images, np.array([0, 1, 2, 4]), np.array([3, 5]))  # another val split
-    train2, val2, seconds2, reused2 = seed2.load_or_compute(PooledMean())
-    assert reused2 and seconds2 == 0 and PooledMean.calls == 1
-    assert np.allclose(val2[0], train[3])
-
-    np.save(path, np.zeros((3, 3), np.float32))  # a cache of another image set is not trusted
-    assert not FeatureCache(path, images, np.array([0]), np.array([1])).load_or_compute(PooledMean())[3]
+def test_early_stopping_keeps_the_best_epoch(prepared):
+    """A learning rate far too high: the validation loss stops improving, training stops
+    ``patience`` epochs after the best epoch, and the saved model is the best epoch's."""
+    run = train(prepared, "stopping", 1, {**TINY, "epochs": 12, "learning_rate": 0.3, "early_stopping_patience": 2})
+    info = json.loads((run / "train.json").read_text())
+    losses = pd.read_csv(run / "history.csv")["val_loss"].to_numpy()
+    best = int(np.argmin(losses)) + 1
+    assert info["stopped_early"] and info["epochs_run"] == best + 2 < 12 and info["best_epoch"] == best
+    validation = pd.read_csv(run / "val_predictions.csv", keep_default_na=False)
+    classes = info["classes"]
+    labels = validation["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    probabilities = validation[[f"p_{c}" for c in classes]].to_numpy()
+    saved = weighted_scores(probabilities, labels, np.asarray(info["class_weights"]))["val_loss"]
+    assert saved == pytest.approx(losses.min(), rel=1e-4) and saved < losses[-1]

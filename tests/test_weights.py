@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_dataset, snakemake, write_config
+from conftest import RUN_FILES, copy_dataset, random_notop_file, snakemake, validated, write_config
 
 from scripts.weights import WeightsError, fetch
 
@@ -37,18 +37,40 @@ class Handler(SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def weights_server(tmp_path_factory):
-    """Serves a randomly initialised EfficientNetB0 *_notop file from 127.0.0.1."""
-    import keras
-
+    """Serves an EfficientNetB0 ``*_notop.h5`` file from 127.0.0.1 in the legacy h5 layout
+    of Keras's published files (random weights and BatchNorm statistics)."""
     served = tmp_path_factory.mktemp("served")
-    keras.applications.EfficientNetB0(include_top=False, weights=None).save_weights(
-        served / "efficientnetb0_notop.weights.h5")
+    random_notop_file(served / "efficientnetb0_notop.h5", "efficientnetb0")
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(served)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    data = (served / "efficientnetb0_notop.weights.h5").read_bytes()
-    yield {"url": f"http://127.0.0.1:{server.server_port}/efficientnetb0_notop.weights.h5",
-           "md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest()}
+    data = (served / "efficientnetb0_notop.h5").read_bytes()
+    yield {"url": f"http://127.0.0.1:{server.server_port}/efficientnetb0_notop.h5",
+           "md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest(),
+           "file": served / "efficientnetb0_notop.h5"}
     server.shutdown()
+
+
+def backbone_weights_unchanged(run_dir: Path, weights_file: Path, n_classes: int = 3) -> int:
+    """Compare every backbone layer of the run's saved model with the weights file as
+    Keras's own EfficientNetB0 loads it; returns how many layers hold weights."""
+    import keras
+    import numpy as np
+
+    from scripts.models import build_model
+
+    model, backbone = build_model("efficientnetb0", 32, n_classes, None, dropout=0.3, bn_momentum=0.7)
+    model.load_weights(run_dir / "model.weights.h5")
+    reference = keras.applications.EfficientNetB0(include_top=False, weights=str(weights_file),
+                                                  input_shape=(32, 32, 3))
+    compared = 0
+    for name in backbone:
+        saved = model.get_layer(name).get_weights()
+        if not saved or name.startswith(("rescaling", "normalization")):
+            continue  # input scaling has no learned weights; its statistics are checked by test_models
+        for ours, theirs in zip(saved, reference.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(ours, theirs, err_msg=name)
+        compared += 1
+    return compared
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +80,7 @@ def reset_handler():
 
 
 def test_fetch_verifies_and_caches_atomically(weights_server, tmp_path):
-    dest = tmp_path / "cache" / "efficientnetb0_notop.weights.h5"
+    dest = tmp_path / "cache" / "efficientnetb0_notop.h5"
     assert fetch(weights_server["url"], weights_server["md5"], dest) == weights_server["sha256"]
     assert dest.exists() and list(dest.parent.iterdir()) == [dest]
 
@@ -97,31 +119,32 @@ def test_workflow_fetches_once_and_two_runs_reuse_the_file_offline(weights_serve
                           seeds=[1, 2], weights="imagenet", weights_registry=str(registry),
                           weights_cache=str(tmp_path / "cache"))
     snakemake(tmp_path, "--configfile", str(config), "--cores", "2")
-    assert Handler.requests == ["/efficientnetb0_notop.weights.h5"]
+    assert Handler.requests == ["/efficientnetb0_notop.h5"]
     for seed in (1, 2):
-        run_dir = tmp_path / f"results/tiny/runs/efficientnetb0/frozen/seed{seed}"
+        run_dir = tmp_path / f"results/tiny/runs/efficientnetb0/frozen/imagenet/frac1.0/seed{seed}"
         info = json.loads((run_dir / "train.json").read_text())
         assert info["weights"]["source"] == "imagenet"
         assert info["weights"]["sha256"] == weights_server["sha256"]
+        # the file was loaded, and the frozen backbone stayed as loaded
+        assert backbone_weights_unchanged(run_dir, tmp_path / "cache" / "efficientnetb0_notop.h5") > 100
     html = (tmp_path / "results/report.html").read_text()
     assert weights_server["sha256"] in html and "NOT pretrained" not in html
 
     # a corrupted cache file is refused by the training job itself, naming the file
-    cached = tmp_path / "cache" / "efficientnetb0_notop.weights.h5"
+    cached = tmp_path / "cache" / "efficientnetb0_notop.h5"
     cached.write_bytes(cached.read_bytes()[:-100])
     result = snakemake(tmp_path, "--configfile", str(config), "--cores", "1", "--forcerun", "train",
                        check=False)
     assert result.returncode != 0
     assert f"weights file {cached}: MD5 does not match" in result.stderr
-    assert Handler.requests == ["/efficientnetb0_notop.weights.h5"]  # never downloaded again
+    assert Handler.requests == ["/efficientnetb0_notop.h5"]  # never downloaded again
 
 
 def test_training_job_opens_no_network_connection(weights_server, tmp_path, monkeypatch):
     """The train step loads weights from the cached file only: any socket is an error."""
-
     from scripts import stages
 
-    cache = tmp_path / "w.weights.h5"
+    cache = tmp_path / "efficientnetb0_notop.h5"
     fetch(weights_server["url"], weights_server["md5"], cache)
     work = tmp_path / "work"
     data = copy_dataset(work / "data", {"train": 8, "test": 3})
@@ -133,9 +156,13 @@ def test_training_job_opens_no_network_connection(weights_server, tmp_path, monk
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    settings = yaml.safe_load(config.read_text())["training"]
-    stages.train(str(work / "results/tiny/data/images_32px.npy"), str(work / "results/tiny/splits/seed1.csv"),
-                 str(work / "results/tiny/runs/efficientnetb0/frozen/seed1"), settings,
-                 {"source": "imagenet", "path": str(cache), "md5": weights_server["md5"]})
-    info = json.loads((work / "results/tiny/runs/efficientnetb0/frozen/seed1/train.json").read_text())
+    config = validated(yaml.safe_load(config.read_text()))
+    settings = {"training": config["training"], "positive_class": None, "evaluation": config["evaluation"],
+                "weights": {"source": "imagenet", "path": str(cache), "md5": weights_server["md5"]}}
+    run_dir = work / "run"
+    outputs = stages.RunOutputs(**{field: str(run_dir / name) for field, name in RUN_FILES.items()})
+    run = stages.RunIdentity("tiny", "efficientnetb0", "frozen", "imagenet", 1.0, 1)
+    stages.train(run, str(work / "results/tiny/data/images_32px.npy"), str(work / "results/tiny/splits/seed1.csv"),
+                 settings, outputs, str(run_dir / "checkpoint"), str(work / "cache"), threads=1)
+    info = json.loads((run_dir / "train.json").read_text())
     assert info["weights"]["sha256"] == weights_server["sha256"]
