@@ -15,6 +15,7 @@ The report only renders these.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -88,9 +89,18 @@ def training_input(info: dict) -> str:
     return ", then ".join(parts) or "images, no augmentation"
 
 
-def _predictions(run: dict, run_files: dict) -> pd.DataFrame:
-    table = pd.read_csv(Path(run["dir"]) / run_files["predictions"], keep_default_na=False)
-    return table.sort_values("path").reset_index(drop=True)
+def read_predictions(path: str | Path, classes: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A predictions table as ``(paths, label indices, probabilities)``, sorted by path.
+
+    The csv module, not pandas: a 10,000-run grid reads 10,000 small tables, and
+    ``pandas.read_csv`` costs 1.5 ms of set-up each (measured), 15 s in all.
+    """
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = sorted(csv.DictReader(handle), key=lambda row: row["path"])
+    index = {name: i for i, name in enumerate(classes)}
+    labels = np.array([index[row["label"]] for row in rows])
+    probabilities = np.array([[float(row[f"p_{name}"]) for name in classes] for row in rows])
+    return [row["path"] for row in rows], labels, probabilities
 
 
 class Bootstrap:
@@ -138,22 +148,22 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> t
     positive_class = config["datasets"][name].get("positive_class")
     positive = positive_index(classes, positive_class)
     metrics = headline(len(classes) == 2 and positive is not None)
-    tables = {i: _predictions(plan["runs"][i], plan["run_files"]) for i in done.index}
-    reference = tables[done.index[0]]
-    y_true = reference["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    tables = {i: read_predictions(Path(plan["runs"][i]["dir"]) / plan["run_files"]["predictions"], classes)
+              for i in done.index}
+    paths, y_true, _ = tables[done.index[0]]
     bootstrap = Bootstrap(y_true, evaluation["bootstrap_resamples"], evaluation["bootstrap_seed"], positive)
-    columns = [f"p_{c}" for c in classes]
 
     summary, resampled = [], {}
     for key, group in done.groupby(CONFIG, sort=True):
         for i in group.index:
-            if not tables[i]["path"].equals(reference["path"]):
+            if tables[i][0] != paths:
                 raise ValueError(f"{plan['runs'][i]['dir']}: its test set differs from the other runs'")
-        probabilities = [tables[i][columns].to_numpy(dtype=float) for i in group.sort_values("seed").index]
+        probabilities = [tables[i][2] for i in group.sort_values("seed").index]
         row = summarise_config(group, metrics, selection)
+        by_seed = dict(zip(group.sort_values("seed")["seed"], probabilities, strict=True))
         for metric in metrics:
-            resampled[key, metric] = (dict(zip(group.sort_values("seed")["seed"], probabilities, strict=True)),
-                                      bootstrap.resampled(metric, probabilities))
+            resampled[key, metric] = (by_seed, bootstrap.resampled(metric, probabilities),
+                                      bootstrap.estimate(metric, probabilities))
             low, high = np.percentile(resampled[key, metric][1], [2.5, 97.5])
             row.update({f"{metric}_test_low": float(low), f"{metric}_test_high": float(high)})
         row["per_class"] = json.dumps(_per_class(group.index, files, classes))
@@ -161,7 +171,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> t
 
     comparisons = _comparisons(name, summary, resampled, metrics, bootstrap)
     verdict = _verdict(name, summary, comparisons, metrics, selection, classes, positive_class,
-                       len(y_true), len(done))
+                       len(paths), len(done))
     return summary, comparisons, verdict
 
 
@@ -187,16 +197,16 @@ def _comparisons(name: str, summary: list[dict], resampled: dict, metrics: list[
         if (base_key, metrics[0]) not in resampled:
             continue
         for metric in metrics:
-            seeds_a, values_a = resampled[_config_key(config), metric]
-            seeds_b, values_b = resampled[base_key, metric]
+            seeds_a, values_a, estimate_a = resampled[_config_key(config), metric]
+            seeds_b, values_b, estimate_b = resampled[base_key, metric]
             common = sorted(set(seeds_a) & set(seeds_b))
             if not common:
                 continue
-            if len(common) != len(seeds_a) or len(common) != len(seeds_b):
-                values_a = bootstrap.resampled(metric, [seeds_a[s] for s in common])
-                values_b = bootstrap.resampled(metric, [seeds_b[s] for s in common])
-            difference = (bootstrap.estimate(metric, [seeds_a[s] for s in common])
-                          - bootstrap.estimate(metric, [seeds_b[s] for s in common]))
+            if len(common) != len(seeds_a) or len(common) != len(seeds_b):  # pair the shared seeds only
+                a, b = [seeds_a[s] for s in common], [seeds_b[s] for s in common]
+                values_a, values_b = bootstrap.resampled(metric, a), bootstrap.resampled(metric, b)
+                estimate_a, estimate_b = bootstrap.estimate(metric, a), bootstrap.estimate(metric, b)
+            difference = estimate_a - estimate_b
             low, high = np.percentile(values_a - values_b, [2.5, 97.5])
             rows.append({**{key: config[key] for key in CONFIG}, "metric": metric, "n_pairs": len(common),
                          "difference": difference, "low": float(low), "high": float(high),

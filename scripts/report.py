@@ -70,24 +70,30 @@ def _read_optional_json(path: str) -> dict | None:
     return fsutil.read_json(path) if Path(path).exists() else None
 
 
+CURVE_SEEDS = 10  # seeds drawn per panel of the ROC, PR and training curves
+
+
 def load_configs(plan: dict, runs: pd.DataFrame, classes: list[str]) -> list[dict]:
-    """Per configuration: its seeds' predictions, confusion matrices, histories and the
-    Grad-CAM maps of its first finished seed (files named by the plan)."""
+    """Per configuration: the confusion matrices of all its seeds, the predictions and
+    histories of its first ``CURVE_SEEDS`` (a 150-seed grid would draw 150 curves a
+    panel), and the Grad-CAM maps of its first finished seed (files named by the plan)."""
     files = plan["run_files"]
     configs = []
     for _, group in runs.groupby(["model", "strategy", "weights", "fraction"], sort=False):
         first = group.iloc[0]
         config = {"key": {k: first[k] for k in ("model", "strategy", "weights", "fraction")},
                   "title": title(first), "predictions": [], "confusion": [], "histories": []}
-        for _, row in group.sort_values("seed").iterrows():
+        for position, (_, row) in enumerate(group.sort_values("seed").iterrows()):
             folder = Path(row["dir"])
+            config["confusion"].append(fsutil.read_json(folder / files["metrics"])["test"]["confusion_matrix"])
+            if position >= CURVE_SEEDS:
+                continue
             predictions = pd.read_csv(folder / files["predictions"], keep_default_na=False)
             probabilities = predictions[[f"p_{c}" for c in classes]].to_numpy()
             y_true = predictions["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
             config["predictions"].append((y_true, probabilities))
-            config["confusion"].append(fsutil.read_json(folder / files["metrics"])["test"]["confusion_matrix"])
             config["histories"].append((row["seed"], pd.read_csv(folder / files["history"])))
-            if "cams" not in config:
+            if position == 0:
                 with np.load(folder / files["gradcam"]) as saved:
                     config["cams"] = dict(zip(saved["paths"], saved["cams"], strict=True))
                 config["cam_seed"] = row["seed"]
@@ -214,6 +220,7 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
         "gradcam": gradcam_panel(thumbnails, configs, picked) if picked and thumbnails else None,
         "samples": sample_predictions(thumbnails, chosen_config) if chosen_config and thumbnails else [],
         "chosen_title": chosen_config["title"] if chosen_config else None,
+        "curve_seeds": CURVE_SEEDS,
         "settings": {"val_fraction": settings["data"]["val_fraction"],
                      "min_val_per_class": settings["data"]["min_val_per_class"]},
     }
