@@ -6,7 +6,9 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-PROJECT = Path(workflow.basedir).parent
+# This file's project, also when another workflow imports this one as a module (then
+# workflow.basedir is the importing workflow's folder).
+PROJECT = Path(workflow.current_basedir).parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from scripts.grid import plan  # noqa: E402  (the project package, TensorFlow-free)
