@@ -171,6 +171,11 @@ def slurm_job(job_id: str) -> dict[str, str]:
 def shipped_profile_run(tmp_path_factory):
     """`make profile`, then literally `snakemake --profile slurm` from the root of a copy of
     the checkout whose profile and config the user edited (1 model, 1 seed, 1 epoch)."""
+    node = subprocess.run(["scontrol", "-o", "show", "node"], capture_output=True, text=True,
+                          check=True, timeout=30).stdout
+    cpus, memory = (int(re.search(rf" {key}=(\d+)", node)[1]) for key in ("CPUTot", "RealMemory"))
+    # A cluster started by an older cluster.sh has this machine's size: the 8-CPU job would pend.
+    assert cpus >= 8 and memory >= 32000, "restart it: tests/slurm/cluster.sh stop && ... start"
     root = tmp_path_factory.mktemp("user")
     clone = checkout_copy(root / "cxr-transfer")
     edit_site_values(clone / "profiles/slurm/config.yaml")
