@@ -1,21 +1,46 @@
 # `make demo` runs the study on the bundled demo data; `make test` runs every test.
-# Both create the virtual environment first (Python 3.11, pinned requirements).
+# Both create the virtual environment first (Python 3.11, pinned requirements) and link
+# the Slurm profile (`make profile`) so that `snakemake --profile slurm` works here.
 VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
+# Where Snakemake looks up `--profile slurm` besides ./slurm (XDG user config folder).
+PROFILE_LINK := $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake/slurm
+PROFILE_DIR := $(CURDIR)/profiles/slurm
 
-.PHONY: demo test lint benchmark
+.PHONY: demo test lint benchmark profile
 
+# The version check comes first: an older python3 would otherwise fail minutes later,
+# deep inside pip, with an unrelated-looking error.
 $(STAMP): requirements.txt requirements-dev.txt
+	@version=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
+	if [ "$$version" != "3.11" ]; then \
+	  found=$${version:+is Python $$version}; \
+	  echo "make: '$(PYTHON)' $${found:-was not found}; this project needs Python 3.11." >&2; \
+	  echo "  Run 'make PYTHON=python3.11 ...' (on a cluster, first e.g. 'module load python/3.11')." >&2; \
+	  exit 1; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-demo: $(STAMP)
+# Links $(PROFILE_LINK) to this checkout's profiles/slurm; never replaces another profile.
+profile:
+	@if [ "$$(readlink "$(PROFILE_LINK)" 2>/dev/null)" = "$(PROFILE_DIR)" ]; then \
+	  exit 0; \
+	elif [ -e "$(PROFILE_LINK)" ]; then \
+	  echo "make profile: $(PROFILE_LINK) exists and is not this checkout's profile; left as it is." >&2; \
+	  echo "  Run 'snakemake --profile $(PROFILE_DIR)', or move that folder away and run 'make profile'." >&2; \
+	else \
+	  mkdir -p "$(dir $(PROFILE_LINK))" && ln -sfn "$(PROFILE_DIR)" "$(PROFILE_LINK)" && \
+	  echo "make profile: linked $(PROFILE_LINK) -> $(PROFILE_DIR) ('snakemake --profile slurm')"; \
+	fi
+
+demo: $(STAMP) profile
 	. $(VENV)/bin/activate && snakemake --profile profiles/local
 
-test: $(STAMP)
+test: $(STAMP) profile
 	. $(VENV)/bin/activate && bash tests/run.sh
 
 lint: $(STAMP)

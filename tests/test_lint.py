@@ -22,3 +22,31 @@ def test_clean(command):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     if "--lint" in command:
         assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_workflow_catalog_files():
+    """What the Snakemake workflow catalog's "standardized usage" tier reads: the usage
+    file (keys and types as documented), a LICENSE matching pyproject, config/README.md,
+    workflow/Snakefile and a README usage section."""
+    import tomllib
+
+    import yaml
+
+    usage = yaml.safe_load((PROJECT / ".snakemake-workflow-catalog.yml").read_text())["usage"]
+    assert set(usage) <= {"mandatory-flags", "software-stack-deployment"}
+    deployment = usage["software-stack-deployment"]
+    assert set(deployment) <= {"conda", "apptainer", "apptainer+conda", "singularity",
+                               "singularity+conda", "report"}
+    assert all(isinstance(value, bool) for value in deployment.values())
+    assert deployment["conda"] and deployment["report"]  # envs/ per rule; `snakemake --report` works
+    flags = usage["mandatory-flags"]
+    assert isinstance(flags["desc"], str) and isinstance(flags["flags"], str | list)
+
+    license_text = (PROJECT / "LICENSE").read_text()
+    declared = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["license"]["text"]
+    assert declared == "MIT" and license_text.startswith("MIT License\n")
+    assert "Permission is hereby granted, free of charge" in license_text
+    for path in ("workflow/Snakefile", "config/README.md", "workflow/schemas/config.schema.yaml"):
+        assert (PROJECT / path).is_file(), path
+    readme = (PROJECT / "README.md").read_text()
+    assert "## Usage" in readme and "snakemake" in readme.lower() and "workflow" in readme.lower()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -38,7 +39,8 @@ def slurm_study(tmp_path_factory):
     data = copy_dataset(work / "data", {"train": 10, "test": 4})
     config = write_config(work / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
                           seeds=[1, 2], training={"image_size": 32, "batch_size": 8, "epochs": 1})
-    result = slurm_snakemake(work, config)
+    # 2 threads for 1 allocated CPU: the job must use 1 (test_threads_follow_a_smaller_allocation)
+    result = slurm_snakemake(work, config, "--set-threads", "train=2")
     assert result.returncode == 0, result.stderr[-5000:]
     return work, config, result
 
@@ -59,6 +61,17 @@ def test_training_jobs_ran_as_gpu_slurm_jobs(slurm_study):
     html = (work / "results/report.html").read_text()
     for job in job_ids:
         assert f'class="l slurm-job">{job}<' in html
+
+
+def test_threads_follow_a_smaller_allocation(slurm_study):
+    """Snakemake passes --threads 2 and the job may run on both CPUs of this host (no
+    binding), but Slurm allocated 1 CPU: TensorFlow must use 1 (SLURM_CPUS_PER_TASK).
+    Fails with 2 when the thread count ignores the allocation."""
+    work, _, _ = slurm_study
+    for seed in (1, 2):
+        info = json.loads((work / f"results/tiny/runs/scratch_cnn/scratch/seed{seed}/train.json").read_text())
+        assert slurm_job(info["environment"]["slurm_job_id"])["CPUs/Task"] == "1"
+        assert len(os.sched_getaffinity(0)) >= 2 and info["threads"] == 1
 
 
 def test_failed_job_is_reported_and_rerun_completes_only_what_is_missing(slurm_study):
@@ -118,3 +131,150 @@ def test_cancelled_slurm_job_resumes_from_its_checkpoint(tmp_path):
     info = json.loads((run_dir / "train.json").read_text())
     assert info["resumed_from_epoch"] >= killed_at and info["epochs_run"] == epochs
     assert info["environment"]["slurm_job_id"] not in ("", None, cancelled)  # a new Slurm job
+
+
+# --- the shipped profile, as a new user runs it ----------------------------------------
+
+def checkout_copy(target: Path) -> Path:
+    """This checkout's files (tracked and new, not ignored) as a user's clone would have them."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=PROJECT,
+                            capture_output=True, text=True, check=True, timeout=60).stdout
+    for name in filter(None, listed.split("\0")):
+        source = PROJECT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
+def edit_site_values(profile: Path) -> None:
+    """What a user of the test cluster edits in profiles/slurm/config.yaml: no accounts
+    here (delete the line), its one partition, squeue for status (no slurmdbd). The last
+    line only makes the first status poll come after 2 s instead of 40 s."""
+    text = profile.read_text()
+    edits = {'  slurm_account: "your_account"\n': "",
+             'slurm_partition: "cpu"': 'slurm_partition: "gpu"',
+             "# slurm-status-command: squeue": "slurm-status-command: squeue"}
+    for old, new in edits.items():
+        assert text.count(old) == 1, old  # the shipped profile still reads as the README says
+        text = text.replace(old, new)
+    profile.write_text(text + "slurm-init-seconds-before-status-checks: 2\n")
+
+
+def slurm_job(job_id: str) -> dict[str, str]:
+    shown = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True,
+                           check=True, timeout=30).stdout
+    return dict(re.findall(r"(\S+?)=(\S*)", shown))
+
+
+@pytest.fixture(scope="module")
+def shipped_profile_run(tmp_path_factory):
+    """`make profile`, then literally `snakemake --profile slurm` from the root of a copy of
+    the checkout whose profile and config the user edited (1 model, 1 seed, 1 epoch)."""
+    node = subprocess.run(["scontrol", "-o", "show", "node"], capture_output=True, text=True,
+                          check=True, timeout=30).stdout
+    cpus, memory = (int(re.search(rf" {key}=(\d+)", node)[1]) for key in ("CPUTot", "RealMemory"))
+    # A cluster started by an older cluster.sh has this machine's size: the 8-CPU job would pend.
+    assert cpus >= 8 and memory >= 32000, "restart it: tests/slurm/cluster.sh stop && ... start"
+    root = tmp_path_factory.mktemp("user")
+    clone = checkout_copy(root / "cxr-transfer")
+    edit_site_values(clone / "profiles/slurm/config.yaml")
+    data = copy_dataset(root / "data", {"train": 8, "test": 3})
+    write_config(clone / "config/config.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
+                 seeds=[1], training={"image_size": 32, "batch_size": 8, "epochs": 1})
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "HOME": str(root / "home"), "XDG_CONFIG_HOME": str(root / "home/.config"), "PWD": str(clone)}
+    linked = subprocess.run(["make", "profile"], cwd=clone, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert linked.returncode == 0 and (root / "home/.config/snakemake/slurm").is_symlink(), linked.stderr
+    started = time.time()
+    result = subprocess.run(["snakemake", "--profile", "slurm"], cwd=clone, env=env, capture_output=True,
+                            text=True, timeout=900)
+    print(f"snakemake --profile slurm: {time.time() - started:.0f} s")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return clone, result
+
+
+def test_literal_profile_name_submits_right_sized_gpu_training(shipped_profile_run):
+    """The train job asked Slurm for 8 CPUs (one task), 1 GPU and 32 GB: fails with
+    CPUs/Task=1 if default-resources' cpus_per_task reaches train again."""
+    clone, result = shipped_profile_run
+    assert "Using profile slurm for setting default command line arguments" in result.stderr
+    for rule in ("verify", "split", "aggregate", "report"):  # on the login node
+        assert f"localrule {rule}:" in result.stdout + result.stderr
+    info = json.loads((clone / "results/tiny/runs/scratch_cnn/scratch/seed1/train.json").read_text())
+    job = slurm_job(info["environment"]["slurm_job_id"])
+    assert job["NumCPUs"] == "8" and job["CPUs/Task"] == "8" and job["NumTasks"] == "1"
+    assert re.fullmatch(r"gres[:/]gpu[:=]1", job["TresPerJob"]), job["TresPerJob"]
+    assert job["MinMemoryNode"].startswith("32") and job["Partition"] == "gpu"
+    assert job["Requeue"] == "1"  # slurm-requeue: true
+
+
+def test_training_threads_come_from_the_allocation(shipped_profile_run):
+    """train.json's threads = min(Slurm's CPUs per task, the CPUs the job may run on,
+    Snakemake's --threads 8). 8 allocated, but this host has fewer real CPUs and nothing
+    binds (task/none): the affinity mask is the limit here (Snakemake's `--cores all` in
+    the job caps the threads at it too). A smaller allocation: test_threads_follow_a_smaller_allocation."""
+    clone, _ = shipped_profile_run
+    info = json.loads((clone / "results/tiny/runs/scratch_cnn/scratch/seed1/train.json").read_text())
+    allocated = int(slurm_job(info["environment"]["slurm_job_id"])["CPUs/Task"])
+    assert info["threads"] == min(allocated, len(os.sched_getaffinity(0)), 8)
+
+
+def test_unknown_partition_stops_the_run_before_any_job(tmp_path):
+    """The shipped profile with only the account line deleted: its CPU partition 'cpu' does
+    not exist here. Fails if partitions are not checked against sinfo up front."""
+    clone = checkout_copy(tmp_path / "cxr-transfer")
+    profile = clone / "profiles/slurm/config.yaml"
+    profile.write_text(profile.read_text().replace('  slurm_account: "your_account"\n', ""))
+    data = copy_dataset(tmp_path / "data", {"train": 2, "test": 1})
+    write_config(clone / "config/config.yaml", data, models=["scratch_cnn"], strategies=["scratch"])
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PWD": str(clone)}
+    result = subprocess.run(["snakemake", "--profile", "profiles/slurm"], cwd=clone, env=env,
+                            capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert ("default-resources.slurm_partition: partition 'cpu' does not exist on this cluster "
+            "(sinfo lists: gpu)") in output
+    assert "placeholder" not in output and "set-resources.train.slurm_partition" not in output
+    assert not (clone / "results/tiny").exists()  # verify, a login-node rule, did not run
+
+
+def test_requeued_training_job_resumes_in_the_same_slurm_job(tmp_path):
+    """`scontrol requeue` (what preemption with requeue does) after >= 1 epoch: Slurm
+    restarts the same job, which resumes from its checkpoint and finishes every epoch
+    while Snakemake keeps waiting and exits 0."""
+    data = copy_dataset(tmp_path / "data", {"train": 16, "test": 4})
+    epochs = 15
+    config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
+                          training={"image_size": 32, "batch_size": 16, "epochs": epochs,
+                                    "early_stopping_patience": 0})
+    run_dir = tmp_path / "results/tiny/runs/scratch_cnn/scratch/seed1"
+    state = run_dir / "checkpoint" / "state.json"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    started = time.time()
+    workflow = subprocess.Popen(
+        ["timeout", "-s", "KILL", "900", sys.executable, "-m", "snakemake", "-s",
+         str(PROJECT / "workflow/Snakefile"), "--directory", str(tmp_path), "--profile", str(PROFILE),
+         "--configfile", str(config)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+        assert time.time() < deadline and workflow.poll() is None, "no checkpoint appeared"
+        time.sleep(0.05)
+    jobs = subprocess.run(["squeue", "-h", "-o", "%i %k"], capture_output=True, text=True).stdout
+    requeued = next(line.split()[0] for line in jobs.splitlines() if "rule_train" in line)
+    subprocess.run(["scontrol", "requeue", requeued], check=True, timeout=30)
+    while slurm_job(requeued)["JobState"] not in ("PENDING", "REQUEUED"):  # the old process is gone
+        assert time.time() < deadline, slurm_job(requeued)
+        time.sleep(0.2)
+    at_requeue = json.loads(state.read_text())["epoch"]
+    output = workflow.communicate(timeout=600)[0]
+    print(f"requeue test: {time.time() - started:.0f} s; requeued at epoch {at_requeue}")
+    assert workflow.returncode == 0, output[-4000:]
+    assert 1 <= at_requeue < epochs
+    info = json.loads((run_dir / "train.json").read_text())
+    assert info["environment"]["slurm_job_id"] == requeued  # the same job, restarted by Slurm
+    assert slurm_job(requeued)["Restarts"] == "1"
+    assert info["resumed_from_epoch"] >= at_requeue and info["epochs_run"] == epochs
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["epoch"].tolist() == list(range(1, epochs + 1))  # none lost or repeated

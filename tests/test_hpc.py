@@ -1,0 +1,235 @@
+"""An HPC user's first day without a cluster: the Makefile's front door, the Slurm profile
+found by name, the user's own config, site values checked up front, the supported Snakemake
+range and reuse as a module. The cluster itself: tests/test_slurm.py."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import PROJECT, copy_dataset, write_config
+
+BIN = Path(sys.executable).parent
+SHIPPED_PROFILE = PROJECT / "profiles" / "slurm"
+
+
+def run(command: list[str], cwd: Path, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
+    """``command`` with this interpreter's tools first on PATH; ``PWD`` follows ``cwd``
+    like a shell's would."""
+    environment = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PWD": str(cwd), **env}
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def train_jobs(output: str) -> int:
+    table = output.split("Job stats:")[1].split("total")[0]
+    return int(re.search(r"^train\s+(\d+)$", table, re.M)[1])
+
+
+# --- point 8: the front door --------------------------------------------------------
+
+@pytest.mark.parametrize("python, reported",
+                         [("fake", "is Python 3.10"), ("python3.99-absent", "was not found")])
+def test_make_stops_before_the_venv_when_python_is_not_3_11(tmp_path, python, reported):
+    """Fails if the Makefile's version check goes (pip would fail minutes later instead)."""
+    if python == "fake":  # a python3 that says it is 3.10, as an old module would
+        python = tmp_path / "python3"
+        python.write_text("#!/bin/sh\necho 3.10\n")
+        python.chmod(0o755)
+    venv = tmp_path / "venv"
+    result = run(["make", f"PYTHON={python}", f"VENV={venv}", "demo"], PROJECT,
+                 XDG_CONFIG_HOME=str(tmp_path / "config"))
+    assert result.returncode != 0
+    assert f"'{python}' {reported}; this project needs Python 3.11" in result.stderr
+    assert "make PYTHON=python3.11" in result.stderr and "module load python/3.11" in result.stderr
+    assert not venv.exists()
+
+
+# --- point 1: `snakemake --profile slurm` -------------------------------------------
+
+def test_make_profile_links_the_slurm_profile_so_that_the_bare_name_works(tmp_path):
+    """Fails if `make profile` links nothing or elsewhere, or if the profile's file is not
+    one that Snakemake reads (profile.yaml instead of config.yaml)."""
+    config_home = tmp_path / "config"
+    first = run(["make", "profile"], PROJECT, XDG_CONFIG_HOME=str(config_home))
+    link = config_home / "snakemake" / "slurm"
+    assert first.returncode == 0 and link.is_symlink(), first.stderr
+    assert link.resolve() == SHIPPED_PROFILE.resolve()
+    again = run(["make", "profile"], PROJECT, XDG_CONFIG_HOME=str(config_home))
+    assert again.returncode == 0 and again.stdout == again.stderr == ""
+
+    # Snakemake's own lookup of the bare name, from the repository root, dry run.
+    dry = run([sys.executable, "-m", "snakemake", "-n", "--profile", "slurm"], PROJECT,
+              XDG_CONFIG_HOME=str(config_home))
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    output = dry.stdout + dry.stderr
+    assert "Using profile slurm for setting default command line arguments" in output
+    assert f"Slurm profile ({link}/config.yaml) default-resources.slurm_account" in output  # this one
+
+
+def test_make_profile_uses_home_config_and_never_replaces_another_profile(tmp_path):
+    """$HOME/.config without XDG_CONFIG_HOME; an existing other profile stays untouched
+    (fails if the link step overwrites it or stays silent about it)."""
+    env = {key: value for key, value in os.environ.items() if key != "XDG_CONFIG_HOME"}
+    link = tmp_path / ".config" / "snakemake" / "slurm"
+    link.mkdir(parents=True)
+    (link / "config.yaml").write_text("executor: slurm\njobs: 3\n")
+    result = subprocess.run(["make", "profile"], cwd=PROJECT, capture_output=True, text=True,
+                            env={**env, "HOME": str(tmp_path)}, timeout=60)
+    assert result.returncode == 0  # make demo / make test go on
+    assert f"{link} exists and is not this checkout's profile; left as it is" in result.stderr
+    assert f"snakemake --profile {SHIPPED_PROFILE}" in result.stderr
+    assert (link / "config.yaml").read_text() == "executor: slurm\njobs: 3\n" and not link.is_symlink()
+
+    shutil.rmtree(link)
+    link.symlink_to(tmp_path / "gone")  # a dangling link holds no profile: replaced
+    result = subprocess.run(["make", "profile"], cwd=PROJECT, capture_output=True, text=True,
+                            env={**env, "HOME": str(tmp_path)}, timeout=60)
+    assert result.returncode == 0 and link.resolve() == SHIPPED_PROFILE.resolve()
+
+
+# --- point 2: right-sized training jobs (the sbatch line itself: tests/test_slurm.py) -----
+
+def test_shipped_profile_gives_train_jobs_eight_cpus_one_gpu_and_eight_threads():
+    """Fails if default-resources' cpus_per_task: 1 reaches train again (the plugin then
+    submits --cpus-per-task=1) or if set-threads and the CPU request disagree."""
+    result = run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--profile", "profiles/slurm"],
+                 PROJECT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = re.findall(r"^rule train:.*?^    resources: (.*?)$", result.stdout, re.S | re.M)
+    assert len(jobs) == 26
+    for job in jobs:
+        resources = dict(item.split("=", 1) for item in job.split(", "))
+        assert resources["cpus_per_task"] == "8" and resources["gpu"] == "1"
+        assert "cpus_per_gpu" not in resources
+    # A dry run caps threads at its own cores, so the thread count is read from the profile.
+    profile = yaml.safe_load((SHIPPED_PROFILE / "config.yaml").read_text())
+    assert profile["set-threads"]["train"] == profile["set-resources"]["train"]["cpus_per_task"] == 8
+
+
+# --- point 3: the user's own config ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def own_data(tmp_path_factory):
+    return copy_dataset(tmp_path_factory.mktemp("own") / "data", {"train": 2, "test": 1})
+
+
+def dry_run_in_project(*args: str) -> str:
+    """A dry run from the repository root, where the Snakefile's configfile (the demo)
+    is found: the situation of a user following the README."""
+    result = run([sys.executable, "-m", "snakemake", "-n", "--forceall", *args], PROJECT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def test_own_configfile_runs_exactly_its_datasets(own_data, tmp_path):
+    """3 train jobs (scratch_cnn x scratch, vgg16 x scratch/partial) on `tiny` only;
+    fails with 6 when the demo dataset is merged back in."""
+    mine = write_config(tmp_path / "mine.yaml", own_data, seeds=[1])
+    output = dry_run_in_project("--configfile", str(mine))
+    assert train_jobs(output) == 3
+    assert "results/tiny/runs/" in output and "results/demo/" not in output
+
+
+def test_configfile_without_datasets_extends_the_default_and_config_overrides_apply(own_data, tmp_path):
+    """A settings-only file keeps the demo: (1 + 3 x 4) runs x 1 seed = 13. --config on top of
+    the user's file: 3 runs x 2 seeds = 6."""
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"seeds": [1]}))
+    output = dry_run_in_project("--configfile", str(settings))
+    assert train_jobs(output) == 13 and "results/demo/" in output
+
+    mine = write_config(tmp_path / "mine.yaml", own_data, seeds=[1])
+    output = dry_run_in_project("--configfile", str(mine), "--config", "seeds=[1,2]")
+    assert train_jobs(output) == 6 and "results/demo/" not in output
+
+
+# --- point 5: site values checked before anything is submitted --------------------------
+
+def without_slurm_path(tmp_path: Path) -> str:
+    """PATH with this interpreter's tools and `which`, but no sbatch/sinfo/squeue."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "which").symlink_to(shutil.which("which"))
+    return f"{BIN}:{tools}"
+
+
+def test_placeholder_account_is_a_warning_in_a_dry_run(tmp_path):
+    result = run([sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/slurm"], PROJECT,
+                 PATH=without_slurm_path(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("Slurm profile (profiles/slurm/config.yaml) default-resources.slurm_account: still the "
+            "placeholder 'your_account'") in result.stdout + result.stderr
+
+
+def test_placeholder_account_stops_a_slurm_run_before_any_job(tmp_path):
+    """Not a dry run: the check must stop it before the login-node rules (verify) run and
+    before anything is submitted; fails if the check is removed or only warns."""
+    data = copy_dataset(tmp_path / "data", {"train": 2, "test": 1})
+    config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"])
+    result = run([sys.executable, "-m", "snakemake", "--profile",
+                  str(SHIPPED_PROFILE), "-s", str(PROJECT / "workflow/Snakefile"), "--directory",
+                  str(tmp_path), "--configfile", str(config)], tmp_path, PATH=without_slurm_path(tmp_path))
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert f"site values of the Slurm profile ({SHIPPED_PROFILE}/config.yaml) are not set" in output
+    assert "default-resources.slurm_account: still the placeholder 'your_account'" in output
+    assert "on a cluster without accounts delete the slurm_account line" in output
+    assert "localrule verify" not in output and not (tmp_path / "results").exists()
+
+
+# --- point 4: the supported Snakemake range --------------------------------------------
+
+def test_min_version_is_the_one_the_readme_states_and_is_met():
+    """README and Snakefile name the same lowest version; this environment satisfies it."""
+    from packaging.version import Version
+    from snakemake import __version__
+
+    declared = re.search(r'min_version\("([\d.]+)"\)', (PROJECT / "workflow/Snakefile").read_text())[1]
+    readme = (PROJECT / "README.md").read_text()
+    assert f"Snakemake ≥ {declared}, < 10" in readme
+    assert Version(declared) <= Version(__version__) < Version("10")
+
+
+@pytest.mark.skipif(not os.environ.get("CXR_SNAKEMAKE_MIN"),
+                    reason="set CXR_SNAKEMAKE_MIN to the snakemake executable of a venv with the lowest "
+                           "supported version (see README, Requirements)")
+def test_lowest_supported_snakemake_dry_runs_the_workflow_and_the_slurm_profile():
+    oldest = os.environ["CXR_SNAKEMAKE_MIN"]
+    version = run([oldest, "--version"], PROJECT).stdout.strip()
+    declared = re.search(r'min_version\("([\d.]+)"\)', (PROJECT / "workflow/Snakefile").read_text())[1]
+    assert version.startswith(declared), (version, declared)
+    for args in ([], ["--profile", "profiles/slurm"]):
+        result = run([oldest, "-n", "--forceall", *args], PROJECT)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert train_jobs(result.stdout + result.stderr) == 26
+
+
+# --- point 7: reuse as a module -----------------------------------------------------
+
+def test_another_workflow_imports_this_one_as_a_module_and_runs_it(tmp_path):
+    """A workflow elsewhere: `module cxr: snakefile: <path>`, `config: config`, `use rule *
+    from cxr`; 1 model, 1 seed, 1 epoch, 32 px. Fails with "No module named 'scripts'" when
+    the project is located through workflow.basedir (the importing workflow's folder)."""
+    data = copy_dataset(tmp_path / "data", {"train": 8, "test": 3})
+    write_config(tmp_path / "config.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
+                 seeds=[1], training={"image_size": 32, "batch_size": 8, "epochs": 1})
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "config.yaml"\n\n\n'
+        f'module cxr:\n    snakefile:\n        "{PROJECT}/workflow/Snakefile"\n'
+        "    config:\n        config\n\n\n"
+        "use rule * from cxr\n")
+    result = run([sys.executable, "-m", "snakemake", "--cores", "2"],
+                 tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    runs = pd.read_csv(tmp_path / "results/runs.csv")
+    assert list(zip(runs["model"], runs["seed"], runs["status"], strict=True)) == [("scratch_cnn", 1, "ok")]
+    assert (tmp_path / "results/report.html").is_file()
+    assert not (PROJECT / "results/tiny").exists()  # it ran in the importing workflow's folder
