@@ -44,7 +44,8 @@ def fake_finished_runs(work, dataset: str) -> None:
     labels = test["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     for seed, run in enumerate(r for r in plan["runs"] if r["dataset"] == dataset):
         probabilities = np.random.default_rng(seed).dirichlet(np.ones(len(classes)), len(labels))
-        fake_run({**run, "dir": str(work / run["dir"])}, RUN_FILES, classes, labels, probabilities, val_f1=0.3 + seed / 10, paths=list(test["path"]))
+        fake_run({**run, "dir": str(work / run["dir"])}, RUN_FILES, classes, labels, probabilities,
+                 val_f1=0.3 + seed / 10, paths=list(test["path"]))
 
 
 def report(work, config, tmp_path, *extra) -> tuple[str, dict | None]:
