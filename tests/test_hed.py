@@ -86,3 +86,61 @@ def test_the_file_is_byte_reproducible_and_pinned_in_the_example(hed_file, tmp_p
     assert list(tmp_path.iterdir()) == [again]  # written atomically, no temporary left
     example = yaml.safe_load((PROJECT / "config/examples/demo-hed-vgg16.yaml").read_text())
     assert example["weights"]["vgg16"]["sha256"] == sha256
+
+
+@pytest.fixture(scope="module")
+def hed_study(hed_file, tmp_path_factory):
+    """frozen and partial VGG16 with the HED file through the product's own
+    ``weights: {vgg16: {path, sha256}}`` path, on real demo X-rays."""
+    from conftest import copy_dataset, snakemake, write_config
+
+    work = tmp_path_factory.mktemp("hed-study")
+    data = copy_dataset(work / "data", {"train": 10, "test": 3})
+    path, sha256 = hed_file
+    config = write_config(work / "c.yaml", data, models=["vgg16"], strategies=["frozen", "partial"],
+                          weights={"vgg16": {"path": str(path), "sha256": sha256}},
+                          training={"image_size": 32, "batch_size": 8, "epochs": 2, "warmup_epochs": 1,
+                                    "learning_rate": 1e-3, "finetune_learning_rate": 1e-3, "partial_stages": 1})
+    snakemake(work, "--configfile", str(config), "--cores", "2")
+    return work
+
+
+def saved_model(run_dir: Path):
+    from scripts.models import build_model
+
+    model, _ = build_model("vgg16", 32, 3, None, dropout=0.3, bn_momentum=0.7)
+    model.load_weights(run_dir / "model.weights.h5")
+    return model
+
+
+def test_a_frozen_run_keeps_every_backbone_kernel_of_the_file(hed_study, wheel_kernels):
+    run_dir = hed_study / "results/tiny/runs/vgg16/frozen/custom/frac1.0/seed1"
+    assert_kernels_equal(saved_model(run_dir), wheel_kernels)
+
+
+def test_a_partial_run_keeps_the_frozen_stages_of_the_file(hed_study, wheel_kernels):
+    """Blocks 1-4 stay as loaded; block5 is the fine-tuned one when a fine-tuning epoch was
+    best on validation, else the file's (the warm-up model was kept)."""
+    import json
+
+    run_dir = hed_study / "results/tiny/runs/vgg16/partial/custom/frac1.0/seed1"
+    model = saved_model(run_dir)
+    info = json.loads((run_dir / "train.json").read_text())
+    assert "finetune" in (run_dir / "history.csv").read_text()
+    fine_tuned = info["best_epoch"] > info["settings"]["warmup_epochs"]
+    for name, (kernel, _) in wheel_kernels.items():
+        same = np.array_equal(model.get_layer(name).kernel.numpy(), kernel)
+        assert same != (fine_tuned and name.startswith("block5")), name
+
+
+def test_cached_features_are_keras_vgg16_pooled_features(hed_study, hed_file):
+    """The features the product caches equal a plain keras.applications.VGG16(weights=file,
+    pooling="avg") on the same decoded images with VGG16's own preprocessing."""
+    import keras
+
+    (cache,) = (hed_study / "results/tiny/cache/features").glob("vgg16-*.npy")
+    images = np.load(hed_study / "results/tiny/data/images_32px.npy")
+    plain = keras.applications.VGG16(include_top=False, weights=str(hed_file[0]), pooling="avg",
+                                     input_shape=(32, 32, 3))
+    expected = plain.predict(keras.applications.vgg16.preprocess_input(images.astype("float32")), verbose=0)
+    np.testing.assert_allclose(np.load(cache), expected, rtol=1e-4, atol=1e-4)

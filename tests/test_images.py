@@ -32,23 +32,49 @@ def test_real_image_becomes_rgb_uint8_of_the_requested_size():
     assert conversions == []
 
 
-@pytest.mark.parametrize("mode, name, expected", [
-    ("L", "gray.png", ["grayscale or palette to RGB"]),
-    ("RGBA", "rgba.png", ["alpha channel dropped"]),
-    ("I;16", "deep.png", ["grayscale or palette to RGB", "16-bit to 8-bit"]),
-    ("CMYK", "cmyk.jpg", ["CMYK to RGB"]),
+@pytest.fixture
+def colour_xray():
+    """The radiograph as RGB with distinct channels (red brighter, blue darker), so that
+    a red/blue swap changes the picture."""
+    grey = np.asarray(Image.open(SOURCE).convert("L")).astype(np.int16)
+    return np.stack([np.clip(grey + 40, 0, 255), grey, np.clip(grey - 40, 0, 255)], axis=-1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("mode, name, expected, tolerance", [
+    ("L", "gray.png", ["grayscale or palette to RGB"], 0),
+    ("RGBA", "rgba.png", ["alpha channel dropped"], 0),
+    ("CMYK", "cmyk.jpg", ["CMYK to RGB"], 6),  # lossy JPEG and CMYK round-off
 ])
-def test_conversions_are_counted_and_consistent(tmp_path, xray, mode, name, expected):
-    reference, _ = load_image(SOURCE, 64)
-    if mode == "I;16":
-        Image.fromarray(xray.astype(np.uint16) * 257).save(tmp_path / name)
-    else:
-        Image.fromarray(xray).convert(mode).save(tmp_path / name)
+def test_conversions_are_counted_and_consistent(tmp_path, colour_xray, mode, name, expected, tolerance):
+    """Lossless encodings decode to exactly the picture (channel order included)."""
+    source = tmp_path / "source.png"
+    Image.fromarray(colour_xray).save(source)
+    reference, conversions = load_image(source, 64)
+    assert conversions == []
+    assert reference[..., 0].mean() > reference[..., 2].mean() + 60  # RGB order, not BGR
+    picture = Image.fromarray(colour_xray)
+    picture = picture.convert("L") if mode == "L" else picture.convert(mode)
+    picture.save(tmp_path / name)
     image, conversions = load_image(tmp_path / name, 64)
-    assert conversions == expected
-    assert image.shape == (64, 64, 3)
-    # the same picture, whatever its encoding (JPEG re-encoding and CMYK round-off aside)
-    assert np.abs(image.astype(int) - reference.astype(int)).mean() < 12
+    assert conversions == expected and image.shape == (64, 64, 3)
+    if mode == "L":
+        expected_image, _ = load_image(source, 64)
+        grey = np.asarray(picture.resize((64, 64), Image.Resampling.BOX))
+        assert np.abs(image[..., 0].astype(int) - grey.astype(int)).max() <= 1
+        assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+    else:
+        assert np.abs(image.astype(int) - reference.astype(int)).mean() <= tolerance
+
+
+def test_sixteen_bit_keeps_the_high_byte(tmp_path, xray):
+    """Values whose high and low bytes differ: keeping the low byte would scramble them."""
+    deep = xray.astype(np.uint16) * 256 + 37  # high byte = the picture, low byte = 37 everywhere
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    image, conversions = load_image(tmp_path / "deep.png", 64)
+    assert conversions == ["grayscale or palette to RGB", "16-bit to 8-bit"]
+    Image.fromarray(xray).save(tmp_path / "eight.png")
+    eight, _ = load_image(tmp_path / "eight.png", 64)
+    assert np.abs(image.astype(int) - eight.astype(int)).max() <= 1
 
 
 def test_exif_rotation_is_applied(tmp_path, xray):
@@ -63,17 +89,27 @@ def test_exif_rotation_is_applied(tmp_path, xray):
 
 
 def test_huge_image_is_decoded_reduced_without_exhausting_memory(tmp_path):
-    import resource
+    """Peak memory of a fresh process that decodes a 10,000 × 10,000 JPEG (a full decode
+    needs 300 MB for the pixels alone)."""
+    import subprocess
+    import sys
+
+    from conftest import PROJECT
 
     big = np.full((10_000, 10_000), 128, np.uint8)
     cv2.imwrite(str(tmp_path / "huge.jpg"), big)
     del big
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    image, conversions = load_image(tmp_path / "huge.jpg", 64)
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert conversions[-1] == "very large image (10000×10000) decoded at 1/8 resolution"
-    assert image.shape == (64, 64, 3)
-    assert grown_mb < 150  # a full decode would need 300 MB
+    code = ("import resource, sys; from scripts.images import load_image; "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            "image, conversions = load_image(sys.argv[1], 64); "
+            "print(image.shape, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024); "
+            "print(conversions[-1])")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "huge.jpg")], capture_output=True,
+                          text=True, cwd=PROJECT, check=True)
+    shape_and_growth, note = done.stdout.strip().splitlines()
+    assert note == "very large image (10000×10000) decoded at 1/8 resolution"
+    assert shape_and_growth.startswith("(64, 64, 3)")
+    assert float(shape_and_growth.split()[-1]) < 150
 
 
 @pytest.mark.parametrize("content, expected", [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +52,17 @@ def test_workflow_catalog_files():
         assert (PROJECT / path).is_file(), path
     readme = (PROJECT / "README.md").read_text()
     assert "## Usage" in readme and "snakemake" in readme.lower() and "workflow" in readme.lower()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tests/run.sh starts the cluster only as root")
+def test_the_suite_stops_with_its_own_message_when_the_cluster_does_not_start(tmp_path):
+    """tests/run.sh with a cluster script that fails: no pytest run, exit 1, a clear message."""
+    (tmp_path / "tests" / "slurm").mkdir(parents=True)
+    shutil.copy(PROJECT / "tests" / "run.sh", tmp_path / "tests" / "run.sh")
+    (tmp_path / "tests" / "slurm" / "cluster.sh").write_text("echo 'slurmctld: fatal' >&2; exit 1\n")
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "tests/run.sh", "--co"], cwd=tmp_path, capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 1
+    assert "the test Slurm cluster did not start" in done.stderr and "slurmctld: fatal" in done.stderr
+    assert "collected" not in done.stdout

@@ -124,3 +124,17 @@ def test_duplicates_inside_one_split():
     assert {"train/Viral Pneumonia/019.jpeg", "train/Viral Pneumonia/020.jpeg"} == set(
         next(g["paths"] for g in groups if "train/Viral Pneumonia/019.jpeg" in g["paths"]))
 
+
+
+def test_the_manifest_command_writes_what_verify_checks(dataset, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import PROJECT
+
+    out = tmp_path / "written.sha256"
+    done = subprocess.run([sys.executable, "-m", "scripts", "manifest", str(dataset), "-o", str(out)],
+                          cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == (dataset.parent / "data.sha256").read_text()
+    assert len(verify_dataset(dataset, out)) == len(out.read_text().splitlines())

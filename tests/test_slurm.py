@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import PROJECT, copy_dataset, write_config
+from conftest import PROJECT, copy_dataset, snakemake, write_config
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("CXR_SLURM") != "1",
@@ -69,14 +69,15 @@ def test_threads_follow_a_smaller_allocation(slurm_study):
     Fails with 2 when the thread count ignores the allocation."""
     work, _, _ = slurm_study
     for seed in (1, 2):
-        info = json.loads((work / f"results/tiny/runs/scratch_cnn/scratch/seed{seed}/train.json").read_text())
+        run_dir = work / f"results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed{seed}"
+        info = json.loads((run_dir / "train.json").read_text())
         assert slurm_job(info["environment"]["slurm_job_id"])["CPUs/Task"] == "1"
         assert len(os.sched_getaffinity(0)) >= 2 and info["threads"] == 1
 
 
 def test_failed_job_is_reported_and_rerun_completes_only_what_is_missing(slurm_study):
     work, config, _ = slurm_study
-    finished = work / "results/tiny/runs/scratch_cnn/scratch/seed1/train.json"
+    finished = work / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed1/train.json"
     before = finished.stat().st_mtime_ns
     broken_config = work / "broken.yaml"
     settings = json.loads(json.dumps(__import__("yaml").safe_load(config.read_text())))
@@ -96,7 +97,7 @@ def test_failed_job_is_reported_and_rerun_completes_only_what_is_missing(slurm_s
     result = slurm_snakemake(work, broken_config)
     assert result.returncode == 0, result.stderr[-4000:]
     assert finished.stat().st_mtime_ns == before
-    assert (work / "results/tiny/runs/scratch_cnn/scratch/seed3/train.json").exists()
+    assert (work / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed3/train.json").exists()
 
 
 def test_cancelled_slurm_job_resumes_from_its_checkpoint(tmp_path):
@@ -107,7 +108,7 @@ def test_cancelled_slurm_job_resumes_from_its_checkpoint(tmp_path):
     config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
                           training={"image_size": 32, "batch_size": 16, "epochs": epochs,
                                     "early_stopping_patience": 0})
-    run_dir = tmp_path / "results/tiny/runs/scratch_cnn/scratch/seed1"
+    run_dir = tmp_path / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed1"
     state = run_dir / "checkpoint" / "state.json"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     workflow = subprocess.Popen(
@@ -131,6 +132,25 @@ def test_cancelled_slurm_job_resumes_from_its_checkpoint(tmp_path):
     info = json.loads((run_dir / "train.json").read_text())
     assert info["resumed_from_epoch"] >= killed_at and info["epochs_run"] == epochs
     assert info["environment"]["slurm_job_id"] not in ("", None, cancelled)  # a new Slurm job
+
+
+def test_a_failed_attempt_is_resubmitted_with_more_memory_and_time(tmp_path):
+    """With retries, attempt 2 asks Slurm for 2x memory and 2x time ("3000 * attempt",
+    "20 * attempt" in the test profile, like the shipped one's): the split file is corrupt,
+    so both attempts fail, and both submissions are read back from scontrol."""
+    data = copy_dataset(tmp_path / "data", {"train": 6, "test": 2})
+    config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
+                          training={"image_size": 32, "batch_size": 8, "epochs": 1})
+    snakemake(tmp_path, "--configfile", str(config), "--cores", "1", "--until", "split", "prepare_images")
+    split = tmp_path / "results/tiny/splits/seed1.csv"
+    split.write_text("not,a,split\n")
+    os.utime(split, (time.time() + 60, time.time() + 60))
+    result = slurm_snakemake(tmp_path, config, "--retries", "1", "--rerun-triggers", "mtime")
+    assert result.returncode != 0
+    logs = sorted((tmp_path / ".snakemake/slurm_logs/rule_train").rglob("*.log"), key=lambda p: int(p.stem))
+    jobs = [slurm_job(log.stem) for log in logs]
+    assert [(j["TimeLimit"], re.search(r"mem=(\w+)", j["TRES"])[1]) for j in jobs] == [
+        ("00:20:00", "3000M"), ("00:40:00", "6000M")]
 
 
 # --- the shipped profile, as a new user runs it ----------------------------------------
@@ -202,7 +222,7 @@ def test_literal_profile_name_submits_right_sized_gpu_training(shipped_profile_r
     assert "Using profile slurm for setting default command line arguments" in result.stderr
     for rule in ("verify", "split", "aggregate", "report"):  # on the login node
         assert f"localrule {rule}:" in result.stdout + result.stderr
-    info = json.loads((clone / "results/tiny/runs/scratch_cnn/scratch/seed1/train.json").read_text())
+    info = json.loads((clone / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed1/train.json").read_text())
     job = slurm_job(info["environment"]["slurm_job_id"])
     assert job["NumCPUs"] == "8" and job["CPUs/Task"] == "8" and job["NumTasks"] == "1"
     assert re.fullmatch(r"gres[:/]gpu[:=]1", job["TresPerJob"]), job["TresPerJob"]
@@ -216,7 +236,7 @@ def test_training_threads_come_from_the_allocation(shipped_profile_run):
     binds (task/none): the affinity mask is the limit here (Snakemake's `--cores all` in
     the job caps the threads at it too). A smaller allocation: test_threads_follow_a_smaller_allocation."""
     clone, _ = shipped_profile_run
-    info = json.loads((clone / "results/tiny/runs/scratch_cnn/scratch/seed1/train.json").read_text())
+    info = json.loads((clone / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed1/train.json").read_text())
     allocated = int(slurm_job(info["environment"]["slurm_job_id"])["CPUs/Task"])
     assert info["threads"] == min(allocated, len(os.sched_getaffinity(0)), 8)
 
@@ -249,7 +269,7 @@ def test_requeued_training_job_resumes_in_the_same_slurm_job(tmp_path):
     config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
                           training={"image_size": 32, "batch_size": 16, "epochs": epochs,
                                     "early_stopping_patience": 0})
-    run_dir = tmp_path / "results/tiny/runs/scratch_cnn/scratch/seed1"
+    run_dir = tmp_path / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed1"
     state = run_dir / "checkpoint" / "state.json"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     started = time.time()

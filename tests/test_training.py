@@ -134,3 +134,39 @@ def test_early_stopping_keeps_the_best_epoch(prepared):
     probabilities = validation[[f"p_{c}" for c in classes]].to_numpy()
     saved = weighted_scores(probabilities, labels, np.asarray(info["class_weights"]))["val_loss"]
     assert saved == pytest.approx(losses.min(), rel=1e-4) and saved < losses[-1]
+
+
+def test_frozen_features_are_shared_by_strategies_and_keyed_by_what_draws_them(prepared):
+    """One cache file per backbone × weights (random init: × seed, which draws them): the
+    linear probe reuses the frozen run's features; another seed's random backbone does not."""
+    frozen = json.loads((train(prepared, "fc/frozen1", 1, TINY, "vgg16", "frozen") / "train.json").read_text())
+    probe = json.loads((train(prepared, "fc/probe1", 1, TINY, "vgg16", "linear_probe") / "train.json").read_text())
+    other = json.loads((train(prepared, "fc/frozen2", 2, TINY, "vgg16", "frozen", split_seed=1)
+                        / "train.json").read_text())
+    assert frozen["feature_cache"] == probe["feature_cache"] != other["feature_cache"]
+    assert (frozen["feature_cache_reused"], probe["feature_cache_reused"], other["feature_cache_reused"]) == (
+        False, True, False)
+    assert Path(frozen["feature_cache"]).parent == prepared / "cache"
+    assert probe["epochs_run"] == 0 and frozen["epochs_run"] == TINY["epochs"]
+    assert not frozen["augmentation_applied"]
+
+    through = json.loads((train(prepared, "fc/through", 1, {**TINY, "frozen_feature_cache": False}, "vgg16",
+                                "frozen") / "train.json").read_text())
+    assert through["feature_cache"] is None and through["augmentation_applied"]
+    phases = pd.read_csv(prepared / "fc/through/history.csv")["phase"].tolist()
+    assert phases == ["linear probe", "head", "head"]  # the head trains through the frozen backbone
+
+
+def test_class_weights_precision_and_xla_are_applied_and_recorded(prepared):
+    """balanced: n / (k · n_class) from this run's training images; none: ones; the
+    precision policy and the XLA setting are recorded as applied."""
+    split = pd.read_csv(prepared / "results/tiny/splits/seed1.csv", keep_default_na=False)
+    counts = split[split["subset"] == "train"]["label"].value_counts().sort_index().to_numpy()
+    balanced = json.loads((prepared / "a/train.json").read_text()) if (prepared / "a/train.json").exists() else \
+        json.loads((train(prepared, "a", 1, TINY, split_seed=1) / "train.json").read_text())
+    assert balanced["class_weights"] == pytest.approx(counts.sum() / (len(counts) * counts), rel=1e-5)
+    plain = json.loads((train(prepared, "plain", 1, {**TINY, "epochs": 1, "class_weight": "none",
+                                                     "mixed_precision": "bfloat16", "xla": False})
+                        / "train.json").read_text())
+    assert plain["class_weights"] == [1.0, 1.0, 1.0]
+    assert (plain["precision_policy"], plain["xla"], plain["deterministic_ops"]) == ("mixed_bfloat16", False, True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import RUN_FILES, copy_dataset, random_notop_file, snakemake, validated, write_config
+from conftest import PROJECT, RUN_FILES, copy_dataset, random_notop_file, snakemake, validated, write_config
 
 from scripts.weights import WeightsError, fetch
 
@@ -166,3 +166,40 @@ def test_training_job_opens_no_network_connection(weights_server, tmp_path, monk
                  settings, outputs, str(run_dir / "checkpoint"), str(work / "cache"), threads=1)
     info = json.loads((run_dir / "train.json").read_text())
     assert info["weights"]["sha256"] == weights_server["sha256"]
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet50", "efficientnetb0", "densenet121"])
+def test_registry_names_the_file_and_md5_keras_itself_asks_for(name, monkeypatch):
+    """Keras's own download call for its ImageNet *_notop weights, intercepted offline:
+    the registry's URL, file name and MD5 must be what Keras asks for."""
+    import keras
+    from keras.src.utils import file_utils
+
+    from scripts.models import BACKBONES
+    from scripts.weights import file_name, load_registry
+
+    asked = {}
+
+    class AskedError(Exception):
+        pass
+
+    def record(fname=None, origin=None, *args, file_hash=None, **kwargs):
+        asked.update(fname=fname, origin=origin, file_hash=file_hash)
+        raise AskedError
+
+    monkeypatch.setattr(file_utils, "get_file", record)
+    with pytest.raises(AskedError):
+        getattr(keras.applications, BACKBONES[name].application)(include_top=False, weights="imagenet",
+                                                                  input_shape=(32, 32, 3))
+    entry = load_registry(PROJECT / "config" / "weights-registry.yaml")[name]
+    assert (entry["url"], file_name(entry["url"]), entry["md5"]) == (
+        asked["origin"], asked["fname"], asked["file_hash"])
+
+
+def test_a_file_url_mirror_is_fetched_and_checked_like_http(weights_server, tmp_path):
+    dest = tmp_path / "cache" / "efficientnetb0_notop.h5"
+    url = weights_server["file"].as_uri()
+    assert url.startswith("file:///")
+    assert fetch(url, weights_server["md5"], dest) == weights_server["sha256"]
+    with pytest.raises(WeightsError, match="MD5 does not match"):
+        fetch(url, "0" * 32, tmp_path / "other" / "w.h5")
