@@ -249,6 +249,7 @@ def instrument_train_step(tracer: JobTracer) -> None:
     tracer.wrap(training.Checkpoint, "save", "checkpoint save")
     tracer.wrap(inference.InferencePass, "run", "inference pass", lambda args: {"images": len(args[1])})
     tracer.wrap(keras.Model, "fit", "keras fit")
+    tracer.wrap(keras.Model, "load_weights", "load weights")
     tracer.wrap(stages, "evaluate", "evaluate")
     tracer.wrap(training, "save_model_weights", "save model weights")
 
@@ -392,36 +393,47 @@ def tracing_estimate(calls: list[dict], work) -> float | None:
 
 
 def job_pieces(trace: dict) -> dict[str, float | None]:
-    """Where a train job's wall clock goes, piece by piece (seconds)."""
+    """Where a train job's wall clock goes, piece by piece (seconds; None where a
+    piece cannot be estimated)."""
     batch = json.loads(trace["argv"][trace["argv"].index("--settings") + 1])["training"]["batch_size"]
-    step = "step train"
-    inference = events(trace, "inference pass")
-    end_to_end_fits = events(trace, "keras fit", "end-to-end epochs")
     pieces = {
         "python start (interpreter, site, tracer)": trace["python_started"] - trace["launched"],
-        "imports: project, numpy, pandas": seconds(trace, "imports: project, numpy, pandas"),
-        "import tensorflow + keras": seconds(trace, "import tensorflow + keras"),
-        "configure tensorflow": seconds(trace, "configure tensorflow"),
-        "weights file hash check": seconds(trace, "weights file hash check"),
-        "build model (+ load weights)": seconds(trace, "build model (+ load weights)"),
-        "inference pass: tracing (first call over steady rate)": tracing_estimate(
-            inference, lambda c: -(-c["images"] // batch)),
+        **{name: seconds(trace, name) for name in (
+            "imports: project, numpy, pandas", "import tensorflow + keras", "configure tensorflow",
+            "weights file hash check", "build model (+ load weights)")},
+        "inference pass: first-call overhead (tracing, warm-up)": tracing_estimate(
+            events(trace, "inference pass"), lambda call: -(-call["images"] // batch)),
         "feature extraction (all images, first inference call included)": seconds(
             trace, "feature cache: extract or load"),
-        "linear probe + head epochs on cached features (extraction excluded)":
-            seconds(trace, "linear probe + head epochs on cached features"),
-        "end-to-end epochs (validation passes, checkpoints included)": seconds(trace, "end-to-end epochs"),
-        "train step: tracing (first epoch's fit over the later ones)": tracing_estimate(
-            end_to_end_fits, lambda c: 1),
+        "linear probe + head epochs on cached features (extraction excluded)": seconds(
+            trace, "linear probe + head epochs on cached features"),
+        "checkpoint save after the head warm-up": seconds(trace, "checkpoint save", "training.train"),
+        **end_to_end_pieces(trace),
         "test + validation pass, Grad-CAM, metrics, files (evaluate)": seconds(trace, "evaluate"),
         "save model weights": seconds(trace, "save model weights"),
     }
-    work = seconds(trace, step)
+    step = "step train"
     inside = sum(seconds(trace, name, step) for name in (
         "configure tensorflow", "weights file hash check", "training.train", "evaluate", "save model weights"))
-    pieces["read split and images, write history and info, clear checkpoint"] = work - inside
+    pieces["read split and images, write history and info, clear checkpoint"] = seconds(trace, step) - inside
     pieces["interpreter exit"] = trace["exited"] - trace["finished"]
     return pieces
+
+
+def end_to_end_pieces(trace: dict) -> dict[str, float | None]:
+    """The end-to-end epochs and what they consist of."""
+    phase = "end-to-end epochs"
+    total = seconds(trace, phase)
+    parts = {
+        "... of which keras fit": seconds(trace, "keras fit", phase),
+        "... of which validation passes (inference with Grad-CAM)": seconds(trace, "inference pass", phase),
+        "... of which checkpoint saves": seconds(trace, "checkpoint save", phase),
+        "... of which checkpoint reloads (load_weights)": seconds(trace, "load weights", phase),
+    }
+    parts["... of which the rest (set_trainable, compile, datasets)"] = total - sum(parts.values())
+    return {"end-to-end epochs (validation passes, checkpoints included)": total, **parts,
+            "train step: first-epoch overhead (tracing, warm-up)": tracing_estimate(
+                events(trace, "keras fit", phase), lambda call: 1)}
 
 
 def start_up_seconds(trace: dict) -> float:
@@ -619,7 +631,9 @@ def own_code_time(profile: Path, top: int = 5) -> tuple[float, float, list[tuple
     """``(profiled seconds, seconds in this project's code, its top functions)``.
 
     A project function counts with everything it calls, for its calls from code that
-    is not ours (calls from our own functions are inside those already). The module
+    is not ours (calls from our own functions are inside those already; so are calls
+    through a builtin that our code calls, such as a generator expression consumed by
+    ``sorted``). The module
     bodies of the Snakefile and ``.smk`` files are also Snakemake's rule registration:
     they count with their own statements and their calls to anything but
     ``snakemake/workflow.py`` (the rule decorators and ``include``).
@@ -636,6 +650,10 @@ def own_code_time(profile: Path, top: int = 5) -> tuple[float, float, list[tuple
     def rule_file_body(key) -> bool:
         return ours(key) and key[2] == "<module>" and not key[0].endswith(".py")
 
+    def from_ours(caller) -> bool:
+        builtin = caller[0] == "~" and caller in stats.stats
+        return ours(caller) or (builtin and any(ours(c) for c in stats.stats[caller][4]))
+
     inclusive: dict = {}
     for key, (_, _, own_time, _, callers) in stats.stats.items():
         if rule_file_body(key):
@@ -643,9 +661,9 @@ def own_code_time(profile: Path, top: int = 5) -> tuple[float, float, list[tuple
                 edge[3] for callee, edge in stats.all_callees[key].items()
                 if not callee[0].endswith(f"snakemake{os.sep}workflow.py") and not rule_file_body(callee))
         elif ours(key):
-            inclusive[key] = sum(edge[3] for caller, edge in callers.items() if not ours(caller))
+            inclusive[key] = sum(edge[3] for caller, edge in callers.items() if not from_ours(caller))
     ranked = sorted(inclusive.items(), key=lambda item: -item[1])[:top]
-    names = [(f"{Path(k[0]).relative_to(PROJECT)}:{k[1]} {k[2]}", v) for k, v in ranked]
+    names = [(f"`{Path(k[0]).relative_to(PROJECT)}:{k[1]} {k[2]}`", v) for k, v in ranked]
     return stats.total_tt, sum(inclusive.values()), names
 
 
@@ -678,8 +696,8 @@ def record_job_pieces(label: str, job: dict) -> None:
             record("4", f"{label}: {name}", value, "s")
     record("4", f"{label}: whole job", job["wall"], "s", f"CPU {job['cpu']:.1f} s")
     fixed = start_up_seconds(job["trace"]) + sum(pieces[name] or 0 for name in (
-        "inference pass: tracing (first call over steady rate)",
-        "train step: tracing (first epoch's fit over the later ones)",
+        "inference pass: first-call overhead (tracing, warm-up)",
+        "train step: first-epoch overhead (tracing, warm-up)",
         "test + validation pass, Grad-CAM, metrics, files (evaluate)", "save model weights",
         "read split and images, write history and info, clear checkpoint", "interpreter exit"))
     record("4", f"{label}: fixed cost (all but the epochs and feature extraction)", fixed, "s",
@@ -839,6 +857,17 @@ def idle_seconds(start: float, end: float, jobs: list[dict]) -> float:
     return end - start - busy
 
 
+def single_job_seconds(jobs: list[dict]) -> float:
+    """Seconds during which exactly one of ``jobs`` ran."""
+    edges = sorted([(j["launched"], 1) for j in jobs] + [(j["exited"], -1) for j in jobs])
+    alone, running, previous = 0.0, 0, None
+    for moment, change in edges:
+        if running == 1:
+            alone += moment - previous
+        running, previous = running + change, moment
+    return alone
+
+
 def record_workflow_phases(size: int, workflow: dict) -> None:
     """The workflow's wall clock, invocation by invocation: Snakemake's start-up,
     every job (start-up / work / exit), the time no job ran, Snakemake's finish."""
@@ -857,6 +886,11 @@ def record_workflow_phases(size: int, workflow: dict) -> None:
         record("5", f"{prefix}: ... no job running between its first and last job", idle_seconds(first, last, jobs),
                "s", "scheduling, job metadata; in invocation 2 also the in-process plan rule")
         record("5", f"{prefix}: ... snakemake after its last job", invocation["exited"] - last, "s")
+        trains = [j for j in jobs if j["argv"][0] == "train"]
+        if len(trains) > 1:
+            threads = {job_label(j): j["argv"][j["argv"].index("--threads") + 1] for j in trains}
+            record("5", f"{prefix}: ... time with only one train job running", single_job_seconds(trains), "s",
+                   f"threads per job {threads}: cores idle meanwhile")
     record_scratch_extra_epochs(prefix, workflow)
 
 
