@@ -938,7 +938,9 @@ def write_results(out: Path, sections: set[str], only: bool, machine: str) -> No
     table = pd.DataFrame(ROWS, columns=["section", "measurement", "value", "unit", "note", "measured"])
     if only and (out / "benchmark.csv").exists():  # keep the sections not rerun
         previous = pd.read_csv(out / "benchmark.csv", keep_default_na=False)
-        kept = previous[~previous["section"].isin([SECTIONS[s] for s in sections])]
+        rerun = {SECTIONS[s] for s in sections}
+        # sections not rerun now; rows of sections this version no longer has are dropped
+        kept = previous[previous["section"].isin(set(SECTIONS.values()) - rerun)]
         table = pd.concat([table, kept]).sort_values("section", kind="stable")
     fsutil.write_csv(out / "benchmark.csv", table)
     parts = [f"# Benchmarks\n\nMachine: {machine}\n\nMeasured with `python -m scripts.benchmark` "
