@@ -1,341 +1,994 @@
 """Benchmarks on the bundled demo data: ``python -m scripts.benchmark`` (``make benchmark``).
 
-Prints one table and writes it to ``results/benchmarks/benchmark.{csv,md}``. Every
-comparison is measured side by side in this one run; times are medians of >= 3
-repeats (timed epochs, or whole jobs) unless the row says otherwise.
+Every comparison is measured side by side in this one run; the rows are printed and
+written to ``results/benchmarks/benchmark.{csv,md}``. Sections (``--only 3 4`` runs
+some of them and keeps the other sections' rows of an earlier run):
 
-1. our tf.data pipeline + ``fit`` vs ``fit`` on the same images as in-memory tensors;
-2. our pipeline vs ``ImageDataGenerator.flow_from_directory`` (the Keras-notebook way);
-3. the frozen strategy trained end to end vs on cached backbone features, 5 seeds;
-4. ``snakemake -n`` on a grid of >= 1,000 jobs, and at 2x and 4x that grid;
-5. the fixed cost of a separate evaluate/Grad-CAM job, which the train job avoids.
+1. input pipeline: our tf.data pipeline vs the same images as in-memory tensors vs
+   ``ImageDataGenerator.flow_from_directory`` (tf_keras), seconds per epoch (medians);
+2. frozen strategy: train jobs (the workflow's train CLI) on cached backbone features
+   vs end to end (``frozen_feature_cache`` true/false), several seeds;
+3. ``snakemake -n`` on a grid of about 1,000 jobs and at 2x/4x, and the share of the
+   dry run spent in this project's own code (cProfile of one dry run);
+4. a train job's fixed cost piece by piece (Python start, imports, TensorFlow, model
+   build and weights, tracing, test pass and Grad-CAM, writing, exit) and its memory
+   (peak RSS, anonymous vs file-backed, per phase), ResNet50 partial and scratch CNN;
+5. the seed notebook's study end to end (``scripts.notebook_baseline``, one process)
+   vs this workflow running the same study from a clean ``results/``, with the
+   per-phase breakdown of both sides.
+
+``--quick`` shrinks everything (1 repeat, 1-2 epochs, 32 px, a small grid) for the
+smoke test. Train jobs of sections 2, 4 and 5 run under a tracer (``traced_job``) that
+times the project's functions and samples the job's memory; it adds a thread that
+reads ``/proc/self/status`` every 20 ms and nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import functools
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import yaml
-
-from scripts import fsutil, stages
+# numpy, pandas, yaml, TensorFlow and the project's modules are imported inside the
+# functions: a traced workflow job imports this module before the job's own code, and
+# must not pay for any of them here.
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEMO = PROJECT / "resources" / "demo" / "covid19-cxr-3class"
 DEMO_MANIFEST = PROJECT / "config" / "manifests" / "demo.sha256"
-AUGMENT = {"enabled": True, "flip": True, "rotation": 0.05, "shift": 0.1, "zoom": 0.1}
+SCHEMA = PROJECT / "workflow" / "schemas" / "config.schema.yaml"
+SECTIONS = {"1": "1 input pipeline", "2": "2 frozen strategy", "3": "3 snakemake -n", "4": "4 train job cost",
+            "5": "5 notebook vs workflow"}
+# The workflow's run layout (workflow/rules/common.smk RUN_DIR, RUN_FILES), for the
+# study's targets and for train jobs started outside Snakemake.
+RUN_DIR = "results/demo/runs/{model}/{strategy}/none/frac1.0/seed{seed}"
+RUN_FILES = {"model-weights": "model.weights.h5", "history": "history.csv", "info": "train.json",
+             "predictions": "predictions.csv", "val-predictions": "val_predictions.csv",
+             "metrics": "metrics.json", "gradcam": "gradcam.npz"}
+AUGMENT = {"enabled": True, "flip": True, "rotation": 0.05, "shift": 0.05, "zoom": 0.1}
 ROWS: list[dict] = []
 
 
 def record(section: str, what: str, value: float, unit: str, note: str = "") -> None:
-    row = {"section": section, "measurement": what, "value": round(value, 3), "unit": unit, "note": note,
-           "measured": time.strftime("%Y-%m-%d %H:%M")}
+    row = {"section": SECTIONS[section], "measurement": what, "value": round(float(value), 3), "unit": unit,
+           "note": note, "measured": time.strftime("%Y-%m-%d %H:%M")}
     ROWS.append(row)
-    print(f"[{section}] {what}: {row['value']} {unit} {note}", flush=True)
+    print(f"[{row['section']}] {what}: {row['value']} {unit} {note}", flush=True)
 
 
-def timed_epochs(fit_one_epoch, repeats: int) -> float:
-    """Median seconds of ``repeats`` epochs after one untimed warm-up (graph tracing)."""
-    fit_one_epoch()
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """How big each section's measurements are (``--quick`` shrinks all of them)."""
+
+    image_size: int = 64
+    batch_size: int = 32
+    repeats: int = 3
+    frozen_epochs: int = 10
+    frozen_seeds: int = 5
+    grid_datasets: int = 5  # x 5 models x 4 strategies x grid_seeds: 1,099 jobs
+    grid_seeds: int = 12
+    job_sizes: tuple[int, ...] = (64, 224)
+    job_models: tuple[str, ...] = ("resnet50", "scratch_cnn")
+    study_sizes: tuple[int, ...] = (64, 224)
+    notebook_epochs: int = 5  # per phase: baseline, head, fine-tuning
+    threads: int = len(os.sched_getaffinity(0))
+
+    @classmethod
+    def quick(cls) -> Scale:
+        return cls(image_size=32, repeats=1, frozen_epochs=1, frozen_seeds=2, grid_datasets=1, grid_seeds=2,
+                   job_sizes=(32,), job_models=("scratch_cnn",), study_sizes=(32,), notebook_epochs=1)
+
+
+def median_seconds(action, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one untimed warm-up (graph tracing)."""
+    action()
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        fit_one_epoch()
+        action()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
 
-def prepare_demo(work: Path, image_size: int) -> dict:
-    """Verify, decode and split the demo data the way the workflow does."""
-    data = work / "data"
-    stages.verify("demo", str(DEMO), str(DEMO_MANIFEST), "warn", str(data / "index.csv"),
-                  str(data / "verify.json"))
-    started = time.perf_counter()
-    # the demo has no colour overlays (tests/test_images.py): the policy does not change the timing
-    stages.prepare(str(DEMO), str(data / "index.csv"), image_size, str(data / "images.npy"),
-                   str(data / "conversions.json"), colour_policy="warn", colour_tolerance=32,
-                   colour_min_share=0.0005)
-    decode_seconds = time.perf_counter() - started
-    for seed in range(1, 6):
-        stages.split(str(data / "index.csv"), seed, 0.15, "warn", str(data / f"seed{seed}.csv"))
-    return {"images": data / "images.npy", "decode_seconds": decode_seconds,
-            "split": lambda seed: data / f"seed{seed}.csv"}
+def default_config(**overrides) -> dict:
+    """A config for the demo dataset with every schema default filled in."""
+    from snakemake.utils import validate
+
+    config = {"datasets": {"demo": {"path": str(DEMO), "manifest": str(DEMO_MANIFEST)}},
+              "models": ["scratch_cnn"], "strategies": ["scratch"], "seeds": [1], "weights": "none",
+              **overrides}
+    config = json.loads(json.dumps(config))
+    validate(config, str(SCHEMA))
+    return config
 
 
-def model_for(name: str, image_size: int, n_classes: int):
-    """A compiled model: ``scratch_cnn``, or ResNet50 with its backbone frozen."""
+class DemoData:
+    """The demo dataset verified, decoded (per image size) and split (per seed) in
+    ``work`` by the workflow's own stage functions."""
+
+    def __init__(self, work: Path):
+        from scripts import stages
+
+        self.work, self.config = work / "data", default_config()
+        self.index = self.work / "index.csv"
+        stages.verify("demo", str(DEMO), str(DEMO_MANIFEST), "warn", None, str(self.index),
+                      str(self.work / "verify.json"))
+        self.decode_seconds: dict[int, float] = {}
+
+    def images(self, size: int) -> Path:
+        from scripts import stages
+
+        path = self.work / f"images_{size}px.npy"
+        if not path.exists():
+            started = time.perf_counter()
+            stages.prepare(str(DEMO), str(self.index), size, str(path), str(self.work / f"images_{size}px.json"),
+                           self.config["data"]["colour_overlays"])
+            self.decode_seconds[size] = time.perf_counter() - started
+        return path
+
+    def split(self, seed: int) -> Path:
+        from scripts import stages
+
+        path = self.work / f"seed{seed}.csv"
+        if not path.exists():
+            settings = {key: self.config["data"][key]
+                        for key in ("val_fraction", "leakage", "val_folder", "min_val_per_class")}
+            stages.split(str(self.index), seed, settings, str(path))
+        return path
+
+    def training_set(self, size: int, seed: int = 1):
+        """``(uint8 images, int labels)`` of the training subset of ``seed``'s split."""
+        import numpy as np
+        import pandas as pd
+
+        from scripts.splits import training_rows
+        from scripts.stages import classes_of
+
+        split = pd.read_csv(self.split(seed), keep_default_na=False)
+        labels = split["label"].map({c: i for i, c in enumerate(classes_of(split))}).to_numpy(np.int32)
+        rows = training_rows(split, 1.0)
+        return np.load(self.images(size))[rows], labels[rows]
+
+
+# ---- Running and tracing jobs ------------------------------------------------------------
+TRACE_BOOT = ("import sys, time; started = time.time(); from scripts.benchmark import traced_job; "
+              "sys.exit(traced_job(sys.argv[1:], started))")
+MEMORY_FIELDS = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
+SAMPLE_SECONDS = 0.02
+
+
+def process_memory() -> dict[str, float]:
+    """This process's resident memory in MB: total, anonymous, file-backed (mmap'd
+    files, libraries) and the high-water mark (``/proc/self/status``)."""
+    fields = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in MEMORY_FIELDS:
+                fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+
+class JobTracer:
+    """Timed, nested phases of one job and its memory sampled every 20 ms."""
+
+    def __init__(self):
+        self.events: list[dict] = []
+        self.samples: list[tuple[float, float, float]] = []  # time, anonymous MB, file-backed MB
+        self.stack: list[str] = []
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_SECONDS):
+            memory = process_memory()
+            self.samples.append((time.time(), memory["RssAnon"], memory["RssFile"]))
+
+    @contextlib.contextmanager
+    def phase(self, name: str, **details):
+        start, before = time.time(), process_memory()["VmRSS"]
+        parent = self.stack[-1] if self.stack else None
+        self.stack.append(name)
+        try:
+            yield
+        finally:
+            self.stack.pop()
+            self.events.append({"name": name, "parent": parent, "start": start, "end": time.time(),
+                                "rss_before": before, "rss_after": process_memory()["VmRSS"], **details})
+
+    def wrap(self, owner, attribute: str, name: str, details=None) -> None:
+        """Time every call of ``owner.attribute`` as phase ``name``."""
+        original = getattr(owner, attribute)
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            with self.phase(name, **(details(args) if details else {})):
+                return original(*args, **kwargs)
+
+        setattr(owner, attribute, timed)
+
+    def finish(self) -> list[dict]:
+        """The events with each one's peak resident memory (from the samples in it)."""
+        self._stop.set()
+        self._sampler.join()
+        for event in self.events:
+            inside = [s for s in self.samples if event["start"] <= s[0] <= event["end"]]
+            if inside:
+                event["peak_anon"] = max(s[1] for s in inside)
+                event["peak_rss"] = max(s[1] + s[2] for s in inside)
+        return self.events
+
+
+def instrument_train_step(tracer: JobTracer) -> None:
+    """Wrap the functions a train job spends its time in (the job's code is unchanged)."""
+    import keras
+
+    from scripts import inference, models, pipeline, stages, training, weights
+
+    tracer.wrap(training, "configure_tensorflow", "configure tensorflow")
+    tracer.wrap(weights, "check", "weights file hash check")
+    tracer.wrap(training, "train", "training.train")
+    tracer.wrap(models, "build_model", "build model (+ load weights)")
+    tracer.wrap(training.FeatureCache, "load_or_compute", "feature cache: extract or load")
+    tracer.wrap(training, "fit_head", "linear probe + head epochs on cached features")
+    tracer.wrap(training, "_train_end_to_end", "end-to-end epochs")
+    tracer.wrap(pipeline, "train_dataset", "train_dataset")
+    tracer.wrap(training.Checkpoint, "save", "checkpoint save")
+    tracer.wrap(inference.InferencePass, "run", "inference pass", lambda args: {"images": len(args[1])})
+    tracer.wrap(keras.Model, "fit", "keras fit")
+    tracer.wrap(keras.Model, "load_weights", "load weights")
+    tracer.wrap(stages, "evaluate", "evaluate")
+    tracer.wrap(training, "save_model_weights", "save model weights")
+
+
+def traced_job(argv: list[str], started: float) -> int:
+    """Run ``python ARGV`` (a workflow step when ARGV is ``-m scripts …``) timing its
+    phases; appends one JSON line to ``$BENCHMARK_TRACE``. Anything else is exec'd."""
+    if argv[:2] != ["-m", "scripts"]:
+        os.execv(sys.executable, [sys.executable, *argv])
+    tracer = JobTracer()
+    step = argv[2]
+    status = 1
+    try:
+        with tracer.phase("imports: project, numpy, pandas"):
+            from scripts import __main__ as cli
+        if step == "train":
+            with tracer.phase("import tensorflow + keras"):
+                import keras  # noqa: F401
+                import tensorflow  # noqa: F401
+            instrument_train_step(tracer)
+        with tracer.phase(f"step {step}"):
+            status = cli.main(argv[2:])
+    finally:
+        trace = {"job": os.environ.get("BENCHMARK_JOB_ID", str(os.getpid())), "argv": argv[2:],
+                 "launched": float(os.environ.get("BENCHMARK_JOB_START", started)), "python_started": started,
+                 "events": tracer.finish(), "hwm_mb": process_memory()["VmHWM"], "status": status,
+                 "finished": time.time()}
+        with open(os.environ["BENCHMARK_TRACE"], "a") as handle:
+            handle.write(json.dumps(trace) + "\n")
+    return status
+
+
+# The `python` that Snakemake's jobs find first on PATH: times each call and the
+# interpreter's exit (which the job's own tracer cannot see).
+PYTHON_SHIM = """#!/usr/bin/env bash
+export BENCHMARK_JOB_START=$EPOCHREALTIME BENCHMARK_JOB_ID=$$
+{python} -c {boot} "$@"
+status=$?
+printf '{{"job": "%s", "exited": %s}}\\n' "$$" "$EPOCHREALTIME" >> "$BENCHMARK_TRACE"
+exit $status
+"""
+
+
+def python_shim(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("python", "python3"):
+        shim = folder / name
+        shim.write_text(PYTHON_SHIM.format(python=shlex.quote(sys.executable), boot=shlex.quote(TRACE_BOOT)))
+        shim.chmod(0o755)
+    return folder
+
+
+def read_traces(path: Path) -> list[dict]:
+    """One dict per traced job: its tracer record merged with the shim's exit line."""
+    records: dict[str, dict] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        entry = json.loads(line)
+        records.setdefault(entry["job"], {}).update(entry)
+    traced = [entry for entry in records.values() if "argv" in entry]  # not exec'd elsewhere
+    for entry in traced:
+        entry.setdefault("exited", entry["finished"])  # started without the shim
+    return sorted(traced, key=lambda entry: entry["launched"])
+
+
+def job_environment(trace: Path | None = None, shim: Path | None = None) -> dict:
+    """This interpreter's environment for a job (its ``bin/`` first on PATH, after the
+    tracing ``shim`` if given); traced jobs append to ``trace``."""
+    path = os.pathsep.join(str(p) for p in (shim, Path(sys.executable).parent) if p)
+    env = {**os.environ, "PATH": f"{path}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(PROJECT)}
+    return {**env, "BENCHMARK_TRACE": str(trace)} if trace else env
+
+
+def run_measured(command: list[str], log: Path, env: dict | None = None) -> dict:
+    """Run ``command`` to completion; its wall clock, CPU seconds and peak RSS (the
+    largest of it and its descendants, from ``wait4``)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    launched, started = time.time(), time.perf_counter()
+    if env and "BENCHMARK_TRACE" in env:  # a traced job started without the shim
+        env = {"BENCHMARK_JOB_START": repr(launched), **env}
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, cwd=PROJECT)
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if process.returncode:
+        tail = log.read_text()[-4000:]
+        raise RuntimeError(f"{shlex.join(command[:8])} ... failed ({process.returncode}), log {log}:\n{tail}")
+    return {"launched": launched, "exited": launched + wall, "wall": wall,
+            "cpu": usage.ru_utime + usage.ru_stime, "max_rss_mb": usage.ru_maxrss / 1024}
+
+
+def train_settings(model: str, training: dict, weights: dict) -> str:
+    """The ``--settings`` JSON of one run, as the workflow's ``run_settings`` builds it."""
+    config = default_config(training=training)
+    settings = dict(config["training"])
+    if isinstance(settings["partial_stages"], dict):
+        stages = settings["partial_stages"]
+        settings["partial_stages"] = stages.get(model, stages["default"])
+    return json.dumps({"training": settings, "weights": weights, "positive_class": None,
+                       "evaluation": config["evaluation"]}, sort_keys=True)
+
+
+def run_train_job(data: DemoData, work: Path, model: str, strategy: str, seed: int, training: dict,
+                  weights: dict, threads: int, feature_cache: Path | None = None) -> dict:
+    """One traced train job through the workflow's CLI; returns its measurements,
+    trace and ``train.json``."""
+    run_dir = work / RUN_DIR.format(model=model, strategy=strategy, seed=seed)
+    trace_file = run_dir / "trace.jsonl"
+    command = [sys.executable, "-c", TRACE_BOOT, "-m", "scripts", "train", "--dataset", "demo", "--model", model,
+               "--strategy", strategy, "--weights-name", "none", "--fraction", "1.0", "--seed", str(seed),
+               "--images", str(data.images(training["image_size"])), "--split", str(data.split(seed)),
+               "--settings", train_settings(model, training, weights), "--checkpoint",
+               str(run_dir / "checkpoint"), "--feature-cache", str(feature_cache or run_dir / "features"),
+               *[arg for option, name in RUN_FILES.items() for arg in (f"--{option}", str(run_dir / name))],
+               "--threads", str(threads)]
+    result = run_measured(command, run_dir / "train.log", job_environment(trace_file))
+    (trace,) = read_traces(trace_file)
+    trace["exited"] = result["exited"]  # the interpreter's exit included
+    return {**result, "trace": trace, "info": json.loads((run_dir / RUN_FILES["info"]).read_text()),
+            "run_dir": run_dir}
+
+
+# ---- Reading a traced job ----------------------------------------------------------------
+def events(trace: dict, name: str, parent: str | None = None) -> list[dict]:
+    return [e for e in trace["events"] if e["name"] == name and (parent is None or e["parent"] == parent)]
+
+
+def seconds(trace: dict, name: str, parent: str | None = None) -> float:
+    return sum(e["end"] - e["start"] for e in events(trace, name, parent))
+
+
+def tracing_estimate(calls: list[dict], work) -> float | None:
+    """Extra seconds of the first call over what its ``work`` costs at the steady rate of
+    the later calls (``work(call)``: batches or epochs); None with a single call."""
+    if len(calls) < 2:
+        return None
+    later = calls[1:]
+    rate = sum(c["end"] - c["start"] for c in later) / max(sum(work(c) for c in later), 1)
+    first = calls[0]
+    return max(0.0, first["end"] - first["start"] - rate * work(first))
+
+
+def job_pieces(trace: dict) -> dict[str, float | None]:
+    """Where a train job's wall clock goes, piece by piece (seconds; None where a
+    piece cannot be estimated)."""
+    batch = json.loads(trace["argv"][trace["argv"].index("--settings") + 1])["training"]["batch_size"]
+    pieces = {
+        "python start (interpreter, site, tracer)": trace["python_started"] - trace["launched"],
+        **{name: seconds(trace, name) for name in (
+            "imports: project, numpy, pandas", "import tensorflow + keras", "configure tensorflow",
+            "weights file hash check", "build model (+ load weights)")},
+        "inference pass: first-call overhead (tracing, warm-up)": tracing_estimate(
+            events(trace, "inference pass"), lambda call: -(-call["images"] // batch)),
+        "feature extraction (all images, first inference call included)": seconds(
+            trace, "feature cache: extract or load"),
+        "linear probe + head epochs on cached features (extraction excluded)": seconds(
+            trace, "linear probe + head epochs on cached features"),
+        "checkpoint save after the head warm-up": seconds(trace, "checkpoint save", "training.train"),
+        **end_to_end_pieces(trace),
+        "test + validation pass, Grad-CAM, metrics, files (evaluate)": seconds(trace, "evaluate"),
+        "save model weights": seconds(trace, "save model weights"),
+    }
+    step = "step train"
+    inside = sum(seconds(trace, name, step) for name in (
+        "configure tensorflow", "weights file hash check", "training.train", "evaluate", "save model weights"))
+    pieces["read split and images, write history and info, clear checkpoint"] = seconds(trace, step) - inside
+    pieces["interpreter exit"] = trace["exited"] - trace["finished"]
+    return pieces
+
+
+def end_to_end_pieces(trace: dict) -> dict[str, float | None]:
+    """The end-to-end epochs and what they consist of."""
+    phase = "end-to-end epochs"
+    total = seconds(trace, phase)
+    parts = {
+        "... of which keras fit": seconds(trace, "keras fit", phase),
+        "... of which validation passes (inference with Grad-CAM)": seconds(trace, "inference pass", phase),
+        "... of which checkpoint saves": seconds(trace, "checkpoint save", phase),
+        "... of which checkpoint reloads (load_weights)": seconds(trace, "load weights", phase),
+    }
+    parts["... of which the rest (set_trainable, compile, datasets)"] = total - sum(parts.values())
+    return {"end-to-end epochs (validation passes, checkpoints included)": total, **parts,
+            "train step: first-epoch overhead (tracing, warm-up)": tracing_estimate(
+                events(trace, "keras fit", phase), lambda call: 1)}
+
+
+def start_up_seconds(trace: dict) -> float:
+    """From launch to the first line of the step's own work (model built for train)."""
+    pieces = job_pieces(trace) if trace["argv"][0] == "train" else {}
+    start = trace["python_started"] - trace["launched"] + seconds(trace, "imports: project, numpy, pandas")
+    return start + sum(pieces.get(name) or 0 for name in (
+        "import tensorflow + keras", "configure tensorflow", "weights file hash check",
+        "build model (+ load weights)"))
+
+
+# ---- 1: input pipeline -------------------------------------------------------------------
+def bench_input_pipelines(data: DemoData, scale: Scale) -> None:
+    import numpy as np
+
+    from scripts.pipeline import augmentation, train_dataset
+
+    x, y = data.training_set(scale.image_size)
+    weights = np.ones(len(y), np.float32)
+    augment = augmentation(AUGMENT)
+    for name in ("scratch_cnn", "resnet50"):
+        bench_one_model(name, x, y, augment, scale)
+    epoch = iter(range(10_000))
+    ours = median_seconds(lambda: list(train_dataset(x, y, weights, scale.batch_size, next(epoch), augment)),
+                          scale.repeats)
+    stream, steps = notebook_flow(scale.image_size, scale.batch_size)
+    legacy = median_seconds(lambda: [next(stream) for _ in range(steps)], scale.repeats)
+    record("1", "input only (augmented batches of one epoch, no model): ours", ours, "s/epoch")
+    record("1", "input only: flow_from_directory", legacy, "s/epoch")
+    record("1", "input only: speed-up of our pipeline", legacy / ours, "x",
+           "what a GPU, where the model step is cheap, would see")
+    record("1", f"our one-off decode of all images at {scale.image_size} px", data.decode_seconds.get(
+        scale.image_size, 0.0), "s", "prepare_images job, once per dataset x size")
+
+
+def compiled_model(name: str, image_size: int, n_classes: int):
+    """``scratch_cnn`` all trainable, or ResNet50 with its backbone frozen."""
     import keras
 
     from scripts.models import build_model, set_trainable
 
     keras.utils.set_random_seed(1)
-    model, backbone = build_model(name, image_size, n_classes, None)
+    model, backbone = build_model(name, image_size, n_classes, None, dropout=0.3, bn_momentum=0.7)
     set_trainable(model, backbone, "all" if name == "scratch_cnn" else "head")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     return model
 
 
-def bench_input_pipelines(demo: dict, image_size: int, batch_size: int, repeats: int) -> None:
-    from scripts.pipeline import augmentation, train_dataset
-
-    split = pd.read_csv(demo["split"](1))
-    cached = np.load(demo["images"])
-    x, y, _ = stages._subset(cached, split, "train", stages.classes_of(split))
-    augment = augmentation(AUGMENT)
-    for name in ("scratch_cnn", "resnet50"):
-        bench_one_model(name, x, y, augment, image_size, batch_size, repeats)
-
-    # The input side alone: one epoch of augmented batches, no model.
-    ours = timed_epochs(lambda: list(train_dataset(x, y, batch_size, 0, augment)), repeats)
-    stream, steps = notebook_flow(image_size, batch_size)
-    legacy = timed_epochs(lambda: [next(stream) for _ in range(steps)], repeats)
-    record("2 vs ImageDataGenerator", "input only (one epoch of augmented batches, no model): ours",
-           ours, "s/epoch")
-    record("2 vs ImageDataGenerator", "input only: flow_from_directory", legacy, "s/epoch")
-    record("2 vs ImageDataGenerator", "input only: speed-up of our pipeline", legacy / ours, "x",
-           "what a GPU, where the model step is cheap, would see")
-    record("2 vs ImageDataGenerator", f"our one-off decode of all {len(cached)} images at {image_size} px",
-           demo["decode_seconds"], "s", "prepare_images job, once per dataset x size")
-
-
 def notebook_flow(image_size: int, batch_size: int):
-    """The Keras-notebook input: ``ImageDataGenerator.flow_from_directory`` with rescale
-    and the same augmentation; an endless ``(images, int labels)`` stream and its steps."""
+    """The notebook's input: ``flow_from_directory`` with rescale and the same
+    augmentation; an endless ``(images, int labels)`` stream and its steps per epoch."""
     import tf_keras
 
-    generator = tf_keras.preprocessing.image.ImageDataGenerator(
-        rescale=1 / 255, horizontal_flip=True, rotation_range=AUGMENT["rotation"] * 360,
-        width_shift_range=AUGMENT["shift"], height_shift_range=AUGMENT["shift"], zoom_range=AUGMENT["zoom"])
+    from scripts.notebook_baseline import AUGMENTATION
+
+    generator = tf_keras.preprocessing.image.ImageDataGenerator(rescale=1 / 255, **AUGMENTATION)
     flow = generator.flow_from_directory(str(DEMO / "train"), target_size=(image_size, image_size),
                                          batch_size=batch_size, class_mode="sparse", seed=1)
     stream = ((images, labels.astype("int32")) for images, labels in flow)
     return stream, len(flow)
 
 
-def bench_one_model(name: str, x: np.ndarray, y: np.ndarray, augment, image_size: int, batch_size: int,
-                    repeats: int) -> None:
+def bench_one_model(name: str, x, y, augment, scale: Scale) -> None:
     import keras
+    import numpy as np
     import tensorflow as tf
 
     from scripts.pipeline import train_dataset
 
-    n_classes = int(y.max()) + 1
-    label = f"{name} ({'all trainable' if name == 'scratch_cnn' else 'frozen backbone'}), {image_size} px"
-    model = model_for(name, image_size, n_classes)
-    epoch = iter(range(1000))
-    ours = timed_epochs(lambda: model.fit(
-        train_dataset(x, y, batch_size, next(epoch), augment), verbose=0), repeats)
-    record("1 input pipeline", f"{label}: our tf.data pipeline", ours, "s/epoch")
+    n_classes, size = int(y.max()) + 1, scale.image_size
+    label = f"{name} ({'all trainable' if name == 'scratch_cnn' else 'frozen backbone'}), {size} px"
+    weights = np.ones(len(y), np.float32)
+    model = compiled_model(name, size, n_classes)
+    epoch = iter(range(10_000))
+    ours = median_seconds(lambda: model.fit(train_dataset(x, y, weights, scale.batch_size, next(epoch), augment),
+                                            verbose=0), scale.repeats)
+    record("1", f"{label}: our tf.data pipeline", ours, "s/epoch")
 
-    # The compute-bound limit: the same images as float tensors in memory, augmentation
-    # as Keras layers inside the model (keras.io style), no input pipeline.
+    # The compute-bound limit: the images as float tensors in memory, augmentation as
+    # Keras layers inside the model (keras.io style), no input pipeline.
     layers = [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(AUGMENT["rotation"]),
               keras.layers.RandomTranslation(AUGMENT["shift"], AUGMENT["shift"]),
               keras.layers.RandomZoom(AUGMENT["zoom"])]
-    in_memory = keras.Sequential([keras.Input((image_size, image_size, 3)), *layers,
-                                  model_for(name, image_size, n_classes)])
+    in_memory = keras.Sequential([keras.Input((size, size, 3)), *layers, compiled_model(name, size, n_classes)])
     in_memory.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
     x_tensor, y_tensor = tf.constant(x, tf.float32), tf.constant(y)
-    limit = timed_epochs(lambda: in_memory.fit(x_tensor, y_tensor, batch_size=batch_size, shuffle=True,
-                                               verbose=0), repeats)
-    record("1 input pipeline", f"{label}: in-memory tensors", limit, "s/epoch")
-    record("1 input pipeline", f"{label}: throughput ratio ours / in-memory", limit / ours, "x",
-           "target >= 0.9")
+    limit = median_seconds(lambda: in_memory.fit(x_tensor, y_tensor, batch_size=scale.batch_size, shuffle=True,
+                                                 verbose=0), scale.repeats)
+    record("1", f"{label}: in-memory tensors", limit, "s/epoch")
+    record("1", f"{label}: throughput ours / in-memory", limit / ours, "x", "target >= 0.9")
 
-    stream, steps = notebook_flow(image_size, batch_size)
-    notebook = model_for(name, image_size, n_classes)
-    legacy = timed_epochs(lambda: notebook.fit(stream, steps_per_epoch=steps, verbose=0), repeats)
-    record("2 vs ImageDataGenerator", f"{label}: flow_from_directory", legacy, "s/epoch",
-           "decodes every JPEG every epoch")
-    record("2 vs ImageDataGenerator", f"{label}: speed-up of our pipeline", legacy / ours, "x",
-           "target >= 3")
+    stream, steps = notebook_flow(size, scale.batch_size)
+    notebook = compiled_model(name, size, n_classes)
+    legacy = median_seconds(lambda: notebook.fit(stream, steps_per_epoch=steps, verbose=0), scale.repeats)
+    record("1", f"{label}: flow_from_directory", legacy, "s/epoch", "decodes every image every epoch")
+    record("1", f"{label}: speed-up of our pipeline over flow_from_directory", legacy / ours, "x")
 
 
-def run_train_job(demo: dict, run_dir: Path, seed: int, settings: dict, weights: dict) -> dict:
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "scripts", "train", "--images", str(demo["images"]), "--split",
-         str(demo["split"](seed)), "--run-dir", str(run_dir), "--settings", json.dumps(settings),
-         "--weights", json.dumps(weights), "--threads", "1"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(PROJECT)}, check=False)
-    if done.returncode:
-        raise RuntimeError(f"train job {run_dir} failed:\n{done.stderr[-3000:]}")
-    info = json.loads((run_dir / "train.json").read_text())
-    return {"wall": time.perf_counter() - started, "train": info["train_seconds"],
-            "reused": info.get("feature_cache_reused")}
+# ---- 2: frozen strategy on cached features vs end to end ---------------------------------
+def stand_in_weights(path: Path) -> dict:
+    """A ResNet50 ``*_notop.h5`` in Keras's published (legacy h5) layout with random
+    values, standing in for the ImageNet file that cannot be downloaded here: loading
+    and hashing cost the same, and the frozen path's cost does not depend on the values."""
+    if not path.exists():
+        import h5py
+        import keras
+        from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
+
+        keras.utils.set_random_seed(3)
+        with h5py.File(path, "w") as handle:
+            save_weights_to_hdf5_group(handle, keras.applications.ResNet50(include_top=False, weights=None))
+    return {"source": "file", "path": str(path)}
 
 
-def bench_frozen_cache(demo: dict, work: Path, image_size: int, batch_size: int, epochs: int) -> None:
-    import keras
-
-    # A stand-in for the ImageNet file (nothing can be downloaded here): same
-    # architecture, same size, random values. Frozen-path cost does not depend on them.
-    backbone_file = work / "resnet50_notop_random.weights.h5"
-    keras.applications.ResNet50(include_top=False, weights=None).save_weights(backbone_file)
-    weights = {"source": "benchmark stand-in", "path": str(backbone_file),
-               "sha256": fsutil.file_digest(backbone_file)}
-    settings = {"image_size": image_size, "batch_size": batch_size, "epochs": epochs, "warmup_epochs": 0,
-                "learning_rate": 1e-3, "finetune_learning_rate": 1e-4, "partial_layers": 0,
-                "early_stopping_patience": 0, "augmentation": {"enabled": False}}
-    seeds = range(1, 6)
+def bench_frozen_cache(data: DemoData, work: Path, scale: Scale) -> None:
+    weights = stand_in_weights(work / "resnet50_standin_notop.h5")
+    training = {"image_size": scale.image_size, "batch_size": scale.batch_size, "epochs": scale.frozen_epochs,
+                "early_stopping_patience": 0, "learning_rate": 1e-3}
+    seeds = range(1, scale.frozen_seeds + 1)
+    jobs = {}
     for cached in (False, True):
         path = "cached features" if cached else "end to end"
-        results = work / ("cached" if cached else "end-to-end")
-        jobs = [run_train_job(demo, results / f"demo/runs/resnet50/frozen/seed{s}", s,
-                              {**settings, "frozen_feature_cache": cached}, weights) for s in seeds]
-        record("3 frozen strategy", f"ResNet50 frozen, {epochs} epochs x 5 seeds, {path}: training time",
-               sum(j["train"] for j in jobs), "s", "sum over seeds")
-        record("3 frozen strategy", f"... {path}: whole jobs (start, build, train, test + Grad-CAM)",
-               sum(j["wall"] for j in jobs), "s", "sum over seeds")
+        folder = work / ("frozen-cached" if cached else "frozen-end-to-end")
+        jobs[cached] = [run_train_job(data, folder, "resnet50", "frozen", seed,
+                                      {**training, "frozen_feature_cache": cached}, weights, scale.threads,
+                                      folder / "features") for seed in seeds]
+        label = f"ResNet50 frozen, {scale.frozen_epochs} epochs x {len(seeds)} seeds, {path}"
+        record("2", f"{label}: training time", sum(j["info"]["train_seconds"] for j in jobs[cached]), "s",
+               "sum over seeds (train.json train_seconds)")
+        record("2", f"{label}: whole jobs", sum(j["wall"] for j in jobs[cached]), "s",
+               "start, build, train, test + Grad-CAM, exit")
         if cached:
-            record("3 frozen strategy", "... seeds that reused the shared feature cache",
-                   sum(bool(j["reused"]) for j in jobs), "of 5")
-        else:
-            end_to_end = jobs
-    train_ratio = sum(j["train"] for j in end_to_end) / sum(j["train"] for j in jobs)
-    wall_ratio = sum(j["wall"] for j in end_to_end) / sum(j["wall"] for j in jobs)
-    record("3 frozen strategy", "training time, end to end / cached", train_ratio, "x", "target >= 10")
-    record("3 frozen strategy", "whole jobs, end to end / cached", wall_ratio, "x")
+            record("2", f"{label}: seeds that reused the shared feature cache",
+                   sum(bool(j["info"].get("feature_cache_reused")) for j in jobs[cached]), f"of {len(seeds)}")
+    record("2", "training time, end to end / cached",
+           sum(j["info"]["train_seconds"] for j in jobs[False]) / sum(j["info"]["train_seconds"] for j in jobs[True]),
+           "x", "target >= 10")
+    record("2", "whole jobs, end to end / cached",
+           sum(j["wall"] for j in jobs[False]) / sum(j["wall"] for j in jobs[True]), "x")
 
 
+# ---- 3: snakemake -n ---------------------------------------------------------------------
 def grid_config(work: Path, datasets: int, seeds: int) -> Path:
-    config = yaml.safe_load((PROJECT / "config" / "config.yaml").read_text())
-    demo = config["datasets"]["demo"]
-    config["datasets"] = {f"site{i}": {"path": str(DEMO), "manifest": str(PROJECT / demo["manifest"])}
-                          for i in range(datasets)}
-    config["models"] = ["scratch_cnn", "vgg16", "resnet50", "efficientnetb0", "densenet121"]
-    config["strategies"] = ["scratch", "frozen", "partial", "full"]
-    config["seeds"] = list(range(1, seeds + 1))
+    import yaml
+
+    config = {"datasets": {f"site{i}": {"path": str(DEMO), "manifest": str(DEMO_MANIFEST)} for i in range(datasets)},
+              "models": ["scratch_cnn", "vgg16", "resnet50", "efficientnetb0", "densenet121"],
+              "strategies": ["scratch", "frozen", "partial", "full"], "seeds": list(range(1, seeds + 1)),
+              "weights": "none"}
     path = work / f"grid_{datasets}x{seeds}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def bench_dry_run(work: Path, repeats: int) -> None:
+def dry_run_command(work: Path, config: Path) -> list[str]:
+    return ["-m", "snakemake", "-n", "--quiet", "rules", "-s", str(PROJECT / "workflow" / "Snakefile"),
+            "--directory", str(work), "--configfile", str(config), "--cores", "1"]
+
+
+def bench_dry_run(work: Path, scale: Scale) -> None:
     directory = work / "dry-run"
-    directory.mkdir()
-    for scale in (1, 2, 4):
-        config = grid_config(work, 5, 12 * scale)
-        command = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "-s",
-                   str(PROJECT / "workflow" / "Snakefile"), "--directory", str(directory),
-                   "--configfile", str(config), "--cores", "1"]
+    directory.mkdir(parents=True, exist_ok=True)
+    for factor in (1, 2, 4):
+        seeds = scale.grid_seeds * factor
+        command = [sys.executable, *dry_run_command(directory, grid_config(work, scale.grid_datasets, seeds))]
         times, output = [], ""
-        for _ in range(repeats):
+        for _ in range(scale.repeats):
             started = time.perf_counter()
-            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=PROJECT)
             times.append(time.perf_counter() - started)
             output = done.stdout + done.stderr
         jobs = next(int(line.split()[-1]) for line in output.splitlines() if line.startswith("total"))
-        record("4 snakemake -n", f"5 datasets x 5 models x 4 strategies x {12 * scale} seeds: {jobs} jobs",
-               statistics.median(times), "s", "target < 5 s" if scale == 1 else f"{scale}x the grid")
+        record("3", f"{scale.grid_datasets} datasets x 5 models x 4 strategies x {seeds} seeds: {jobs} jobs",
+               statistics.median(times), "s", "target < 5 s" if factor == 1 else f"{factor}x the grid")
+    profile_dry_run(work, directory, scale)
 
 
-def bench_job_overhead(demo: dict, work: Path, image_size: int, repeats: int) -> None:
-    """What a separate evaluate/Grad-CAM job per run would pay before doing any work."""
-    probe = (
-        "import time; t0 = time.perf_counter(); import tensorflow, keras; t1 = time.perf_counter();"
-        "from scripts.models import build_model, last_conv_layer;"
-        "from scripts.inference import InferencePass;"
-        "import numpy as np; m, _ = build_model('resnet50', {size}, 3, None);"
-        "m.load_weights('{weights}'); t2 = time.perf_counter();"
-        "x = np.load('{images}', mmap_mode='r')[:64];"
-        "inf = InferencePass(m, last_conv_layer('resnet50'), 32);"
-        "inf.run(x); t3 = time.perf_counter(); inf.run(x); t4 = time.perf_counter();"
-        "print(t1 - t0, t2 - t1, t3 - t2 - (t4 - t3), t4 - t3)"
-    )
-    import keras
-
-    from scripts.models import build_model
-
-    model, _ = build_model("resnet50", image_size, 3, None)
-    model_file = work / "resnet50_model.weights.h5"
-    keras.Model(model.inputs, model.outputs).save_weights(model_file)
-    code = probe.format(size=image_size, weights=model_file, images=demo["images"])
-    steps = ["python start, numpy and project imports", "import tensorflow + keras",
-             "build ResNet50 + load weights", "trace the Grad-CAM/inference function",
-             "64 test images, steady state"]
-    samples = {step: [] for step in steps}
-    for _ in range(repeats):
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                              env={**os.environ, "PYTHONPATH": str(PROJECT)})
-        total = time.perf_counter() - started
-        parts = [float(v) for v in done.stdout.split()[-4:]]
-        for step, value in zip(steps, [total - sum(parts), *parts], strict=True):
-            samples[step].append(value)
-    for step, values in samples.items():
-        record("5 per-job overhead", step, statistics.median(values), "s")
-    fixed = sum(statistics.median(samples[step]) for step in steps[:-1])
-    record("5 per-job overhead", "fixed cost a separate evaluate job would add per run", fixed, "s",
-           "saved: the train job evaluates in-process (plus one scheduler round-trip on Slurm)")
+def profile_dry_run(work: Path, directory: Path, scale: Scale) -> None:
+    profile = work / "dry-run.prof"
+    config = grid_config(work, scale.grid_datasets, scale.grid_seeds)
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile), *dry_run_command(directory, config)],
+                   capture_output=True, text=True, check=True, cwd=PROJECT)
+    total, own, top = own_code_time(profile)
+    record("3", "dry run of the 1x grid under cProfile: profiled time", total, "s")
+    record("3", "... of which in this project's code (workflow/*.smk, scripts/*.py)", own, "s",
+           "inclusive of what it calls, each call counted once")
+    record("3", "... our code's share of the dry run", 100 * own / total, "%")
+    for name, value in top:
+        record("3", f"... own: {name}", value, "s", "inclusive")
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+def own_code_time(profile: Path, top: int = 5) -> tuple[float, float, list[tuple[str, float]]]:
+    """``(profiled seconds, seconds in this project's code, its top functions)``.
+
+    A project function counts with everything it calls, for its calls from code that
+    is not ours (calls from our own functions are inside those already; so are calls
+    through a builtin that our code calls, such as a generator expression consumed by
+    ``sorted``). The module
+    bodies of the Snakefile and ``.smk`` files are also Snakemake's rule registration:
+    they count with their own statements and their calls to anything but
+    ``snakemake/workflow.py`` (the rule decorators and ``include``).
+    """
+    import pstats
+
+    stats = pstats.Stats(str(profile))
+    stats.calc_callees()
+    roots = tuple(f"{PROJECT / folder}{os.sep}" for folder in ("workflow", "scripts"))
+
+    def ours(key) -> bool:
+        return key[0].startswith(roots)
+
+    def rule_file_body(key) -> bool:
+        return ours(key) and key[2] == "<module>" and not key[0].endswith(".py")
+
+    def from_ours(caller) -> bool:
+        builtin = caller[0] == "~" and caller in stats.stats
+        return ours(caller) or (builtin and any(ours(c) for c in stats.stats[caller][4]))
+
+    inclusive: dict = {}
+    for key, (_, _, own_time, _, callers) in stats.stats.items():
+        if rule_file_body(key):
+            inclusive[key] = own_time + sum(
+                edge[3] for callee, edge in stats.all_callees[key].items()
+                if not callee[0].endswith(f"snakemake{os.sep}workflow.py") and not rule_file_body(callee))
+        elif ours(key):
+            inclusive[key] = sum(edge[3] for caller, edge in callers.items() if not from_ours(caller))
+    ranked = sorted(inclusive.items(), key=lambda item: -item[1])[:top]
+    names = [(f"`{Path(k[0]).relative_to(PROJECT)}:{k[1]} {k[2]}`", v) for k, v in ranked]
+    return stats.total_tt, sum(inclusive.values()), names
 
 
+# ---- 4: a train job's fixed cost and memory ----------------------------------------------
+JOB_RUNS = {"resnet50": ("partial", "ResNet50 partial"), "scratch_cnn": ("scratch", "scratch CNN")}
+
+
+def bench_train_job(data: DemoData, work: Path, scale: Scale) -> None:
+    """Each piece of one train job, and where its memory goes. Two end-to-end epochs
+    (the first carries the train step's tracing) and, for ResNet50, one head epoch on
+    cached features; the backbone loads the stand-in ``*_notop.h5``."""
+    weights = {"source": "none"}
+    if "resnet50" in scale.job_models:
+        weights = stand_in_weights(work / "resnet50_standin_notop.h5")
+    for size in scale.job_sizes:
+        for model in scale.job_models:
+            strategy, label = JOB_RUNS[model]
+            training = {"image_size": size, "batch_size": scale.batch_size, "early_stopping_patience": 0,
+                        "epochs": 3 if strategy == "partial" else 2, "warmup_epochs": 1, "partial_stages": 1}
+            job = run_train_job(data, work / f"job-{size}px", model, strategy, 1, training,
+                                weights if model != "scratch_cnn" else {"source": "none"}, scale.threads)
+            record_job_pieces(f"{label} {size} px", job)
+            record_job_memory(f"{label} {size} px", job, data.images(size))
+
+
+def record_job_pieces(label: str, job: dict) -> None:
+    pieces = job_pieces(job["trace"])
+    for name, value in pieces.items():
+        if value is not None and (value > 0 or "tracing" in name):
+            record("4", f"{label}: {name}", value, "s")
+    record("4", f"{label}: whole job", job["wall"], "s", f"CPU {job['cpu']:.1f} s")
+    fixed = start_up_seconds(job["trace"]) + sum(pieces[name] or 0 for name in (
+        "inference pass: first-call overhead (tracing, warm-up)",
+        "train step: first-epoch overhead (tracing, warm-up)",
+        "test + validation pass, Grad-CAM, metrics, files (evaluate)", "save model weights",
+        "read split and images, write history and info, clear checkpoint", "interpreter exit"))
+    record("4", f"{label}: fixed cost (all but the epochs and feature extraction)", fixed, "s",
+           "start-up, build, both tracings, evaluation, writing, exit")
+
+
+def record_job_memory(label: str, job: dict, images_path: Path) -> None:
+    """Peak RSS per phase, and the sizes of the arrays the job holds."""
+    import numpy as np
+
+    trace, info = job["trace"], job["info"]
+    record("4", f"{label}: peak RSS (VmHWM)", trace["hwm_mb"], "MB",
+           f"train.json peak_rss_mb {info.get('peak_rss_mb')}")
+    after = {e["name"]: e["rss_after"] for e in trace["events"]}
+    record("4", f"{label}: RSS after import tensorflow + keras", after["import tensorflow + keras"], "MB")
+    record("4", f"{label}: RSS after model build", after["build model (+ load weights)"], "MB")
+    for name in ("feature cache: extract or load", "linear probe + head epochs on cached features",
+                 "end-to-end epochs", "evaluate"):
+        found = [e for e in events(trace, name) if "peak_rss" in e]
+        if found:
+            peak = max(found, key=lambda e: e["peak_rss"])
+            record("4", f"{label}: peak RSS during {name}", peak["peak_rss"], "MB",
+                   f"anonymous {peak['peak_anon']:.0f} MB, the rest file-backed (libraries, mmap'd cache)")
+    datasets = events(trace, "train_dataset")
+    if datasets:
+        growth = statistics.median(e["rss_after"] - e["rss_before"] for e in datasets)
+        record("4", f"{label}: RSS growth per train_dataset call", growth, "MB",
+               "median over epochs; its tf.constant copies")
+    images = np.load(images_path, mmap_mode="r")
+    megabytes_per_image = images[0].nbytes / 2**20
+    record("4", f"{label}: decoded image cache (mmap'd file)", images.nbytes / 2**20, "MB",
+           f"{len(images)} images, uint8")
+    record("4", f"{label}: train + val images copied out of the cache",
+           (info["n_train"] + info["n_val"]) * megabytes_per_image, "MB", "size; held for the whole job")
+    record("4", f"{label}: train images copied again by tf.constant per train_dataset call",
+           info["n_train"] * megabytes_per_image, "MB", "size")
+    if info.get("feature_cache"):
+        features = np.load(info["feature_cache"], mmap_mode="r")
+        record("4", f"{label}: pooled features of every image", features.nbytes / 2**20, "MB",
+               f"{features.shape} {features.dtype}; plus train/val row copies")
+    with np.load(job["run_dir"] / RUN_FILES["gradcam"]) as gradcam:
+        record("4", f"{label}: Grad-CAM maps of the test images", gradcam["cams"].nbytes / 2**20, "MB",
+               f"{gradcam['cams'].shape} {gradcam['cams'].dtype}")
+
+
+# ---- 5: the seed notebook's study vs the workflow ----------------------------------------
+def bench_notebook_study(work: Path, scale: Scale, out: Path) -> None:
+    for size in scale.study_sizes:
+        notebook = run_notebook(work / f"notebook-{size}px", size, scale)
+        workflow = run_workflow_study(work / f"workflow-{size}px", size, scale)
+        (out / f"study_trace_{size}px.json").write_text(json.dumps({"notebook": notebook, "workflow": workflow},
+                                                                   indent=1, default=str))
+        record("5", f"{size} px: notebook wall clock (one process)", notebook["wall"], "s",
+               f"CPU {notebook['cpu']:.0f} s, peak RSS {notebook['max_rss_mb']:.0f} MB")
+        record("5", f"{size} px: workflow wall clock (clean results/, verify to report)", workflow["wall"], "s",
+               f"CPU {workflow['cpu']:.0f} s, peak RSS of one job {workflow['max_job_rss_mb']:.0f} MB")
+        record("5", f"{size} px: notebook / workflow", notebook["wall"] / workflow["wall"], "x",
+               "target >= 1.5")
+        record("5", f"{size} px: CPU seconds, notebook / workflow", notebook["cpu"] / workflow["cpu"], "x",
+               "less sensitive to other load on the machine than wall clock")
+        record_notebook_phases(size, notebook)
+        record_workflow_phases(size, workflow)
+
+
+def run_notebook(work: Path, size: int, scale: Scale) -> dict:
+    timings = work / "timings.json"
+    epochs = str(scale.notebook_epochs)
+    command = [sys.executable, "-m", "scripts.notebook_baseline", "--data", str(DEMO), "--image-size", str(size),
+               "--output", str(timings), "--batch-size", str(scale.batch_size), "--baseline-epochs", epochs,
+               "--head-epochs", epochs, "--finetune-epochs", epochs]
+    result = run_measured(command, work / "notebook.log", job_environment())
+    return {**result, **json.loads(timings.read_text())}
+
+
+def study_config(size: int, scale: Scale) -> dict:
+    """The notebook's study as a workflow config: ResNet50 partial warms up its head
+    ``notebook_epochs`` epochs then fine-tunes as many; one ``epochs`` serves both runs,
+    so the scratch CNN trains 2 x ``notebook_epochs`` (see ``run_workflow_study``)."""
+    return {"datasets": {"demo": {"path": str(DEMO), "manifest": str(DEMO_MANIFEST)}},
+            "models": ["scratch_cnn", "resnet50"], "strategies": ["scratch", "partial"], "seeds": [1],
+            "weights": "none", "allow_missing_runs": True,
+            "training": {"image_size": size, "batch_size": scale.batch_size, "epochs": 2 * scale.notebook_epochs,
+                         "warmup_epochs": scale.notebook_epochs, "partial_stages": 1, "early_stopping_patience": 0,
+                         "learning_rate": 1e-3, "finetune_learning_rate": 1e-5}}
+
+
+STUDY_RUNS = (("scratch_cnn", "scratch"), ("resnet50", "partial"))
+
+
+def run_workflow_study(work: Path, size: int, scale: Scale) -> dict:
+    """The study through Snakemake (``--cores 2``) from an empty working directory.
+
+    The grid models x strategies also holds ResNet50 x scratch, which the notebook
+    does not train; so the first invocation trains the two runs the notebook has (side
+    by side, data steps first) and the report's test thumbnails, and the second, with
+    ``allow_missing_runs``, writes the plan, aggregate and report (which lists ResNet50
+    x scratch as missing). ``allow_missing_runs`` drops inputs that do not exist yet,
+    the thumbnails included, hence their explicit target. The config
+    has one ``epochs`` for every run: ResNet50 partial gets the notebook's 5 + 5, and the
+    scratch CNN trains 10 epochs where the notebook's baseline trains 5; its extra
+    epochs are reported (they count against the workflow).
+    """
+    import yaml
+
+    work.mkdir(parents=True)
+    config = work / "config.yaml"
+    config.write_text(yaml.safe_dump(study_config(size, scale)))
+    trace = work / "trace.jsonl"
+    env = job_environment(trace, python_shim(work / "bin"))
+    snakemake = [sys.executable, "-m", "snakemake", "-s", str(PROJECT / "workflow" / "Snakefile"), "--directory",
+                 str(work), "--configfile", str(config), "--cores", "2"]
+    targets = [f"{RUN_DIR.format(model=m, strategy=s, seed=1)}/{RUN_FILES['metrics']}" for m, s in STUDY_RUNS]
+    targets.append("results/demo/data/test_thumbnails.npz")
+    train = run_measured([*snakemake, *targets], work / "snakemake-train.log", env)
+    report = run_measured(snakemake, work / "snakemake-report.log", env)
+    if not (work / "results" / "report.html").is_file():
+        raise RuntimeError(f"the study in {work} wrote no report")
+    jobs = read_traces(trace)
+    return {"wall": report["exited"] - train["launched"], "cpu": train["cpu"] + report["cpu"],
+            "invocations": [train, report], "jobs": jobs,
+            "max_job_rss_mb": max(job.get("hwm_mb", 0) for job in jobs),
+            "scratch_history": str(work / RUN_DIR.format(model="scratch_cnn", strategy="scratch", seed=1)
+                                   / RUN_FILES["history"]),
+            "notebook_epochs": scale.notebook_epochs}
+
+
+# The notebook's fit phases and the keys of their epoch times (scripts.notebook_baseline).
+FIT_PHASES = {"baseline CNN: fit": "baseline", "ResNet50: fit head": "head", "ResNet50: fine-tune": "finetune"}
+
+
+def record_notebook_phases(size: int, notebook: dict) -> None:
+    record("5", f"{size} px notebook: python start", notebook["started"] - notebook["launched"], "s")
+    for phase in notebook["phases"]:
+        key = next((key for prefix, key in FIT_PHASES.items() if phase["name"].startswith(prefix)), None)
+        epochs = notebook["epochs"].get(key, [])
+        note = (f"first epoch {epochs[0]:.1f} s, later ones median {statistics.median(epochs[1:]):.1f} s"
+                if len(epochs) > 1 else "")
+        record("5", f"{size} px notebook: {phase['name']}", phase["end"] - phase["start"], "s", note)
+    record("5", f"{size} px notebook: interpreter exit", notebook["exited"] - notebook["finished"], "s")
+
+
+def job_label(job: dict) -> str:
+    argv = job["argv"]
+    if argv[0] == "train":
+        return f"train {argv[argv.index('--model') + 1]} {argv[argv.index('--strategy') + 1]}"
+    return argv[0]
+
+
+def idle_seconds(start: float, end: float, jobs: list[dict]) -> float:
+    """Seconds in ``[start, end]`` during which no job ran."""
+    busy, cursor = 0.0, start
+    for job in sorted(jobs, key=lambda j: j["launched"]):
+        job_start, job_end = max(job["launched"], cursor), min(job["exited"], end)
+        if job_end > job_start:
+            busy += job_end - job_start
+            cursor = job_end
+    return end - start - busy
+
+
+def single_job_seconds(jobs: list[dict]) -> float:
+    """Seconds during which exactly one of ``jobs`` ran."""
+    edges = sorted([(j["launched"], 1) for j in jobs] + [(j["exited"], -1) for j in jobs])
+    alone, running, previous = 0.0, 0, None
+    for moment, change in edges:
+        if running == 1:
+            alone += moment - previous
+        running, previous = running + change, moment
+    return alone
+
+
+def record_workflow_phases(size: int, workflow: dict) -> None:
+    """The workflow's wall clock, invocation by invocation: Snakemake's start-up,
+    every job (start-up / work / exit), the time no job ran, Snakemake's finish."""
+    prefix = f"{size} px workflow"
+    for number, invocation in enumerate(workflow["invocations"], start=1):
+        jobs = [j for j in workflow["jobs"] if invocation["launched"] <= j["launched"] <= invocation["exited"]]
+        what = "data, thumbnails, the two runs" if number == 1 else "plan, aggregate, report"
+        record("5", f"{prefix}: snakemake invocation {number} ({what})", invocation["wall"], "s")
+        if not jobs:
+            continue
+        first, last = jobs[0]["launched"], max(j["exited"] for j in jobs)
+        record("5", f"{prefix}: ... snakemake start until its first job", first - invocation["launched"], "s",
+               "imports, Snakefile, DAG")
+        for job in jobs:
+            record_job_row(prefix, job)
+        record("5", f"{prefix}: ... no job running between its first and last job", idle_seconds(first, last, jobs),
+               "s", "scheduling, job metadata; in invocation 2 also the in-process plan rule")
+        record("5", f"{prefix}: ... snakemake after its last job", invocation["exited"] - last, "s")
+        trains = [j for j in jobs if j["argv"][0] == "train"]
+        if len(trains) > 1:
+            threads = {job_label(j): j["argv"][j["argv"].index("--threads") + 1] for j in trains}
+            record("5", f"{prefix}: ... time with only one train job running", single_job_seconds(trains), "s",
+                   f"threads per job {threads}: cores idle meanwhile")
+    record_scratch_extra_epochs(prefix, workflow)
+
+
+def record_job_row(prefix: str, job: dict) -> None:
+    label, wall = job_label(job), job["exited"] - job["launched"]
+    start = start_up_seconds(job)
+    exit_ = job["exited"] - job["finished"]
+    record("5", f"{prefix}: ... job {label}", wall, "s",
+           f"start-up {start:.1f} s, work {wall - start - exit_:.1f} s, exit {exit_:.1f} s, "
+           f"peak RSS {job.get('hwm_mb', 0):.0f} MB")
+    if job["argv"][0] == "train":
+        for name, value in job_pieces(job).items():
+            if value:
+                record("5", f"{prefix}: ... ... {label}: {name}", value, "s")
+
+
+def record_scratch_extra_epochs(prefix: str, workflow: dict) -> None:
+    import pandas as pd
+
+    history = pd.read_csv(workflow["scratch_history"])
+    extra = history[history["epoch"] > workflow["notebook_epochs"]]
+    record("5", f"{prefix}: scratch CNN epochs beyond the notebook's {workflow['notebook_epochs']}",
+           extra["seconds"].sum(), "s", f"{len(extra)} epochs; one epochs setting serves both runs")
+
+
+# ---- Output ------------------------------------------------------------------------------
 def describe_machine() -> str:
-    import tensorflow as tf
+    from importlib import metadata
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    return (f"{cpu}, {os.cpu_count()} CPUs, {'GPU: ' + ', '.join(gpus) if gpus else 'no GPU'}; "
-            f"Python {platform.python_version()}, TensorFlow {tf.__version__}")
+    gpus = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip() \
+        if any(Path(p, "nvidia-smi").exists() for p in os.environ["PATH"].split(os.pathsep)) else ""
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return (f"{cpu}, {len(os.sched_getaffinity(0))} CPUs (load average {load} at the start), "
+            f"{'GPU: ' + gpus if gpus else 'no GPU'}; Python {platform.python_version()}, "
+            f"TensorFlow {metadata.version('tensorflow')}, Snakemake {metadata.version('snakemake')}")
+
+
+def write_results(out: Path, sections: set[str], only: bool, machine: str) -> None:
+    import pandas as pd
+
+    from scripts import fsutil
+
+    table = pd.DataFrame(ROWS, columns=["section", "measurement", "value", "unit", "note", "measured"])
+    if only and (out / "benchmark.csv").exists():  # keep the sections not rerun
+        previous = pd.read_csv(out / "benchmark.csv", keep_default_na=False)
+        rerun = {SECTIONS[s] for s in sections}
+        # sections not rerun now; rows of sections this version no longer has are dropped
+        kept = previous[previous["section"].isin(set(SECTIONS.values()) - rerun)]
+        table = pd.concat([table, kept]).sort_values("section", kind="stable")
+    fsutil.write_csv(out / "benchmark.csv", table)
+    parts = [f"# Benchmarks\n\nMachine: {machine}\n\nMeasured with `python -m scripts.benchmark` "
+             "(the `measured` column says when).\n"]
+    for section, rows in table.groupby("section", sort=True):
+        parts.append(f"\n## {section}\n\n{rows.drop(columns='section').to_markdown(index=False)}\n")
+    fsutil.write_text(out / "benchmark.md", "".join(parts))
+    print(f"\nwrote {out / 'benchmark.csv'} and {out / 'benchmark.md'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="results/benchmarks", help="folder for benchmark.csv/.md")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--frozen-epochs", type=int, default=10)
-    parser.add_argument("--only", nargs="*", choices=["1", "3", "4", "5"],
-                        help="sections to run (1 runs 1 and 2), keeping the others' previous rows; "
-                        "default all")
+    parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), help="sections to run (default all)")
+    parser.add_argument("--quick", action="store_true", help="shrink everything (smoke test)")
+    parser.add_argument("--study-sizes", type=int, nargs="+", help="image sizes of section 5 (default 64 224)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (its path is printed)")
     args = parser.parse_args(argv)
-    sections = set(args.only or ["1", "3", "4", "5"])
+    scale = Scale.quick() if args.quick else Scale()
+    if args.study_sizes:
+        scale = dataclasses.replace(scale, study_sizes=tuple(args.study_sizes))
+    sections = set(args.only or SECTIONS)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
     machine = describe_machine()
     print(f"machine: {machine}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="cxr-benchmark-") as tmp:
-        work = Path(tmp)
-        demo = prepare_demo(work, args.image_size)
+    work = Path(tempfile.mkdtemp(prefix="cxr-benchmark-"))
+    try:
+        data = DemoData(work)
         if "1" in sections:
-            bench_input_pipelines(demo, args.image_size, args.batch_size, args.repeats)
+            bench_input_pipelines(data, scale)
+        if "2" in sections:
+            bench_frozen_cache(data, work, scale)
         if "3" in sections:
-            bench_frozen_cache(demo, work, args.image_size, args.batch_size, args.frozen_epochs)
+            bench_dry_run(work, scale)
         if "4" in sections:
-            bench_dry_run(work, args.repeats)
+            bench_train_job(data, work, scale)
         if "5" in sections:
-            bench_job_overhead(demo, work, args.image_size, args.repeats)
-    table = pd.DataFrame(ROWS)
-    out = Path(args.output)
-    if args.only and (out / "benchmark.csv").exists():  # keep the sections not rerun
-        previous = pd.read_csv(out / "benchmark.csv", keep_default_na=False)
-        rerun = sections | ({"2"} if "1" in sections else set())
-        kept = previous[~previous["section"].str.split().str[0].isin(rerun)]
-        table = pd.concat([table, kept]).sort_values("section", kind="stable").fillna("earlier run")
-    fsutil.write_csv(out / "benchmark.csv", table)
-    fsutil.write_text(out / "benchmark.md", f"Machine: {machine}\n\n"
-                      "Measured with `python -m scripts.benchmark` (the `measured` column says when).\n\n"
-                      + markdown_table(table))
-    print(f"\nwrote {out / 'benchmark.csv'} and {out / 'benchmark.md'}")
+            bench_notebook_study(work, scale, out)
+    finally:
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+    write_results(out, sections, bool(args.only), machine)
     return 0
 
 

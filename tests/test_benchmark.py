@@ -1,0 +1,57 @@
+"""Smoke test of ``python -m scripts.benchmark``: the cheap sections in quick mode
+write the CSV and Markdown tables with the expected rows and positive numbers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+from conftest import PROJECT
+
+QUICK_GRID = (1, 2)  # scripts.benchmark.Scale.quick(): datasets, seeds of the 1x grid
+
+
+def expected_jobs(datasets: int, seeds: int) -> int:
+    """Jobs of the benchmark's dry-run grid, counted by hand from the rules.
+
+    Per dataset and seed: 17 train runs (scratch_cnn x scratch, 4 backbones x 4
+    strategies; scratch_cnn's other 3 strategies are skipped) and 1 split; per
+    dataset: verify, prepare_images, thumbnails; once: plan, aggregate, report, all.
+    """
+    return 18 * datasets * seeds + 3 * datasets + 4
+
+
+def test_quick_benchmark_writes_tables(tmp_path):
+    """Fails if a section stops measuring (a row is missing or not positive), if the
+    dry run's job count or the own-code share is misread from Snakemake or cProfile,
+    or if the Markdown table is not written."""
+    done = subprocess.run([sys.executable, "-m", "scripts.benchmark", "--quick", "--only", "3", "4",
+                           "--output", str(tmp_path)], cwd=PROJECT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    table = pd.read_csv(tmp_path / "benchmark.csv", keep_default_na=False)
+    assert set(table["section"]) == {"3 snakemake -n", "4 train job cost"}
+    assert (table["value"] > 0).all(), table[table["value"] <= 0]
+
+    dry_runs = table[table["measurement"].str.contains(" jobs$", regex=True)]
+    datasets, seeds = QUICK_GRID
+    counts = [int(m.rsplit(": ", 1)[1].split()[0]) for m in dry_runs["measurement"]]
+    assert counts == [expected_jobs(datasets, seeds * f) for f in (1, 2, 4)] == [43, 79, 151]
+    share = table.loc[table["measurement"] == "... our code's share of the dry run", "value"].item()
+    assert 0 < share < 100
+
+    job = table[table["section"] == "4 train job cost"].set_index("measurement")["value"]
+    for piece in ("python start (interpreter, site, tracer)", "import tensorflow + keras",
+                  "build model (+ load weights)", "end-to-end epochs (validation passes, checkpoints included)",
+                  "test + validation pass, Grad-CAM, metrics, files (evaluate)", "interpreter exit",
+                  "whole job", "peak RSS (VmHWM)"):
+        assert f"scratch CNN 32 px: {piece}" in job.index, piece
+    whole = job["scratch CNN 32 px: whole job"]
+    assert job["scratch CNN 32 px: fixed cost (all but the epochs and feature extraction)"] < whole
+    # 317 demo images of 32 x 32 x 3 bytes
+    assert job["scratch CNN 32 px: decoded image cache (mmap'd file)"] == round(317 * 32 * 32 * 3 / 2**20, 3)
+
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert "## 3 snakemake -n" in markdown and "## 4 train job cost" in markdown
+    assert "| measurement" in markdown and "|:--" in markdown
