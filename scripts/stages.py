@@ -146,6 +146,7 @@ def train(run: RunIdentity, images: str, split_path: str, settings: dict, output
         checkpoint_dir,
         training.fingerprint(settings=train_settings, weights=weights, split=fsutil.file_digest(split_path),
                              images=Path(images).stat().st_size, run=vars(run)),
+        train_settings["checkpoint_seconds"],
     )
     feature_cache = None
     if run.strategy in PRETRAINED_STRATEGIES:

@@ -134,16 +134,20 @@ def reseed_random_layers(model, seed: int) -> None:
 
 
 class Checkpoint:
-    """Per-epoch training state in ``directory``; ``state.json`` is written last.
+    """Training state in ``directory``: the latest saved epoch's weights with the
+    optimizer variables (Keras's ``save_weights`` stores both), the best epoch's weights,
+    and ``state.json`` (epoch, early-stopping state, history), written last.
 
-    Keras's ``save_weights`` stores the optimizer variables with the layers, so one
-    file per epoch is a complete checkpoint. The latest and the best epoch's files
-    are kept; older ones are deleted once the new state is on disk.
+    A save is due every ``every_seconds`` of training (0: after every epoch): a killed
+    job loses at most that much work, and a fast epoch does not pay for a save of the
+    whole model each time.
     """
 
-    def __init__(self, directory: str | Path, fingerprint: str):
+    def __init__(self, directory: str | Path, fingerprint: str, every_seconds: float):
         self.directory = Path(directory)
         self.fingerprint = fingerprint
+        self.every_seconds = every_seconds
+        self.last_save = time.monotonic()
 
     def load(self) -> dict | None:
         state_file = self.directory / "state.json"
@@ -159,14 +163,27 @@ class Checkpoint:
     def path(self, epoch: int) -> Path:
         return self.directory / f"epoch{epoch:04d}.weights.h5"
 
-    def save(self, model, state: dict) -> None:
+    def due(self) -> bool:
+        return time.monotonic() - self.last_save >= self.every_seconds
+
+    def save(self, model, state: dict, best_weights: list | None) -> None:
+        """Save the latest epoch, and the best epoch's weights (``best_weights``, kept in
+        memory) when they are not on disk yet, then ``state.json``; older files go."""
         with fsutil.atomic_path(self.path(state["epoch"])) as tmp:
             model.save_weights(tmp)
+        best = state["best_epoch"]
+        if best is not None and best != state["epoch"] and not self.path(best).exists():
+            latest = model.get_weights()
+            model.set_weights(best_weights)
+            with fsutil.atomic_path(self.path(best)) as tmp:
+                model.save_weights(tmp)
+            model.set_weights(latest)
         fsutil.write_json(self.directory / "state.json", {**state, "fingerprint": self.fingerprint})
-        keep = {self.path(state["epoch"]).name, self.path(state["best_epoch"] or 0).name}
+        keep = {self.path(state["epoch"]).name, self.path(best if best is not None else state["epoch"]).name}
         for old in self.directory.glob("epoch*.weights.h5"):
             if old.name not in keep:
                 old.unlink()
+        self.last_save = time.monotonic()
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -293,13 +310,12 @@ def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, see
                      feature_cache_reused=reused, feature_extraction_seconds=round(extraction, 3))
         if end_to_end_phases(strategy, settings):
             state.update(stopped=False, wait=0)  # a warm-up that stopped early does not stop fine-tuning
-            if state["epoch"]:  # the warm-up is done: a resume starts after it
+            if state["epoch"]:  # the warm-up's head is the fine-tuning's first candidate
                 state["best_epoch"] = state["epoch"]
-                checkpoint.save(model, state)
             else:  # the probe only initialises the head that trains end to end
                 state.update(best_val_loss=None, best_epoch=None)
-    trainable = _train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val,
-                                  strategy, seed, settings, weights_by_class, checkpoint, state)
+    trainable = _train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val, strategy, seed,
+                                  settings, weights_by_class, checkpoint, state, resumed_from)
     history = state["history"]
     timed = [row for row in history if row.get("images")]
     summary = {
@@ -323,9 +339,9 @@ def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, see
 
 
 def _train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val, strategy, seed,
-                      settings, weights_by_class, checkpoint, state) -> dict:
-    """Train through the backbone, checkpointing every epoch; returns the trainable
-    parameter counts (of the head alone when nothing trains end to end)."""
+                      settings, weights_by_class, checkpoint, state, resumed_from: int) -> dict:
+    """Train through the backbone, checkpointing as due, keeping the best epoch's weights;
+    returns the trainable parameter counts (of the head alone when nothing trains end to end)."""
     from scripts.models import count_params, set_trainable
     from scripts.pipeline import augmentation, train_dataset
 
@@ -334,17 +350,18 @@ def _train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val
         set_trainable(model, backbone, "head")
         return count_params(model)
     (phase,) = plan
-    resumed = state["epoch"] > _warmup_end(strategy, settings)
-    if state["epoch"] and checkpoint.path(state["epoch"]).exists():
-        # An uncompiled model skips the optimizer variables stored in the file.
+    resumed = resumed_from > 0
+    if resumed:  # an uncompiled model skips the optimizer variables stored in the file
         model.load_weights(checkpoint.path(state["epoch"]))
     set_trainable(model, backbone, phase.trainable, settings["partial_stages"],
                   bn_momentum=settings["scratch_bn_momentum"])
     _compile(model, settings[phase.learning_rate_key], settings["xla"])
-    if resumed:  # inside this phase: restore Adam's moments too
+    if resumed:  # and now Adam's moments too
         model.optimizer.build(model.trainable_variables)
         model.load_weights(checkpoint.path(state["epoch"]))
         print(f"resuming from checkpoint after epoch {state['epoch']}")
+    # The best epoch's weights, kept in memory (on disk only when a checkpoint is saved).
+    best_weights = None if resumed else model.get_weights()
     stopping = EarlyStopping(state, settings["early_stopping_patience"])
     augment = augmentation(settings["augmentation"])
     sample_weights = weights_by_class[y_train].astype(np.float32)
@@ -363,18 +380,18 @@ def _train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val
         print(f"epoch {epoch + 1}: {row}")
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        stopping.update(epoch + 1, scores["val_loss"])
+        if stopping.update(epoch + 1, scores["val_loss"]):
+            best_weights = model.get_weights()
         if state["stopped"]:
             print(f"early stopping after epoch {epoch + 1}")
-        if state["epoch"] < settings["epochs"]:
-            checkpoint.save(model, state)  # the finished model is saved right after
+        elif state["epoch"] < settings["epochs"] and checkpoint.due():  # the finished model is saved next
+            checkpoint.save(model, state, best_weights)
     if state["best_epoch"] is not None and state["best_epoch"] != state["epoch"]:
-        model.load_weights(checkpoint.path(state["best_epoch"]))
+        if best_weights is None:  # the best epoch came before a resume: it is on disk
+            model.load_weights(checkpoint.path(state["best_epoch"]))
+        else:
+            model.set_weights(best_weights)
     return count_params(model)
-
-
-def _warmup_end(strategy: str, settings: dict) -> int:
-    return settings["warmup_epochs"] if strategy in ("partial", "full") else 0
 
 
 def _head_model(model):

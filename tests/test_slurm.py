@@ -107,7 +107,7 @@ def test_cancelled_slurm_job_resumes_from_its_checkpoint(tmp_path):
     epochs = 30
     config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
                           training={"image_size": 32, "batch_size": 16, "epochs": epochs,
-                                    "early_stopping_patience": 0})
+                                    "early_stopping_patience": 0, "checkpoint_seconds": 0})
     run_dir = tmp_path / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed1"
     state = run_dir / "checkpoint" / "state.json"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
@@ -268,7 +268,7 @@ def test_requeued_training_job_resumes_in_the_same_slurm_job(tmp_path):
     epochs = 15
     config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
                           training={"image_size": 32, "batch_size": 16, "epochs": epochs,
-                                    "early_stopping_patience": 0})
+                                    "early_stopping_patience": 0, "checkpoint_seconds": 0})
     run_dir = tmp_path / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed1"
     state = run_dir / "checkpoint" / "state.json"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}

@@ -20,7 +20,7 @@ from scripts.training import weighted_scores
 
 TINY = {"image_size": 32, "batch_size": 16, "epochs": 2, "warmup_epochs": 1,
         "learning_rate": 1e-3, "finetune_learning_rate": 1e-4, "partial_stages": 1,
-        "early_stopping_patience": 0}
+        "early_stopping_patience": 0, "checkpoint_seconds": 0}
 
 
 @pytest.fixture(scope="module")

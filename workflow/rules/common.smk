@@ -250,15 +250,27 @@ def run_files(kind):
     return finished_only([f"{run['dir']}/{RUN_FILES[kind]}" for run in RUNS])
 
 
+def verified_datasets():
+    """With ``allow_missing_runs``, the datasets whose verification finished (the report
+    shows the others as not verified); else every dataset."""
+    return [
+        name
+        for name in config["datasets"]
+        if not config["allow_missing_runs"]
+        or Path(dataset_file("verify", name)).exists()
+    ]
+
+
 def dataset_files(kind):
-    return finished_only([dataset_file(kind, name) for name in config["datasets"]])
+    """A per-dataset file of every verified dataset (cheap local steps that follow
+    verification); the decoded-images record only where it exists."""
+    paths = [dataset_file(kind, name) for name in verified_datasets()]
+    return finished_only(paths) if kind == "conversions" else paths
 
 
 def first_splits():
     first_seed = min(config["seeds"])
-    return finished_only(
-        [SPLIT.format(dataset=name, seed=first_seed) for name in config["datasets"]]
-    )
+    return [SPLIT.format(dataset=name, seed=first_seed) for name in verified_datasets()]
 
 
 # ---- Input functions and parameters of the per-dataset and per-run rules. -------------
