@@ -18,7 +18,7 @@ from scripts.models import (
 )
 
 keras = pytest.importorskip("keras")
-HEAD = {"dropout": 0.3, "bn_momentum": 0.7}  # the schema's defaults
+HEAD = {"dropout": 0.3, "bn_momentum": 0.7}  # any valid head settings: these tests are about the backbone
 
 
 @pytest.mark.parametrize("name", ["scratch_cnn", *BACKBONES])

@@ -44,6 +44,18 @@ def test_nothing_large_travels_on_a_command_line(default_dry_run):
     assert max(len(c) for c in commands) < 4000
 
 
+def test_per_model_training_settings_reach_each_run():
+    override = ('training={"epochs": {"default": 4, "scratch_cnn": 2}, "warmup_epochs": 1,'
+                ' "partial_stages": {"default": 1, "vgg16": 2}}')
+    result = snakemake(PROJECT, "-n", "-p", "--forceall", "--config", override)
+    runs = {}
+    for command in re.findall(r"^Shell command: (python -m scripts train .*)$", result.stdout, re.M):
+        model = re.search(r"--model (\S+)", command)[1]
+        runs[model] = json.loads(re.search(r"--settings '(.*?)'", command)[1])["training"]
+    assert {m: (t["epochs"], t["partial_stages"]) for m, t in runs.items()} == {
+        "scratch_cnn": (2, 1), "vgg16": (4, 2), "resnet50": (4, 1), "efficientnetb0": (4, 1)}
+
+
 def test_config_overrides_on_the_command_line():
     result = snakemake(PROJECT, "-n", "--forceall", "--config", "seeds=[1]", "models=[scratch_cnn,vgg16]")
     assert job_counts(result.stdout)["train"] == 5
@@ -184,3 +196,42 @@ def test_slurm_profile_dry_run_on_a_machine_without_slurm(tmp_path):
     train_jobs = re.findall(r"^rule train:.*?^    resources: (.*?)$", output, re.S | re.M)
     assert len(train_jobs) == 26
     assert all("gpu=1" in job and "slurm_partition=gpu" in job for job in train_jobs)
+
+
+def test_the_kermany_example_dry_runs_before_its_download(tmp_path):
+    """The example as shipped, in a fresh folder: the Kaggle download and the ImageNet
+    weights come first, then 5 models × 5 strategies (less the scratch CNN's skips) × 5 seeds."""
+    result = snakemake(tmp_path, "-n", "--configfile", str(PROJECT / "config/examples/kermany-pneumonia.yaml"))
+    counts = job_counts(result.stdout)
+    assert counts["download_dataset"] == 1 and counts["fetch_weights"] == 4
+    assert counts["train"] == (1 + 4 * 5) * 5
+
+
+def test_a_val_folder_and_leakage_drop_end_to_end(tmp_path):
+    """A real val/ folder big enough to use, and `leakage: drop`: the val/ images are the
+    validation set, the test copy of a training image is left out of the test metrics,
+    and the report counts what was evaluated, not what is on disk."""
+    from scripts.manifest import make_manifest
+
+    data = copy_dataset(tmp_path / "data", {"train": 8, "test": 3})  # + COVID-00012 in train and test
+    for class_dir in (data / "train").iterdir():
+        (data / "val" / class_dir.name).mkdir(parents=True)
+        for image in sorted(class_dir.iterdir())[:3]:
+            if image.name != "COVID-00012.jpg":
+                image.rename(data / "val" / class_dir.name / image.name)
+    (tmp_path / "data.sha256").write_text(make_manifest(data))
+    config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
+                          data={"leakage": "drop", "min_val_per_class": 3},
+                          training={"image_size": 32, "batch_size": 8, "epochs": 1})
+    snakemake(tmp_path, "--configfile", str(config), "--cores", "2")
+    split = pd.read_csv(tmp_path / "results/tiny/splits/seed1.csv", keep_default_na=False)
+    assert set(split.loc[split["subset"] == "val", "path"]) == {
+        str(p.relative_to(data)) for p in (data / "val").rglob("*.*")}
+    assert list(split.loc[split["subset"] == "dropped", "path"]) == ["test/Covid/COVID-00012.jpg"]
+    info = json.loads((tmp_path / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed1/train.json")
+                      .read_text())
+    on_disk = len(list((data / "test").rglob("*.*")))
+    assert (info["n_val"], info["n_test"]) == (9, on_disk - 1)
+    html = (tmp_path / "results/report.html").read_text()
+    assert f'<span class="n-test">{on_disk - 1}</span> test images' in html
+    assert "the val/test copies were excluded" in html and "is the validation set" in html

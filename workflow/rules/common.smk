@@ -124,6 +124,13 @@ def class_folders(dataset):
     return sorted(p.name for p in train.iterdir() if p.is_dir() and any(p.iterdir()))
 
 
+def per_model(setting, model):
+    """A training setting given as one value or as a mapping per model with "default"."""
+    return (
+        setting.get(model, setting["default"]) if isinstance(setting, dict) else setting
+    )
+
+
 def check_config():
     """What the schema cannot express, checked before any job starts."""
     problems = []
@@ -149,11 +156,13 @@ def check_config():
                 f"datasets.{name}.positive_class: {positive!r} is not a class of {dataset['path']} ({classes})"
             )
     if {"partial", "full"} & set(config["strategies"]):
-        if TRAINING["warmup_epochs"] >= TRAINING["epochs"]:
-            problems.append(
-                f"training.warmup_epochs ({TRAINING['warmup_epochs']}) must be smaller than "
-                f"training.epochs ({TRAINING['epochs']}) for the partial and full strategies"
-            )
+        for model in set(config["models"]) - {SCRATCH_CNN}:
+            epochs = per_model(TRAINING["epochs"], model)
+            if TRAINING["warmup_epochs"] >= epochs:
+                problems.append(
+                    f"training.warmup_epochs ({TRAINING['warmup_epochs']}) must be smaller than "
+                    f"training.epochs ({epochs} for {model}) for the partial and full strategies"
+                )
     for model in config["models"]:
         for name in SOURCES:
             spec = weights_spec(model, name)
@@ -322,10 +331,11 @@ def run_dir(wildcards):
 
 def run_settings(wildcards):
     """Everything one run depends on besides its inputs, as JSON (a change re-runs it)."""
-    settings = dict(TRAINING)
-    stages = settings["partial_stages"]
-    if isinstance(stages, dict):
-        settings["partial_stages"] = stages.get(wildcards.model, stages["default"])
+    settings = {
+        **TRAINING,
+        "epochs": per_model(TRAINING["epochs"], wildcards.model),
+        "partial_stages": per_model(TRAINING["partial_stages"], wildcards.model),
+    }
     return json.dumps(
         {
             "training": settings,
