@@ -52,7 +52,7 @@ SCHEMA = PROJECT / "workflow" / "schemas" / "config.schema.yaml"
 SECTIONS = {"1": "1 input pipeline", "2": "2 frozen strategy", "3": "3 snakemake -n", "4": "4 train job cost",
             "5": "5 notebook vs workflow"}
 # The workflow's run layout (workflow/rules/common.smk RUN_DIR, RUN_FILES), for the
-# study's targets and for train jobs started outside Snakemake.
+# train jobs this benchmark starts itself, outside Snakemake.
 RUN_DIR = "results/demo/runs/{model}/{strategy}/none/frac1.0/seed{seed}"
 RUN_FILES = {"model-weights": "model.weights.h5", "history": "history.csv", "info": "train.json",
              "predictions": "predictions.csv", "val-predictions": "val_predictions.csv",
@@ -164,7 +164,7 @@ class DemoData:
 
 # ---- Running and tracing jobs ------------------------------------------------------------
 TRACE_BOOT = ("import sys, time; started = time.time(); from scripts.benchmark import traced_job; "
-              "sys.exit(traced_job(sys.argv[1:], started))")
+              "from scripts.__main__ import leave; leave(traced_job(sys.argv[1:], started))")
 MEMORY_FIELDS = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
 SAMPLE_SECONDS = 0.02
 
@@ -773,33 +773,23 @@ def run_notebook(work: Path, size: int, scale: Scale) -> dict:
 
 
 def study_config(size: int, scale: Scale) -> dict:
-    """The notebook's study as a workflow config: ResNet50 partial warms up its head
-    ``notebook_epochs`` epochs then fine-tunes as many; one ``epochs`` serves both runs,
-    so the scratch CNN trains 2 x ``notebook_epochs`` (see ``run_workflow_study``)."""
+    """The notebook's study as a workflow config: the scratch CNN trains
+    ``notebook_epochs`` epochs; ResNet50 partial warms up its head as many, then
+    fine-tunes as many; ResNet50 from scratch (in the models × strategies grid, not in
+    the notebook) is excluded."""
+    epochs = scale.notebook_epochs
     return {"datasets": {"demo": {"path": str(DEMO), "manifest": str(DEMO_MANIFEST)}},
             "models": ["scratch_cnn", "resnet50"], "strategies": ["scratch", "partial"], "seeds": [1],
-            "weights": "none", "allow_missing_runs": True,
-            "training": {"image_size": size, "batch_size": scale.batch_size, "epochs": 2 * scale.notebook_epochs,
-                         "warmup_epochs": scale.notebook_epochs, "partial_stages": 1, "early_stopping_patience": 0,
+            "exclude": [{"model": "resnet50", "strategy": "scratch"}], "weights": "none",
+            "training": {"image_size": size, "batch_size": scale.batch_size,
+                         "epochs": {"default": 2 * epochs, "scratch_cnn": epochs},
+                         "warmup_epochs": epochs, "partial_stages": 1, "early_stopping_patience": 0,
                          "learning_rate": 1e-3, "finetune_learning_rate": 1e-5}}
 
 
-STUDY_RUNS = (("scratch_cnn", "scratch"), ("resnet50", "partial"))
-
-
 def run_workflow_study(work: Path, size: int, scale: Scale) -> dict:
-    """The study through Snakemake (``--cores 2``) from an empty working directory.
-
-    The grid models x strategies also holds ResNet50 x scratch, which the notebook
-    does not train; so the first invocation trains the two runs the notebook has (side
-    by side, data steps first) and the report's test thumbnails, and the second, with
-    ``allow_missing_runs``, writes the plan, aggregate and report (which lists ResNet50
-    x scratch as missing). ``allow_missing_runs`` drops inputs that do not exist yet,
-    the thumbnails included, hence their explicit target. The config
-    has one ``epochs`` for every run: ResNet50 partial gets the notebook's 5 + 5, and the
-    scratch CNN trains 10 epochs where the notebook's baseline trains 5; its extra
-    epochs are reported (they count against the workflow).
-    """
+    """The study through Snakemake (``snakemake --cores 2``, verify through report) from
+    an empty working directory."""
     import yaml
 
     work.mkdir(parents=True)
@@ -809,19 +799,12 @@ def run_workflow_study(work: Path, size: int, scale: Scale) -> dict:
     env = job_environment(trace, python_shim(work / "bin"))
     snakemake = [sys.executable, "-m", "snakemake", "-s", str(PROJECT / "workflow" / "Snakefile"), "--directory",
                  str(work), "--configfile", str(config), "--cores", "2"]
-    targets = [f"{RUN_DIR.format(model=m, strategy=s, seed=1)}/{RUN_FILES['metrics']}" for m, s in STUDY_RUNS]
-    targets.append("results/demo/data/test_thumbnails.npz")
-    train = run_measured([*snakemake, *targets], work / "snakemake-train.log", env)
-    report = run_measured(snakemake, work / "snakemake-report.log", env)
+    run = run_measured(snakemake, work / "snakemake.log", env)
     if not (work / "results" / "report.html").is_file():
         raise RuntimeError(f"the study in {work} wrote no report")
     jobs = read_traces(trace)
-    return {"wall": report["exited"] - train["launched"], "cpu": train["cpu"] + report["cpu"],
-            "invocations": [train, report], "jobs": jobs,
-            "max_job_rss_mb": max(job.get("hwm_mb", 0) for job in jobs),
-            "scratch_history": str(work / RUN_DIR.format(model="scratch_cnn", strategy="scratch", seed=1)
-                                   / RUN_FILES["history"]),
-            "notebook_epochs": scale.notebook_epochs}
+    return {"wall": run["exited"] - run["launched"], "cpu": run["cpu"], "invocations": [run], "jobs": jobs,
+            "max_job_rss_mb": max(job.get("hwm_mb", 0) for job in jobs)}
 
 
 # The notebook's fit phases and the keys of their epoch times (scripts.notebook_baseline).
@@ -872,10 +855,9 @@ def record_workflow_phases(size: int, workflow: dict) -> None:
     """The workflow's wall clock, invocation by invocation: Snakemake's start-up,
     every job (start-up / work / exit), the time no job ran, Snakemake's finish."""
     prefix = f"{size} px workflow"
-    for number, invocation in enumerate(workflow["invocations"], start=1):
+    for invocation in workflow["invocations"]:
         jobs = [j for j in workflow["jobs"] if invocation["launched"] <= j["launched"] <= invocation["exited"]]
-        what = "data, thumbnails, the two runs" if number == 1 else "plan, aggregate, report"
-        record("5", f"{prefix}: snakemake invocation {number} ({what})", invocation["wall"], "s")
+        record("5", f"{prefix}: snakemake (data, the two runs, plan, aggregate, report)", invocation["wall"], "s")
         if not jobs:
             continue
         first, last = jobs[0]["launched"], max(j["exited"] for j in jobs)
@@ -884,14 +866,13 @@ def record_workflow_phases(size: int, workflow: dict) -> None:
         for job in jobs:
             record_job_row(prefix, job)
         record("5", f"{prefix}: ... no job running between its first and last job", idle_seconds(first, last, jobs),
-               "s", "scheduling, job metadata; in invocation 2 also the in-process plan rule")
+               "s", "scheduling, job metadata, the in-process plan rule")
         record("5", f"{prefix}: ... snakemake after its last job", invocation["exited"] - last, "s")
         trains = [j for j in jobs if j["argv"][0] == "train"]
         if len(trains) > 1:
             threads = {job_label(j): j["argv"][j["argv"].index("--threads") + 1] for j in trains}
             record("5", f"{prefix}: ... time with only one train job running", single_job_seconds(trains), "s",
                    f"threads per job {threads}: cores idle meanwhile")
-    record_scratch_extra_epochs(prefix, workflow)
 
 
 def record_job_row(prefix: str, job: dict) -> None:
@@ -907,16 +888,6 @@ def record_job_row(prefix: str, job: dict) -> None:
                 record("5", f"{prefix}: ... ... {label}: {name}", value, "s")
 
 
-def record_scratch_extra_epochs(prefix: str, workflow: dict) -> None:
-    import pandas as pd
-
-    history = pd.read_csv(workflow["scratch_history"])
-    extra = history[history["epoch"] > workflow["notebook_epochs"]]
-    record("5", f"{prefix}: scratch CNN epochs beyond the notebook's {workflow['notebook_epochs']}",
-           extra["seconds"].sum(), "s", f"{len(extra)} epochs; one epochs setting serves both runs")
-
-
-# ---- Output ------------------------------------------------------------------------------
 def describe_machine() -> str:
     from importlib import metadata
 

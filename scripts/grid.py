@@ -41,6 +41,13 @@ def skip_reason(model: str, strategy: str) -> str | None:
     return None
 
 
+def excluded(model: str, strategy: str, exclude) -> str | None:
+    for rule in exclude:
+        if rule.get("model", model) == model and rule.get("strategy", strategy) == strategy:
+            return "excluded in the config (exclude)"
+    return None
+
+
 def weights_sources(setting) -> list[dict]:
     """The config's ``weights`` as a list of named pretraining sources.
 
@@ -70,16 +77,17 @@ def fraction_label(fraction: float) -> str:
     return repr(float(fraction))
 
 
-def plan(datasets, models, strategies, pretraining, fractions, seeds) -> tuple[list[dict], list[dict]]:
+def plan(datasets, models, strategies, pretraining, fractions, seeds, exclude=()) -> tuple[list[dict], list[dict]]:
     """Every valid run, and every skipped model × strategy with its reason.
 
     ``pretraining`` are the names of the weights sources; runs of the ``scratch``
-    strategy do not depend on them and exist once, as random init.
+    strategy do not depend on them and exist once, as random init. ``exclude``: the
+    config's list of ``{model, strategy}`` (either may be left out: any) not to run.
     """
     runs, skipped = [], []
     for model in models:
         for strategy in strategies:
-            reason = skip_reason(model, strategy)
+            reason = skip_reason(model, strategy) or excluded(model, strategy, exclude)
             if reason:
                 skipped.append({"model": model, "strategy": strategy, "reason": reason})
                 continue

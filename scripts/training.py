@@ -39,15 +39,22 @@ PACKAGES = ("tensorflow", "keras", "numpy", "scikit-learn", "scipy", "pandas", "
 PROBE_C = tuple(10.0 ** np.arange(-4, 3))  # logistic-regression inverse L2 strengths tried
 
 
-def allocated_threads(requested: int | None = None) -> int:
-    """CPU threads this job may use: its CPU affinity mask (what a Slurm or cgroup
-    allocation leaves visible), ``SLURM_CPUS_PER_TASK`` and the threads Snakemake
-    granted, whichever is smallest."""
+def allocated_threads(granted: int | None = None) -> int:
+    """CPU threads for TensorFlow: up to twice the threads Snakemake granted, never more
+    than the job's allocation (its CPU affinity mask, what a Slurm or cgroup allocation
+    leaves visible, and ``SLURM_CPUS_PER_TASK``).
+
+    Why twice: on a crowded grid Snakemake grants one core per job, and a job then idles
+    its core whenever the other job is between epochs (tracing, validation, start-up) and
+    trains alone at the end of the grid; measured on 2 cores (the seed notebook's study,
+    ``make benchmark``), jobs with two threads each finished the study in 36 s, with one
+    in 57 s. More than twice would oversubscribe a big machine's cores many times over.
+    """
     limits = [len(os.sched_getaffinity(0))]
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
         limits.append(int(os.environ["SLURM_CPUS_PER_TASK"]))
-    if requested:
-        limits.append(requested)
+    if granted:
+        limits.append(2 * granted)
     return max(1, min(limits))
 
 

@@ -41,3 +41,13 @@ def test_phases_that_train_through_the_backbone():
     assert [p.learning_rate_key for p in phases("partial")] == ["finetune_learning_rate"]
     assert [p.trainable for p in phases("scratch")] == ["all"]
     assert phases("frozen") == phases("linear_probe") == []
+
+
+def test_excluded_combinations_are_skipped_with_their_reason():
+    runs, skipped = plan({"a": {}}, ["scratch_cnn", "resnet50"], ["scratch", "partial"], ["none"], [1.0], [1],
+                         exclude=[{"model": "resnet50", "strategy": "scratch"}])
+    assert sorted((r["model"], r["strategy"]) for r in runs) == [("resnet50", "partial"), ("scratch_cnn", "scratch")]
+    assert {"model": "resnet50", "strategy": "scratch", "reason": "excluded in the config (exclude)"} in skipped
+    runs, _ = plan({"a": {}}, ["vgg16", "resnet50"], ["scratch", "frozen"], ["none"], [1.0], [1],
+                   exclude=[{"strategy": "scratch"}])
+    assert {r["strategy"] for r in runs} == {"frozen"}

@@ -181,14 +181,15 @@ RUNS, SKIPPED = grid.plan(
     list(SOURCES),
     config["train_fractions"],
     config["seeds"],
+    config["exclude"],
 )
 for run in RUNS:
     run.update(dir=RUN_DIR.format(**run), log_dir=RUN_LOG_DIR.format(**run))
 check_config()
-# A run uses the cores it can: all of them when it runs alone, one each when the grid
-# has a run per core or more (Snakemake lowers `threads` to --cores; a cluster profile
-# sets it with set-threads). One-thread jobs side by side beat two-thread jobs in turn
-# where graph tracing (single-threaded) dominates.
+# Cores a train job reserves: all of them when the study has one run, one each when it
+# has a run per core or more, so that runs train side by side (a cluster profile sets it
+# with set-threads). TensorFlow inside may use up to twice that: see
+# scripts/training.py:allocated_threads.
 TRAIN_THREADS = max(1, (workflow.resource_settings.cores or 1) // max(1, len(RUNS)))
 for skip in SKIPPED:
     logger.info(f"skipped {skip['model']} x {skip['strategy']}: {skip['reason']}")
