@@ -205,7 +205,8 @@ def reliability_grid(panels: list[dict]):
         ax.set_ylabel("accuracy", fontsize=8)
         ax.set_title(panel["title"], fontsize=9)
     if panels:
-        axes[0].legend(fontsize=7, loc="upper left")
+        handles, labels = axes[0].get_legend_handles_labels()
+        figure.legend(handles, labels, fontsize=8, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 1.0))
     return to_data_uri(figure)
 
 
@@ -223,5 +224,5 @@ def mean_heatmap_grid(panels: list[dict], box: list[float]):
         ax.set_xticks([])
         ax.set_yticks([])
         score = "–" if panel["score"] is None else f"{panel['score']:.2f}"
-        ax.set_title(f"{panel['title']}\noutside box: {score}", fontsize=8)
+        ax.set_title(f"{panel['title']}\nscore {score} (mean over seeds)", fontsize=8)
     return to_data_uri(figure)

@@ -206,8 +206,8 @@ def learning_section(name: str, tables: dict, verdict: dict) -> dict | None:
 
 
 def external_sections(name: str, tables: dict, verdict: dict, summary: pd.DataFrame) -> list[dict]:
-    """Per external test set: its data checks, what was evaluated, and every
-    configuration's internal and external metrics side by side."""
+    """Per external test set: its data checks, what was evaluated, every configuration's
+    internal and external metrics side by side, and the chosen configuration's pair."""
     table = _of_dataset(tables["external"], name)
     internal = {tuple(str(row[k]) for k in KEY): row for row in _records(summary)}
     sections = []
@@ -215,8 +215,11 @@ def external_sections(name: str, tables: dict, verdict: dict, summary: pd.DataFr
         rows = table[table["external"] == external] if len(table) else table
         pairs = [{"title": title(row), "key": row, "external": row,
                   "internal": internal.get(tuple(str(row[k]) for k in KEY))} for row in _records(rows)]
+        chosen = verdict["chosen"]
+        chosen_pair = next((p for p in pairs if chosen and all(str(p["key"][k]) == str(chosen[k]) for k in KEY)),
+                           None)
         sections.append({**info, "name": external, "verify": _read_optional_json(info["verify"]),
-                         "rows": sorted(pairs, key=lambda pair: order_key(pair["key"])),
+                         "rows": sorted(pairs, key=lambda pair: order_key(pair["key"])), "chosen": chosen_pair,
                          "common": [m for m in verdict["metrics"] if m in info["metrics"]],
                          "only": [m for m in info["metrics"] if m not in verdict["metrics"]]})
     return sections

@@ -145,20 +145,27 @@ def external_test_problems(name, dataset):
     """Each external test names another dataset and maps every trained class onto it."""
     problems = []
     if not dataset["train"] and dataset["external_tests"]:
-        problems.append(f"datasets.{name}.external_tests: {name} has train: false, so no model of it is tested")
+        problems.append(
+            f"datasets.{name}.external_tests: {name} has train: false, so no model of it is tested"
+        )
     names = [test["dataset"] for test in dataset["external_tests"]]
     for position, test in enumerate(dataset["external_tests"]):
         key = f"datasets.{name}.external_tests[{position}]"
         other = test["dataset"]
         if other == name or other not in config["datasets"]:
-            problems.append(f"{key}.dataset: {other!r} is not another dataset under datasets "
-                            f"({sorted(set(config['datasets']) - {name})})")
+            problems.append(
+                f"{key}.dataset: {other!r} is not another dataset under datasets "
+                f"({sorted(set(config['datasets']) - {name})})"
+            )
             continue
         if names.count(other) > 1:
             problems.append(f"{key}.dataset: {other!r} is listed more than once")
-        trained, external = class_folders(dataset), test_classes(config["datasets"][other])
+        trained = class_folders(dataset)
+        external = test_classes(config["datasets"][other])
         if trained and external:
-            problems += class_map_problems(f"{key}.class_map", test["class_map"], trained, external)
+            problems += class_map_problems(
+                f"{key}.class_map", test["class_map"], trained, external
+            )
     return problems
 
 
@@ -166,11 +173,15 @@ def check_config():
     """What the schema cannot express, checked before any job starts."""
     problems = []
     if not TRAINED:
-        problems.append("datasets: every dataset has train: false; at least one must be trained on")
+        problems.append(
+            "datasets: every dataset has train: false; at least one must be trained on"
+        )
     left, top, right, bottom = config["evaluation"]["lung_box"]
     if not (left < right and top < bottom):
-        problems.append(f"evaluation.lung_box: {[left, top, right, bottom]} is not [left, top, right, bottom] "
-                        "with left < right and top < bottom")
+        problems.append(
+            f"evaluation.lung_box: {[left, top, right, bottom]} is not [left, top, right, bottom] "
+            "with left < right and top < bottom"
+        )
     for name, dataset in config["datasets"].items():
         if not Path(dataset["path"]).is_dir() and "kaggle" not in dataset:
             problems.append(
@@ -318,7 +329,9 @@ def dataset_files(kind, names=None):
 
 def first_splits():
     first_seed = min(config["seeds"])
-    return finished_only([SPLIT.format(dataset=name, seed=first_seed) for name in TRAINED])
+    return finished_only(
+        [SPLIT.format(dataset=name, seed=first_seed) for name in TRAINED]
+    )
 
 
 def overlap_files():
