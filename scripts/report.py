@@ -218,6 +218,9 @@ def external_sections(name: str, tables: dict, verdict: dict, summary: pd.DataFr
         chosen = verdict["chosen"]
         chosen_pair = next((p for p in pairs if chosen and all(str(p["key"][k]) == str(chosen[k]) for k in KEY)),
                            None)
+        if info["missing"]:
+            sections.append({**info, "name": external, "verify": _read_optional_json(info["verify"])})
+            continue
         sections.append({**info, "name": external, "verify": _read_optional_json(info["verify"]),
                          "rows": sorted(pairs, key=lambda pair: order_key(pair["key"])), "chosen": chosen_pair,
                          "common": [m for m in verdict["metrics"] if m in info["metrics"]],

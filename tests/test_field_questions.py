@@ -140,6 +140,20 @@ def test_learning_curve_table_has_sizes_values_and_the_comparison(curve_study):
     assert pd.isna(curve.loc[("scratch_cnn", "scratch", 0.25), "beats"])  # the baseline is not compared with itself
 
 
+def test_beats_needs_a_positive_difference_and_a_holm_adjusted_p_below_005():
+    """Fails if the rule used the unadjusted p-value or ignored the sign."""
+    from scripts.aggregate import learning_curve
+
+    config = {"dataset": "d", "model": "vgg16", "strategy": "frozen", "weights": "imagenet", "n_train": 10.0,
+              "n_seeds": 3, "auc": 0.8, **{f"auc_{b}": 0.7 for b in ("seed_low", "seed_high", "test_low", "test_high")}}
+    cases = {0.1: (0.1, 0.03, 0.06), 0.2: (-0.1, 0.001, 0.002), 0.5: (0.1, 0.001, 0.002), 1.0: (0.0, 1.0, 1.0)}
+    summary = [{**config, "fraction": f} for f in cases]
+    comparisons = [{**config, "fraction": f, "metric": "auc", "n_pairs": 3, "difference": d, "low": 0, "high": 0,
+                    "p_value": p, "p_holm": holm} for f, (d, p, holm) in cases.items()]
+    beats = {row["fraction"]: row["beats"] for row in learning_curve(summary, comparisons, "auc")}
+    assert beats == {0.1: False, 0.2: False, 0.5: True, 1.0: False}
+
+
 # --- 2. Does it generalise? ---------------------------------------------------------------------------
 
 def test_class_map_problems_name_the_key():
@@ -229,6 +243,18 @@ def test_external_metrics_keep_near_duplicates_when_asked(tmp_path):
     assert row["n_images"] == 6 and row["accuracy"] == pytest.approx((4 / 6 + 3 / 6) / 2)
 
 
+def test_external_data_checks_that_did_not_finish_are_reported_not_guessed(tmp_path):
+    """allow_missing_runs: the near-duplicate check of the external set never ran."""
+    from scripts import report as rep
+
+    plan = external_study(tmp_path, "exclude")
+    Path(plan["datasets"]["tiny"]["external"]["ext"]["overlap"]).unlink()
+    tables = aggregate(plan)
+    assert tables["external"].empty and tables["verdict"]["datasets"]["tiny"]["external"]["ext"]["missing"]
+    rep.render(plan, {**tables, "verdict": json.loads(json.dumps(tables["verdict"]))}, tmp_path / "r.html")
+    assert "The data checks of ext (verification, or its near-duplicate check" in (tmp_path / "r.html").read_text()
+
+
 @pytest.mark.parametrize("class_map, expected", [
     ({"Covid": "SICK", "Normal": "WELL"},
      r"datasets.tiny.external_tests\[0\].class_map: the trained classes \['Viral Pneumonia'\] are not mapped"),
@@ -251,15 +277,15 @@ def test_a_wrong_class_map_stops_the_workflow_naming_the_key(tmp_path, class_map
 # --- 3. Can the probabilities be trusted? --------------------------------------------------------------
 
 def test_ece_and_brier_by_hand():
-    """Confidences 0.9 (right), 0.8 (wrong), 0.7 (right), 0.6 (right), each alone in one of
-    15 equal-width bins: ECE = (0.1 + 0.8 + 0.3 + 0.4) / 4. Brier (multi-class, sum over
-    classes): (0.02 + 1.28 + 0.18 + 0.32) / 4."""
-    probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    """Confidences 0.72 (right), 0.78 (wrong), 0.9 (right), 0.6 (right), each alone in one
+    of 15 equal-width bins: ECE = (0.28 + 0.78 + 0.1 + 0.4) / 4 = 0.39 (with 10 bins 0.72 and
+    0.78 would share (0.7, 0.8] and give 0.25). Brier, multi-class (sum over classes):
+    (2 · 0.28² + 2 · 0.78² + 2 · 0.1² + 2 · 0.4²) / 4 = 0.4284 (the binary form is half)."""
+    probabilities = np.array([[0.72, 0.28], [0.78, 0.22], [0.1, 0.9], [0.6, 0.4]])
     values, scaled = run_calibration(([], np.array([0, 1, 1, 0]), probabilities), None)
-    assert values["ece"] == pytest.approx(0.4) and values["brier"] == pytest.approx(0.45)
+    assert values["ece"] == pytest.approx(0.39) and values["brier"] == pytest.approx(0.4284)
     assert scaled is None and np.isnan(values["temperature"])
-    # The binning matters: in one bin the ECE would be |mean accuracy - mean confidence| = 0.
-    assert st.expected_calibration_error(np.array([0, 1, 1, 0]), probabilities, 1) == pytest.approx(0)
+    assert st.expected_calibration_error(np.array([0, 1, 1, 0]), probabilities, 10) == pytest.approx(0.25)
 
 
 def test_temperature_is_fitted_on_validation_predictions_only(tmp_path):
