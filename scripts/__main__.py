@@ -59,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fraction", type=float, required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--threads", type=int, help="CPU threads granted (the allocation may lower it)")
+    p.add_argument("--external-tests", default="[]",
+                   help="JSON list of external tests: dataset, class_map, images, index")
+    p.add_argument("--external-predictions", help="predictions on the external test sets (csv)")
+
+    p = steps.add_parser("external-overlap", help="external test images that are near-duplicates of a dataset's")
+    for name in ("root", "index", "external-root", "external-index", "output"):
+        p.add_argument(f"--{name}", required=True)
 
     p = steps.add_parser("download-kaggle", help="download a Kaggle dataset (kaggle CLI) into its root")
     for name in ("slug", "root", "manifest", "marker"):
@@ -66,14 +73,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--subfolder", default="", help="folder inside the archive that holds train/ and test/")
 
     p = steps.add_parser("aggregate", help="tables, intervals, comparisons and the verdict")
-    for name in ("plan", "runs", "summary", "comparisons", "verdict"):
+    for name in ("plan", *TABLE_OPTIONS):
         p.add_argument(f"--{name}", required=True)
 
     p = steps.add_parser("report", help="render the HTML report")
-    for name in ("plan", "runs", "summary", "comparisons", "verdict", "output"):
+    for name in ("plan", *TABLE_OPTIONS, "output"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--figures", help="folder for the key figures as PNG (for snakemake --report)")
     return parser
+
+
+# The aggregate stage's tables, one option each (see stages.AGGREGATE_TABLES).
+TABLE_OPTIONS = ("runs", "summary", "comparisons", "verdict", "learning-curve", "external", "pretraining")
+
+
+def _tables(args) -> dict[str, str]:
+    return {option.replace("-", "_"): getattr(args, option.replace("-", "_")) for option in TABLE_OPTIONS}
 
 
 # The train step's output files, one option each (see stages.RunOutputs).
@@ -85,9 +100,9 @@ def _train(args) -> None:
     run = stages.RunIdentity(args.dataset, args.model, args.strategy, args.weights_name, args.fraction,
                              args.seed)
     outputs = stages.RunOutputs(**{field: getattr(args, option.replace("-", "_"))
-                                   for option, field in OUTPUTS.items()})
+                                   for option, field in OUTPUTS.items()}, external=args.external_predictions)
     stages.train(run, args.images, args.split, json.loads(args.settings), outputs, args.checkpoint,
-                 args.feature_cache, args.threads)
+                 args.feature_cache, args.threads, json.loads(args.external_tests))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,11 +139,12 @@ def main(argv: list[str] | None = None) -> int:
             from scripts.download import kaggle_dataset
 
             kaggle_dataset(args.slug, args.subfolder, args.root, args.manifest, args.marker)
+        elif args.step == "external-overlap":
+            stages.external_overlap(args.root, args.index, args.external_root, args.external_index, args.output)
         elif args.step == "aggregate":
-            stages.aggregate(args.plan, args.runs, args.summary, args.comparisons, args.verdict)
+            stages.aggregate(args.plan, _tables(args))
         elif args.step == "report":
-            stages.report(args.plan, args.runs, args.summary, args.comparisons, args.verdict, args.output,
-                          args.figures)
+            stages.report(args.plan, _tables(args), args.output, args.figures)
     except (DataError, WeightsError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1

@@ -138,3 +138,91 @@ def history_grid(runs: list[dict], metric: str):
     if runs:
         axes[0].legend(fontsize=7)
     return to_data_uri(figure)
+
+
+def _source_label(strategy: str, weights: str) -> str:
+    return strategy if strategy == "scratch" else f"{strategy} ({weights})"
+
+
+def learning_curve(curve, label: str):
+    """The test metric against the number of training images, one panel per backbone, a
+    line per strategy × pretraining with its 95% interval over test images (band); the
+    scratch CNN baseline (grey, dashed) in every panel. Filled markers: beats the baseline
+    at that size (Holm-adjusted p < 0.05), hollow: does not or not compared."""
+    baseline = curve[(curve["model"] == "scratch_cnn") & (curve["strategy"] == "scratch")].sort_values("n_train")
+    models = sorted(set(curve["model"]) - {"scratch_cnn"}) or ["scratch_cnn"]
+    figure, axes = _grid(len(models), columns=min(3, len(models)), size=3.6)
+    colours = plt.cm.tab10.colors
+    for ax, model in zip(axes, models, strict=False):
+        if len(baseline):
+            ax.plot(baseline["n_train"], baseline["value"], color="grey", ls="--", marker="s", ms=4,
+                    label="scratch_cnn (baseline)")
+            ax.fill_between(baseline["n_train"], baseline["test_low"], baseline["test_high"], color="grey",
+                            alpha=0.15)
+        runs = curve[curve["model"] == model]
+        groups = sorted(runs.groupby(["strategy", "weights"]).groups,
+                        key=lambda key: (STRATEGY_ORDER.index(key[0]), key[1]))
+        for number, (strategy, weights) in enumerate(groups if model != "scratch_cnn" else []):
+            line = runs[(runs["strategy"] == strategy) & (runs["weights"] == weights)].sort_values("n_train")
+            colour = colours[number % 10]
+            ax.plot(line["n_train"], line["value"], color=colour, lw=1.4, label=_source_label(strategy, weights))
+            ax.fill_between(line["n_train"], line["test_low"], line["test_high"], color=colour, alpha=0.15)
+            wins = line["beats"].astype(str) == "True"
+            ax.scatter(line["n_train"][wins], line["value"][wins], color=colour, s=30, zorder=3)
+            ax.scatter(line["n_train"][~wins], line["value"][~wins], facecolor="white", edgecolor=colour, s=30,
+                       zorder=3)
+        ax.set_xscale("log")
+        sizes = sorted(set(curve["n_train"].round()))
+        ax.set_xticks(sizes, [f"{n:.0f}" for n in sizes])
+        ax.minorticks_off()
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("training images (mean over seeds)", fontsize=8)
+        ax.set_ylabel(f"test {label}", fontsize=8)
+        ax.set_title(model, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    return to_data_uri(figure)
+
+
+def reliability_grid(panels: list[dict]):
+    """Reliability diagrams, one panel per configuration (``title``, ``before``, ``after``
+    bins): the accuracy of each confidence bin (bars, before temperature scaling; orange
+    dots, after) against the diagonal of perfect calibration; empty bins are left out."""
+    figure, axes = _grid(len(panels))
+    for ax, panel in zip(axes, panels, strict=False):
+        bins = [b for b in panel["before"] if b["count"]]
+        ax.bar([(b["low"] + b["high"]) / 2 for b in bins], [b["accuracy"] for b in bins],
+               width=[b["high"] - b["low"] for b in bins], color="#9ec5e8", edgecolor="#1f4e79", lw=0.6,
+               label="accuracy per bin")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+        if panel["after"]:
+            after = [b for b in panel["after"] if b["count"]]
+            ax.plot([b["confidence"] for b in after], [b["accuracy"] for b in after], "o", color="#d68a00", ms=4,
+                    label="after temperature scaling")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top label)", fontsize=8)
+        ax.set_ylabel("accuracy", fontsize=8)
+        ax.set_title(panel["title"], fontsize=9)
+    if panels:
+        handles, labels = axes[0].get_legend_handles_labels()
+        figure.legend(handles, labels, fontsize=8, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 1.0))
+    return to_data_uri(figure)
+
+
+def mean_heatmap_grid(panels: list[dict], box: list[float]):
+    """Per configuration (``title``, ``cam`` = mean Grad-CAM map of its first seed's test
+    images, ``score``) the map over the image frame with the lung box drawn in."""
+    from matplotlib.patches import Rectangle
+
+    figure, axes = _grid(len(panels), size=2.4)
+    left, top, right, bottom = box
+    for ax, panel in zip(axes, panels, strict=False):
+        ax.imshow(panel["cam"], cmap="jet", vmin=0, extent=(0, 1, 1, 0), interpolation="nearest")
+        ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="white", lw=1.5,
+                               ls="--"))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        score = "–" if panel["score"] is None else f"{panel['score']:.2f}"
+        ax.set_title(f"{panel['title']}\nscore {score} (mean over seeds)", fontsize=8)
+    return to_data_uri(figure)

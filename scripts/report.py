@@ -29,16 +29,22 @@ LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "f1_
           "precision_macro": "Precision (macro)"}
 
 
-def read_tables(runs: str, summary: str, comparisons: str, verdict: str) -> dict:
+# The aggregate tables of the field's questions; a caller that has none passes nothing.
+FIELD_TABLES = ("learning_curve", "external", "pretraining")
+
+
+def read_tables(paths: dict[str, str]) -> dict:
+    """The aggregate stage's csv tables as DataFrames and its verdict; ``paths``: a path
+    per table name (``runs``, ``summary``, ``comparisons``, :data:`FIELD_TABLES`, ``verdict``)."""
     def csv(path):
         try:
-            return pd.read_csv(path, dtype={"slurm_job_id": str, "cuda_visible_devices": str},
+            return pd.read_csv(path, dtype={"slurm_job_id": str, "cuda_visible_devices": str, "cam_cells": str},
                                keep_default_na=False, na_values=[""])
         except pd.errors.EmptyDataError:  # no finished run: the table has no columns
             return pd.DataFrame()
 
-    return {"runs": csv(runs), "summary": csv(summary), "comparisons": csv(comparisons),
-            "verdict": fsutil.read_json(verdict)}
+    return {**{name: csv(path) for name, path in paths.items() if name != "verdict"},
+            "verdict": fsutil.read_json(paths["verdict"])}
 
 
 def git_commit(directory: Path) -> str:
@@ -176,6 +182,103 @@ def comparison_rows(comparisons: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def config_title(model: str, strategy: str, weights: str) -> str:
+    return title({"model": model, "strategy": strategy, "weights": weights, "fraction": 1.0})
+
+
+def _of_dataset(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    return frame[frame["dataset"] == name] if len(frame) else frame
+
+
+def learning_section(name: str, tables: dict, verdict: dict) -> dict | None:
+    """How much labelled data: the curve, its table and one statement per pretrained
+    configuration (None with a single training fraction)."""
+    info = verdict.get("learning_curve")
+    curve = _of_dataset(tables["learning_curve"], name)
+    if not info or len(info["fractions"]) < 2 or curve.empty:
+        return None
+    rows = sorted(_records(curve), key=lambda row: (*order_key(row)[:4], float(row["fraction"])))
+    figure = plots.learning_curve(curve, LABELS[info["metric"]])
+    return {"metric": info["metric"], "rule": info["rule"], "figure": figure,
+            "rows": [{**row, "title": config_title(row["model"], row["strategy"], row["weights"])} for row in rows],
+            "statements": [{**s, "title": config_title(s["model"], s["strategy"], s["weights"])}
+                           for s in info["statements"]]}
+
+
+def external_sections(name: str, tables: dict, verdict: dict, summary: pd.DataFrame) -> list[dict]:
+    """Per external test set: its data checks, what was evaluated, every configuration's
+    internal and external metrics side by side, and the chosen configuration's pair."""
+    table = _of_dataset(tables["external"], name)
+    internal = {tuple(str(row[k]) for k in KEY): row for row in _records(summary)}
+    sections = []
+    for external, info in verdict.get("external", {}).items():
+        rows = table[table["external"] == external] if len(table) else table
+        pairs = [{"title": title(row), "key": row, "external": row,
+                  "internal": internal.get(tuple(str(row[k]) for k in KEY))} for row in _records(rows)]
+        chosen = verdict["chosen"]
+        chosen_pair = next((p for p in pairs if chosen and all(str(p["key"][k]) == str(chosen[k]) for k in KEY)),
+                           None)
+        if info["missing"]:
+            sections.append({**info, "name": external, "verify": _read_optional_json(info["verify"])})
+            continue
+        sections.append({**info, "name": external, "verify": _read_optional_json(info["verify"]),
+                         "rows": sorted(pairs, key=lambda pair: order_key(pair["key"])), "chosen": chosen_pair,
+                         "common": [m for m in verdict["metrics"] if m in info["metrics"]],
+                         "only": [m for m in info["metrics"] if m not in verdict["metrics"]]})
+    return sections
+
+
+KEY = ("model", "strategy", "weights", "fraction")
+
+
+def _ordered(summary: pd.DataFrame) -> list[dict]:
+    return sorted(({**row, "title": title(row)} for row in _records(summary)), key=order_key)
+
+
+def calibration_section(summary: pd.DataFrame, verdict: dict) -> dict | None:
+    rows = _ordered(summary)
+    if not rows:
+        return None
+    panels = [{"title": row["title"], **json.loads(row["reliability"])} for row in rows]
+    return {"rows": rows, "figure": plots.reliability_grid(panels), **verdict["calibration"]}
+
+
+def shortcut_section(summary: pd.DataFrame, verdict: dict, configs: list[dict]) -> dict | None:
+    rows = _ordered(summary)
+    if not rows:
+        return None
+    info = verdict["shortcut"]
+    flagged = {tuple(str(f[k]) for k in KEY) for f in info["flagged"]}
+    for row in rows:
+        row["flagged"] = tuple(str(row[k]) for k in KEY) in flagged
+    scores = {tuple(str(row[k]) for k in KEY): row["shortcut_score"] for row in rows}
+    panels = [{"title": c["title"], "cam": np.mean([cam.astype(float) for cam in c["cams"].values()], axis=0),
+               "score": scores.get(tuple(str(c["key"][k]) for k in KEY))} for c in configs if c.get("cams")]
+    return {**info, "rows": rows, "uninformative": sorted({r["cam_cells"] for r in rows if not r["cam_informative"]}),
+            "figure": plots.mean_heatmap_grid(panels, info["box"]) if panels else None}
+
+
+def pretraining_section(name: str, summary: pd.DataFrame, tables: dict, metric: str) -> dict | None:
+    """Which pretraining: per backbone × strategy × fraction the test ``metric`` of each
+    source, and each source against random init (``none``)."""
+    pretrained = summary[summary["strategy"] != "scratch"] if len(summary) else summary
+    sources = sorted(set(pretrained["weights"]) if len(pretrained) else set(), key=lambda w: (w != "none", w))
+    if len(sources) < 2:
+        return None
+    versus = _of_dataset(tables["pretraining"], name)
+    by_key = {(*(str(row[k]) for k in KEY), row["metric"]): row for row in _records(versus)}
+    rows = []
+    for (model, strategy, fraction), group in pretrained.groupby(["model", "strategy", "fraction"], sort=False):
+        cells = {row["weights"]: row for row in _records(group)}
+        share = f" · {float(fraction):.0%} of train" if float(fraction) < 1 else ""
+        versus_none = {w: by_key.get((model, strategy, w, str(fraction), metric)) for w in sources}
+        rows.append({"title": f"{model} · {strategy}{share}", "model": model, "strategy": strategy,
+                     "fraction": fraction, "cells": cells, "versus": versus_none})
+    rows.sort(key=lambda r: (r["model"], STRATEGY_ORDER.index(r["strategy"]), -float(r["fraction"])))
+    return {"sources": sources, "metric": metric, "rows": rows,
+            "comparisons": comparison_rows(versus) if len(versus) else []}
+
+
 def dataset_section(name: str, plan: dict, tables: dict) -> dict:
     """Everything the template shows for one dataset; every key is always present."""
     paths = plan["datasets"][name]
@@ -221,6 +324,11 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
         "samples": sample_predictions(thumbnails, chosen_config) if chosen_config and thumbnails else [],
         "chosen_title": chosen_config["title"] if chosen_config else None,
         "curve_seeds": CURVE_SEEDS,
+        "learning": learning_section(name, tables, verdict),
+        "external": external_sections(name, tables, verdict, summary) if len(summary) else [],
+        "calibration": calibration_section(summary, verdict) if len(summary) else None,
+        "shortcut": shortcut_section(summary, verdict, configs) if len(summary) else None,
+        "pretraining": pretraining_section(name, summary, tables, selection),
         "settings": {"val_fraction": settings["data"]["val_fraction"],
                      "min_val_per_class": settings["data"]["min_val_per_class"]},
     }
@@ -262,14 +370,14 @@ def number(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def interval(low, high, digits: int = 3, bounded: bool = True) -> str:
+def interval(low, high, digits: int = 3, bounded: bool = True, top: float = 1.0) -> str:
     """An interval as ``[low, high]``; "n/a" when it is undefined (e.g. one seed).
-    ``bounded``: a metric's interval is clipped to its range [0, 1] (a t-interval from two
-    seeds is often wider than the range); differences are not clipped."""
+    ``bounded``: a metric's interval is clipped to its range [0, ``top``] (a t-interval from
+    two seeds is often wider than the range); differences are not clipped."""
     if low is None or high is None or np.isnan(low) or np.isnan(high):
         return "n/a"
     if bounded:
-        low, high = max(0.0, low), min(1.0, high)
+        low, high = max(0.0, low), min(top, high)
     return f"[{low:.{digits}f}, {high:.{digits}f}]"
 
 
@@ -292,11 +400,12 @@ def render(plan: dict, tables: dict, output: str | Path, project: str | Path = "
     environment.filters["num"] = number
     environment.filters["interval"] = interval
     environment.filters["label"] = lambda metric: LABELS[metric]
+    tables = {**{name: pd.DataFrame() for name in FIELD_TABLES}, **tables}
     verdict = tables["verdict"]
     context = {
         "title": plan["config"]["report"]["title"],
         "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "datasets": [dataset_section(name, plan, tables) for name in plan["config"]["datasets"]],
+        "datasets": [dataset_section(name, plan, tables) for name in plan["datasets"]],
         "not_pretrained": not_pretrained(tables["runs"]),
         "weights": weights_table(tables["runs"]),
         "skipped": plan["skipped"],

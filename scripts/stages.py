@@ -93,6 +93,32 @@ def split(index_path: str, seed: int, settings: dict, out: str) -> None:
     fsutil.write_csv(out, table)
 
 
+def external_overlap(root: str, index_path: str, external_root: str, external_index_path: str,
+                     out: str) -> None:
+    """Per test image of the external dataset, the most similar image of the trained
+    dataset (any split) and whether it is the same radiograph (a near-duplicate)."""
+    from scripts import external
+    from scripts.images import load_image
+
+    def prints(folder: str, paths: list[str]) -> np.ndarray:
+        images = [load_image(Path(folder) / path, external.FINGERPRINT_SIZE)[0] for path in paths]
+        return external.fingerprints(images)
+
+    index = pd.read_csv(index_path, keep_default_na=False)
+    tests = pd.read_csv(external_index_path, keep_default_na=False)
+    tests = tests[tests["split"] == "test"]
+    where, correlation = external.near_duplicates(prints(external_root, list(tests["path"])),
+                                                  prints(root, list(index["path"])))
+    matched = index.iloc[np.maximum(where, 0)]
+    table = pd.DataFrame({"path": tests["path"].to_numpy(), "label": tests["label"].to_numpy(),
+                          "most_similar": matched["path"].to_numpy(), "most_similar_split": matched["split"].to_numpy(),
+                          "correlation": np.round(correlation, 4),
+                          "near_duplicate": correlation >= external.NEAR_DUPLICATE_CORRELATION})
+    print(f"{int(table['near_duplicate'].sum())} of {len(table)} external test images are near-duplicates "
+          f"of images of {root}")
+    fsutil.write_csv(out, table)
+
+
 def classes_of(split_table: pd.DataFrame) -> list[str]:
     return sorted(split_table.loc[split_table["split"] == "train", "label"].unique())
 
@@ -108,6 +134,7 @@ class RunOutputs:
     val_predictions: str
     metrics: str
     gradcam: str
+    external: str | None = None  # the workflow always names it; a direct call may leave it out
 
 
 @dataclass(frozen=True)
@@ -121,11 +148,13 @@ class RunIdentity:
 
 
 def train(run: RunIdentity, images: str, split_path: str, settings: dict, outputs: RunOutputs,
-          checkpoint_dir: str, feature_cache_dir: str, threads: int | None = None) -> None:
+          checkpoint_dir: str, feature_cache_dir: str, threads: int | None = None,
+          external_tests: list[dict] = ()) -> None:
     """Fit one run, save the model and history, then evaluate it on the validation and
-    test sets with Grad-CAM in the same process: a second job would pay TensorFlow's
-    start-up and the model build again. ``settings``: the run's ``training``,
-    ``weights``, ``positive_class`` and ``evaluation`` settings."""
+    test sets with Grad-CAM, and on every external test set, in the same process: a
+    second job would pay TensorFlow's start-up and the model build again. ``settings``:
+    the run's ``training``, ``weights`` and ``positive_class``; ``external_tests``: per
+    external dataset its ``dataset`` name, ``class_map``, decoded ``images`` and ``index``."""
     from scripts import training
     from scripts.grid import PRETRAINED_STRATEGIES
     from scripts.splits import training_rows
@@ -161,6 +190,8 @@ def train(run: RunIdentity, images: str, split_path: str, settings: dict, output
     )
     evaluate(inference, run, cached_images, label_ids, split_table, rows, classes,
              settings["positive_class"], outputs)
+    if outputs.external:
+        fsutil.write_csv(outputs.external, evaluate_external(inference, classes, external_tests))
     training.save_model_weights(model, outputs.model)
     fsutil.write_csv(outputs.history, pd.DataFrame(history))
     fsutil.write_json(outputs.info, {
@@ -220,25 +251,52 @@ def evaluate(inference, run: RunIdentity, images: np.ndarray, label_ids: np.ndar
     })
 
 
-def aggregate(plan_path: str, runs_out: str, summary_out: str, comparisons_out: str,
-              verdict_out: str) -> None:
+EXTERNAL_COLUMNS = ["dataset", "path", "label", "predicted"]
+
+
+def evaluate_external(inference, classes: list[str], external_tests: list[dict]) -> pd.DataFrame:
+    """The run's predictions on the test split of every external dataset, its probabilities
+    collapsed onto the external classes by the class map (one table; a ``p_<class>``
+    column per external class of any of them, empty for the others)."""
+    from scripts import external
+
+    parts = []
+    for test in external_tests:
+        index = pd.read_csv(test["index"], keep_default_na=False)
+        rows = np.flatnonzero(index["split"].to_numpy() == "test")
+        probabilities = inference.run(np.load(test["images"], mmap_mode="r")[rows])["probabilities"]
+        collapsed = external.collapse(probabilities, classes, test["class_map"])
+        table = _predictions_table(index.iloc[rows], collapsed, external.external_classes(test["class_map"]))
+        parts.append(table.assign(dataset=test["dataset"]))
+    if not parts:
+        return pd.DataFrame(columns=EXTERNAL_COLUMNS)
+    table = pd.concat(parts, ignore_index=True)
+    probability_columns = sorted(c for c in table.columns if c.startswith("p_"))
+    return table[EXTERNAL_COLUMNS + probability_columns]
+
+
+# The aggregate stage's tables: csv files, and the verdict as JSON.
+AGGREGATE_TABLES = ("runs", "summary", "comparisons", "learning_curve", "external", "pretraining")
+
+
+def aggregate(plan_path: str, outputs: dict[str, str]) -> None:
     """Every planned run (missing ones flagged), per-configuration summaries,
-    comparisons with the baseline and the validation-chosen verdict."""
+    comparisons with the baseline, the learning curve, external validation, the
+    pretraining comparison and the validation-chosen verdict. ``outputs``: a path per
+    name of :data:`AGGREGATE_TABLES` and ``verdict``."""
     from scripts import aggregate as agg
 
-    plan = fsutil.read_json(plan_path)
-    tables = agg.aggregate(plan)
-    fsutil.write_csv(runs_out, tables["runs"])
-    fsutil.write_csv(summary_out, tables["summary"])
-    fsutil.write_csv(comparisons_out, tables["comparisons"])
-    fsutil.write_json(verdict_out, tables["verdict"])
+    tables = agg.aggregate(fsutil.read_json(plan_path))
+    for name in AGGREGATE_TABLES:
+        fsutil.write_csv(outputs[name], tables[name])
+    fsutil.write_json(outputs["verdict"], tables["verdict"])
 
 
-def report(plan_path: str, runs: str, summary: str, comparisons: str, verdict: str, output: str,
-           figures: str | None = None) -> None:
-    """The HTML report from the plan and the aggregate stage's tables; the key figures
-    are also written as PNGs to ``figures`` for ``snakemake --report``."""
+def report(plan_path: str, tables: dict[str, str], output: str, figures: str | None = None) -> None:
+    """The HTML report from the plan and the aggregate stage's tables (``tables``: a path
+    per name of :data:`AGGREGATE_TABLES` and ``verdict``); the key figures are also
+    written as PNGs to ``figures`` for ``snakemake --report``."""
     from scripts import report as rep
 
-    rep.render(fsutil.read_json(plan_path), rep.read_tables(runs, summary, comparisons, verdict), output,
+    rep.render(fsutil.read_json(plan_path), rep.read_tables(tables), output,
                Path(__file__).resolve().parent.parent, figures)

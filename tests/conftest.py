@@ -97,7 +97,7 @@ def tiny_study(tmp_path_factory):
 
 RUN_FILES = {"model": "model.weights.h5", "history": "history.csv", "info": "train.json",
              "predictions": "predictions.csv", "val_predictions": "val_predictions.csv",
-             "metrics": "metrics.json", "gradcam": "gradcam.npz"}
+             "metrics": "metrics.json", "gradcam": "gradcam.npz", "external": "external_predictions.csv"}
 
 
 def fake_plan(root: Path, classes: list[str], runs: list[tuple], resamples: int = 200,
@@ -161,6 +161,8 @@ def fake_run(run: dict, run_files: dict, classes: list[str], labels, probabiliti
     np.savez_compressed(folder / run_files["gradcam"], cams=np.zeros((len(labels), 2, 2), np.float16),
                         paths=np.asarray(paths))
     (folder / run_files["model"]).write_bytes(b"")
+    if "external" in run_files:  # no external tests: the header only, as the train job writes it
+        (folder / run_files["external"]).write_text("dataset,path,label,predicted\n")
 
 
 CHROMIUM = shutil.which("chromium")

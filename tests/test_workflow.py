@@ -99,7 +99,7 @@ def test_two_class_datasets_need_a_positive_class(tmp_path, positive, expected):
         settings["datasets"]["tiny"]["positive_class"] = positive
     config.write_text(yaml.safe_dump(settings))
     result = snakemake(tmp_path, "--configfile", str(config), "-n", check=False)
-    assert result.returncode != 0 and re.search(expected, result.stderr), result.stderr[-2000:]
+    assert result.returncode != 0 and re.search(expected, result.stdout + result.stderr), result.stderr[-2000:]
 
 
 def test_bad_data_stops_at_verify_naming_the_file(tmp_path):

@@ -14,6 +14,7 @@ PROJECT = Path(str(workflow.current_basedir)).parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from scripts import grid  # noqa: E402  (the project package, TensorFlow-free)
+from scripts.external import class_map_problems  # noqa: E402
 from scripts.models import MODELS, SCRATCH_CNN  # noqa: E402
 from scripts.weights import file_name, load_registry  # noqa: E402
 
@@ -58,6 +59,7 @@ RUN_FILES = {
     "val_predictions": "val_predictions.csv",
     "metrics": "metrics.json",
     "gradcam": "gradcam.npz",
+    "external": "external_predictions.csv",
 }
 DATASET_FILES = {
     "index": "results/{dataset}/data/index.csv",
@@ -66,16 +68,23 @@ DATASET_FILES = {
     "conversions": "results/{dataset}/data/images_{size}px.json",
     "thumbnails": "results/{dataset}/data/test_thumbnails.npz",
 }
+# Which external test images are the same radiograph as an image of the trained dataset.
+EXTERNAL_OVERLAP = "results/{dataset}/external/{external}.csv"
 PLAN = "results/plan.json"
 TABLES = {
     "runs": "results/runs.csv",
     "summary": "results/summary.csv",
     "comparisons": "results/comparisons.csv",
     "verdict": "results/verdict.json",
+    "learning_curve": "results/learning_curve.csv",
+    "external": "results/external.csv",
+    "pretraining": "results/pretraining.csv",
 }
 SPLIT_SETTINGS = ("val_fraction", "leakage", "val_folder", "min_val_per_class")
 TRAINING = config["training"]
 IMAGE_SIZE = TRAINING["image_size"]
+# The datasets the grid trains on; the others (train: false) are only external test sets.
+TRAINED = [name for name, dataset in config["datasets"].items() if dataset["train"]]
 
 
 def project_file(path):
@@ -131,9 +140,55 @@ def per_model(setting, model):
     )
 
 
+def test_classes(dataset):
+    """Class names as the folders under test/ (None when the data is not there yet)."""
+    test = Path(dataset["path"]) / "test"
+    if not test.is_dir():
+        return None
+    return sorted(p.name for p in test.iterdir() if p.is_dir() and any(p.iterdir()))
+
+
+def external_test_problems(name, dataset):
+    """Each external test names another dataset and maps every trained class onto it."""
+    problems = []
+    if not dataset["train"] and dataset["external_tests"]:
+        problems.append(
+            f"datasets.{name}.external_tests: {name} has train: false, so no model of it is tested"
+        )
+    names = [test["dataset"] for test in dataset["external_tests"]]
+    for position, test in enumerate(dataset["external_tests"]):
+        key = f"datasets.{name}.external_tests[{position}]"
+        other = test["dataset"]
+        if other == name or other not in config["datasets"]:
+            problems.append(
+                f"{key}.dataset: {other!r} is not another dataset under datasets "
+                f"({sorted(set(config['datasets']) - {name})})"
+            )
+            continue
+        if names.count(other) > 1:
+            problems.append(f"{key}.dataset: {other!r} is listed more than once")
+        trained = class_folders(dataset)
+        external = test_classes(config["datasets"][other])
+        if trained and external:
+            problems += class_map_problems(
+                f"{key}.class_map", test["class_map"], trained, external
+            )
+    return problems
+
+
 def check_config():
     """What the schema cannot express, checked before any job starts."""
     problems = []
+    if not TRAINED:
+        problems.append(
+            "datasets: every dataset has train: false; at least one must be trained on"
+        )
+    left, top, right, bottom = config["evaluation"]["lung_box"]
+    if not (left < right and top < bottom):
+        problems.append(
+            f"evaluation.lung_box: {[left, top, right, bottom]} is not [left, top, right, bottom] "
+            "with left < right and top < bottom"
+        )
     for name, dataset in config["datasets"].items():
         if not Path(dataset["path"]).is_dir() and "kaggle" not in dataset:
             problems.append(
@@ -155,6 +210,7 @@ def check_config():
             problems.append(
                 f"datasets.{name}.positive_class: {positive!r} is not a class of {dataset['path']} ({classes})"
             )
+        problems += external_test_problems(name, dataset)
     if {"partial", "full"} & set(config["strategies"]):
         for model in set(config["models"]) - {SCRATCH_CNN}:
             epochs = per_model(TRAINING["epochs"], model)
@@ -175,7 +231,7 @@ def check_config():
 
 
 RUNS, SKIPPED = grid.plan(
-    config["datasets"],
+    TRAINED,
     config["models"],
     config["strategies"],
     list(SOURCES),
@@ -207,12 +263,26 @@ wildcard_constraints:
     fraction=alternatives(grid.fraction_label(f) for f in config["train_fractions"]),
     seed=r"\d+",
     size=r"\d+",
+    external=alternatives(config["datasets"]),
     file_name=alternatives(file_name(e["url"]) for e in WEIGHTS_REGISTRY.values()),
 
 
 # ---- The study plan: one file that aggregate and report read. ---------------------------
 def dataset_file(kind, name):
     return DATASET_FILES[kind].format(dataset=name, size=IMAGE_SIZE)
+
+
+def external_tests(name):
+    """The external tests of a trained dataset, with the files that describe them."""
+    return {
+        test["dataset"]: {
+            **test,
+            "overlap": EXTERNAL_OVERLAP.format(dataset=name, external=test["dataset"]),
+            "verify": dataset_file("verify", test["dataset"]),
+            "positive_class": config["datasets"][test["dataset"]].get("positive_class"),
+        }
+        for test in config["datasets"][name]["external_tests"]
+    }
 
 
 def study_plan():
@@ -229,8 +299,9 @@ def study_plan():
                 "thumbnails": dataset_file("thumbnails", name),
                 "split": SPLIT.format(dataset=name, seed=first_seed),
                 "log_dir": f"logs/{name}",
+                "external": external_tests(name),
             }
-            for name in config["datasets"]
+            for name in TRAINED
         },
     }
 
@@ -260,27 +331,43 @@ def run_files(kind):
     return finished_only([f"{run['dir']}/{RUN_FILES[kind]}" for run in RUNS])
 
 
-def verified_datasets():
-    """With ``allow_missing_runs``, the datasets whose verification finished (the report
-    shows the others as not verified); else every dataset."""
+def verified_datasets(names=None):
+    """With ``allow_missing_runs``, the datasets (of ``names``) whose verification
+    finished (the report shows the others as not verified); else all of them."""
+    names = config["datasets"] if names is None else names
     return [
         name
-        for name in config["datasets"]
+        for name in names
         if not config["allow_missing_runs"]
         or Path(dataset_file("verify", name)).exists()
     ]
 
 
-def dataset_files(kind):
-    """A per-dataset file of every verified dataset (cheap local steps that follow
-    verification); the decoded-images record only where it exists."""
-    paths = [dataset_file(kind, name) for name in verified_datasets()]
+def dataset_files(kind, names=None):
+    """A per-dataset file of every verified dataset (``names``: of those only): cheap
+    local steps that follow verification; the decoded-images record only where it exists.
+    """
+    paths = [dataset_file(kind, name) for name in verified_datasets(names)]
     return finished_only(paths) if kind == "conversions" else paths
 
 
 def first_splits():
     first_seed = min(config["seeds"])
-    return [SPLIT.format(dataset=name, seed=first_seed) for name in verified_datasets()]
+    return [
+        SPLIT.format(dataset=name, seed=first_seed)
+        for name in verified_datasets(TRAINED)
+    ]
+
+
+def overlap_files():
+    """The near-duplicate check of every trained dataset against each of its external tests."""
+    return finished_only(
+        [
+            EXTERNAL_OVERLAP.format(dataset=name, external=test["dataset"])
+            for name in TRAINED
+            for test in config["datasets"][name]["external_tests"]
+        ]
+    )
 
 
 # ---- Input functions and parameters of the per-dataset and per-run rules. -------------
@@ -344,10 +431,34 @@ def run_settings(wildcards):
             "positive_class": config["datasets"][wildcards.dataset].get(
                 "positive_class"
             ),
-            "evaluation": config["evaluation"],
         },
         sort_keys=True,
     )
+
+
+def external_settings(wildcards):
+    """The run's external tests with their decoded images and index (a few paths, JSON)."""
+    return json.dumps(
+        [
+            {
+                "dataset": test["dataset"],
+                "class_map": test["class_map"],
+                "images": dataset_file("images", test["dataset"]),
+                "index": dataset_file("index", test["dataset"]),
+            }
+            for test in config["datasets"][wildcards.dataset]["external_tests"]
+        ],
+        sort_keys=True,
+    )
+
+
+def external_inputs(wildcards):
+    """The decoded images and index of every external test of the run's dataset."""
+    return [
+        dataset_file(kind, test["dataset"])
+        for test in config["datasets"][wildcards.dataset]["external_tests"]
+        for kind in ("images", "index")
+    ]
 
 
 def weights_input(wildcards):

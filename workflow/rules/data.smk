@@ -3,6 +3,7 @@ localrules:
     verify,
     split,
     thumbnails,
+    external_overlap,
 
 
 rule download_dataset:
@@ -106,3 +107,24 @@ rule split:
     shell:
         "python -m scripts split --index {input.index} --seed {wildcards.seed}"
         " --settings {params.data:q} --output {output} > {log} 2>&1"
+
+
+rule external_overlap:
+    """Which test images of an external dataset are the same radiograph as an image of
+    the trained dataset (re-encoded copies that byte hashes miss): not external data."""
+    input:
+        index=DATASET_FILES["index"],
+        external_index=lambda w: dataset_file("index", w.external),
+    output:
+        EXTERNAL_OVERLAP,
+    log:
+        "logs/{dataset}/external_overlap_{external}.log",
+    conda:
+        "../../envs/data.yaml"
+    params:
+        root=dataset_root,
+        external_root=lambda w: config["datasets"][w.external]["path"],
+    shell:
+        "python -m scripts external-overlap --root {params.root:q} --index {input.index}"
+        " --external-root {params.external_root:q} --external-index {input.external_index}"
+        " --output {output} > {log} 2>&1"

@@ -27,6 +27,9 @@ rule aggregate:
         info=run_files("info"),
         predictions=run_files("predictions"),
         val_predictions=run_files("val_predictions"),
+        gradcam=run_files("gradcam"),
+        external=run_files("external"),
+        overlap=overlap_files(),
     output:
         **TABLES,
     log:
@@ -36,7 +39,8 @@ rule aggregate:
     shell:
         "python -m scripts aggregate --plan {input.plan} --runs {output.runs}"
         " --summary {output.summary} --comparisons {output.comparisons}"
-        " --verdict {output.verdict} > {log} 2>&1"
+        " --verdict {output.verdict} --learning-curve {output.learning_curve}"
+        " --external {output.external} --pretraining {output.pretraining} > {log} 2>&1"
 
 
 rule report:
@@ -46,7 +50,7 @@ rule report:
         plan=PLAN,
         verified=dataset_files("verify"),
         conversions=dataset_files("conversions"),
-        thumbnails=dataset_files("thumbnails"),
+        thumbnails=dataset_files("thumbnails", TRAINED),
         splits=first_splits(),
         history=run_files("history"),
         predictions=run_files("predictions"),
@@ -72,4 +76,5 @@ rule report:
     shell:
         "python -m scripts report --plan {input.plan} --runs {input.runs}"
         " --summary {input.summary} --comparisons {input.comparisons} --verdict {input.verdict}"
-        " --output {output.html} --figures {output.figures} > {log} 2>&1"
+        " --learning-curve {input.learning_curve} --external {input.external}"
+        " --pretraining {input.pretraining} --output {output.html} --figures {output.figures} > {log} 2>&1"

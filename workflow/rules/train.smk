@@ -1,11 +1,12 @@
 rule train:
     """Fit one run (resuming from its checkpoint), then evaluate it on the validation
-    and test sets with Grad-CAM in the same process."""
+    and test sets with Grad-CAM, and on every external test set, in the same process."""
     input:
         images=images_cache,
         split=SPLIT,
         verified=DATASET_FILES["verify"],
         weights=weights_input,
+        external=external_inputs,
     output:
         **{kind: f"{RUN_DIR}/{name}" for kind, name in RUN_FILES.items()},
     log:
@@ -17,6 +18,7 @@ rule train:
         settings=run_settings,
         checkpoint=lambda w: f"{run_dir(w)}/checkpoint",
         feature_cache=FEATURE_CACHE,
+        external=external_settings,
     shell:
         "python -m scripts train --dataset {wildcards.dataset} --model {wildcards.model}"
         " --strategy {wildcards.strategy} --weights-name {wildcards.weights}"
@@ -26,4 +28,5 @@ rule train:
         " --model-weights {output.model} --history {output.history} --info {output.info}"
         " --predictions {output.predictions} --val-predictions {output.val_predictions}"
         " --metrics {output.metrics} --gradcam {output.gradcam}"
+        " --external-tests {params.external:q} --external-predictions {output.external}"
         " --threads {threads} > {log} 2>&1"
