@@ -164,7 +164,7 @@ class DemoData:
 
 # ---- Running and tracing jobs ------------------------------------------------------------
 TRACE_BOOT = ("import sys, time; started = time.time(); from scripts.benchmark import traced_job; "
-              "from scripts.__main__ import leave; leave(traced_job(sys.argv[1:], started))")
+              "status = traced_job(sys.argv[1:], started); from scripts.__main__ import leave; leave(status)")
 MEMORY_FIELDS = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
 SAMPLE_SECONDS = 0.02
 
