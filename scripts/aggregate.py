@@ -104,6 +104,7 @@ def run_row(run: dict, files: dict | None) -> dict:
         "threads": info["threads"],
         "precision_policy": info["precision_policy"],
         "training_input": training_input(info),
+        "best_epoch": info["best_epoch"],
         "software": json.dumps(env["packages"], sort_keys=True),
     }
 
@@ -172,6 +173,8 @@ def summarise_config(group: pd.DataFrame, metrics: list[str], selection: str) ->
         row.update({metric: mean, f"{metric}_seed_low": low, f"{metric}_seed_high": high, f"{metric}_n": n})
     for cost in COSTS:
         row[cost] = float(pd.to_numeric(group[cost]).mean())
+    kept = group.sort_values("seed")["best_epoch"]
+    row["kept_epochs"] = " ".join("–" if pd.isna(e) else str(int(e)) for e in kept)
     return row
 
 

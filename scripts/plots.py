@@ -61,7 +61,7 @@ def metric_by_strategy(table, metric: str, label: str):
             ax.bar(x, values.mean() if len(values) else 0, color="#cfd8e3", width=0.6)
             ax.scatter(x + np.asarray(jitter), values, color="#1f4e79", s=18, zorder=3)
         names = [f"{s}\n({w})" if several_sources and s != "scratch" else s for s, w in groups]
-        ax.set_xticks(range(len(groups)), names, rotation=30)
+        ax.set_xticks(range(len(groups)), names, rotation=40, ha="right", fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_title(model, fontsize=10)
         ax.grid(axis="y", alpha=0.3)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-SUBSETS = ("train", "val", "test")
-
 
 def use_val_folder(index: pd.DataFrame, policy: str, min_per_class: int) -> tuple[bool, str]:
     """Whether the dataset's own ``val/`` folder is the validation set, and why.

@@ -181,7 +181,8 @@ def train(run: RunIdentity, images: str, split_path: str, settings: dict, output
     if run.strategy in PRETRAINED_STRATEGIES:
         feature_cache = training.FeatureCache(
             _feature_cache_path(feature_cache_dir, images, run, train_settings, weights)
-            if train_settings["frozen_feature_cache"] else None, cached_images)
+            if train_settings["frozen_feature_cache"] else None, cached_images,
+            np.flatnonzero(split_table["split"].to_numpy() != "test"))
     model, inference, history, summary = training.train(
         cached_images[rows["train"]], label_ids[rows["train"]], cached_images[rows["val"]],
         label_ids[rows["val"]], n_classes=len(classes), settings=train_settings,
@@ -232,7 +233,7 @@ def evaluate(inference, run: RunIdentity, images: np.ndarray, label_ids: np.ndar
     from scripts import evaluation
     from scripts.models import last_conv_layer
 
-    test = inference.run(images[rows["test"]])
+    test = inference.run(images[rows["test"]], cams=True)
     validation = inference.run(images[rows["val"]])["probabilities"]
     fsutil.write_csv(outputs.predictions,
                      _predictions_table(split_table.iloc[rows["test"]], test["probabilities"], classes))

@@ -153,7 +153,7 @@ def fake_run(run: dict, run_files: dict, classes: list[str], labels, probabiliti
                         "packages": {"tensorflow": "2.21.0"}},
         "devices": ["CPU"], "threads": 1, "precision_policy": "float32", "augmentation_applied": True,
         "train_seconds": 1.5, "seconds_per_epoch": 0.5, "images_per_second": 100.0, "trainable_params": 10,
-        "total_params": 100, "backbone_trainable_share": 0.1, "epochs_run": 2, "peak_rss_mb": 500.0,
+        "total_params": 100, "backbone_trainable_share": 0.1, "epochs_run": 2, "best_epoch": 2, "peak_rss_mb": 500.0,
         "n_train": 20}))
     pd.DataFrame({"epoch": [1, 2], "phase": ["train", "train"], "loss": [1.0, 0.8],
                   "accuracy": [0.5, 0.6], "val_loss": [1.1, 0.9], "val_accuracy": [0.4, 0.5],

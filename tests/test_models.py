@@ -158,10 +158,15 @@ def test_inference_pass_matches_the_closed_form_through_standardised_features():
     model, _ = build_model("scratch_cnn", 32, 3, None, **HEAD)
     images = rng.integers(0, 255, (5, 32, 32, 3)).astype(np.uint8)
     inference = InferencePass(model, last_conv_layer("scratch_cnn"), batch_size=4)
-    inference.run(images)  # traced with the identity statistics
+    inference.run(images, cams=True)  # both passes traced with the identity statistics
+    inference.run(images)
     mean, variance = rng.normal(0, 0.2, 256), rng.uniform(0.01, 4.0, 256)
     set_feature_statistics(model, mean, variance)
-    result = inference.run(images)
+    result = inference.run(images, cams=True)
+    forward = inference.run(images)  # the pass without Grad-CAM gives the same outputs
+    assert "cams" not in forward
+    for key in ("probabilities", "logits", "pooled"):
+        np.testing.assert_allclose(forward[key], result[key], rtol=1e-5, atol=1e-6)
 
     features = keras.Model(model.inputs[0], model.get_layer("block4_relu").output)(images.astype("float32"))
     features = features.numpy()
@@ -217,7 +222,7 @@ def test_gradcam_finds_the_patch_that_decides_the_class():
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     model.fit(x_train.astype("float32"), y_train, batch_size=32, epochs=4, verbose=0)
 
-    result = InferencePass(model, last_conv_layer("scratch_cnn"), batch_size=32).run(x_test)
+    result = InferencePass(model, last_conv_layer("scratch_cnn"), batch_size=32).run(x_test, cams=True)
     predicted = result["probabilities"].argmax(1)
     patch_class = (y_test == 1) & (predicted == 1)
     assert (predicted == y_test).mean() >= 0.9 and patch_class.sum() >= 25

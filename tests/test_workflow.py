@@ -135,7 +135,15 @@ def test_tiny_study_end_to_end(tiny_study):
 
 def test_tiny_study_report_contents(tiny_study):
     html = (tiny_study["workdir"] / "results" / "report.html").read_text()
-    assert "These backbones were NOT pretrained" in html and "vgg16" in html
+    assert "These backbones were NOT pretrained: vgg16" in html
+    # the verdict shows the configuration the aggregate chose on validation, with its numbers
+    chosen = json.loads((tiny_study["workdir"] / "results" / "verdict.json").read_text())["datasets"]["tiny"]["chosen"]
+    summary = pd.read_csv(tiny_study["workdir"] / "results" / "summary.csv")
+    best = summary.loc[summary["val_f1_macro"].idxmax()]
+    assert (chosen["model"], chosen["strategy"]) == (best["model"], best["strategy"])
+    verdict = html.split('class="verdict"')[1].split("</table>")[0]
+    assert f'<span class="chosen">{best["model"]} · {best["strategy"]}' in verdict
+    assert f"<td>{best['accuracy']:.3f}</td>" in verdict and f"<td>{best['f1_macro']:.3f}</td>" in verdict
     assert html.count('class="gradcam-cell"') == 3 * 2 * 3  # runs × (2 per class × 3 classes)
     for section in ("Verdict", "Chosen on validation", "All configurations", "ROC curves", "Confusion matrices",
                     "Training curves", "Where the models looked: Grad-CAM", "Data checks", "Provenance",

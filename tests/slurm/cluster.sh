@@ -125,7 +125,7 @@ write_config() {
 
   # The node advertises a GPU node's size (CXR_SLURM_CPUS, default 16;
   # CXR_SLURM_MEMORY_MB, default 64000), not this machine's, so that the shipped
-  # profile's right-sized train request (8 CPUs, 32 GB) is schedulable here.
+  # profile's right-sized train request (8 CPUs, 12 GB) is schedulable here.
   # SlurmdParameters=config_overrides makes slurmd trust these numbers instead
   # of draining the node for lacking them. Sockets/cores/threads are omitted on
   # purpose: with CR_CPU_Memory and only CPUs= given, every CPU is its own
