@@ -426,7 +426,7 @@ def end_to_end_pieces(trace: dict) -> dict[str, float | None]:
     total = seconds(trace, phase)
     parts = {
         "... of which keras fit": seconds(trace, "keras fit", phase),
-        "... of which validation passes (inference with Grad-CAM)": seconds(trace, "inference pass", phase),
+        "... of which validation passes (forward only)": seconds(trace, "inference pass", phase),
         "... of which checkpoint saves": seconds(trace, "checkpoint save", phase),
         "... of which checkpoint reloads (load_weights)": seconds(trace, "load weights", phase),
     }
