@@ -296,8 +296,8 @@ def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, see
           feature_cache: FeatureCache | None, train_rows: np.ndarray, val_rows: np.ndarray):
     """Fit one run; returns ``(model, inference, history rows, summary dict)``.
 
-    ``feature_cache`` (pretrained strategies) holds every image's pooled features;
-    ``train_rows``/``val_rows`` pick this run's rows from it.
+    ``feature_cache`` (pretrained strategies) holds the pooled features of the training
+    pool, one row per image; ``train_rows``/``val_rows`` pick this run's rows from it.
     """
     import keras
 

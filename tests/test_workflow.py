@@ -29,8 +29,8 @@ def default_dry_run():
 
 def test_default_dry_run_lists_one_train_job_per_valid_combination(default_dry_run):
     counts = job_counts(default_dry_run.stdout)
-    # (scratch_cnn × scratch + 3 backbones × 4 strategies) × 2 seeds
-    assert counts["train"] == 26
+    # (scratch_cnn × scratch + 3 backbones × 5 strategies) × 2 seeds
+    assert counts["train"] == 32
     assert counts["verify"] == counts["plan"] == counts["thumbnails"] == counts["report"] == 1
     assert counts["split"] == 2
     for strategy in ("frozen", "partial", "full"):
@@ -40,7 +40,7 @@ def test_default_dry_run_lists_one_train_job_per_valid_combination(default_dry_r
 
 def test_nothing_large_travels_on_a_command_line(default_dry_run):
     commands = re.findall(r"^Shell command: (.*)$", default_dry_run.stdout, re.M)
-    assert len(commands) > 26
+    assert len(commands) > 32
     assert max(len(c) for c in commands) < 4000
 
 
@@ -58,7 +58,7 @@ def test_per_model_training_settings_reach_each_run():
 
 def test_config_overrides_on_the_command_line():
     result = snakemake(PROJECT, "-n", "--forceall", "--config", "seeds=[1]", "models=[scratch_cnn,vgg16]")
-    assert job_counts(result.stdout)["train"] == 5
+    assert job_counts(result.stdout)["train"] == 1 + 5  # scratch_cnn × scratch + vgg16 × 5 strategies
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -135,7 +135,7 @@ def test_tiny_study_end_to_end(tiny_study):
 
 def test_tiny_study_report_contents(tiny_study):
     html = (tiny_study["workdir"] / "results" / "report.html").read_text()
-    assert "These backbones were NOT pretrained: vgg16" in html
+    assert "These backbones were NOT pretrained:</strong> vgg16." in html
     # the verdict shows the configuration the aggregate chose on validation, with its numbers
     chosen = json.loads((tiny_study["workdir"] / "results" / "verdict.json").read_text())["datasets"]["tiny"]["chosen"]
     summary = pd.read_csv(tiny_study["workdir"] / "results" / "summary.csv")
@@ -200,9 +200,9 @@ def test_slurm_profile_dry_run_on_a_machine_without_slurm(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
-    assert job_counts(output)["train"] == 26
+    assert job_counts(output)["train"] == 32
     train_jobs = re.findall(r"^rule train:.*?^    resources: (.*?)$", output, re.S | re.M)
-    assert len(train_jobs) == 26
+    assert len(train_jobs) == 32
     assert all("gpu=1" in job and "slurm_partition=gpu" in job for job in train_jobs)
 
 
