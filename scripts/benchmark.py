@@ -693,7 +693,8 @@ def record_job_pieces(label: str, job: dict) -> None:
     pieces = job_pieces(job["trace"])
     for name, value in pieces.items():
         if value is not None and (value > 0 or "tracing" in name):
-            record("4", f"{label}: {name}", value, "s")
+            record("4", f"{label}: {name}", value, "s",
+                   "estimate: the first call less the later calls' steady rate" if "tracing" in name else "")
     record("4", f"{label}: whole job", job["wall"], "s", f"CPU {job['cpu']:.1f} s")
     fixed = start_up_seconds(job["trace"]) + sum(pieces[name] or 0 for name in (
         "inference pass: first-call overhead (tracing, warm-up)",

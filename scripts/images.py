@@ -197,7 +197,7 @@ def load_images(
         array[i] = _resized_rgb(bgr, image_size)
         return None, share if overlaid else None, conversions
 
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+    with ThreadPoolExecutor(max_workers=workers or len(os.sched_getaffinity(0))) as pool:
         results = list(pool.map(work, range(len(relative_paths))))
     counts, notes, problems, overlaid = Counter(), {}, [], {}
     for path, (problem, share, conversions) in zip(relative_paths, results, strict=True):

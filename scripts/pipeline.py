@@ -105,7 +105,7 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, sample_weights: np.nda
     return (
         tf.data.Dataset.from_tensor_slices(batches)
         .enumerate()
-        .map(gather, num_parallel_calls=os.cpu_count())
+        .map(gather, num_parallel_calls=len(os.sched_getaffinity(0)))  # the CPUs this job may use
         .prefetch(2)
         .with_options(_options())
     )

@@ -179,6 +179,7 @@ def open_in_chromium(report: Path, workdir: Path) -> dict:
             workdir / "chromium-profile", executable_path=CHROMIUM, headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
         )
+        browser.set_default_timeout(600_000)  # a loaded machine: loading a large report can take minutes
         page = browser.new_page()
         page.on("request", lambda request: requests.append(request.url))
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))

@@ -6,10 +6,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 from conftest import PROJECT
 
 QUICK_GRID = (1, 2)  # scripts.benchmark.Scale.quick(): datasets, seeds of the 1x grid
+# Phases the benchmark times directly (start and end of the work itself), as opposed to
+# estimates and remainders derived from them.
+TIMED_PHASES = ("python start (interpreter, site, tracer)", "import tensorflow + keras",
+                "build model (+ load weights)", "end-to-end epochs (validation passes, checkpoints included)",
+                "test + validation pass, Grad-CAM, metrics, files (evaluate)", "whole job", "peak RSS (VmHWM)")
 
 
 def expected_jobs(datasets: int, seeds: int) -> int:
@@ -23,18 +29,18 @@ def expected_jobs(datasets: int, seeds: int) -> int:
 
 
 def test_quick_benchmark_writes_tables(tmp_path):
-    """Fails if a section stops measuring (a row is missing or not positive), if the
-    dry run's job count or the own-code share is misread from Snakemake or cProfile,
-    or if the Markdown table is not written."""
+    """Fails if a section stops measuring (a row missing, negative or not finite, or a
+    directly timed phase not positive), if the dry run's job count or the own-code share is
+    misread from Snakemake or cProfile, or if the Markdown table is not written."""
     done = subprocess.run([sys.executable, "-m", "scripts.benchmark", "--quick", "--only", "3", "4",
                            "--output", str(tmp_path)], cwd=PROJECT, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     table = pd.read_csv(tmp_path / "benchmark.csv", keep_default_na=False)
     assert set(table["section"]) == {"3 snakemake -n", "4 train job cost"}
-    # every piece takes time, except the interpreter's exit, which a job skips (scripts.__main__.leave)
-    timed = table[~table["measurement"].str.endswith("interpreter exit")]
-    assert (timed["value"] > 0).all() and (table["value"] >= 0).all(), table[table["value"] <= 0]
+    # Any value may round to 0.0 on a quiet or loaded machine: estimates (a first call minus
+    # the later calls' rate), remainders and sub-millisecond pieces. None may be negative.
+    assert (np.isfinite(table["value"]) & (table["value"] >= 0)).all(), table[~(table["value"] >= 0)]
 
     dry_runs = table[table["measurement"].str.contains(" jobs$", regex=True)]
     datasets, seeds = QUICK_GRID
@@ -44,11 +50,8 @@ def test_quick_benchmark_writes_tables(tmp_path):
     assert 0 < share < 100
 
     job = table[table["section"] == "4 train job cost"].set_index("measurement")["value"]
-    for piece in ("python start (interpreter, site, tracer)", "import tensorflow + keras",
-                  "build model (+ load weights)", "end-to-end epochs (validation passes, checkpoints included)",
-                  "test + validation pass, Grad-CAM, metrics, files (evaluate)", "interpreter exit",
-                  "whole job", "peak RSS (VmHWM)"):
-        assert f"scratch CNN 32 px: {piece}" in job.index, piece
+    for piece in TIMED_PHASES:  # each takes at least tens of milliseconds on any machine
+        assert job[f"scratch CNN 32 px: {piece}"] > 0, piece
     whole = job["scratch CNN 32 px: whole job"]
     assert job["scratch CNN 32 px: fixed cost (all but the epochs and feature extraction)"] < whole
     # 317 demo images of 32 x 32 x 3 bytes

@@ -100,11 +100,11 @@ def test_failed_job_is_reported_and_rerun_completes_only_what_is_missing(slurm_s
     assert (work / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed3/train.json").exists()
 
 
-def test_cancelled_slurm_job_resumes_from_its_checkpoint(tmp_path):
-    """scancel (SIGTERM, then SIGKILL: what a time limit or preemption does) after >= 1
-    epoch; the rerun submits a new job that continues from the checkpoint."""
+def start_until_checkpoint(tmp_path: Path, epochs: int):
+    """A one-run study (scratch CNN, a checkpoint every epoch) started through the test
+    profile, returned once its train job has checkpointed epoch 1: ``(snakemake process,
+    config, run folder, checkpoint state file, train job id)``."""
     data = copy_dataset(tmp_path / "data", {"train": 16, "test": 4})
-    epochs = 30
     config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
                           training={"image_size": 32, "batch_size": 16, "epochs": epochs,
                                     "early_stopping_patience": 0, "checkpoint_seconds": 0})
@@ -114,15 +114,23 @@ def test_cancelled_slurm_job_resumes_from_its_checkpoint(tmp_path):
     workflow = subprocess.Popen(
         ["timeout", "-s", "KILL", "900", sys.executable, "-m", "snakemake", "-s",
          str(PROJECT / "workflow/Snakefile"), "--directory", str(tmp_path), "--profile", str(PROFILE),
-         "--configfile", str(config)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+         "--configfile", str(config)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 600
     while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
         assert time.time() < deadline and workflow.poll() is None, "no checkpoint appeared"
         time.sleep(0.05)
     jobs = subprocess.run(["squeue", "-h", "-o", "%i %k"], capture_output=True, text=True).stdout
-    cancelled = next(line.split()[0] for line in jobs.splitlines() if "rule_train" in line)
+    job = next(line.split()[0] for line in jobs.splitlines() if "rule_train" in line)
+    return workflow, config, run_dir, state, job
+
+
+def test_cancelled_slurm_job_resumes_from_its_checkpoint(tmp_path):
+    """scancel (SIGTERM, then SIGKILL: what a time limit or preemption does) after >= 1
+    epoch; the rerun submits a new job that continues from the checkpoint."""
+    epochs = 40
+    workflow, config, run_dir, state, cancelled = start_until_checkpoint(tmp_path, epochs)
     subprocess.run(["scancel", cancelled], check=True)
-    output = workflow.communicate(timeout=600)[0].decode()
+    output = workflow.communicate(timeout=600)[0]
     assert workflow.returncode != 0, output[-2000:]
     killed_at = json.loads(state.read_text())["epoch"]
     assert 1 <= killed_at < epochs and not (run_dir / "train.json").exists()
@@ -264,30 +272,13 @@ def test_requeued_training_job_resumes_in_the_same_slurm_job(tmp_path):
     """`scontrol requeue` (what preemption with requeue does) after >= 1 epoch: Slurm
     restarts the same job, which resumes from its checkpoint and finishes every epoch
     while Snakemake keeps waiting and exits 0."""
-    data = copy_dataset(tmp_path / "data", {"train": 16, "test": 4})
-    epochs = 15
-    config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
-                          training={"image_size": 32, "batch_size": 16, "epochs": epochs,
-                                    "early_stopping_patience": 0, "checkpoint_seconds": 0})
-    run_dir = tmp_path / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed1"
-    state = run_dir / "checkpoint" / "state.json"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    epochs = 40
     started = time.time()
-    workflow = subprocess.Popen(
-        ["timeout", "-s", "KILL", "900", sys.executable, "-m", "snakemake", "-s",
-         str(PROJECT / "workflow/Snakefile"), "--directory", str(tmp_path), "--profile", str(PROFILE),
-         "--configfile", str(config)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 600
-    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
-        assert time.time() < deadline and workflow.poll() is None, "no checkpoint appeared"
-        time.sleep(0.05)
-    jobs = subprocess.run(["squeue", "-h", "-o", "%i %k"], capture_output=True, text=True).stdout
-    requeued = next(line.split()[0] for line in jobs.splitlines() if "rule_train" in line)
-    subprocess.run(["scontrol", "requeue", requeued], check=True, timeout=30)
-    while slurm_job(requeued)["JobState"] not in ("PENDING", "REQUEUED"):  # the old process is gone
-        assert time.time() < deadline, slurm_job(requeued)
-        time.sleep(0.2)
+    workflow, _, run_dir, state, requeued = start_until_checkpoint(tmp_path, epochs)
+    # Read before the requeue: a lower bound of the epoch the old process reaches, however
+    # late the requeue lands or however soon the restarted job checkpoints again.
     at_requeue = json.loads(state.read_text())["epoch"]
+    subprocess.run(["scontrol", "requeue", requeued], check=True, timeout=30)
     output = workflow.communicate(timeout=600)[0]
     print(f"requeue test: {time.time() - started:.0f} s; requeued at epoch {at_requeue}")
     assert workflow.returncode == 0, output[-4000:]

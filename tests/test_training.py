@@ -89,7 +89,9 @@ def training_pid(run_dir: str) -> int | None:
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_killed_training_resumes_to_the_same_model(tmp_path, signal_number):
     data = copy_dataset(tmp_path / "data", {"train": 16, "test": 4})
-    epochs = 8
+    # Many epochs after the one the kill waits for: a loaded machine may delay the kill by
+    # seconds, and the run must still be mid-training when it lands.
+    epochs = 30
     config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
                           training={**TINY, "epochs": epochs})
     run_dir = tmp_path / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed1"
@@ -103,7 +105,9 @@ def test_killed_training_resumes_to_the_same_model(tmp_path, signal_number):
     while not (state.exists() and json.loads(state.read_text())["epoch"] >= 2):
         assert time.time() < deadline and workflow.poll() is None, "no checkpoint appeared"
         time.sleep(0.05)
-    os.kill(training_pid("runs/scratch_cnn/scratch/none/frac1.0/seed1"), signal_number)
+    pid = training_pid("runs/scratch_cnn/scratch/none/frac1.0/seed1")
+    assert pid is not None, "the training process was not found"
+    os.kill(pid, signal_number)
     output = workflow.communicate(timeout=120)[0].decode()
     assert workflow.returncode != 0, output[-2000:]
     killed_at = json.loads(state.read_text())["epoch"]
