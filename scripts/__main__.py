@@ -54,14 +54,15 @@ def _parser() -> argparse.ArgumentParser:
 
     p = steps.add_parser("train", help="train one run, then evaluate it with Grad-CAM")
     for name in ("dataset", "model", "strategy", "weights-name", "images", "split", "settings",
-                 "checkpoint", "feature-cache", *OUTPUTS):
+                 "checkpoint", "feature-cache"):
         p.add_argument(f"--{name}", required=True)
+    p.add_argument("--outputs", type=json.loads, required=True,
+                   help="JSON: a path per run file (the keys of scripts.layout.RUN_FILES)")
     p.add_argument("--fraction", type=float, required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--threads", type=int, help="CPU threads granted (the allocation may lower it)")
     p.add_argument("--external-tests", default="[]",
                    help="JSON list of external tests: dataset, class_map, images, index")
-    p.add_argument("--external-predictions", help="predictions on the external test sets (csv)")
 
     p = steps.add_parser("external-overlap", help="external test images that are near-duplicates of a dataset's")
     for name in ("root", "index", "external-root", "external-index", "output"):
@@ -72,36 +73,23 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--subfolder", default="", help="folder inside the archive that holds train/ and test/")
 
+    tables_help = "JSON: a path per table (the keys of scripts.layout.TABLES)"
     p = steps.add_parser("aggregate", help="tables, intervals, comparisons and the verdict")
-    for name in ("plan", *TABLE_OPTIONS):
-        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--plan", required=True)
+    p.add_argument("--tables", type=json.loads, required=True, help=tables_help)
 
     p = steps.add_parser("report", help="render the HTML report")
-    for name in ("plan", *TABLE_OPTIONS, "output"):
+    for name in ("plan", "output"):
         p.add_argument(f"--{name}", required=True)
+    p.add_argument("--tables", type=json.loads, required=True, help=tables_help)
     p.add_argument("--figures", help="folder for the key figures as PNG (for snakemake --report)")
     return parser
-
-
-# The aggregate stage's tables, one option each (see stages.AGGREGATE_TABLES).
-TABLE_OPTIONS = ("runs", "summary", "comparisons", "verdict", "learning-curve", "external", "pretraining")
-
-
-def _tables(args) -> dict[str, str]:
-    return {option.replace("-", "_"): getattr(args, option.replace("-", "_")) for option in TABLE_OPTIONS}
-
-
-# The train step's output files, one option each (see stages.RunOutputs).
-OUTPUTS = {"model-weights": "model", "history": "history", "info": "info", "predictions": "predictions",
-           "val-predictions": "val_predictions", "metrics": "metrics", "gradcam": "gradcam"}
 
 
 def _train(args) -> None:
     run = stages.RunIdentity(args.dataset, args.model, args.strategy, args.weights_name, args.fraction,
                              args.seed)
-    outputs = stages.RunOutputs(**{field: getattr(args, option.replace("-", "_"))
-                                   for option, field in OUTPUTS.items()}, external=args.external_predictions)
-    stages.train(run, args.images, args.split, json.loads(args.settings), outputs, args.checkpoint,
+    stages.train(run, args.images, args.split, json.loads(args.settings), args.outputs, args.checkpoint,
                  args.feature_cache, args.threads, json.loads(args.external_tests))
 
 
@@ -142,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.step == "external-overlap":
             stages.external_overlap(args.root, args.index, args.external_root, args.external_index, args.output)
         elif args.step == "aggregate":
-            stages.aggregate(args.plan, _tables(args))
+            stages.aggregate(args.plan, args.tables)
         elif args.step == "report":
-            stages.report(args.plan, _tables(args), args.output, args.figures)
+            stages.report(args.plan, args.tables, args.output, args.figures)
     except (DataError, WeightsError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1

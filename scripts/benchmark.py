@@ -41,6 +41,8 @@ import threading
 import time
 from pathlib import Path
 
+from scripts import layout
+
 # numpy, pandas, yaml, TensorFlow and the project's modules are imported inside the
 # functions: a traced workflow job imports this module before the job's own code, and
 # must not pay for any of them here.
@@ -51,12 +53,10 @@ DEMO_MANIFEST = PROJECT / "config" / "manifests" / "demo.sha256"
 SCHEMA = PROJECT / "workflow" / "schemas" / "config.schema.yaml"
 SECTIONS = {"1": "1 input pipeline", "2": "2 frozen strategy", "3": "3 snakemake -n", "4": "4 train job cost",
             "5": "5 notebook vs workflow"}
-# The workflow's run layout (workflow/rules/common.smk RUN_DIR, RUN_FILES), for the
-# train jobs this benchmark starts itself, outside Snakemake.
-RUN_DIR = "results/demo/runs/{model}/{strategy}/none/frac1.0/seed{seed}"
-RUN_FILES = {"model-weights": "model.weights.h5", "history": "history.csv", "info": "train.json",
-             "predictions": "predictions.csv", "val-predictions": "val_predictions.csv",
-             "metrics": "metrics.json", "gradcam": "gradcam.npz"}
+# Where the train jobs this benchmark starts itself (outside Snakemake) write: the
+# workflow's run folder of one demo run.
+RUN_DIR = layout.RUN_DIR.format(dataset="demo", model="{model}", strategy="{strategy}", weights="none",
+                                fraction="1.0", seed="{seed}")
 AUGMENT = {"enabled": True, "flip": True, "rotation": 0.05, "shift": 0.05, "zoom": 0.1}
 ROWS: list[dict] = []
 
@@ -363,12 +363,12 @@ def run_train_job(data: DemoData, work: Path, model: str, strategy: str, seed: i
                "--images", str(data.images(training["image_size"])), "--split", str(data.split(seed)),
                "--settings", train_settings(model, training, weights), "--checkpoint",
                str(run_dir / "checkpoint"), "--feature-cache", str(feature_cache or run_dir / "features"),
-               *[arg for option, name in RUN_FILES.items() for arg in (f"--{option}", str(run_dir / name))],
+               "--outputs", json.dumps({name: str(run_dir / file) for name, file in layout.RUN_FILES.items()}),
                "--threads", str(threads)]
     result = run_measured(command, run_dir / "train.log", job_environment(trace_file))
     (trace,) = read_traces(trace_file)
     trace["exited"] = result["exited"]  # the interpreter's exit included
-    return {**result, "trace": trace, "info": json.loads((run_dir / RUN_FILES["info"]).read_text()),
+    return {**result, "trace": trace, "info": json.loads((run_dir / layout.RUN_FILES["info"]).read_text()),
             "run_dir": run_dir}
 
 
@@ -739,7 +739,7 @@ def record_job_memory(label: str, job: dict, images_path: Path) -> None:
         features = np.load(info["feature_cache"], mmap_mode="r")
         record("4", f"{label}: pooled features of every image", features.nbytes / 2**20, "MB",
                f"{features.shape} {features.dtype}; plus train/val row copies")
-    with np.load(job["run_dir"] / RUN_FILES["gradcam"]) as gradcam:
+    with np.load(job["run_dir"] / layout.RUN_FILES["gradcam"]) as gradcam:
         record("4", f"{label}: Grad-CAM maps of the test images", gradcam["cams"].nbytes / 2**20, "MB",
                f"{gradcam['cams'].shape} {gradcam['cams'].dtype}")
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from scripts import fsutil, manifest
+from scripts.layout import RUN_FILES, TABLES
 from scripts.manifest import DataError
 
 THUMBNAIL_SIZE = 160  # px, the report's Grad-CAM panels
@@ -119,22 +120,14 @@ def external_overlap(root: str, index_path: str, external_root: str, external_in
     fsutil.write_csv(out, table)
 
 
+def _check_names(paths: dict[str, str], expected: dict, what: str) -> None:
+    """A step's file mapping names exactly the files of its layout entry."""
+    if set(paths) != set(expected):
+        raise ValueError(f"{what}: expected the names {sorted(expected)}, got {sorted(paths)}")
+
+
 def classes_of(split_table: pd.DataFrame) -> list[str]:
     return sorted(split_table.loc[split_table["split"] == "train", "label"].unique())
-
-
-@dataclass(frozen=True)
-class RunOutputs:
-    """Every file a training run writes (the workflow names them)."""
-
-    model: str
-    history: str
-    info: str
-    predictions: str
-    val_predictions: str
-    metrics: str
-    gradcam: str
-    external: str | None = None  # the workflow always names it; a direct call may leave it out
 
 
 @dataclass(frozen=True)
@@ -147,14 +140,16 @@ class RunIdentity:
     seed: int
 
 
-def train(run: RunIdentity, images: str, split_path: str, settings: dict, outputs: RunOutputs,
+def train(run: RunIdentity, images: str, split_path: str, settings: dict, outputs: dict[str, str],
           checkpoint_dir: str, feature_cache_dir: str, threads: int | None = None,
           external_tests: list[dict] = ()) -> None:
     """Fit one run, save the model and history, then evaluate it on the validation and
     test sets with Grad-CAM, and on every external test set, in the same process: a
     second job would pay TensorFlow's start-up and the model build again. ``settings``:
-    the run's ``training``, ``weights`` and ``positive_class``; ``external_tests``: per
-    external dataset its ``dataset`` name, ``class_map``, decoded ``images`` and ``index``."""
+    the run's ``training``, ``weights`` and ``positive_class``; ``outputs``: a path per
+    name of :data:`scripts.layout.RUN_FILES`; ``external_tests``: per external dataset its
+    ``dataset`` name, ``class_map``, decoded ``images`` and ``index``."""
+    _check_names(outputs, RUN_FILES, "outputs")
     from scripts import training
     from scripts.grid import PRETRAINED_STRATEGIES
     from scripts.splits import training_rows
@@ -191,11 +186,10 @@ def train(run: RunIdentity, images: str, split_path: str, settings: dict, output
     )
     evaluate(inference, run, cached_images, label_ids, split_table, rows, classes,
              settings["positive_class"], outputs)
-    if outputs.external:
-        fsutil.write_csv(outputs.external, evaluate_external(inference, classes, external_tests))
-    training.save_model_weights(model, outputs.model)
-    fsutil.write_csv(outputs.history, pd.DataFrame(history))
-    fsutil.write_json(outputs.info, {
+    fsutil.write_csv(outputs["external"], evaluate_external(inference, classes, external_tests))
+    training.save_model_weights(model, outputs["model"])
+    fsutil.write_csv(outputs["history"], pd.DataFrame(history))
+    fsutil.write_json(outputs["info"], {
         **vars(run), "classes": classes, "n_train": len(rows["train"]), "n_val": len(rows["val"]),
         "n_test": len(rows["test"]), "settings": train_settings, "weights": weights, **summary, **applied,
         "environment": training.environment(),
@@ -227,7 +221,7 @@ def _predictions_table(rows: pd.DataFrame, probabilities: np.ndarray, classes: l
 
 def evaluate(inference, run: RunIdentity, images: np.ndarray, label_ids: np.ndarray,
              split_table: pd.DataFrame, rows: dict, classes: list[str], positive_class: str | None,
-             outputs: RunOutputs) -> None:
+             outputs: dict[str, str]) -> None:
     """Validation and test predictions and metrics, and the Grad-CAM heatmap of every
     test image (one pass over the test images)."""
     from scripts import evaluation
@@ -235,14 +229,14 @@ def evaluate(inference, run: RunIdentity, images: np.ndarray, label_ids: np.ndar
 
     test = inference.run(images[rows["test"]], cams=True)
     validation = inference.run(images[rows["val"]])["probabilities"]
-    fsutil.write_csv(outputs.predictions,
+    fsutil.write_csv(outputs["predictions"],
                      _predictions_table(split_table.iloc[rows["test"]], test["probabilities"], classes))
-    fsutil.write_csv(outputs.val_predictions,
+    fsutil.write_csv(outputs["val_predictions"],
                      _predictions_table(split_table.iloc[rows["val"]], validation, classes))
-    with fsutil.atomic_path(outputs.gradcam) as tmp, open(tmp, "wb") as handle:
+    with fsutil.atomic_path(outputs["gradcam"]) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, cams=test["cams"],
                             paths=split_table["path"].to_numpy(dtype=str)[rows["test"]])
-    fsutil.write_json(outputs.metrics, {
+    fsutil.write_json(outputs["metrics"], {
         **vars(run),
         "test": evaluation.compute_metrics(label_ids[rows["test"]], test["probabilities"], classes,
                                            positive_class),
@@ -276,28 +270,25 @@ def evaluate_external(inference, classes: list[str], external_tests: list[dict])
     return table[EXTERNAL_COLUMNS + probability_columns]
 
 
-# The aggregate stage's tables: csv files, and the verdict as JSON.
-AGGREGATE_TABLES = ("runs", "summary", "comparisons", "learning_curve", "external", "pretraining")
-
-
 def aggregate(plan_path: str, outputs: dict[str, str]) -> None:
     """Every planned run (missing ones flagged), per-configuration summaries,
     comparisons with the baseline, the learning curve, external validation, the
     pretraining comparison and the validation-chosen verdict. ``outputs``: a path per
-    name of :data:`AGGREGATE_TABLES` and ``verdict``."""
+    name of :data:`scripts.layout.TABLES`."""
     from scripts import aggregate as agg
 
+    _check_names(outputs, TABLES, "tables")
     tables = agg.aggregate(fsutil.read_json(plan_path))
-    for name in AGGREGATE_TABLES:
-        fsutil.write_csv(outputs[name], tables[name])
-    fsutil.write_json(outputs["verdict"], tables["verdict"])
+    for name, path in outputs.items():
+        fsutil.write_json(path, tables[name]) if path.endswith(".json") else fsutil.write_csv(path, tables[name])
 
 
 def report(plan_path: str, tables: dict[str, str], output: str, figures: str | None = None) -> None:
     """The HTML report from the plan and the aggregate stage's tables (``tables``: a path
-    per name of :data:`AGGREGATE_TABLES` and ``verdict``); the key figures are also
-    written as PNGs to ``figures`` for ``snakemake --report``."""
+    per name of :data:`scripts.layout.TABLES`); the key figures are also written as PNGs
+    to ``figures`` for ``snakemake --report``."""
     from scripts import report as rep
 
+    _check_names(tables, TABLES, "tables")
     rep.render(fsutil.read_json(plan_path), rep.read_tables(tables), output,
                Path(__file__).resolve().parent.parent, figures)

@@ -16,6 +16,8 @@ DEMO = PROJECT / "resources" / "demo" / "covid19-cxr-3class"
 XSS_CLASS = '<img src=x onerror=alert(1)> & "q"'
 sys.path.insert(0, str(PROJECT))
 
+from scripts.layout import RUN_FILES  # noqa: E402
+
 
 def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True):
     """Run the workflow on ``workdir`` with this interpreter's environment."""
@@ -95,9 +97,6 @@ def tiny_study(tmp_path_factory):
     return {"workdir": work, "data": data, "config": config, "log": result.stderr}
 
 
-RUN_FILES = {"model": "model.weights.h5", "history": "history.csv", "info": "train.json",
-             "predictions": "predictions.csv", "val_predictions": "val_predictions.csv",
-             "metrics": "metrics.json", "gradcam": "gradcam.npz", "external": "external_predictions.csv"}
 
 
 def fake_plan(root: Path, classes: list[str], runs: list[tuple], resamples: int = 200,

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from conftest import RUN_FILES, copy_dataset, fake_run, snakemake, write_config
+from conftest import copy_dataset, fake_run, snakemake, write_config
+
+from scripts.layout import RUN_FILES
 
 DATASETS = 5
 SEEDS = 154  # 5 datasets × (scratch_cnn × scratch + 3 backbones × 4 strategies) × 154 = 10,010 runs

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CHROMIUM, DEMO, PROJECT, RUN_FILES, copy_dataset, fake_run, snakemake, validated, write_config
+from conftest import CHROMIUM, DEMO, PROJECT, copy_dataset, fake_run, snakemake, validated, write_config
 
 from scripts import external, shortcut
 from scripts import statistics as st
 from scripts.aggregate import aggregate, run_calibration, run_shortcut, shortcut_verdict
+from scripts.layout import RUN_FILES
 
 CLASSES = ["a", "b", "c"]
 LABELS = np.repeat([0, 1, 2], 20)  # 60 test images

@@ -10,7 +10,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CHROMIUM, RUN_FILES, copy_dataset, fake_run, open_in_chromium, snakemake, write_config
+from conftest import CHROMIUM, copy_dataset, fake_run, open_in_chromium, snakemake, write_config
+
+from scripts.layout import RUN_FILES
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from conftest import PROJECT, copy_dataset, snakemake, validated, write_config
 
+from scripts.layout import RUN_FILES
 from scripts.training import weighted_scores
 
 TINY = {"image_size": 32, "batch_size": 16, "epochs": 2, "warmup_epochs": 1,
@@ -46,17 +47,13 @@ def train(work: Path, folder: str, seed: int, training: dict, model: str = "scra
           strategy: str = "scratch", split_seed: int | None = None, weights: dict | None = None) -> Path:
     """One training run of the prepared data into ``work/folder``."""
     run_dir = work / folder
-    files = {"model-weights": "model.weights.h5", "history": "history.csv", "info": "train.json",
-             "predictions": "predictions.csv", "val-predictions": "val_predictions.csv",
-             "metrics": "metrics.json", "gradcam": "gradcam.npz"}
     command = [sys.executable, "-m", "scripts", "train", "--dataset", "tiny", "--model", model,
                "--strategy", strategy, "--weights-name", "none", "--fraction", "1.0", "--seed", str(seed),
                "--images", str(work / "results/tiny/data/images_32px.npy"),
                "--split", str(work / f"results/tiny/splits/seed{split_seed or seed}.csv"),
                "--settings", json.dumps(settings(training, weights)), "--checkpoint", str(run_dir / "checkpoint"),
-               "--feature-cache", str(work / "cache"), "--threads", "1"]
-    for option, name in files.items():
-        command += [f"--{option}", str(run_dir / name)]
+               "--feature-cache", str(work / "cache"), "--threads", "1",
+               "--outputs", json.dumps({name: str(run_dir / file) for name, file in RUN_FILES.items()})]
     done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(PROJECT)}, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

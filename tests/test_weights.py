@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PROJECT, RUN_FILES, copy_dataset, random_notop_file, snakemake, validated, write_config
+from conftest import PROJECT, copy_dataset, random_notop_file, snakemake, validated, write_config
 
+from scripts.layout import RUN_FILES
 from scripts.weights import WeightsError, fetch
 
 
@@ -160,7 +161,7 @@ def test_training_job_opens_no_network_connection(weights_server, tmp_path, monk
     settings = {"training": config["training"], "positive_class": None, "evaluation": config["evaluation"],
                 "weights": {"source": "imagenet", "path": str(cache), "md5": weights_server["md5"]}}
     run_dir = work / "run"
-    outputs = stages.RunOutputs(**{field: str(run_dir / name) for field, name in RUN_FILES.items()})
+    outputs = {name: str(run_dir / file) for name, file in RUN_FILES.items()}
     run = stages.RunIdentity("tiny", "efficientnetb0", "frozen", "imagenet", 1.0, 1)
     stages.train(run, str(work / "results/tiny/data/images_32px.npy"), str(work / "results/tiny/splits/seed1.csv"),
                  settings, outputs, str(run_dir / "checkpoint"), str(work / "cache"), threads=1)

@@ -14,6 +14,17 @@ PROJECT = Path(str(workflow.current_basedir)).parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from scripts import grid  # noqa: E402  (the project package, TensorFlow-free)
+from scripts.layout import (  # noqa: E402
+    DATASET_FILES,
+    EXTERNAL_OVERLAP,
+    FEATURE_CACHE,
+    PLAN,
+    RUN_DIR,
+    RUN_FILES,
+    RUN_LOG_DIR,
+    SPLIT,
+    TABLES,
+)
 from scripts.external import class_map_problems  # noqa: E402
 from scripts.models import MODELS, SCRATCH_CNN  # noqa: E402
 from scripts.weights import file_name, load_registry  # noqa: E402
@@ -44,42 +55,7 @@ validate(config, "../schemas/config.schema.yaml")
 # Every step runs `python -m scripts <step>` from the project package.
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(PROJECT))}; ")
 
-# ---- Layout: every path the workflow writes is defined here, once. -------------------
-SPLIT = "results/{dataset}/splits/seed{seed}.csv"
-FEATURE_CACHE = "results/{dataset}/cache/features"
-RUN_DIR = (
-    "results/{dataset}/runs/{model}/{strategy}/{weights}/frac{fraction}/seed{seed}"
-)
-RUN_LOG_DIR = "logs/{dataset}/{model}/{strategy}/{weights}/frac{fraction}/seed{seed}"
-RUN_FILES = {
-    "model": "model.weights.h5",
-    "history": "history.csv",
-    "info": "train.json",
-    "predictions": "predictions.csv",
-    "val_predictions": "val_predictions.csv",
-    "metrics": "metrics.json",
-    "gradcam": "gradcam.npz",
-    "external": "external_predictions.csv",
-}
-DATASET_FILES = {
-    "index": "results/{dataset}/data/index.csv",
-    "verify": "results/{dataset}/data/verify.json",
-    "images": "results/{dataset}/data/images_{size}px.npy",
-    "conversions": "results/{dataset}/data/images_{size}px.json",
-    "thumbnails": "results/{dataset}/data/test_thumbnails.npz",
-}
-# Which external test images are the same radiograph as an image of the trained dataset.
-EXTERNAL_OVERLAP = "results/{dataset}/external/{external}.csv"
-PLAN = "results/plan.json"
-TABLES = {
-    "runs": "results/runs.csv",
-    "summary": "results/summary.csv",
-    "comparisons": "results/comparisons.csv",
-    "verdict": "results/verdict.json",
-    "learning_curve": "results/learning_curve.csv",
-    "external": "results/external.csv",
-    "pretraining": "results/pretraining.csv",
-}
+# Every path the workflow writes: scripts/layout.py.
 SPLIT_SETTINGS = ("val_fraction", "leakage", "val_folder", "min_val_per_class")
 TRAINING = config["training"]
 IMAGE_SIZE = TRAINING["image_size"]
@@ -411,6 +387,24 @@ def dataset_listing(wildcards):
 
 def images_cache(wildcards):
     return dataset_file("images", wildcards.dataset)
+
+
+def named_paths(kind, names=None):
+    """A params function: the job's named inputs or outputs (``kind``), only ``names``
+    if given, as one JSON mapping. The step reads its files by these names (the keys of
+    scripts/layout.py), so no second list of options repeats them."""
+
+    def paths(wildcards, input, output):
+        files = {"input": input, "output": output}[kind]
+        return json.dumps(
+            {
+                name: path
+                for name, path in files.items()
+                if names is None or name in names
+            }
+        )
+
+    return paths
 
 
 def run_dir(wildcards):

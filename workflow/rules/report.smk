@@ -36,11 +36,10 @@ rule aggregate:
         "logs/aggregate.log",
     conda:
         "../../envs/report.yaml"
+    params:
+        tables=named_paths("output"),
     shell:
-        "python -m scripts aggregate --plan {input.plan} --runs {output.runs}"
-        " --summary {output.summary} --comparisons {output.comparisons}"
-        " --verdict {output.verdict} --learning-curve {output.learning_curve}"
-        " --external {output.external} --pretraining {output.pretraining} > {log} 2>&1"
+        "python -m scripts aggregate --plan {input.plan} --tables {params.tables:q} > {log} 2>&1"
 
 
 rule report:
@@ -73,8 +72,8 @@ rule report:
         "logs/report.log",
     conda:
         "../../envs/report.yaml"
+    params:
+        tables=named_paths("input", TABLES),
     shell:
-        "python -m scripts report --plan {input.plan} --runs {input.runs}"
-        " --summary {input.summary} --comparisons {input.comparisons} --verdict {input.verdict}"
-        " --learning-curve {input.learning_curve} --external {input.external}"
-        " --pretraining {input.pretraining} --output {output.html} --figures {output.figures} > {log} 2>&1"
+        "python -m scripts report --plan {input.plan} --tables {params.tables:q}"
+        " --output {output.html} --figures {output.figures} > {log} 2>&1"

@@ -19,14 +19,12 @@ rule train:
         checkpoint=lambda w: f"{run_dir(w)}/checkpoint",
         feature_cache=FEATURE_CACHE,
         external=external_settings,
+        outputs=named_paths("output"),
     shell:
         "python -m scripts train --dataset {wildcards.dataset} --model {wildcards.model}"
         " --strategy {wildcards.strategy} --weights-name {wildcards.weights}"
         " --fraction {wildcards.fraction} --seed {wildcards.seed}"
         " --images {input.images} --split {input.split} --settings {params.settings:q}"
         " --checkpoint {params.checkpoint} --feature-cache {params.feature_cache}"
-        " --model-weights {output.model} --history {output.history} --info {output.info}"
-        " --predictions {output.predictions} --val-predictions {output.val_predictions}"
-        " --metrics {output.metrics} --gradcam {output.gradcam}"
-        " --external-tests {params.external:q} --external-predictions {output.external}"
+        " --external-tests {params.external:q} --outputs {params.outputs:q}"
         " --threads {threads} > {log} 2>&1"

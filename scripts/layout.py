@@ -1,0 +1,43 @@
+"""Where the workflow's files live: every path pattern and file name, in one place.
+
+The rules (workflow/rules/common.smk), the steps, the benchmark and the tests import
+these; Python steps still receive explicit paths and never rebuild a path themselves.
+"""
+
+from __future__ import annotations
+
+SPLIT = "results/{dataset}/splits/seed{seed}.csv"
+FEATURE_CACHE = "results/{dataset}/cache/features"
+RUN_DIR = "results/{dataset}/runs/{model}/{strategy}/{weights}/frac{fraction}/seed{seed}"
+RUN_LOG_DIR = "logs/{dataset}/{model}/{strategy}/{weights}/frac{fraction}/seed{seed}"
+# The files of one training run (inside RUN_DIR), by the name the train step knows them by.
+RUN_FILES = {
+    "model": "model.weights.h5",
+    "history": "history.csv",
+    "info": "train.json",
+    "predictions": "predictions.csv",
+    "val_predictions": "val_predictions.csv",
+    "metrics": "metrics.json",
+    "gradcam": "gradcam.npz",
+    "external": "external_predictions.csv",
+}
+DATASET_FILES = {
+    "index": "results/{dataset}/data/index.csv",
+    "verify": "results/{dataset}/data/verify.json",
+    "images": "results/{dataset}/data/images_{size}px.npy",
+    "conversions": "results/{dataset}/data/images_{size}px.json",
+    "thumbnails": "results/{dataset}/data/test_thumbnails.npz",
+}
+# Which external test images are the same radiograph as an image of the trained dataset.
+EXTERNAL_OVERLAP = "results/{dataset}/external/{external}.csv"
+PLAN = "results/plan.json"
+# The aggregate step's tables: csv files, and the verdict as JSON.
+TABLES = {
+    "runs": "results/runs.csv",
+    "summary": "results/summary.csv",
+    "comparisons": "results/comparisons.csv",
+    "verdict": "results/verdict.json",
+    "learning_curve": "results/learning_curve.csv",
+    "external": "results/external.csv",
+    "pretraining": "results/pretraining.csv",
+}
