@@ -223,3 +223,43 @@ def random_notop_file(path, name: str) -> str:
     with h5py.File(path, "w") as handle:
         save_weights_to_hdf5_group(handle, base)
     return str(path)
+
+
+REGION = 4  # px: the top-left square of a region-model image whose bright pixels decide its class
+BRIGHT = 100  # grey level above which a pixel counts as bright
+
+
+def region_model(size: int = 8):
+    """A hand-set Keras classifier of ``size`` px RGB images, with the layer names the
+    inference pass reads. ``features`` channel 0 is ``relu(grey - BRIGHT)`` inside the top-left
+    ``REGION`` px square and 0 elsewhere, channel 1 is ``grey`` everywhere; ``logits`` = ``[0.01
+    · mean(c1) - mean(c0), mean(c0)]``: class 1 exactly when that square has a bright pixel.
+    Grad-CAM of class 1 is then the square's bright pixels, of class 0 the grey image."""
+    import keras
+    import numpy as np
+
+    inputs = keras.Input((size, size, 3))
+    conv = keras.layers.Conv2D(2, 1, name="conv")
+    region = np.zeros((1, size, size, 2), np.float32)
+    region[0, :REGION, :REGION, 0], region[..., 1] = 1.0, 1.0
+    features = keras.layers.Lambda(lambda x: keras.ops.relu(x) * region, name="features")(conv(inputs))
+    pooled = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
+    logits = keras.layers.Dense(2, name="logits")(pooled)
+    model = keras.Model(inputs, keras.layers.Softmax(name="predictions")(logits))
+    conv.set_weights([np.full((1, 1, 3, 2), 1 / 3, np.float32), np.array([-BRIGHT, 0], np.float32)])
+    model.get_layer("logits").set_weights([np.array([[-1.0, 1.0], [0.01, 0.0]], np.float32), np.zeros(2, np.float32)])
+    return model
+
+
+def region_images(size: int = 8) -> tuple:
+    """Three ``size`` px images on a grey 60 background: a 200 grey 2 x 2 patch inside the
+    decisive square (class 1), the same patch outside it (class 0), no patch (class 0);
+    and the patch's mask."""
+    import numpy as np
+
+    images = np.full((3, size, size, 3), 60, np.uint8)
+    images[0, 1:3, 1:3] = 200
+    images[1, -3:-1, -3:-1] = 200
+    mask = np.zeros((size, size))
+    mask[1:3, 1:3] = 1.0
+    return images, mask

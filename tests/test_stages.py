@@ -1,0 +1,201 @@
+"""The data steps on a small copy of the demo X-rays (3 classes, 2 train and 1 test image
+each, plus a test image that is a byte copy of a training image): what each step writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import DEMO, LEAKED, copy_dataset
+
+from scripts import stages
+from scripts.images import load_image
+from scripts.manifest import DataError, make_manifest
+
+COLOUR = {"policy": "warn", "tolerance": 32, "min_share": 0.0005}
+
+
+@pytest.fixture(scope="module")
+def verified(tmp_path_factory):
+    """The dataset, and its verify step's outputs and printed lines."""
+    work = tmp_path_factory.mktemp("stages")
+    data = copy_dataset(work / "data", {"train": 2, "test": 1})
+    return {"data": data, "manifest": work / "data.sha256", "index": work / "index.csv",
+            "verify": work / "verify.json", "work": work}
+
+
+@pytest.fixture(scope="module")
+def report(verified):
+    return stages.verify("tiny", str(verified["data"]), str(verified["manifest"]), "warn", None,
+                         str(verified["index"]), str(verified["verify"]))
+
+
+def index_of(verified) -> pd.DataFrame:
+    return pd.read_csv(verified["index"], keep_default_na=False)
+
+
+def test_verify_writes_the_index_of_every_manifest_line_and_the_report(verified, report):
+    manifest = dict(reversed(line.split("  ", 1)) for line in verified["manifest"].read_text().splitlines())
+    index = index_of(verified)
+    assert list(index.columns) == ["path", "split", "label", "sha256"]
+    assert dict(zip(index["path"], index["sha256"], strict=True)) == manifest
+    assert list(index["split"] + "/" + index["label"]) == [p.rsplit("/", 1)[0] for p in index["path"]]
+    written = json.loads(verified["verify"].read_text())
+    assert written == json.loads(json.dumps(report))
+    assert written["manifest_sha256"] == hashlib.sha256(verified["manifest"].read_bytes()).hexdigest()
+    assert written["counts"] == {"test": {"Covid": 2, "Normal": 1, "Viral Pneumonia": 1},
+                                 "train": {"Covid": 3, "Normal": 2, "Viral Pneumonia": 2}}
+    assert (written["n_images"], written["positive_class"], written["verified"]) == (11, None, "passed")
+    assert [g["paths"] for g in written["duplicates"] if g["cross_split"]] == [sorted(LEAKED)]
+
+
+def test_verify_warns_of_leakage_by_name(verified, tmp_path, capsys):
+    stages.verify("tiny", str(verified["data"]), str(verified["manifest"]), "warn", None,
+                  str(tmp_path / "index.csv"), str(tmp_path / "verify.json"))
+    assert "WARNING leakage: test/Covid/COVID-00012.jpg = train/Covid/COVID-00012.jpg" in capsys.readouterr().out
+
+
+def test_verify_names_a_changed_file_and_writes_nothing(tmp_path):
+    data = copy_dataset(tmp_path / "data", {"train": 1, "test": 1}, extra=())
+    victim = sorted((data / "test" / "Viral Pneumonia").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:-10])
+    changed = f"content changed since the manifest.*\n  - test/Viral Pneumonia/{victim.name}"
+    with pytest.raises(DataError, match=changed):
+        stages.verify("tiny", str(data), f"{data}.sha256", "warn", None, str(tmp_path / "index.csv"),
+                      str(tmp_path / "verify.json"))
+    assert not (tmp_path / "index.csv").exists() and not (tmp_path / "verify.json").exists()
+
+
+def test_two_classes_need_a_positive_class_that_is_one_of_them(tmp_path):
+    data = copy_dataset(tmp_path / "data", {"train": 1, "test": 1}, extra=())
+    for split in ("train", "test"):
+        shutil.rmtree(data / split / "Viral Pneumonia")
+    (tmp_path / "data.sha256").write_text(make_manifest(data))
+
+    def verify(dataset: str, positive: str | None) -> dict:
+        return stages.verify(dataset, str(data), str(tmp_path / "data.sha256"), "warn", positive,
+                             str(tmp_path / "index.csv"), str(tmp_path / "verify.json"))
+
+    with pytest.raises(DataError, match=r"datasets\.two\.positive_class is required .*\['Covid', 'Normal'\]"):
+        verify("two", None)
+    with pytest.raises(DataError, match=r"datasets\.two\.positive_class: 'Sick' is not one of"):
+        verify("two", "Sick")
+    assert verify("two", "Covid")["positive_class"] == "Covid"
+
+
+def test_prepare_decodes_every_indexed_image_in_index_order(verified, report, tmp_path):
+    stages.prepare(str(verified["data"]), str(verified["index"]), 32, str(tmp_path / "images.npy"),
+                   str(tmp_path / "images.json"), COLOUR)
+    images, paths = np.load(tmp_path / "images.npy"), index_of(verified)["path"]
+    assert images.shape == (11, 32, 32, 3) and images.dtype == np.uint8
+    for row, path in enumerate(paths):
+        np.testing.assert_array_equal(images[row], load_image(verified["data"] / path, 32)[0])
+    conversions = json.loads((tmp_path / "images.json").read_text())
+    assert conversions["image_size"] == 32 and conversions["colour"]["policy"] == "warn"
+
+
+def test_thumbnails_are_the_test_images_only(verified, report, tmp_path):
+    stages.thumbnails(str(verified["data"]), str(verified["index"]), str(tmp_path / "thumbs.npz"), size=32)
+    index = index_of(verified)
+    tests = list(index.loc[index["split"] == "test", "path"])
+    with np.load(tmp_path / "thumbs.npz") as saved:
+        assert list(saved["paths"]) == tests and len(tests) == 4
+        for image, path in zip(saved["images"], tests, strict=True):
+            np.testing.assert_array_equal(image, load_image(verified["data"] / path, 32)[0])
+
+
+@pytest.mark.parametrize("seed, twin, copy", [(2, "train", "dropped"), (3, "val", "test")])
+def test_split_drops_a_test_copy_of_an_image_it_trains_on(verified, report, tmp_path, capsys, seed, twin, copy):
+    """test/Covid/COVID-00012.jpg is a byte copy of train/Covid/COVID-00012.jpg: dropped when
+    the seed keeps that image for training, kept when the seed holds it out for validation."""
+    settings = {"val_fraction": 0.5, "leakage": "drop", "val_folder": "auto", "min_val_per_class": 20}
+    stages.split(str(verified["index"]), seed, settings, str(tmp_path / "split.csv"))
+    assert "no val/ folder" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "split.csv", keep_default_na=False).set_index("path")
+    assert len(table) == 11
+    assert table.loc[list(LEAKED), "subset"].tolist() == [twin, copy]
+    assert (table.loc[table["split"] == "test", "subset"] != "train").all()
+    train = table[table["split"] == "train"]
+    # by class: max(1, round(0.5 n)) of n = 3, 2, 2 training images held out for validation
+    assert train.groupby("label")["subset"].apply(lambda s: (s == "val").sum()).to_dict() == {
+        "Covid": 2, "Normal": 1, "Viral Pneumonia": 1}
+    assert (table.loc[table["subset"] == "train", "train_rank"] == 0).all()  # one training image per class
+
+
+def test_external_overlap_finds_a_reencoded_copy_of_a_trained_image(verified, report, tmp_path):
+    """External test images: a training image resized to 200 px and saved as JPEG
+    quality 60, and a demo test image that is not in the trained copy; its training
+    image is not compared."""
+    source = verified["data"] / "train" / "Normal" / "010.jpeg"
+    (tmp_path / "ext" / "test" / "N").mkdir(parents=True)
+    (tmp_path / "ext" / "train" / "N").mkdir(parents=True)
+    copy = cv2.resize(cv2.imread(str(source)), (200, 200), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(tmp_path / "ext" / "test" / "N" / "copy.jpg"), copy, [cv2.IMWRITE_JPEG_QUALITY, 60])
+    shutil.copy(DEMO / "test" / "Normal" / "0106.jpeg", tmp_path / "ext" / "test" / "N" / "other.jpeg")
+    shutil.copy(source, tmp_path / "ext" / "train" / "N" / "same.jpeg")
+    pd.DataFrame({"path": ["train/N/same.jpeg", "test/N/copy.jpg", "test/N/other.jpeg"],
+                  "split": ["train", "test", "test"], "label": "N"}).to_csv(tmp_path / "ext.csv", index=False)
+    stages.external_overlap(str(verified["data"]), str(verified["index"]), str(tmp_path / "ext"),
+                            str(tmp_path / "ext.csv"), str(tmp_path / "overlap.csv"))
+    table = pd.read_csv(tmp_path / "overlap.csv", keep_default_na=False)
+    assert list(table.columns) == ["path", "label", "most_similar", "most_similar_split", "correlation",
+                                   "near_duplicate"]
+    assert list(table["path"]) == ["test/N/copy.jpg", "test/N/other.jpeg"]
+    copy_row, other_row = table.to_dict("records")
+    assert (copy_row["most_similar"], copy_row["most_similar_split"]) == ("train/Normal/010.jpeg", "train")
+    assert copy_row["near_duplicate"] and copy_row["correlation"] > 0.9
+    assert not other_row["near_duplicate"] and other_row["correlation"] < 0.6
+
+
+class ImageIdInference:
+    """A stand-in for the trained model's inference pass: image ``i`` (every pixel ``i``)
+    gets the probabilities ``PROBABILITIES[i]`` of the trained classes a, b, c."""
+
+    PROBABILITIES = np.array([[0.6, 0.3, 0.1], [0.1, 0.2, 0.7], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]])
+
+    def run(self, images):
+        return {"probabilities": self.PROBABILITIES[np.asarray(images)[:, 0, 0, 0]]}
+
+
+def external_test(tmp_path, name: str, image_ids: list[int], splits: list[str], class_map: dict) -> dict:
+    images = np.repeat(np.asarray(image_ids, np.uint8), 2 * 2 * 3).reshape(-1, 2, 2, 3)
+    np.save(tmp_path / f"{name}.npy", images)
+    labels = sorted(set(class_map.values()))
+    pd.DataFrame({"path": [f"{s}/{i}.png" for s, i in zip(splits, image_ids, strict=True)], "split": splits,
+                  "label": [labels[i % len(labels)] for i in image_ids]}).to_csv(tmp_path / f"{name}.csv", index=False)
+    return {"dataset": name, "class_map": class_map, "images": str(tmp_path / f"{name}.npy"),
+            "index": str(tmp_path / f"{name}.csv")}
+
+
+def test_external_predictions_are_the_collapsed_probabilities_of_each_test_image(tmp_path):
+    """ext1 maps a, b -> SICK and c -> WELL; ext2 maps each class to its own. Training
+    images of the external sets are not evaluated."""
+    tests = [external_test(tmp_path, "ext1", [0, 1, 2], ["test", "train", "test"],
+                           {"a": "SICK", "b": "SICK", "c": "WELL"}),
+             external_test(tmp_path, "ext2", [3, 1], ["test", "test"], {"a": "A", "b": "B", "c": "C"})]
+    table = stages.evaluate_external(ImageIdInference(), ["a", "b", "c"], tests)
+    assert list(table.columns) == ["dataset", "path", "label", "predicted", "p_A", "p_B", "p_C", "p_SICK", "p_WELL"]
+    assert list(table["dataset"]) == ["ext1", "ext1", "ext2", "ext2"]
+    assert list(table["path"]) == ["test/0.png", "test/2.png", "test/3.png", "test/1.png"]
+    assert list(table["predicted"]) == ["SICK", "SICK", "C", "C"]
+    np.testing.assert_allclose(table["p_SICK"][:2], [0.9, 0.7])
+    np.testing.assert_allclose(table["p_WELL"][:2], [0.1, 0.3])
+    np.testing.assert_allclose(table[["p_A", "p_B", "p_C"]][2:], ImageIdInference.PROBABILITIES[[3, 1]])
+    assert table[["p_A", "p_B", "p_C"]][:2].isna().all().all() and table[["p_SICK", "p_WELL"]][2:].isna().all().all()
+    assert list(stages.evaluate_external(ImageIdInference(), ["a", "b", "c"], []).columns) == [
+        "dataset", "path", "label", "predicted"]
+
+
+@pytest.mark.parametrize("step", ["aggregate", "report"])
+def test_a_step_given_the_wrong_table_names_names_the_expected_ones(step, tmp_path):
+    tables = {"runs": str(tmp_path / "runs.csv"), "summary": str(tmp_path / "summary.csv")}
+    call = {"aggregate": lambda: stages.aggregate(str(tmp_path / "plan.json"), tables),
+            "report": lambda: stages.report(str(tmp_path / "plan.json"), tables, str(tmp_path / "r.html"))}[step]
+    with pytest.raises(ValueError, match=r"tables: expected the names \['comparisons', 'external', .*"
+                                         r"got \['runs', 'summary'\]"):
+        call()
