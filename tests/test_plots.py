@@ -93,18 +93,25 @@ def perfect_run(title: str, seeds: int, labels: list[int]) -> dict:
     return {"title": title, "predictions": [(y_true, np.eye(3)[y_true] * 0.8 + 0.2 / 3)] * seeds}
 
 
-@pytest.mark.parametrize("kind, extra", [("roc", 1), ("pr", 0)])
-def test_curve_grid_draws_one_curve_per_class_and_seed(drawn, kind, extra):
+def test_curve_grid_draws_one_curve_per_class_and_seed(drawn):
     """Five configurations on a 2 x 4 grid (three panels hidden); two seeds of 3 classes,
     but the third configuration's test set lacks class 2. ROC panels add the diagonal."""
     runs = [perfect_run(f"run {i}", 2, [0, 1, 2, 0] if i != 2 else [0, 1, 0, 1]) for i in range(5)]
-    decoded(plots.curve_grid(runs, ["a", "b", "c"], kind))
+    decoded(plots.curve_grid(runs, ["a", "b", "c"], "roc"))
     shown = panels(drawn[0])
     assert len(drawn[0].axes) == 8 and [ax.get_title() for ax in shown] == [f"run {i}" for i in range(5)]
-    assert [len(ax.get_lines()) for ax in shown] == [6 + extra, 6 + extra, 4 + extra, 6 + extra, 6 + extra]
-    if kind == "roc":  # a perfect ranking reaches a true positive rate of 1 at no false positive
-        assert any((line.get_xydata() == [0, 1]).all(axis=1).any() for line in shown[0].get_lines())
+    assert [len(ax.get_lines()) for ax in shown] == [7, 7, 5, 7, 7]
+    # a perfect ranking reaches a true positive rate of 1 at no false positive
+    assert all((line.get_xydata() == [0, 1]).all(axis=1).any() for line in shown[0].get_lines()[:6])
     assert [t.get_text() for t in shown[0].get_legend().get_texts()] == ["a", "b", "c"]
+
+
+def test_precision_recall_curves_have_recall_on_the_x_axis(drawn):
+    """A perfect ranking has precision 1 down to recall 0: the point (0, 1), not (1, 0)."""
+    plots.curve_grid([perfect_run("r", 1, [0, 1, 2, 0])], ["a", "b", "c"], "pr")
+    (panel,) = panels(drawn[0])
+    assert len(panel.get_lines()) == 3 and panel.get_xlabel() == "recall"
+    assert all((line.get_xydata() == [0, 1]).all(axis=1).any() for line in panel.get_lines())
 
 
 def test_curve_grid_of_a_two_class_dataset_draws_the_positive_class_only(drawn):
