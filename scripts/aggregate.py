@@ -46,7 +46,16 @@ from scripts.calibration import CALIBRATION, ECE_BINS, reliability, run_calibrat
 from scripts.comparisons import COMPARISON_COLUMNS, Resampled, versus_baseline, versus_random_init
 from scripts.evaluation import positive_index
 from scripts.external import external_classes
-from scripts.run_tables import CONFIG, COSTS, read_predictions, read_run, read_shortcut_score, run_row, software
+from scripts.run_tables import (
+    CONFIG,
+    COSTS,
+    csv_boolean,
+    read_predictions,
+    read_run,
+    read_shortcut_score,
+    run_row,
+    software,
+)
 from scripts.verdict import (
     BEATS_RULE,
     LEARNING_CURVE_COLUMNS,
@@ -249,8 +258,9 @@ def _external(name: str, plan: dict, done: pd.DataFrame, selection: str) -> tupl
         if not Path(described["overlap"]).exists():  # allow_missing_runs: its data checks did not finish
             info[external] = {"missing": True, "verify": described["verify"], "class_map": test["class_map"]}
             continue
-        overlap = pd.read_csv(described["overlap"], keep_default_na=False)
-        duplicates = overlap[overlap["near_duplicate"].astype(str) == "True"]
+        overlap = pd.read_csv(described["overlap"], keep_default_na=False,
+                              converters={"near_duplicate": csv_boolean})
+        duplicates = overlap[overlap["near_duplicate"].eq(True)]
         excluded = frozenset(duplicates["path"]) if test["near_duplicates"] == "exclude" else frozenset()
         classes = external_classes(test["class_map"])
         positive = positive_index(classes, described["positive_class"])

@@ -4,7 +4,8 @@
   provenance) from the run's ``train.json`` and ``metrics.json`` (:func:`read_run`);
 * :func:`read_predictions`: a predictions table as label indices and probabilities;
 * :func:`read_shortcut_score`: the run's Grad-CAM maps reduced to its shortcut score;
-* :func:`software`: the package versions the finished runs recorded.
+* :func:`software`: the package versions the finished runs recorded;
+* :func:`csv_boolean`: a boolean cell of a table pandas wrote.
 """
 
 from __future__ import annotations
@@ -120,3 +121,9 @@ def software(runs: pd.DataFrame) -> list[dict]:
         return []
     return [{"packages": json.loads(text), "runs": int(count)}
             for text, count in done["software"].value_counts().items()]
+
+
+def csv_boolean(text: str) -> bool | None:
+    """A boolean as ``DataFrame.to_csv`` writes it (``True``, ``False``; empty for None or NaN):
+    a ``converters`` entry of ``pandas.read_csv``."""
+    return {"True": True, "False": False, "": None}[text]
