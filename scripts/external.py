@@ -23,6 +23,7 @@ HIGH_PASS_SIGMA = 2.0  # px at FINGERPRINT_SIZE: what remains is texture and edg
 # 0.85-0.99); different radiographs of the same kind at <= 0.6 (Kermany train vs test, 120 x
 # 300 pairs, largest 0.60). The threshold sits in that gap.
 NEAR_DUPLICATE_CORRELATION = 0.8
+DIFFERENT_RADIOGRAPHS_BELOW = 0.6  # the largest correlation measured between different radiographs (above)
 
 
 def class_map_problems(key: str, class_map: dict, trained: list[str], external: list[str]) -> list[str]:

@@ -12,6 +12,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn import metrics as skm
 
+from scripts.comparisons import BASELINE
+from scripts.models import SCRATCH_CNN
+
 STRATEGY_ORDER = ["scratch", "linear_probe", "frozen", "partial", "full"]
 
 
@@ -149,25 +152,26 @@ def learning_curve(curve, label: str):
     line per strategy × pretraining with its 95% interval over test images (band); the
     scratch CNN baseline (grey, dashed) in every panel. Filled markers: beats the baseline
     at that size (Holm-adjusted p < 0.05), hollow: does not or not compared."""
-    baseline = curve[(curve["model"] == "scratch_cnn") & (curve["strategy"] == "scratch")].sort_values("n_train")
-    models = sorted(set(curve["model"]) - {"scratch_cnn"}) or ["scratch_cnn"]
+    is_baseline = (curve["model"] == BASELINE["model"]) & (curve["strategy"] == BASELINE["strategy"])
+    baseline = curve[is_baseline].sort_values("n_train")
+    models = sorted(set(curve["model"]) - {SCRATCH_CNN}) or [SCRATCH_CNN]
     figure, axes = _grid(len(models), columns=min(3, len(models)), size=3.6)
     colours = plt.cm.tab10.colors
     for ax, model in zip(axes, models, strict=False):
         if len(baseline):
             ax.plot(baseline["n_train"], baseline["value"], color="grey", ls="--", marker="s", ms=4,
-                    label="scratch_cnn (baseline)")
+                    label=f"{SCRATCH_CNN} (baseline)")
             ax.fill_between(baseline["n_train"], baseline["test_low"], baseline["test_high"], color="grey",
                             alpha=0.15)
         runs = curve[curve["model"] == model]
         groups = sorted(runs.groupby(["strategy", "weights"]).groups,
                         key=lambda key: (STRATEGY_ORDER.index(key[0]), key[1]))
-        for number, (strategy, weights) in enumerate(groups if model != "scratch_cnn" else []):
+        for number, (strategy, weights) in enumerate(groups if model != SCRATCH_CNN else []):
             line = runs[(runs["strategy"] == strategy) & (runs["weights"] == weights)].sort_values("n_train")
             colour = colours[number % 10]
             ax.plot(line["n_train"], line["value"], color=colour, lw=1.4, label=_source_label(strategy, weights))
             ax.fill_between(line["n_train"], line["test_low"], line["test_high"], color=colour, alpha=0.15)
-            wins = line["beats"].astype(str) == "True"
+            wins = line["beats"].eq(True)  # None: not compared
             ax.scatter(line["n_train"][wins], line["value"][wins], color=colour, s=30, zorder=3)
             ax.scatter(line["n_train"][~wins], line["value"][~wins], facecolor="white", edgecolor=colour, s=30,
                        zorder=3)

@@ -21,7 +21,12 @@ import yaml
 
 from scripts import fsutil, gradcam, plots
 from scripts.evaluation import positive_index
+from scripts.external import DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR_DUPLICATE_CORRELATION
+from scripts.models import SCRATCH_CNN
 from scripts.plots import STRATEGY_ORDER
+from scripts.run_tables import csv_boolean
+from scripts.statistics import TEMPERATURE_BOUNDS
+from scripts.verdict import TOO_FEW_SEEDS
 
 LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "f1_macro": "Macro-F1",
           "auc": "AUC-ROC", "sensitivity": "Sensitivity", "specificity": "Specificity",
@@ -31,14 +36,18 @@ LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "f1_
 
 # The aggregate tables of the field's questions; a caller that has none passes nothing.
 FIELD_TABLES = ("learning_curve", "external", "pretraining")
+# Columns of the aggregate tables that hold True, False or nothing (None: e.g. not compared).
+BOOLEAN_COLUMNS = ("beats", "cam_informative")
 
 
 def read_tables(paths: dict[str, str]) -> dict:
     """The aggregate stage's csv tables as DataFrames and its verdict; ``paths``: a path
-    per table name (``runs``, ``summary``, ``comparisons``, :data:`FIELD_TABLES`, ``verdict``)."""
+    per table name (``runs``, ``summary``, ``comparisons``, :data:`FIELD_TABLES`, ``verdict``).
+    :data:`BOOLEAN_COLUMNS` are read as True, False or None, whatever else their column holds."""
     def csv(path):
         try:
             return pd.read_csv(path, dtype={"slurm_job_id": str, "cuda_visible_devices": str, "cam_cells": str},
+                               converters={column: csv_boolean for column in BOOLEAN_COLUMNS},
                                keep_default_na=False, na_values=[""])
         except pd.errors.EmptyDataError:  # no finished run: the table has no columns
             return pd.DataFrame()
@@ -68,7 +77,7 @@ def title(row) -> str:
 
 
 def order_key(row) -> tuple:
-    return (row["model"] != "scratch_cnn", row["model"], STRATEGY_ORDER.index(row["strategy"]),
+    return (row["model"] != SCRATCH_CNN, row["model"], STRATEGY_ORDER.index(row["strategy"]),
             row["weights"], -float(row["fraction"]))
 
 
@@ -199,7 +208,7 @@ def learning_section(name: str, tables: dict, verdict: dict) -> dict | None:
         return None
     rows = sorted(_records(curve), key=lambda row: (*order_key(row)[:4], float(row["fraction"])))
     figure = plots.learning_curve(curve, LABELS[info["metric"]])
-    return {"metric": info["metric"], "rule": info["rule"], "figure": figure,
+    return {"metric": info["metric"], "rule": info["rule"], "figure": figure, "min_seeds": TOO_FEW_SEEDS,
             "rows": [{**row, "title": config_title(row["model"], row["strategy"], row["weights"])} for row in rows],
             "statements": [{**s, "title": config_title(s["model"], s["strategy"], s["weights"])}
                            for s in info["statements"]]}
@@ -240,7 +249,8 @@ def calibration_section(summary: pd.DataFrame, verdict: dict) -> dict | None:
     if not rows:
         return None
     panels = [{"title": row["title"], **json.loads(row["reliability"])} for row in rows]
-    return {"rows": rows, "figure": plots.reliability_grid(panels), **verdict["calibration"]}
+    return {"rows": rows, "figure": plots.reliability_grid(panels), "temperature_bounds": TEMPERATURE_BOUNDS,
+            **verdict["calibration"]}
 
 
 def shortcut_section(summary: pd.DataFrame, verdict: dict, configs: list[dict]) -> dict | None:
@@ -409,6 +419,8 @@ def render(plan: dict, tables: dict, output: str | Path, project: str | Path = "
         "not_pretrained": not_pretrained(tables["runs"]),
         "weights": weights_table(tables["runs"]),
         "skipped": plan["skipped"],
+        "near_duplicate_check": {"correlation": NEAR_DUPLICATE_CORRELATION, "size": FINGERPRINT_SIZE,
+                                 "different_below": DIFFERENT_RADIOGRAPHS_BELOW},
         "software": verdict["software"],
         "bootstrap": verdict["bootstrap"],
         "selection_metric": verdict["selection_metric"],

@@ -8,7 +8,8 @@ Two sources of variation are kept apart:
   the test images (:func:`stratified_bootstrap`), evaluated for every seed at once by
   :func:`bootstrap_metric` and summarised per configuration (:func:`config_bootstrap`) or per
   pair of configurations on the same test set (:func:`paired_bootstrap`), with Holm's
-  correction (:func:`holm`) across the comparisons of a family.
+  correction (:func:`holm`) across the comparisons of a family. :class:`SharedBootstrap`
+  keeps one dataset's resamples, so that any two of its configurations compare pairwise.
 
 The bootstrap is vectorised: a resample is a row of an index matrix ``(B, n)`` and every metric
 is computed for all rows by counting (``np.bincount``), never by a Python loop over resamples.
@@ -26,6 +27,7 @@ import numpy as np
 from scipy import optimize, special
 from scipy import stats as sps
 
+# The metrics of a run's metrics.json that the study reads and can bootstrap.
 METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro",
            "specificity_macro", "auc", "sensitivity", "specificity")
 TWO_CLASS_METRICS = ("sensitivity", "specificity")
@@ -187,6 +189,24 @@ def mean_over_seeds(name: str, y_true: np.ndarray, probabilities_per_seed: Seque
         raise ValueError("no seeds: probabilities_per_seed is empty")
     per_seed = [bootstrap_metric(name, y_true, p, indices, positive) for p in probabilities_per_seed]
     return np.mean(per_seed, axis=0)
+
+
+class SharedBootstrap:
+    """One test set's stratified resamples, shared by every configuration evaluated on it
+    (so any two configurations compare pairwise on the same resamples)."""
+
+    def __init__(self, y_true: np.ndarray, resamples: int, seed: int, positive: int | None):
+        self.y_true, self.positive = y_true, positive
+        self.indices = stratified_bootstrap(y_true, resamples, seed)
+        self.identity = np.arange(len(y_true))[None, :]
+
+    def resampled(self, metric: str, probabilities: list[np.ndarray]) -> np.ndarray:
+        """The metric, averaged over the seeds' ``probabilities``, on every resample."""
+        return mean_over_seeds(metric, self.y_true, probabilities, self.indices, self.positive)
+
+    def estimate(self, metric: str, probabilities: list[np.ndarray]) -> float:
+        """The metric, averaged over the seeds' ``probabilities``, on the whole test set."""
+        return float(mean_over_seeds(metric, self.y_true, probabilities, self.identity, self.positive)[0])
 
 
 def config_bootstrap(y_true: np.ndarray, probabilities_per_seed: Sequence[np.ndarray], metric: str,

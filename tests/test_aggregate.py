@@ -109,3 +109,19 @@ def test_two_class_headline_is_sensitivity_and_specificity(tmp_path):
     assert verdict["metrics"][-2:] == ["sensitivity", "specificity"]
     assert verdict["chosen"]["sensitivity"] == pytest.approx(2 / 4)  # PNEUMONIA recall
     assert verdict["chosen"]["specificity"] == pytest.approx(2 / 3)  # NORMAL recall
+
+
+def test_the_baseline_is_the_scratch_cnn_trained_from_scratch_only():
+    """Fails if a backbone trained from scratch counted as the baseline (it is compared with it)."""
+    from scripts.comparisons import is_baseline
+
+    assert is_baseline({"model": "scratch_cnn", "strategy": "scratch"})
+    assert not is_baseline({"model": "vgg16", "strategy": "scratch"})
+
+
+def test_csv_booleans_read_back_as_true_false_or_none():
+    from scripts.run_tables import csv_boolean
+
+    assert [csv_boolean(text) for text in ("True", "False", "")] == [True, False, None]
+    with pytest.raises(KeyError):
+        csv_boolean("yes")

@@ -21,8 +21,11 @@ from conftest import CHROMIUM, DEMO, PROJECT, copy_dataset, fake_run, snakemake,
 
 from scripts import external, shortcut
 from scripts import statistics as st
-from scripts.aggregate import aggregate, run_calibration, run_shortcut, shortcut_verdict
+from scripts.aggregate import aggregate
+from scripts.calibration import run_calibration
 from scripts.layout import RUN_FILES
+from scripts.run_tables import read_shortcut_score
+from scripts.verdict import learning_curve, shortcut_verdict
 
 CLASSES = ["a", "b", "c"]
 LABELS = np.repeat([0, 1, 2], 20)  # 60 test images
@@ -143,8 +146,6 @@ def test_learning_curve_table_has_sizes_values_and_the_comparison(curve_study):
 
 def test_beats_needs_a_positive_difference_and_a_holm_adjusted_p_below_005():
     """Fails if the rule used the unadjusted p-value or ignored the sign."""
-    from scripts.aggregate import learning_curve
-
     config = {"dataset": "d", "model": "vgg16", "strategy": "frozen", "weights": "imagenet", "n_train": 10.0,
               "n_seeds": 3, "auc": 0.8, **{f"auc_{b}": 0.7 for b in ("seed_low", "seed_high", "test_low", "test_high")}}
     cases = {0.1: (0.1, 0.03, 0.06), 0.2: (-0.1, 0.001, 0.002), 0.5: (0.1, 0.001, 0.002), 1.0: (0.0, 1.0, 1.0)}
@@ -370,7 +371,7 @@ def test_shortcut_score_flags_a_model_that_learned_a_corner_marker(tmp_path, cor
 
     evaluation = validated({"datasets": {"d": {"path": ".", "manifest": "m"}}, "models": ["scratch_cnn"],
                             "strategies": ["scratch"], "seeds": [1]})["evaluation"]
-    score = run_shortcut(tmp_path / "gradcam.npz", evaluation["lung_box"])
+    score = read_shortcut_score(tmp_path / "gradcam.npz", evaluation["lung_box"])
     assert score["cam_cells"] == "8x8" and score["cam_informative"]
     config = {"dataset": "d", "model": "scratch_cnn", "strategy": "scratch", "weights": "none", "fraction": 1.0}
     verdict = shortcut_verdict([{**config, **score}], evaluation, config)

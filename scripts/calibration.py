@@ -1,0 +1,47 @@
+"""Can a run's probabilities be trusted? Calibration of its test predictions.
+
+Per run: the top-label expected calibration error in :data:`ECE_BINS` equal-width bins and
+the multi-class Brier score, and, when the run's validation predictions are given, the
+temperature fitted on them (negative log-likelihood) with the test ECE and Brier score
+after it. Per configuration: reliability bins of its seeds' pooled test predictions.
+The formulas are in :mod:`scripts.statistics`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scripts import statistics as st
+
+ECE_BINS = 15  # equal-width bins of top-label confidence over [0, 1]
+CALIBRATION = ["ece", "brier", "temperature", "ece_scaled", "brier_scaled"]
+
+
+def run_calibration(test: tuple, validation: tuple | None) -> tuple[dict, np.ndarray | None]:
+    """ECE and Brier score of a run's test predictions ``(paths, labels, probabilities)``;
+    with ``validation`` predictions also the temperature fitted on them (NLL) and the
+    test ECE and Brier score after it. Returns the :data:`CALIBRATION` values and the
+    rescaled test probabilities (None without validation predictions)."""
+    _, labels, probabilities = test
+    values = {"ece": st.expected_calibration_error(labels, probabilities, ECE_BINS),
+              "brier": st.brier_score(labels, probabilities),
+              "temperature": np.nan, "ece_scaled": np.nan, "brier_scaled": np.nan}
+    if validation is None or len(validation[1]) == 0:
+        return values, None
+    _, val_labels, val_probabilities = validation
+    # log p as logits (softmax(log p / T) = softmax(z / T)); clipped: a probability may underflow to 0
+    temperature = st.fit_temperature(np.log(np.clip(val_probabilities, 1e-12, 1.0)), val_labels)
+    scaled = st.apply_temperature(probabilities, temperature)
+    values.update(temperature=temperature, ece_scaled=st.expected_calibration_error(labels, scaled, ECE_BINS),
+                  brier_scaled=st.brier_score(labels, scaled))
+    return values, scaled
+
+
+def reliability(tests: list[tuple], scaled: list[np.ndarray | None]) -> dict:
+    """Reliability bins of a configuration, its seeds' test predictions pooled; before and
+    (when the probabilities were rescaled) after temperature scaling."""
+    labels = np.concatenate([test[1] for test in tests])
+    before = st.reliability_bins(labels, np.concatenate([test[2] for test in tests]), ECE_BINS)
+    after = (st.reliability_bins(labels, np.concatenate(scaled), ECE_BINS)
+             if scaled and all(s is not None for s in scaled) else None)
+    return {"before": before, "after": after}
