@@ -47,4 +47,4 @@ lint: $(STAMP)
 	. $(VENV)/bin/activate && ruff check . && snakefmt --check workflow && snakemake --lint
 
 benchmark: $(STAMP)
-	. $(VENV)/bin/activate && python -m scripts.benchmark
+	. $(VENV)/bin/activate && python -m benchmarks

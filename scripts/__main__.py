@@ -140,9 +140,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def leave(status: int):
-    """Exit without the interpreter's teardown: TensorFlow's costs a train job 2-4 s
-    (measured by the benchmark) and does nothing useful, as every output is already
-    written atomically."""
+    """Exit without the interpreter's teardown: TensorFlow's takes seconds and does
+    nothing useful, as every output is already written atomically."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)

@@ -6,33 +6,12 @@ TensorFlow-free: the workflow imports it while it builds the job graph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from scripts.models import SCRATCH_CNN
 
 # Strategies that start from a backbone's weights (pretrained, or a random-init control).
 PRETRAINED_STRATEGIES = ("frozen", "partial", "full", "linear_probe")
 STRATEGIES = ("scratch", *PRETRAINED_STRATEGIES)
 RANDOM_INIT = "none"  # the pretraining label of every run that starts from random weights
-
-
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    trainable: str  # see models.set_trainable
-    learning_rate_key: str  # key in the training settings
-
-
-def phases(strategy: str) -> list[Phase]:
-    """The phases that train through the backbone; the head of the pretrained strategies
-    is first fitted on the frozen backbone's features (see training.fit_head)."""
-    return {
-        "scratch": [Phase("train", "all", "learning_rate")],
-        "frozen": [],
-        "linear_probe": [],
-        "partial": [Phase("finetune", "top", "finetune_learning_rate")],
-        "full": [Phase("finetune", "backbone", "finetune_learning_rate")],
-    }[strategy]
 
 
 def skip_reason(model: str, strategy: str) -> str | None:

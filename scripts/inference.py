@@ -1,10 +1,10 @@
 """The one traced inference pass of a run: class probabilities, logits, pooled
 backbone features and the Grad-CAM heatmap of the predicted class, per image.
 
-Tracing a ``tf.function`` over ResNet50 costs 4-8 s of Python on a small CPU host,
-and Keras's own ``predict``/validation each trace again, so every run traces a single
-function. It serves validation after every epoch, feature extraction for the cached
-frozen strategy and the final test evaluation. Batches are padded to one shape so the
+Tracing a ``tf.function`` over a large backbone costs seconds of Python on a CPU host,
+and Keras's own ``predict``/validation each trace again, so every run traces one
+forward function for validation after every epoch, feature extraction for the cached
+frozen strategy and the final predictions (and one more for Grad-CAM). Batches are padded to one shape so the
 function is traced once.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from scripts import tracing
 from scripts.gradcam import grad_cam
 from scripts.pipeline import padded_batches
 
@@ -25,9 +26,9 @@ class InferencePass:
 
     Two traced functions, each traced on first use: a forward pass (feature extraction,
     the validation pass after every epoch) and the forward-and-backward pass Grad-CAM
-    needs (the test set, once). Measured on ResNet50 partial at 224 px (make benchmark):
-    feature extraction with tracing took 23.5 s instead of 29.6 s (test images skipped
-    included), the extra trace for the test set 1.7 s: a net 2 s of a 160 s run.
+    needs (the test set, once). The backward pass costs memory and time that only the
+    Grad-CAM maps need, so every other pass runs forward only, and its one extra trace
+    is paid once per run.
     """
 
     def __init__(self, model, layer_name: str, batch_size: int = 32):
@@ -59,6 +60,10 @@ class InferencePass:
         self._forward, self._explain = forward, explain
 
     def run(self, images: np.ndarray, cams: bool = False) -> dict[str, np.ndarray]:
+        with tracing.phase("inference pass", images=len(images)):
+            return self._run(images, cams)
+
+    def _run(self, images: np.ndarray, cams: bool) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
         function, keys = (self._explain, OUTPUTS) if cams else (self._forward, OUTPUTS[:3])

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from scripts import tracing
+
 
 @dataclass(frozen=True)
 class Backbone:
@@ -181,6 +183,7 @@ def _pretrained_backbone(constructor, input_tensor, weights: str | Path):
     return base
 
 
+@tracing.traced("build model (+ load weights)")
 def build_model(model_name: str, image_size: int, n_classes: int, weights: str | Path | None, *,
                 dropout: float, bn_momentum: float):
     """The classifier for ``model_name``; ``weights`` is None (random init) or a local

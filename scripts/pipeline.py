@@ -11,14 +11,16 @@ import os
 
 import numpy as np
 
+from scripts import tracing
+
 
 def _options():
     import tensorflow as tf
 
     options = tf.data.Options()
     options.deterministic = True
-    # Autotuning stalled epochs for 1-21 s on small CPU hosts (its tuning ticks);
-    # explicit parallelism is as fast here and has no stalls.
+    # Autotuning stalls epochs on small CPU hosts while it tunes; explicit parallelism
+    # is as fast there and has no stalls.
     options.autotune.enabled = False
     return options
 
@@ -29,8 +31,8 @@ def augmentation(settings: dict):
 
     Stateless: the result depends only on ``seed`` (epoch seed, batch number), so a run
     resumed mid-training augments exactly as an uninterrupted one. Built once per run
-    and traced once: rebuilding Keras augmentation layers every epoch cost 0.3-0.4 s of
-    tracing per epoch on a 2-core CPU. Ranges follow Keras's layers: ``rotation`` is a
+    and traced once: Keras augmentation layers rebuilt every epoch would be traced again
+    every epoch. Ranges follow Keras's layers: ``rotation`` is a
     fraction of a full turn, ``shift`` of the image size, ``zoom`` of the scale.
     """
     import math
@@ -74,8 +76,8 @@ def augmentation(settings: dict):
 def epoch_order(n: int, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded permutation of ``n`` images padded to whole batches, and the mask that
     is 0 on the padding: every image is seen once per epoch, and every batch has one
-    shape, so the train step is traced once (a second shape retraces it: 27 s for
-    ResNet50 on a 2-core CPU)."""
+    shape, so the train step is traced once (a second shape would trace it again, which
+    costs a large backbone as much as several batches)."""
     order = np.random.default_rng(seed).permutation(n)
     padded = -(-n // batch_size) * batch_size
     mask = np.zeros(padded, np.float32)
@@ -83,6 +85,7 @@ def epoch_order(n: int, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndar
     return np.resize(order, padded), mask
 
 
+@tracing.traced("train_dataset")
 def train_dataset(images: np.ndarray, labels: np.ndarray, sample_weights: np.ndarray, batch_size: int,
                   seed: int, augment=None):
     """Shuffled batches of ``(float32 image 0..255, int label, sample weight)``: every

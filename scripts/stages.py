@@ -126,10 +126,6 @@ def _check_names(paths: dict[str, str], expected: dict, what: str) -> None:
         raise ValueError(f"{what}: expected the names {sorted(expected)}, got {sorted(paths)}")
 
 
-def classes_of(split_table: pd.DataFrame) -> list[str]:
-    return sorted(split_table.loc[split_table["split"] == "train", "label"].unique())
-
-
 @dataclass(frozen=True)
 class RunIdentity:
     dataset: str
@@ -143,131 +139,32 @@ class RunIdentity:
 def train(run: RunIdentity, images: str, split_path: str, settings: dict, outputs: dict[str, str],
           checkpoint_dir: str, feature_cache_dir: str, threads: int | None = None,
           external_tests: list[dict] = ()) -> None:
-    """Fit one run, save the model and history, then evaluate it on the validation and
-    test sets with Grad-CAM, and on every external test set, in the same process: a
-    second job would pay TensorFlow's start-up and the model build again. ``settings``:
-    the run's ``training``, ``weights`` and ``positive_class``; ``outputs``: a path per
-    name of :data:`scripts.layout.RUN_FILES`; ``external_tests``: per external dataset its
-    ``dataset`` name, ``class_map``, decoded ``images`` and ``index``."""
+    """Fit one run and evaluate it (:func:`scripts.training.run`), then write its files.
+    ``settings``: the run's ``training``, ``weights`` and ``positive_class``; ``outputs``:
+    a path per name of :data:`scripts.layout.RUN_FILES`; ``external_tests``: per external
+    dataset its ``dataset`` name, ``class_map``, and the paths of its decoded ``images``
+    and its ``index``."""
     _check_names(outputs, RUN_FILES, "outputs")
     from scripts import training
-    from scripts.grid import PRETRAINED_STRATEGIES
-    from scripts.splits import training_rows
-    from scripts.weights import check
 
-    train_settings, weights = settings["training"], settings["weights"]
-    applied = training.configure_tensorflow(train_settings, training.allocated_threads(threads))
-    if weights.get("path"):  # never train on a corrupt or swapped weights file
-        weights = {**weights, "sha256": check(weights["path"], weights.get("md5"), weights.get("sha256"))}
-    split_table = pd.read_csv(split_path, keep_default_na=False)
-    cached_images = np.load(images, mmap_mode="r")
-    classes = classes_of(split_table)
-    label_ids = split_table["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int32)
-    rows = {"train": training_rows(split_table, run.fraction),
-            "val": np.flatnonzero(split_table["subset"].to_numpy() == "val"),
-            "test": np.flatnonzero(split_table["subset"].to_numpy() == "test")}
-    checkpoint = training.Checkpoint(
-        checkpoint_dir,
-        training.fingerprint(settings=train_settings, weights=weights, split=fsutil.file_digest(split_path),
-                             images=Path(images).stat().st_size, run=vars(run)),
-        train_settings["checkpoint_seconds"],
+    inputs = training.RunInputs(
+        images=np.load(images, mmap_mode="r"), split=pd.read_csv(split_path, keep_default_na=False),
+        images_path=images, split_path=split_path,
+        external_tests=[{**test, "images": np.load(test["images"], mmap_mode="r"),
+                         "index": pd.read_csv(test["index"], keep_default_na=False)} for test in external_tests],
     )
-    feature_cache = None
-    if run.strategy in PRETRAINED_STRATEGIES:
-        feature_cache = training.FeatureCache(
-            _feature_cache_path(feature_cache_dir, images, run, train_settings, weights)
-            if train_settings["frozen_feature_cache"] else None, cached_images,
-            np.flatnonzero(split_table["split"].to_numpy() != "test"))
-    model, inference, history, summary = training.train(
-        cached_images[rows["train"]], label_ids[rows["train"]], cached_images[rows["val"]],
-        label_ids[rows["val"]], n_classes=len(classes), settings=train_settings,
-        weights=weights.get("path"), checkpoint=checkpoint, model_name=run.model, strategy=run.strategy,
-        seed=run.seed, feature_cache=feature_cache, train_rows=rows["train"], val_rows=rows["val"],
-    )
-    evaluate(inference, run, cached_images, label_ids, split_table, rows, classes,
-             settings["positive_class"], outputs)
-    fsutil.write_csv(outputs["external"], evaluate_external(inference, classes, external_tests))
-    training.save_model_weights(model, outputs["model"])
-    fsutil.write_csv(outputs["history"], pd.DataFrame(history))
-    fsutil.write_json(outputs["info"], {
-        **vars(run), "classes": classes, "n_train": len(rows["train"]), "n_val": len(rows["val"]),
-        "n_test": len(rows["test"]), "settings": train_settings, "weights": weights, **summary, **applied,
-        "environment": training.environment(),
-    })
-    checkpoint.clear()
-
-
-def _feature_cache_path(directory: str, images_path: str, run: RunIdentity, settings: dict,
-                        weights: dict) -> Path:
-    """The frozen backbone's shared feature cache, keyed by what the features depend on:
-    the decoded images, the backbone and its weights (or, for random init, the seed,
-    which draws them) and the precision."""
-    from scripts.training import fingerprint
-
-    stat = Path(images_path).stat()
-    backbone = weights.get("sha256") or f"random init, seed {run.seed}"
-    key = fingerprint(images=[Path(images_path).name, stat.st_size, stat.st_mtime_ns], model=run.model,
-                      backbone=backbone, precision=settings["mixed_precision"])
-    return Path(directory) / f"{run.model}-{Path(images_path).stem}-{key[:16]}.npy"
-
-
-def _predictions_table(rows: pd.DataFrame, probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    table = pd.DataFrame({"path": rows["path"].to_numpy(), "label": rows["label"].to_numpy(),
-                          "predicted": [classes[i] for i in probabilities.argmax(1)]})
-    for i, name in enumerate(classes):
-        table[f"p_{name}"] = probabilities[:, i]
-    return table
-
-
-def evaluate(inference, run: RunIdentity, images: np.ndarray, label_ids: np.ndarray,
-             split_table: pd.DataFrame, rows: dict, classes: list[str], positive_class: str | None,
-             outputs: dict[str, str]) -> None:
-    """Validation and test predictions and metrics, and the Grad-CAM heatmap of every
-    test image (one pass over the test images)."""
-    from scripts import evaluation
-    from scripts.models import last_conv_layer
-
-    test = inference.run(images[rows["test"]], cams=True)
-    validation = inference.run(images[rows["val"]])["probabilities"]
-    fsutil.write_csv(outputs["predictions"],
-                     _predictions_table(split_table.iloc[rows["test"]], test["probabilities"], classes))
-    fsutil.write_csv(outputs["val_predictions"],
-                     _predictions_table(split_table.iloc[rows["val"]], validation, classes))
+    trained = training.run(run, inputs, settings, checkpoint_dir, feature_cache_dir, threads)
+    results = trained.results
+    fsutil.write_csv(outputs["predictions"], results["predictions"])
+    fsutil.write_csv(outputs["val_predictions"], results["val_predictions"])
     with fsutil.atomic_path(outputs["gradcam"]) as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, cams=test["cams"],
-                            paths=split_table["path"].to_numpy(dtype=str)[rows["test"]])
-    fsutil.write_json(outputs["metrics"], {
-        **vars(run),
-        "test": evaluation.compute_metrics(label_ids[rows["test"]], test["probabilities"], classes,
-                                           positive_class),
-        "validation": evaluation.compute_metrics(label_ids[rows["val"]], validation, classes,
-                                                 positive_class),
-        "gradcam_layer": last_conv_layer(run.model),
-    })
-
-
-EXTERNAL_COLUMNS = ["dataset", "path", "label", "predicted"]
-
-
-def evaluate_external(inference, classes: list[str], external_tests: list[dict]) -> pd.DataFrame:
-    """The run's predictions on the test split of every external dataset, its probabilities
-    collapsed onto the external classes by the class map (one table; a ``p_<class>``
-    column per external class of any of them, empty for the others)."""
-    from scripts import external
-
-    parts = []
-    for test in external_tests:
-        index = pd.read_csv(test["index"], keep_default_na=False)
-        rows = np.flatnonzero(index["split"].to_numpy() == "test")
-        probabilities = inference.run(np.load(test["images"], mmap_mode="r")[rows])["probabilities"]
-        collapsed = external.collapse(probabilities, classes, test["class_map"])
-        table = _predictions_table(index.iloc[rows], collapsed, external.external_classes(test["class_map"]))
-        parts.append(table.assign(dataset=test["dataset"]))
-    if not parts:
-        return pd.DataFrame(columns=EXTERNAL_COLUMNS)
-    table = pd.concat(parts, ignore_index=True)
-    probability_columns = sorted(c for c in table.columns if c.startswith("p_"))
-    return table[EXTERNAL_COLUMNS + probability_columns]
+        np.savez_compressed(handle, **results["gradcam"])
+    fsutil.write_json(outputs["metrics"], results["metrics"])
+    fsutil.write_csv(outputs["external"], results["external"])
+    training.save_model_weights(trained.model, outputs["model"])
+    fsutil.write_csv(outputs["history"], results["history"])
+    fsutil.write_json(outputs["info"], results["info"])
+    trained.checkpoint.clear()  # last: a job killed before every file is written resumes from it
 
 
 def aggregate(plan_path: str, outputs: dict[str, str]) -> None:

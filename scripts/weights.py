@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from scripts import fsutil
+from scripts import fsutil, tracing
 
 
 class WeightsError(Exception):
@@ -29,6 +29,7 @@ def file_name(url: str) -> str:
     return url.rsplit("/", 1)[1]
 
 
+@tracing.traced("weights file hash check")
 def check(path: str | Path, md5: str | None = None, sha256: str | None = None) -> str:
     """Verify ``path`` against the hashes given; return its SHA256."""
     path = Path(path)

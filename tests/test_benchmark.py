@@ -1,4 +1,4 @@
-"""Smoke test of ``python -m scripts.benchmark``: the cheap sections in quick mode
+"""Smoke test of ``python -m benchmarks``: the cheap sections in quick mode
 write the CSV and Markdown tables with the expected rows and positive numbers."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 from conftest import PROJECT
 
-QUICK_GRID = (1, 2)  # scripts.benchmark.Scale.quick(): datasets, seeds of the 1x grid
+QUICK_GRID = (1, 2)  # benchmarks.__main__.Scale.quick(): datasets, seeds of the 1x grid
 # Phases the benchmark times directly (start and end of the work itself), as opposed to
 # estimates and remainders derived from them.
 TIMED_PHASES = ("python start (interpreter, site, tracer)", "import tensorflow + keras",
                 "build model (+ load weights)", "end-to-end epochs (validation passes, checkpoints included)",
-                "test + validation pass, Grad-CAM, metrics, files (evaluate)", "whole job", "peak RSS (VmHWM)")
+                "test + validation pass, Grad-CAM, metrics (evaluate)", "whole job", "peak RSS (VmHWM)")
 
 
 def expected_jobs(datasets: int, seeds: int) -> int:
@@ -32,7 +32,7 @@ def test_quick_benchmark_writes_tables(tmp_path):
     """Fails if a section stops measuring (a row missing, negative or not finite, or a
     directly timed phase not positive), if the dry run's job count or the own-code share is
     misread from Snakemake or cProfile, or if the Markdown table is not written."""
-    done = subprocess.run([sys.executable, "-m", "scripts.benchmark", "--quick", "--only", "3", "4",
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", "3", "4",
                            "--output", str(tmp_path)], cwd=PROJECT, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]

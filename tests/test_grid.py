@@ -2,7 +2,7 @@
 
 import pytest
 
-from scripts.grid import phases, plan, weights_sources
+from scripts.grid import plan, weights_sources
 
 
 def test_scratch_cnn_only_runs_from_scratch_and_skips_are_explained():
@@ -34,13 +34,6 @@ def test_weights_sources_are_named():
         weights_sources([{"name": "a", "source": "imagenet"}, {"name": "a", "source": "none"}])
     with pytest.raises(ValueError, match="reserved"):
         weights_sources([{"name": "none", "source": "imagenet"}])
-
-
-def test_phases_that_train_through_the_backbone():
-    assert [p.trainable for p in phases("full")] == ["backbone"]
-    assert [p.learning_rate_key for p in phases("partial")] == ["finetune_learning_rate"]
-    assert [p.trainable for p in phases("scratch")] == ["all"]
-    assert phases("frozen") == phases("linear_probe") == []
 
 
 def test_excluded_combinations_are_skipped_with_their_reason():

@@ -17,11 +17,38 @@ import pytest
 from conftest import PROJECT, copy_dataset, snakemake, validated, write_config
 
 from scripts.layout import RUN_FILES
-from scripts.training import weighted_scores
+from scripts.objective import weighted_scores
+from scripts.probe import feature_cache_path
+from scripts.training import end_to_end_phases, phases
 
 TINY = {"image_size": 32, "batch_size": 16, "epochs": 2, "warmup_epochs": 1,
         "learning_rate": 1e-3, "finetune_learning_rate": 1e-4, "partial_stages": 1,
         "early_stopping_patience": 0, "checkpoint_seconds": 0}
+
+
+def test_phases_that_train_through_the_backbone():
+    assert [p.trainable for p in phases("full")] == ["backbone"]
+    assert [p.learning_rate_key for p in phases("partial")] == ["finetune_learning_rate"]
+    assert [p.trainable for p in phases("scratch")] == ["all"]
+    assert phases("frozen") == phases("linear_probe") == []
+    # frozen without the feature cache trains its head through the frozen backbone
+    assert [p.trainable for p in end_to_end_phases("frozen", {"frozen_feature_cache": False})] == ["head"]
+    assert end_to_end_phases("frozen", {"frozen_feature_cache": True}) == []
+
+
+def test_feature_cache_is_keyed_by_what_draws_the_features(tmp_path):
+    """Random init: the seed draws the backbone, so it keys the file; a weights file's hash
+    replaces the seed; the model and the precision key it too."""
+    images = tmp_path / "images_32px.npy"
+    np.save(images, np.zeros((2, 32, 32, 3), np.uint8))
+
+    def path(model="vgg16", seed=1, precision="none", sha256=None):
+        return feature_cache_path(tmp_path / "cache", images, model, seed, precision, sha256)
+
+    assert path().parent == tmp_path / "cache" and path().name.startswith("vgg16-images_32px-")
+    assert path() == path() != path(seed=2)
+    assert path(sha256="ab", seed=1) == path(sha256="ab", seed=2) != path(sha256="cd")
+    assert path() != path(model="resnet50") and path() != path(precision="bfloat16")
 
 
 @pytest.fixture(scope="module")

@@ -221,7 +221,7 @@ check_config()
 # Cores a train job reserves: all of them when the study has one run, one each when it
 # has a run per core or more, so that runs train side by side (a cluster profile sets it
 # with set-threads). TensorFlow inside may use up to twice that: see
-# scripts/training.py:allocated_threads.
+# scripts/runtime.py:allocated_threads.
 TRAIN_THREADS = max(1, (workflow.resource_settings.cores or 1) // max(1, len(RUNS)))
 for skip in SKIPPED:
     logger.info(f"skipped {skip['model']} x {skip['strategy']}: {skip['reason']}")

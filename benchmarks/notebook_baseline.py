@@ -1,8 +1,8 @@
 """The seed paper's appendix notebook, as written, in one process (tf_keras, Keras 2).
 
-``python -m scripts.notebook_baseline --data ROOT --image-size 64 --output timings.json``
+``python -m benchmarks.notebook_baseline --data ROOT --image-size 64 --output timings.json``
 
-What the notebook does, cell by cell (issue 16): ``ImageDataGenerator`` with
+What the notebook does, cell by cell: ``ImageDataGenerator`` with
 ``rescale=1/255`` and augmentation (``rotation_range``, ``width/height_shift_range``,
 ``zoom_range``, ``horizontal_flip``) feeding ``flow_from_directory`` on ``ROOT/train``,
 validation from the same generator with ``validation_split`` (so validation images
@@ -13,7 +13,7 @@ classification report and confusion matrix). Decoding every JPEG every epoch is 
 of what is measured. The augmentation ranges are the workflow's defaults converted to
 ``ImageDataGenerator`` units, so both sides augment alike.
 
-The benchmark (``scripts.benchmark``, section 5) runs this as a subprocess and reads
+The benchmark (``python -m benchmarks``, section 5) runs this as a subprocess and reads
 the phase timings written to ``--output``. Heavy imports happen inside ``main`` so
 that their cost is measured as a phase of its own.
 """
@@ -121,6 +121,14 @@ def evaluate(model, test) -> dict:
             "confusion_matrix": matrix.tolist()}
 
 
+def fit(timeline: Timeline, phase: str, key: str, model, train, validation, epochs: int) -> None:
+    """``model.fit`` as the notebook calls it, timed as phase ``"<phase> <epochs> epochs"``
+    with each epoch's seconds under ``key``."""
+    with timeline.phase(f"{phase} {epochs} epochs"):
+        model.fit(train, validation_data=validation, epochs=epochs, verbose=0,
+                  callbacks=[timeline.epoch_timer(key)])
+
+
 def run(args, timeline: Timeline) -> dict:
     """Every cell of the notebook in order; returns the test results of both models."""
     with timeline.phase("import tensorflow, tf_keras, scikit-learn"):
@@ -137,25 +145,19 @@ def run(args, timeline: Timeline) -> dict:
     with timeline.phase("baseline CNN: build + compile"):
         baseline = baseline_cnn(args.image_size, n_classes)
         compile_model(baseline, 1e-3)
-    with timeline.phase(f"baseline CNN: fit {args.baseline_epochs} epochs"):
-        baseline.fit(train, validation_data=validation, epochs=args.baseline_epochs, verbose=0,
-                     callbacks=[timeline.epoch_timer("baseline")])
+    fit(timeline, "baseline CNN: fit", "baseline", baseline, train, validation, args.baseline_epochs)
     with timeline.phase("baseline CNN: evaluate on test"):
         results["baseline_cnn"] = evaluate(baseline, test)
     with timeline.phase("ResNet50: build + compile (frozen, new head)"):
         model, base = resnet50_with_head(args.image_size, n_classes)
         compile_model(model, 1e-3)
-    with timeline.phase(f"ResNet50: fit head {args.head_epochs} epochs"):
-        model.fit(train, validation_data=validation, epochs=args.head_epochs, verbose=0,
-                  callbacks=[timeline.epoch_timer("head")])
+    fit(timeline, "ResNet50: fit head", "head", model, train, validation, args.head_epochs)
     with timeline.phase(f"ResNet50: unfreeze top {UNFROZEN_LAYERS} layers + compile"):
         base.trainable = True
         for layer in base.layers[:-UNFROZEN_LAYERS]:
             layer.trainable = False
         compile_model(model, 1e-5)
-    with timeline.phase(f"ResNet50: fine-tune {args.finetune_epochs} epochs"):
-        model.fit(train, validation_data=validation, epochs=args.finetune_epochs, verbose=0,
-                  callbacks=[timeline.epoch_timer("finetune")])
+    fit(timeline, "ResNet50: fine-tune", "finetune", model, train, validation, args.finetune_epochs)
     with timeline.phase("ResNet50: evaluate on test"):
         results["resnet50"] = evaluate(model, test)
     results["images"] = {"train": train.samples, "validation": validation.samples, "test": test.samples}
@@ -163,7 +165,7 @@ def run(args, timeline: Timeline) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.notebook_baseline", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.notebook_baseline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="dataset root with train/ and test/ class folders")
     parser.add_argument("--image-size", type=int, required=True)

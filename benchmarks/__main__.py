@@ -1,4 +1,4 @@
-"""Benchmarks on the bundled demo data: ``python -m scripts.benchmark`` (``make benchmark``).
+"""Benchmarks on the bundled demo data: ``python -m benchmarks`` (``make benchmark``).
 
 Every comparison is measured side by side in this one run; the rows are printed and
 written to ``results/benchmarks/benchmark.{csv,md}``. Sections (``--only 3 4`` runs
@@ -13,22 +13,20 @@ some of them and keeps the other sections' rows of an earlier run):
 4. a train job's fixed cost piece by piece (Python start, imports, TensorFlow, model
    build and weights, tracing, test pass and Grad-CAM, writing, exit) and its memory
    (peak RSS, anonymous vs file-backed, per phase), ResNet50 partial and scratch CNN;
-5. the seed notebook's study end to end (``scripts.notebook_baseline``, one process)
+5. the seed notebook's study end to end (``benchmarks.notebook_baseline``, one process)
    vs this workflow running the same study from a clean ``results/``, with the
    per-phase breakdown of both sides.
 
 ``--quick`` shrinks everything (1 repeat, 1-2 epochs, 32 px, a small grid) for the
-smoke test. Train jobs of sections 2, 4 and 5 run under a tracer (``traced_job``) that
-times the project's functions and samples the job's memory; it adds a thread that
-reads ``/proc/self/status`` every 20 ms and nothing else.
+smoke test. Train jobs of sections 2, 4 and 5 run under a tracer
+(``benchmarks.tracer``) that times the phases the project's code marks
+(``scripts.tracing``) and samples the job's memory.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import functools
 import json
 import os
 import platform
@@ -37,15 +35,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+from benchmarks.tracer import TRACE_BOOT, python_shim, read_traces
 from scripts import layout
 
-# numpy, pandas, yaml, TensorFlow and the project's modules are imported inside the
-# functions: a traced workflow job imports this module before the job's own code, and
-# must not pay for any of them here.
+# numpy, pandas, yaml, TensorFlow and the project's modules other than layout are
+# imported inside the functions that use them: ``--help`` and the sections that do not
+# need them stay fast.
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEMO = PROJECT / "resources" / "demo" / "covid19-cxr-3class"
@@ -154,7 +152,7 @@ class DemoData:
         import pandas as pd
 
         from scripts.splits import training_rows
-        from scripts.stages import classes_of
+        from scripts.training import classes_of
 
         split = pd.read_csv(self.split(seed), keep_default_na=False)
         labels = split["label"].map({c: i for i, c in enumerate(classes_of(split))}).to_numpy(np.int32)
@@ -162,158 +160,7 @@ class DemoData:
         return np.load(self.images(size))[rows], labels[rows]
 
 
-# ---- Running and tracing jobs ------------------------------------------------------------
-TRACE_BOOT = ("import sys, time; started = time.time(); from scripts.benchmark import traced_job; "
-              "status = traced_job(sys.argv[1:], started); from scripts.__main__ import leave; leave(status)")
-MEMORY_FIELDS = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
-SAMPLE_SECONDS = 0.02
-
-
-def process_memory() -> dict[str, float]:
-    """This process's resident memory in MB: total, anonymous, file-backed (mmap'd
-    files, libraries) and the high-water mark (``/proc/self/status``)."""
-    fields = {}
-    with open("/proc/self/status") as status:
-        for line in status:
-            key, _, value = line.partition(":")
-            if key in MEMORY_FIELDS:
-                fields[key] = int(value.split()[0]) / 1024
-    return fields
-
-
-class JobTracer:
-    """Timed, nested phases of one job and its memory sampled every 20 ms."""
-
-    def __init__(self):
-        self.events: list[dict] = []
-        self.samples: list[tuple[float, float, float]] = []  # time, anonymous MB, file-backed MB
-        self.stack: list[str] = []
-        self._stop = threading.Event()
-        self._sampler = threading.Thread(target=self._sample, daemon=True)
-        self._sampler.start()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(SAMPLE_SECONDS):
-            memory = process_memory()
-            self.samples.append((time.time(), memory["RssAnon"], memory["RssFile"]))
-
-    @contextlib.contextmanager
-    def phase(self, name: str, **details):
-        start, before = time.time(), process_memory()["VmRSS"]
-        parent = self.stack[-1] if self.stack else None
-        self.stack.append(name)
-        try:
-            yield
-        finally:
-            self.stack.pop()
-            self.events.append({"name": name, "parent": parent, "start": start, "end": time.time(),
-                                "rss_before": before, "rss_after": process_memory()["VmRSS"], **details})
-
-    def wrap(self, owner, attribute: str, name: str, details=None) -> None:
-        """Time every call of ``owner.attribute`` as phase ``name``."""
-        original = getattr(owner, attribute)
-
-        @functools.wraps(original)
-        def timed(*args, **kwargs):
-            with self.phase(name, **(details(args) if details else {})):
-                return original(*args, **kwargs)
-
-        setattr(owner, attribute, timed)
-
-    def finish(self) -> list[dict]:
-        """The events with each one's peak resident memory (from the samples in it)."""
-        self._stop.set()
-        self._sampler.join()
-        for event in self.events:
-            inside = [s for s in self.samples if event["start"] <= s[0] <= event["end"]]
-            if inside:
-                event["peak_anon"] = max(s[1] for s in inside)
-                event["peak_rss"] = max(s[1] + s[2] for s in inside)
-        return self.events
-
-
-def instrument_train_step(tracer: JobTracer) -> None:
-    """Wrap the functions a train job spends its time in (the job's code is unchanged)."""
-    import keras
-
-    from scripts import inference, models, pipeline, stages, training, weights
-
-    tracer.wrap(training, "configure_tensorflow", "configure tensorflow")
-    tracer.wrap(weights, "check", "weights file hash check")
-    tracer.wrap(training, "train", "training.train")
-    tracer.wrap(models, "build_model", "build model (+ load weights)")
-    tracer.wrap(training.FeatureCache, "load_or_compute", "feature cache: extract or load")
-    tracer.wrap(training, "fit_head", "linear probe + head epochs on cached features")
-    tracer.wrap(training, "_train_end_to_end", "end-to-end epochs")
-    tracer.wrap(pipeline, "train_dataset", "train_dataset")
-    tracer.wrap(training.Checkpoint, "save", "checkpoint save")
-    tracer.wrap(inference.InferencePass, "run", "inference pass", lambda args: {"images": len(args[1])})
-    tracer.wrap(keras.Model, "fit", "keras fit")
-    tracer.wrap(keras.Model, "load_weights", "load weights")
-    tracer.wrap(stages, "evaluate", "evaluate")
-    tracer.wrap(training, "save_model_weights", "save model weights")
-
-
-def traced_job(argv: list[str], started: float) -> int:
-    """Run ``python ARGV`` (a workflow step when ARGV is ``-m scripts …``) timing its
-    phases; appends one JSON line to ``$BENCHMARK_TRACE``. Anything else is exec'd."""
-    if argv[:2] != ["-m", "scripts"]:
-        os.execv(sys.executable, [sys.executable, *argv])
-    tracer = JobTracer()
-    step = argv[2]
-    status = 1
-    try:
-        with tracer.phase("imports: project, numpy, pandas"):
-            from scripts import __main__ as cli
-        if step == "train":
-            with tracer.phase("import tensorflow + keras"):
-                import keras  # noqa: F401
-                import tensorflow  # noqa: F401
-            instrument_train_step(tracer)
-        with tracer.phase(f"step {step}"):
-            status = cli.main(argv[2:])
-    finally:
-        trace = {"job": os.environ.get("BENCHMARK_JOB_ID", str(os.getpid())), "argv": argv[2:],
-                 "launched": float(os.environ.get("BENCHMARK_JOB_START", started)), "python_started": started,
-                 "events": tracer.finish(), "hwm_mb": process_memory()["VmHWM"], "status": status,
-                 "finished": time.time()}
-        with open(os.environ["BENCHMARK_TRACE"], "a") as handle:
-            handle.write(json.dumps(trace) + "\n")
-    return status
-
-
-# The `python` that Snakemake's jobs find first on PATH: times each call and the
-# interpreter's exit (which the job's own tracer cannot see).
-PYTHON_SHIM = """#!/usr/bin/env bash
-export BENCHMARK_JOB_START=$EPOCHREALTIME BENCHMARK_JOB_ID=$$
-{python} -c {boot} "$@"
-status=$?
-printf '{{"job": "%s", "exited": %s}}\\n' "$$" "$EPOCHREALTIME" >> "$BENCHMARK_TRACE"
-exit $status
-"""
-
-
-def python_shim(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("python", "python3"):
-        shim = folder / name
-        shim.write_text(PYTHON_SHIM.format(python=shlex.quote(sys.executable), boot=shlex.quote(TRACE_BOOT)))
-        shim.chmod(0o755)
-    return folder
-
-
-def read_traces(path: Path) -> list[dict]:
-    """One dict per traced job: its tracer record merged with the shim's exit line."""
-    records: dict[str, dict] = {}
-    for line in path.read_text().splitlines() if path.exists() else []:
-        entry = json.loads(line)
-        records.setdefault(entry["job"], {}).update(entry)
-    traced = [entry for entry in records.values() if "argv" in entry]  # not exec'd elsewhere
-    for entry in traced:
-        entry.setdefault("exited", entry["finished"])  # started without the shim
-    return sorted(traced, key=lambda entry: entry["launched"])
-
-
+# ---- Running jobs ------------------------------------------------------------------------
 def job_environment(trace: Path | None = None, shim: Path | None = None) -> dict:
     """This interpreter's environment for a job (its ``bin/`` first on PATH, after the
     tracing ``shim`` if given); traced jobs append to ``trace``."""
@@ -409,13 +256,13 @@ def job_pieces(trace: dict) -> dict[str, float | None]:
             trace, "linear probe + head epochs on cached features"),
         "checkpoint save after the head warm-up": seconds(trace, "checkpoint save", "training.train"),
         **end_to_end_pieces(trace),
-        "test + validation pass, Grad-CAM, metrics, files (evaluate)": seconds(trace, "evaluate"),
+        "test + validation pass, Grad-CAM, metrics (evaluate)": seconds(trace, "evaluate"),
         "save model weights": seconds(trace, "save model weights"),
     }
     step = "step train"
     inside = sum(seconds(trace, name, step) for name in (
         "configure tensorflow", "weights file hash check", "training.train", "evaluate", "save model weights"))
-    pieces["read split and images, write history and info, clear checkpoint"] = seconds(trace, step) - inside
+    pieces["read inputs, external test passes, write the run's files, clear checkpoint"] = seconds(trace, step) - inside
     pieces["interpreter exit"] = trace["exited"] - trace["finished"]
     return pieces
 
@@ -488,7 +335,7 @@ def notebook_flow(image_size: int, batch_size: int):
     augmentation; an endless ``(images, int labels)`` stream and its steps per epoch."""
     import tf_keras
 
-    from scripts.notebook_baseline import AUGMENTATION
+    from benchmarks.notebook_baseline import AUGMENTATION
 
     generator = tf_keras.preprocessing.image.ImageDataGenerator(rescale=1 / 255, **AUGMENTATION)
     flow = generator.flow_from_directory(str(DEMO / "train"), target_size=(image_size, image_size),
@@ -699,8 +546,8 @@ def record_job_pieces(label: str, job: dict) -> None:
     fixed = start_up_seconds(job["trace"]) + sum(pieces[name] or 0 for name in (
         "inference pass: first-call overhead (tracing, warm-up)",
         "train step: first-epoch overhead (tracing, warm-up)",
-        "test + validation pass, Grad-CAM, metrics, files (evaluate)", "save model weights",
-        "read split and images, write history and info, clear checkpoint", "interpreter exit"))
+        "test + validation pass, Grad-CAM, metrics (evaluate)", "save model weights",
+        "read inputs, external test passes, write the run's files, clear checkpoint", "interpreter exit"))
     record("4", f"{label}: fixed cost (all but the epochs and feature extraction)", fixed, "s",
            "start-up, build, both tracings, evaluation, writing, exit")
 
@@ -766,7 +613,7 @@ def bench_notebook_study(work: Path, scale: Scale, out: Path) -> None:
 def run_notebook(work: Path, size: int, scale: Scale) -> dict:
     timings = work / "timings.json"
     epochs = str(scale.notebook_epochs)
-    command = [sys.executable, "-m", "scripts.notebook_baseline", "--data", str(DEMO), "--image-size", str(size),
+    command = [sys.executable, "-m", "benchmarks.notebook_baseline", "--data", str(DEMO), "--image-size", str(size),
                "--output", str(timings), "--batch-size", str(scale.batch_size), "--baseline-epochs", epochs,
                "--head-epochs", epochs, "--finetune-epochs", epochs]
     result = run_measured(command, work / "notebook.log", job_environment())
@@ -808,7 +655,7 @@ def run_workflow_study(work: Path, size: int, scale: Scale) -> dict:
             "max_job_rss_mb": max(job.get("hwm_mb", 0) for job in jobs)}
 
 
-# The notebook's fit phases and the keys of their epoch times (scripts.notebook_baseline).
+# The notebook's fit phases and the keys of their epoch times (benchmarks.notebook_baseline).
 FIT_PHASES = {"baseline CNN: fit": "baseline", "ResNet50: fit head": "head", "ResNet50: fine-tune": "finetune"}
 
 
@@ -915,7 +762,7 @@ def write_results(out: Path, sections: set[str], only: bool, machine: str) -> No
         kept = previous[previous["section"].isin(set(SECTIONS.values()) - rerun)]
         table = pd.concat([table, kept]).sort_values("section", kind="stable")
     fsutil.write_csv(out / "benchmark.csv", table)
-    parts = [f"# Benchmarks\n\nMachine: {machine}\n\nMeasured with `python -m scripts.benchmark` "
+    parts = [f"# Benchmarks\n\nMachine: {machine}\n\nMeasured with `python -m benchmarks` "
              "(the `measured` column says when).\n"]
     for section, rows in table.groupby("section", sort=True):
         parts.append(f"\n## {section}\n\n{rows.drop(columns='section').to_markdown(index=False)}\n")
@@ -924,7 +771,7 @@ def write_results(out: Path, sections: set[str], only: bool, machine: str) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.benchmark", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="results/benchmarks", help="folder for benchmark.csv/.md")
     parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), help="sections to run (default all)")
