@@ -152,45 +152,6 @@ def test_external_overlap_finds_a_reencoded_copy_of_a_trained_image(verified, re
     assert not other_row["near_duplicate"] and other_row["correlation"] < 0.6
 
 
-class ImageIdInference:
-    """A stand-in for the trained model's inference pass: image ``i`` (every pixel ``i``)
-    gets the probabilities ``PROBABILITIES[i]`` of the trained classes a, b, c."""
-
-    PROBABILITIES = np.array([[0.6, 0.3, 0.1], [0.1, 0.2, 0.7], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]])
-
-    def run(self, images):
-        return {"probabilities": self.PROBABILITIES[np.asarray(images)[:, 0, 0, 0]]}
-
-
-def external_test(tmp_path, name: str, image_ids: list[int], splits: list[str], class_map: dict) -> dict:
-    images = np.repeat(np.asarray(image_ids, np.uint8), 2 * 2 * 3).reshape(-1, 2, 2, 3)
-    np.save(tmp_path / f"{name}.npy", images)
-    labels = sorted(set(class_map.values()))
-    pd.DataFrame({"path": [f"{s}/{i}.png" for s, i in zip(splits, image_ids, strict=True)], "split": splits,
-                  "label": [labels[i % len(labels)] for i in image_ids]}).to_csv(tmp_path / f"{name}.csv", index=False)
-    return {"dataset": name, "class_map": class_map, "images": str(tmp_path / f"{name}.npy"),
-            "index": str(tmp_path / f"{name}.csv")}
-
-
-def test_external_predictions_are_the_collapsed_probabilities_of_each_test_image(tmp_path):
-    """ext1 maps a, b -> SICK and c -> WELL; ext2 maps each class to its own. Training
-    images of the external sets are not evaluated."""
-    tests = [external_test(tmp_path, "ext1", [0, 1, 2], ["test", "train", "test"],
-                           {"a": "SICK", "b": "SICK", "c": "WELL"}),
-             external_test(tmp_path, "ext2", [3, 1], ["test", "test"], {"a": "A", "b": "B", "c": "C"})]
-    table = stages.evaluate_external(ImageIdInference(), ["a", "b", "c"], tests)
-    assert list(table.columns) == ["dataset", "path", "label", "predicted", "p_A", "p_B", "p_C", "p_SICK", "p_WELL"]
-    assert list(table["dataset"]) == ["ext1", "ext1", "ext2", "ext2"]
-    assert list(table["path"]) == ["test/0.png", "test/2.png", "test/3.png", "test/1.png"]
-    assert list(table["predicted"]) == ["SICK", "SICK", "C", "C"]
-    np.testing.assert_allclose(table["p_SICK"][:2], [0.9, 0.7])
-    np.testing.assert_allclose(table["p_WELL"][:2], [0.1, 0.3])
-    np.testing.assert_allclose(table[["p_A", "p_B", "p_C"]][2:], ImageIdInference.PROBABILITIES[[3, 1]])
-    assert table[["p_A", "p_B", "p_C"]][:2].isna().all().all() and table[["p_SICK", "p_WELL"]][2:].isna().all().all()
-    assert list(stages.evaluate_external(ImageIdInference(), ["a", "b", "c"], []).columns) == [
-        "dataset", "path", "label", "predicted"]
-
-
 @pytest.mark.parametrize("step", ["aggregate", "report"])
 def test_a_step_given_the_wrong_table_names_names_the_expected_ones(step, tmp_path):
     tables = {"runs": str(tmp_path / "runs.csv"), "summary": str(tmp_path / "summary.csv")}
