@@ -296,7 +296,7 @@ def start_up_seconds(trace: dict) -> float:
 def bench_input_pipelines(data: DemoData, scale: Scale) -> None:
     import numpy as np
 
-    from scripts.pipeline import augmentation, train_dataset
+    from scripts.input_pipeline import augmentation, train_dataset
 
     x, y = data.training_set(scale.image_size)
     weights = np.ones(len(y), np.float32)
@@ -349,7 +349,7 @@ def bench_one_model(name: str, x, y, augment, scale: Scale) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from scripts.pipeline import train_dataset
+    from scripts.input_pipeline import train_dataset
 
     n_classes, size = int(y.max()) + 1, scale.image_size
     label = f"{name} ({'all trainable' if name == 'scratch_cnn' else 'frozen backbone'}), {size} px"

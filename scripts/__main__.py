@@ -13,7 +13,7 @@ import sys
 
 from scripts import stages
 from scripts.manifest import DataError
-from scripts.weights import WeightsError
+from scripts.weight_files import WeightsError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.step == "split":
             stages.split(args.index, args.seed, json.loads(args.settings), args.output)
         elif args.step == "fetch-weights":
-            from scripts.weights import fetch
+            from scripts.weight_files import fetch
 
             print(f"{args.output}: sha256 {fetch(args.url, args.md5, args.output)}")
         elif args.step == "hed-weights":
-            from scripts.hed import write_vgg16_notop
+            from scripts.edge_vgg16 import write_vgg16_notop
 
             print(f"{args.output}: sha256 {write_vgg16_notop(args.output)}")
         elif args.step == "train":

@@ -29,7 +29,7 @@ The questions a transfer-learning study is judged on:
 This module reads each dataset's runs and puts the tables together; reading a run's
 files is :mod:`scripts.run_tables`, the comparisons :mod:`scripts.comparisons`, the
 conclusions and their sentences :mod:`scripts.verdict`, the formulas
-:mod:`scripts.statistics`. The report only renders these tables.
+:mod:`scripts.stats`. The report only renders these tables.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scripts import statistics as st
+from scripts import stats as st
 from scripts.calibration import CALIBRATION, ECE_BINS, reliability, run_calibration
 from scripts.comparisons import COMPARISON_COLUMNS, Resampled, versus_baseline, versus_random_init
 from scripts.evaluation import positive_index
@@ -92,7 +92,7 @@ def aggregate(plan: dict) -> dict:
         "comparisons": pd.DataFrame(joined("comparisons"), columns=COMPARISON_COLUMNS),
         "learning_curve": pd.DataFrame(joined("learning_curve"), columns=LEARNING_CURVE_COLUMNS),
         "external": pd.DataFrame(joined("external"), columns=None if joined("external") else EXTERNAL_CONFIG),
-        "pretraining": pd.DataFrame(joined("pretraining"), columns=COMPARISON_COLUMNS),
+        "weights_comparison": pd.DataFrame(joined("weights_comparison"), columns=COMPARISON_COLUMNS),
         "verdict": {"datasets": {name: part["verdict"] for name, part in parts.items()},
                     "software": software(runs),
                     "bootstrap": {"resamples": evaluation["bootstrap_resamples"],
@@ -150,7 +150,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
                    external=external_info,
                    calibration={"bins": ECE_BINS, "temperature_scaling": evaluation["temperature_scaling"]})
     return {"summary": summary, "comparisons": comparisons, "learning_curve": curve, "external": external,
-            "pretraining": versus_random_init(summary, resampled, metrics, bootstrap),
+            "weights_comparison": versus_random_init(summary, resampled, metrics, bootstrap),
             "per_run": {i: {k: v for k, v in scores.items() if k != "scaled"} for i, scores in per_run.items()},
             "verdict": verdict}
 
@@ -168,7 +168,7 @@ class _Finished:
 def _empty_dataset(name: str) -> dict:
     verdict = {"dataset": name, "finished": 0, "chosen": None, "learning_curve": None, "shortcut": None,
                "external": {}}
-    return {"summary": [], "comparisons": [], "learning_curve": [], "external": [], "pretraining": [],
+    return {"summary": [], "comparisons": [], "learning_curve": [], "external": [], "weights_comparison": [],
             "per_run": {}, "verdict": verdict}
 
 

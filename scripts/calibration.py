@@ -4,14 +4,14 @@ Per run: the top-label expected calibration error in :data:`ECE_BINS` equal-widt
 the multi-class Brier score, and, when the run's validation predictions are given, the
 temperature fitted on them (negative log-likelihood) with the test ECE and Brier score
 after it. Per configuration: reliability bins of its seeds' pooled test predictions.
-The formulas are in :mod:`scripts.statistics`.
+The formulas are in :mod:`scripts.stats`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from scripts import statistics as st
+from scripts import stats as st
 
 ECE_BINS = 15  # equal-width bins of top-label confidence over [0, 1]
 CALIBRATION = ["ece", "brier", "temperature", "ece_scaled", "brier_scaled"]

@@ -7,7 +7,7 @@ differences with Holm-adjusted p-values.
   backbone, strategy and fraction.
 
 Both pair the seeds the two configurations share (the same split) and resample the test
-images once per dataset (:class:`scripts.statistics.SharedBootstrap`); the Holm family is
+images once per dataset (:class:`scripts.stats.SharedBootstrap`); the Holm family is
 each dataset × fraction × metric.
 """
 
@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from scripts import statistics as st
+from scripts import stats as st
 from scripts.grid import PRETRAINED_STRATEGIES, RANDOM_INIT
 from scripts.models import SCRATCH_CNN
 from scripts.run_tables import CONFIG, config_key

@@ -14,7 +14,7 @@ import numpy as np
 
 from scripts import tracing
 from scripts.gradcam import grad_cam
-from scripts.pipeline import padded_batches
+from scripts.input_pipeline import padded_batches
 
 OUTPUTS = ("probabilities", "logits", "pooled", "cams")
 

@@ -39,5 +39,5 @@ TABLES = {
     "verdict": "results/verdict.json",
     "learning_curve": "results/learning_curve.csv",
     "external": "results/external.csv",
-    "pretraining": "results/pretraining.csv",
+    "weights_comparison": "results/weights_comparison.csv",
 }

@@ -172,7 +172,7 @@ def _pretrained_backbone(constructor, input_tensor, weights: str | Path):
     and a ``*_notop`` file holds weights trained with that graph. Passing the file as
     ``weights=`` would build the random-init graph instead.
     """
-    from scripts.weights import WeightsError
+    from scripts.weight_files import WeightsError
 
     if not Path(weights).is_file():
         raise WeightsError(f"weights file {weights} does not exist")

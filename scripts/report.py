@@ -25,7 +25,7 @@ from scripts.external import DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR
 from scripts.models import SCRATCH_CNN
 from scripts.plots import STRATEGY_ORDER
 from scripts.run_tables import csv_boolean
-from scripts.statistics import TEMPERATURE_BOUNDS
+from scripts.stats import TEMPERATURE_BOUNDS
 from scripts.verdict import TOO_FEW_SEEDS
 
 LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "f1_macro": "Macro-F1",
@@ -35,7 +35,7 @@ LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "f1_
 
 
 # The aggregate tables of the field's questions; a caller that has none passes nothing.
-FIELD_TABLES = ("learning_curve", "external", "pretraining")
+FIELD_TABLES = ("learning_curve", "external", "weights_comparison")
 # Columns of the aggregate tables that hold True, False or nothing (None: e.g. not compared).
 BOOLEAN_COLUMNS = ("beats", "cam_informative")
 
@@ -268,14 +268,14 @@ def shortcut_section(summary: pd.DataFrame, verdict: dict, configs: list[dict]) 
             "figure": plots.mean_heatmap_grid(panels, info["box"]) if panels else None}
 
 
-def pretraining_section(name: str, summary: pd.DataFrame, tables: dict, metric: str) -> dict | None:
+def weights_comparison_section(name: str, summary: pd.DataFrame, tables: dict, metric: str) -> dict | None:
     """Which pretraining: per backbone × strategy × fraction the test ``metric`` of each
     source, and each source against random init (``none``)."""
     pretrained = summary[summary["strategy"] != "scratch"] if len(summary) else summary
     sources = sorted(set(pretrained["weights"]) if len(pretrained) else set(), key=lambda w: (w != "none", w))
     if len(sources) < 2:
         return None
-    versus = _of_dataset(tables["pretraining"], name)
+    versus = _of_dataset(tables["weights_comparison"], name)
     by_key = {(*(str(row[k]) for k in KEY), row["metric"]): row for row in _records(versus)}
     rows = []
     for (model, strategy, fraction), group in pretrained.groupby(["model", "strategy", "fraction"], sort=False):
@@ -338,7 +338,7 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
         "external": external_sections(name, tables, verdict, summary) if len(summary) else [],
         "calibration": calibration_section(summary, verdict) if len(summary) else None,
         "shortcut": shortcut_section(summary, verdict, configs) if len(summary) else None,
-        "pretraining": pretraining_section(name, summary, tables, selection),
+        "weights_comparison": weights_comparison_section(name, summary, tables, selection),
         "settings": {"val_fraction": settings["data"]["val_fraction"],
                      "min_val_per_class": settings["data"]["min_val_per_class"]},
     }

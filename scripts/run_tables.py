@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from scripts import fsutil, shortcut
-from scripts.statistics import METRICS
+from scripts.stats import METRICS
 
 # The columns that name a configuration; its seeds are the runs that share them.
 CONFIG = ["dataset", "model", "strategy", "weights", "fraction"]

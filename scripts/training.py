@@ -98,7 +98,7 @@ def run(identity, inputs: RunInputs, settings: dict, checkpoint_dir: str, featur
     ``positive_class``; ``threads``: the CPU threads granted."""
     from scripts.predictions import evaluate, evaluate_external
     from scripts.runtime import allocated_threads, configure_tensorflow, environment
-    from scripts.weights import check
+    from scripts.weight_files import check
 
     train_settings, weights = settings["training"], settings["weights"]
     applied = configure_tensorflow(train_settings, allocated_threads(threads))
@@ -227,8 +227,8 @@ def train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val,
                      settings, weights_by_class, checkpoint, state, resumed_from: int) -> dict:
     """Train through the backbone, checkpointing as due, keeping the best epoch's weights;
     returns the trainable parameter counts (of the head alone when nothing trains end to end)."""
+    from scripts.input_pipeline import augmentation, train_dataset
     from scripts.models import count_params, set_trainable
-    from scripts.pipeline import augmentation, train_dataset
 
     plan = end_to_end_phases(strategy, settings)
     if not plan:  # linear_probe, frozen on cached features

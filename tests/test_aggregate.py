@@ -8,7 +8,7 @@ import pytest
 from conftest import fake_plan, fake_run
 from scipy import stats
 
-from scripts import statistics as st
+from scripts import stats as st
 from scripts.aggregate import aggregate
 
 CLASSES = ["a", "b", "c"]

@@ -20,7 +20,7 @@ import pytest
 from conftest import CHROMIUM, DEMO, PROJECT, copy_dataset, fake_run, snakemake, validated, write_config
 
 from scripts import external, shortcut
-from scripts import statistics as st
+from scripts import stats as st
 from scripts.aggregate import aggregate
 from scripts.calibration import run_calibration
 from scripts.layout import RUN_FILES
@@ -391,7 +391,7 @@ def test_each_pretraining_source_is_compared_with_random_init(tmp_path):
     plan = study_plan(tmp_path, runs)
     for run in plan["runs"]:
         write_run(run, right(quality[run["weights"]] if run["model"] == "vgg16" else 0.5, run["seed"]))
-    table = aggregate(plan)["pretraining"]
+    table = aggregate(plan)["weights_comparison"]
     accuracy = table[table["metric"] == "accuracy"].set_index("weights")
     assert set(accuracy.index) == {"imagenet", "hed"}  # none is the reference; scratch has no source
     for source in ("imagenet", "hed"):
@@ -419,7 +419,7 @@ def test_the_report_shows_the_five_questions(tmp_path):
     tables = aggregate(plan)
     rep.render(plan, {**tables, "verdict": json.loads(json.dumps(tables["verdict"]))}, tmp_path / "r.html")
     html = (tmp_path / "r.html").read_text()
-    for section in ('id="learning-1"', 'id="calibration-1"', 'id="shortcut-1"', 'id="pretraining-1"',
+    for section in ('id="learning-1"', 'id="calibration-1"', 'id="shortcut-1"', 'id="weights-comparison-1"',
                     'id="shortcut-flags-1"', "15 equal-width bins", "[left, top, right, bottom] = 0.1, 0.1, 0.9, 0.9",
                     "vgg16 · frozen · weights imagenet</strong>: beats the scratch CNN baseline at every size"):
         assert section in html, section

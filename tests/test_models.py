@@ -74,7 +74,7 @@ def test_pretrained_backbone_is_the_graph_keras_builds_for_imagenet(name, tmp_pa
 
 
 def test_a_missing_weights_file_is_named(tmp_path):
-    from scripts.weights import WeightsError
+    from scripts.weight_files import WeightsError
 
     with pytest.raises(WeightsError, match="nothing_notop.h5 does not exist"):
         build_model("vgg16", 32, 2, tmp_path / "nothing_notop.h5", **HEAD)

@@ -27,7 +27,7 @@ from scripts.layout import (  # noqa: E402
 )
 from scripts.external import class_map_problems  # noqa: E402
 from scripts.models import MODELS, SCRATCH_CNN  # noqa: E402
-from scripts.weights import file_name, load_registry  # noqa: E402
+from scripts.weight_files import file_name, load_registry  # noqa: E402
 
 
 def coerce_scalars(value):

