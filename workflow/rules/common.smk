@@ -53,15 +53,15 @@ def read_default_study():
 # workflow importing this one as a module passes).
 GIVEN = study_config.coerce_scalars(config)
 USER_FILES = command_line_configfiles(workflow)
-DEFAULT_STUDY = {} if study_config.is_complete_study(GIVEN) else read_default_study()
+DEFAULT_SETTINGS = {} if study_config.is_complete_study(GIVEN) else read_default_study()
 config.clear()
-config.update(study_config.study_settings(GIVEN, DEFAULT_STUDY))
+config.update(study_config.study_settings(GIVEN, DEFAULT_SETTINGS))
 logger.info(study_config.settings_message(GIVEN, USER_FILES))
 # Fills in every default: the schema is the one place defaults live.
 validate(config, "../schemas/config.schema.yaml")
 SETTINGS = {
     "files": study_config.settings_files(GIVEN, USER_FILES),
-    "user_set": study_config.user_set_keys(GIVEN, DEFAULT_STUDY),
+    "user_set": study_config.user_set_keys(GIVEN, DEFAULT_SETTINGS),
 }
 
 # Every step runs `python -m scripts <step>` from the project package.
