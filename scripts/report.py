@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from scripts import fsutil, gradcam, plots
+from scripts.config import leaves
 from scripts.evaluation import positive_index
 from scripts.external import DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR_DUPLICATE_CORRELATION
 from scripts.models import SCRATCH_CNN
@@ -365,6 +366,18 @@ def weights_table(runs: pd.DataFrame) -> list[dict]:
                     .sort_values(["model", "weights"]))
 
 
+def configuration_section(plan: dict) -> dict:
+    """The settings as run, each marked as set (by the study's config files or --config)
+    or as the schema's default, and the whole config as YAML."""
+    user_set = set(plan["settings"]["user_set"])
+    return {
+        "files": plan["settings"]["files"],
+        "rows": [{"key": key, "value": value if isinstance(value, str) else json.dumps(value),
+                  "user_set": key in user_set} for key, value in leaves(plan["config"])],
+        "yaml": yaml.safe_dump(json.loads(json.dumps(plan["config"])), sort_keys=False),
+    }
+
+
 def not_pretrained(runs: pd.DataFrame) -> list[str]:
     """Backbones whose pretrained strategies ran only from random weights."""
     if runs.empty or "weights_source" not in runs:
@@ -424,7 +437,7 @@ def render(plan: dict, tables: dict, output: str | Path, project: str | Path = "
         "software": verdict["software"],
         "bootstrap": verdict["bootstrap"],
         "selection_metric": verdict["selection_metric"],
-        "config_yaml": yaml.safe_dump(json.loads(json.dumps(plan["config"])), sort_keys=False),
+        "configuration": configuration_section(plan),
         "commit": git_commit(Path(project)),
         "n_ok": verdict["finished"],
         "n_runs": verdict["planned"],

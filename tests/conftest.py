@@ -117,7 +117,8 @@ def fake_plan(root: Path, classes: list[str], runs: list[tuple], resamples: int 
             planned.append({"dataset": name, "model": model, "strategy": strategy, "weights": weights,
                             "fraction": "1.0", "seed": seed, "dir": str(root / "results" / folder),
                             "log_dir": str(root / "logs" / folder)})
-    return {"config": config, "run_files": RUN_FILES, "runs": planned, "skipped": [],
+    return {"config": config, "settings": {"files": [], "user_set": []}, "run_files": RUN_FILES,
+            "runs": planned, "skipped": [],
             "datasets": {name: {"verify": str(root / "results" / name / "data" / "verify.json"),
                                 "conversions": str(root / "results" / name / "data" / "images_32px.json"),
                                 "thumbnails": str(root / "results" / name / "data" / "test_thumbnails.npz"),

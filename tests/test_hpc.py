@@ -4,6 +4,7 @@ range and reuse as a module. The cluster itself: tests/test_slurm.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -152,6 +153,48 @@ def test_configfile_without_datasets_extends_the_default_and_config_overrides_ap
     mine = write_config(tmp_path / "mine.yaml", own_data, seeds=[1])
     output = dry_run_in_project("--configfile", str(mine), "--config", "seeds=[1,2]")
     assert train_jobs(output) == 6 and "results/demo/" not in output
+
+
+def train_settings(output: str) -> dict[str, dict]:
+    """The training settings of each train job of a dry run's `-p` output, by model."""
+    commands = re.findall(r"^Shell command: (python -m scripts train .*)$", output, re.M)
+    return {re.search(r"--model (\S+)", command)[1]:
+            json.loads(re.search(r"--settings '(.*?)'", command)[1])["training"] for command in commands}
+
+
+def test_own_configfile_with_datasets_takes_schema_defaults_not_the_demo_settings(own_data, tmp_path):
+    """The reproduction: a mine.yaml with its own datasets and `training: {image_size: 32}`,
+    from the repository root. The demo's config/config.yaml trains 2 epochs without early
+    stopping; the schema (config/README.md) says 20 epochs, patience 5. Fails when the
+    demo's training settings reach the user's study."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({
+        "datasets": {"tiny": {"path": str(own_data), "manifest": f"{own_data}.sha256"}},
+        "models": ["scratch_cnn"], "strategies": ["scratch"], "seeds": [1], "training": {"image_size": 32}}))
+    output = dry_run_in_project("-p", "--configfile", str(mine))
+    assert f"study settings from {mine} (it names its own datasets" in output
+    training = train_settings(output)["scratch_cnn"]
+    assert (training["epochs"], training["early_stopping_patience"], training["image_size"]) == (20, 5, 32)
+    assert (training["learning_rate"], training["warmup_epochs"]) == (1e-4, 3)
+
+    # The plan records the file and the keys it set (written in a folder of its own).
+    result = run([sys.executable, "-m", "snakemake", "-s", str(PROJECT / "workflow/Snakefile"), "--directory",
+                  str(tmp_path), "--configfile", str(mine), "--cores", "1", "results/plan.json"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    plan = json.loads((tmp_path / "results/plan.json").read_text())
+    assert plan["settings"] == {"files": [str(mine)], "user_set": [
+        "datasets.tiny.manifest", "datasets.tiny.path", "models", "seeds", "strategies", "training.image_size"]}
+    assert plan["config"]["training"]["epochs"] == 20 and plan["config"]["weights"] == "imagenet"
+
+
+def test_configfile_without_datasets_keeps_the_default_study_settings(tmp_path):
+    """A settings-only file changes what it names; the rest stays config/config.yaml's."""
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"seeds": [1], "training": {"image_size": 32}}))
+    output = dry_run_in_project("-p", "--configfile", str(settings))
+    assert f"study settings from config/config.yaml, {settings} (each later file" in output
+    training = train_settings(output)["vgg16"]
+    assert (training["epochs"], training["early_stopping_patience"], training["image_size"]) == (2, 0, 32)
 
 
 # --- point 5: site values checked before anything is submitted --------------------------

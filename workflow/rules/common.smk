@@ -1,19 +1,27 @@
-import hashlib
 import json
 import re
 import shlex
 import sys
 from pathlib import Path
 
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+if not hasattr(workflow.current_basedir, "__fspath__"):
+    raise WorkflowError(
+        "cxr-transfer can be used as a module only from a local copy: its rules run the "
+        "project's Python package (scripts/). Clone it (git clone or git submodule) and set "
+        "the module's `snakefile:` to <clone>/workflow/Snakefile."
+    )
 # The project root, from this file's own location (also right when another workflow
 # imports this one as a module, where workflow.basedir is the importer's).
 PROJECT = Path(str(workflow.current_basedir)).parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from scripts import grid  # noqa: E402  (the project package, TensorFlow-free)
+from scripts import config as study_config  # noqa: E402  (TensorFlow-free)
+from scripts import grid  # noqa: E402
+# Every path the workflow writes.
 from scripts.layout import (  # noqa: E402
     DATASET_FILES,
     EXTERNAL_OVERLAP,
@@ -25,204 +33,80 @@ from scripts.layout import (  # noqa: E402
     SPLIT,
     TABLES,
 )
-from scripts.external import class_map_problems  # noqa: E402
-from scripts.models import MODELS, SCRATCH_CNN  # noqa: E402
+from scripts.models import MODELS  # noqa: E402
+from scripts.snakemake_internals import command_line_configfiles  # noqa: E402
 from scripts.weight_files import file_name, load_registry  # noqa: E402
 
 
-def coerce_scalars(value):
-    """`--config` values arrive as strings (`seeds=[1]` gives ['1']); restore numbers
-    and booleans so that overrides validate like the same values in a YAML file."""
-    if isinstance(value, dict):
-        return {key: coerce_scalars(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [coerce_scalars(item) for item in value]
-    if isinstance(value, str):
-        for parse in (int, float):
-            try:
-                return parse(value)
-            except ValueError:
-                pass
-        if value.lower() in ("true", "false"):
-            return value.lower() == "true"
-    return value
+# ---- The study's settings: scripts/config.py decides, the schema fills in defaults. ----
+def read_default_study():
+    """config/config.yaml, the default study, from the working directory."""
+    path = Path(study_config.DEFAULT_STUDY)
+    if not path.is_file():
+        raise WorkflowError(
+            f"{path} is not in {Path.cwd()}: run from the project root, or pass a "
+            "--configfile that names its datasets (see config/README.md)"
+        )
+    return study_config.coerce_scalars(yaml.safe_load(path.read_text()) or {})
 
 
-config.update(coerce_scalars(config))
+# Snakemake's config: the --configfile files merged, --config on top (or the config a
+# workflow importing this one as a module passes).
+GIVEN = study_config.coerce_scalars(config)
+USER_FILES = command_line_configfiles(workflow)
+DEFAULT_SETTINGS = {} if study_config.is_complete_study(GIVEN) else read_default_study()
+config.clear()
+config.update(study_config.study_settings(GIVEN, DEFAULT_SETTINGS))
+logger.info(study_config.settings_message(GIVEN, USER_FILES))
 # Fills in every default: the schema is the one place defaults live.
 validate(config, "../schemas/config.schema.yaml")
+SETTINGS = {
+    "files": study_config.settings_files(GIVEN, USER_FILES),
+    "user_set": study_config.user_set_keys(GIVEN, DEFAULT_SETTINGS),
+}
 
 # Every step runs `python -m scripts <step>` from the project package.
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(PROJECT))}; ")
 
-# Every path the workflow writes: scripts/layout.py.
 SPLIT_SETTINGS = ("val_fraction", "leakage", "val_folder", "min_val_per_class")
 TRAINING = config["training"]
 IMAGE_SIZE = TRAINING["image_size"]
-# The datasets the grid trains on; the others (train: false) are only external test sets.
-TRAINED = [name for name, dataset in config["datasets"].items() if dataset["train"]]
+TRAINED = study_config.trained_datasets(config)
 
-
-def project_file(path):
-    """A relative path from the working directory, else from the project (where the
-    shipped defaults such as config/weights-registry.yaml live)."""
-    path = Path(path)
-    if path.is_absolute() or path.exists():
-        return path
-    return PROJECT / path
-
-
-if not project_file(config["weights_registry"]).is_file():
+REGISTRY_FILE = study_config.project_file(config["weights_registry"], PROJECT)
+if not REGISTRY_FILE.is_file():
     raise WorkflowError(
         f"weights_registry: {config['weights_registry']} does not exist"
     )
-WEIGHTS_REGISTRY = load_registry(project_file(config["weights_registry"]))
+WEIGHTS_REGISTRY = load_registry(REGISTRY_FILE)
 try:
-    SOURCES = {s["name"]: s["spec"] for s in grid.weights_sources(config["weights"])}
+    SOURCES = study_config.weights_sources(config)
 except ValueError as error:
     raise WorkflowError(str(error))
 
 
 def weights_spec(model, weights_name):
     """How the backbone of one run is initialised: source, local file and hashes."""
-    if model == SCRATCH_CNN or weights_name == grid.RANDOM_INIT:
-        return {"source": "none"}
-    setting = SOURCES[weights_name]
-    if isinstance(setting, dict):
-        setting = setting.get(model, setting.get("default", "imagenet"))
-    if isinstance(setting, dict):
-        return {"source": "file", **setting}
-    if setting == "none":
-        return {"source": "none"}
-    if setting == "imagenet":
-        entry = WEIGHTS_REGISTRY[model]
-        path = Path(config["weights_cache"]) / file_name(entry["url"])
-        return {"source": "imagenet", "path": str(path), "md5": entry["md5"]}
-    return {"source": "file", "path": setting}
-
-
-def class_folders(dataset):
-    """Class names as the folders under train/ (None when the data is not there yet)."""
-    train = Path(dataset["path"]) / "train"
-    if not train.is_dir():
-        return None
-    return sorted(p.name for p in train.iterdir() if p.is_dir() and any(p.iterdir()))
-
-
-def per_model(setting, model):
-    """A training setting given as one value or as a mapping per model with "default"."""
-    return (
-        setting.get(model, setting["default"]) if isinstance(setting, dict) else setting
+    return study_config.weights_spec(
+        model, weights_name, SOURCES, WEIGHTS_REGISTRY, config["weights_cache"]
     )
 
 
-def test_classes(dataset):
-    """Class names as the folders under test/ (None when the data is not there yet)."""
-    test = Path(dataset["path"]) / "test"
-    if not test.is_dir():
+RUNS, SKIPPED = study_config.planned_runs(config, SOURCES)
+PROBLEMS = study_config.config_problems(config, SOURCES, WEIGHTS_REGISTRY)
+if PROBLEMS:
+    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(PROBLEMS))
+
+
+def available_cores():
+    """--cores (None where the run sets none, e.g. a dry run or a cluster run)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
         return None
-    return sorted(p.name for p in test.iterdir() if p.is_dir() and any(p.iterdir()))
 
 
-def external_test_problems(name, dataset):
-    """Each external test names another dataset and maps every trained class onto it."""
-    problems = []
-    if not dataset["train"] and dataset["external_tests"]:
-        problems.append(
-            f"datasets.{name}.external_tests: {name} has train: false, so no model of it is tested"
-        )
-    names = [test["dataset"] for test in dataset["external_tests"]]
-    for position, test in enumerate(dataset["external_tests"]):
-        key = f"datasets.{name}.external_tests[{position}]"
-        other = test["dataset"]
-        if other == name or other not in config["datasets"]:
-            problems.append(
-                f"{key}.dataset: {other!r} is not another dataset under datasets "
-                f"({sorted(set(config['datasets']) - {name})})"
-            )
-            continue
-        if names.count(other) > 1:
-            problems.append(f"{key}.dataset: {other!r} is listed more than once")
-        trained = class_folders(dataset)
-        external = test_classes(config["datasets"][other])
-        if trained and external:
-            problems += class_map_problems(
-                f"{key}.class_map", test["class_map"], trained, external
-            )
-    return problems
-
-
-def check_config():
-    """What the schema cannot express, checked before any job starts."""
-    problems = []
-    if not TRAINED:
-        problems.append(
-            "datasets: every dataset has train: false; at least one must be trained on"
-        )
-    left, top, right, bottom = config["evaluation"]["lung_box"]
-    if not (left < right and top < bottom):
-        problems.append(
-            f"evaluation.lung_box: {[left, top, right, bottom]} is not [left, top, right, bottom] "
-            "with left < right and top < bottom"
-        )
-    for name, dataset in config["datasets"].items():
-        if not Path(dataset["path"]).is_dir() and "kaggle" not in dataset:
-            problems.append(
-                f"datasets.{name}.path: folder {dataset['path']} does not exist"
-            )
-        if not Path(dataset["manifest"]).is_file() and "kaggle" not in dataset:
-            problems.append(
-                f"datasets.{name}.manifest: {dataset['manifest']} does not exist; create it with "
-                f"`python -m scripts manifest {dataset['path']} -o {dataset['manifest']}`"
-            )
-        classes = class_folders(dataset)
-        positive = dataset.get("positive_class")
-        if classes and positive is None and len(classes) == 2:
-            problems.append(
-                f"datasets.{name}.positive_class: required for a two-class dataset "
-                f"(one of {classes}): sensitivity is the recall of this class, specificity that of the other"
-            )
-        if classes and positive is not None and positive not in classes:
-            problems.append(
-                f"datasets.{name}.positive_class: {positive!r} is not a class of {dataset['path']} ({classes})"
-            )
-        problems += external_test_problems(name, dataset)
-    if {"partial", "full"} & set(config["strategies"]):
-        for model in set(config["models"]) - {SCRATCH_CNN}:
-            epochs = per_model(TRAINING["epochs"], model)
-            if TRAINING["warmup_epochs"] >= epochs:
-                problems.append(
-                    f"training.warmup_epochs ({TRAINING['warmup_epochs']}) must be smaller than "
-                    f"training.epochs ({epochs} for {model}) for the partial and full strategies"
-                )
-    for model in config["models"]:
-        for name in SOURCES:
-            spec = weights_spec(model, name)
-            if spec["source"] == "file" and not Path(spec["path"]).is_file():
-                problems.append(
-                    f"weights ({name}) for {model}: file {spec['path']} does not exist"
-                )
-    if problems:
-        raise WorkflowError("invalid configuration:\n  " + "\n  ".join(problems))
-
-
-RUNS, SKIPPED = grid.plan(
-    TRAINED,
-    config["models"],
-    config["strategies"],
-    list(SOURCES),
-    config["train_fractions"],
-    config["seeds"],
-    config["exclude"],
-)
-for run in RUNS:
-    run.update(dir=RUN_DIR.format(**run), log_dir=RUN_LOG_DIR.format(**run))
-check_config()
-# Cores a train job reserves: all of them when the study has one run, one each when it
-# has a run per core or more, so that runs train side by side (a cluster profile sets it
-# with set-threads). TensorFlow inside may use up to twice that: see
-# scripts/runtime.py:allocated_threads.
-TRAIN_THREADS = max(1, (workflow.resource_settings.cores or 1) // max(1, len(RUNS)))
+TRAIN_THREADS = study_config.train_threads(available_cores(), len(RUNS))
 for skip in SKIPPED:
     logger.info(f"skipped {skip['model']} x {skip['strategy']}: {skip['reason']}")
 
@@ -244,53 +128,18 @@ wildcard_constraints:
 
 
 # ---- The study plan: one file that aggregate and report read. ---------------------------
-def dataset_file(kind, name):
-    return DATASET_FILES[kind].format(dataset=name, size=IMAGE_SIZE)
-
-
-def external_tests(name):
-    """The external tests of a trained dataset, with the files that describe them."""
-    return {
-        test["dataset"]: {
-            **test,
-            "overlap": EXTERNAL_OVERLAP.format(dataset=name, external=test["dataset"]),
-            "verify": dataset_file("verify", test["dataset"]),
-            "positive_class": config["datasets"][test["dataset"]].get("positive_class"),
-        }
-        for test in config["datasets"][name]["external_tests"]
-    }
-
-
-def study_plan():
-    first_seed = min(config["seeds"])
-    return {
-        "config": config,
-        "run_files": RUN_FILES,
-        "runs": RUNS,
-        "skipped": SKIPPED,
-        "datasets": {
-            name: {
-                "verify": dataset_file("verify", name),
-                "conversions": dataset_file("conversions", name),
-                "thumbnails": dataset_file("thumbnails", name),
-                "split": SPLIT.format(dataset=name, seed=first_seed),
-                "log_dir": f"logs/{name}",
-                "external": external_tests(name),
-            }
-            for name in TRAINED
-        },
-    }
+STUDY_PLAN = study_config.study_plan(config, RUNS, SKIPPED, SETTINGS)
+PLAN_DIGEST = study_config.plan_digest(STUDY_PLAN)
 
 
 def write_plan(path):
     from scripts.fsutil import write_json
 
-    write_json(path, study_plan())
+    write_json(path, STUDY_PLAN)
 
 
-PLAN_DIGEST = hashlib.sha256(
-    json.dumps(study_plan(), sort_keys=True, default=str).encode()
-).hexdigest()
+def dataset_file(kind, name):
+    return study_config.dataset_file(kind, name, IMAGE_SIZE)
 
 
 def finished_only(paths):
@@ -413,20 +262,11 @@ def run_dir(wildcards):
 
 def run_settings(wildcards):
     """Everything one run depends on besides its inputs, as JSON (a change re-runs it)."""
-    settings = {
-        **TRAINING,
-        "epochs": per_model(TRAINING["epochs"], wildcards.model),
-        "partial_stages": per_model(TRAINING["partial_stages"], wildcards.model),
-    }
-    return json.dumps(
-        {
-            "training": settings,
-            "weights": weights_spec(wildcards.model, wildcards.weights),
-            "positive_class": config["datasets"][wildcards.dataset].get(
-                "positive_class"
-            ),
-        },
-        sort_keys=True,
+    return study_config.run_settings(
+        config,
+        wildcards.model,
+        wildcards.dataset,
+        weights_spec(wildcards.model, wildcards.weights),
     )
 
 

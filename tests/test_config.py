@@ -1,0 +1,303 @@
+"""scripts/config.py: the study's settings, their problems and the plan, without Snakemake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import PROJECT, validated
+
+from scripts import config as study_config
+
+DEFAULT_STUDY = yaml.safe_load((PROJECT / "config" / "config.yaml").read_text())
+REGISTRY = {"vgg16": {"url": "https://example.org/keras/vgg16_notop.h5", "md5": "ab12"},
+            "resnet50": {"url": "https://example.org/keras/resnet50_notop.h5", "md5": "cd34"}}
+
+
+def dataset_tree(root: Path, classes: dict[str, list[str]]) -> Path:
+    """``root/<split>/<class>/a.png`` for each split and class (an empty class folder
+    for a name starting with "empty")."""
+    for split, names in classes.items():
+        for name in names:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            if not name.startswith("empty"):
+                (folder / "a.png").write_bytes(b"x")
+    return root
+
+
+def study(tmp_path: Path, **settings) -> dict:
+    """A validated config of one existing three-class dataset `tiny`, weights none."""
+    data = dataset_tree(tmp_path / "data", {"train": ["A", "B", "C"], "test": ["A", "B", "C"]})
+    (tmp_path / "data.sha256").write_text("")
+    given = {"datasets": {"tiny": {"path": str(data), "manifest": str(tmp_path / "data.sha256")}},
+             "models": ["scratch_cnn", "vgg16"], "strategies": ["scratch", "partial"], "seeds": [1],
+             "weights": "none", **settings}
+    return validated(given)
+
+
+# ---- Which settings the study runs with ------------------------------------------------
+
+def test_coerce_scalars_restores_numbers_and_booleans_of_command_line_values():
+    given = {"seeds": ["1", "2"], "training": {"learning_rate": "1e-3", "deterministic": "False"},
+             "models": ["vgg16"], "weights": "none"}
+    assert study_config.coerce_scalars(given) == {
+        "seeds": [1, 2], "training": {"learning_rate": 0.001, "deterministic": False},
+        "models": ["vgg16"], "weights": "none"}
+
+
+def test_merge_overrides_key_by_key_and_leaves_its_inputs_alone():
+    base = {"seeds": [1, 2], "training": {"epochs": 2, "image_size": 64}}
+    merged = study_config.merge(base, {"seeds": [3], "training": {"image_size": 32}})
+    assert merged == {"seeds": [3], "training": {"epochs": 2, "image_size": 32}}
+    assert base == {"seeds": [1, 2], "training": {"epochs": 2, "image_size": 64}}
+
+
+def test_a_file_with_its_own_datasets_takes_schema_defaults_never_the_demo_settings():
+    """The reproduction: datasets and training.image_size only. The demo trains 2 epochs
+    without early stopping; the schema (config/README.md) says 20 and patience 5."""
+    given = {"datasets": {"mine": {"path": "/data/mine", "manifest": "mine.sha256"}},
+             "models": ["vgg16"], "strategies": ["scratch"], "seeds": [1], "training": {"image_size": 32}}
+    assert (DEFAULT_STUDY["training"]["epochs"], DEFAULT_STUDY["training"]["early_stopping_patience"]) == (2, 0)
+    config = validated(study_config.study_settings(given, DEFAULT_STUDY))
+    assert list(config["datasets"]) == ["mine"]
+    training = config["training"]
+    assert (training["epochs"], training["early_stopping_patience"], training["image_size"]) == (20, 5, 32)
+    assert (training["learning_rate"], training["warmup_epochs"], config["weights"]) == (1e-4, 3, "imagenet")
+
+
+def test_a_file_without_datasets_changes_only_what_it_names_in_the_default_study():
+    config = validated(study_config.study_settings({"seeds": [7], "training": {"epochs": 3}}, DEFAULT_STUDY))
+    assert list(config["datasets"]) == ["demo"] and config["seeds"] == [7]
+    assert (config["training"]["epochs"], config["training"]["image_size"]) == (3, 64)
+    assert config["training"]["early_stopping_patience"] == 0 and config["weights"] == "none"
+
+
+def test_leaves_name_every_value_that_is_not_a_mapping():
+    settings = {"seeds": [1, 2], "training": {"epochs": {"default": 4, "vgg16": 2}, "augmentation": {}}}
+    assert study_config.leaves(settings) == [
+        ("seeds", [1, 2]), ("training.epochs.default", 4), ("training.epochs.vgg16", 2)]
+
+
+def test_user_set_keys_of_a_complete_study_are_its_own_of_an_extension_also_the_defaults():
+    own = {"datasets": {"mine": {"path": "/d", "manifest": "m"}}, "training": {"image_size": 32}}
+    assert study_config.user_set_keys(own, {"seeds": [1]}) == [
+        "datasets.mine.manifest", "datasets.mine.path", "training.image_size"]
+    extension = {"training": {"epochs": 3}}
+    assert study_config.user_set_keys(extension, {"seeds": [1], "training": {"image_size": 64}}) == [
+        "seeds", "training.epochs", "training.image_size"]
+
+
+def test_settings_files_and_the_log_line_name_where_the_settings_come_from():
+    own = {"datasets": {"mine": {}}}
+    assert study_config.settings_files(own, ["mine.yaml"]) == ["mine.yaml"]
+    assert study_config.settings_files({"seeds": [1]}, ["s.yaml"]) == ["config/config.yaml", "s.yaml"]
+    assert study_config.settings_message(own, ["mine.yaml"]) == (
+        "study settings from mine.yaml (it names its own datasets: every key it omits takes the schema default)")
+    assert study_config.settings_message({}, []) == (
+        "study settings from config/config.yaml (each later file and --config change only what they name)")
+    assert study_config.settings_message(own, []).startswith("study settings from the config given to the workflow")
+
+
+# ---- Pretraining sources -----------------------------------------------------------------
+
+def test_weights_sources_are_named_and_bad_ones_raise():
+    assert study_config.weights_sources({"weights": "imagenet"}) == {"imagenet": "imagenet"}
+    assert study_config.weights_sources({"weights": ["none", {"name": "rad", "source": "/w.h5"}]}) == {
+        "none": "none", "rad": "/w.h5"}
+    with pytest.raises(ValueError, match=r"weights: pretraining sources need distinct names"):
+        study_config.weights_sources({"weights": [{"name": "a", "source": "x"}, {"name": "a", "source": "y"}]})
+
+
+@pytest.mark.parametrize("model, name, sources, expected", [
+    ("scratch_cnn", "imagenet", {"imagenet": "imagenet"}, {"source": "none"}),
+    ("vgg16", "none", {"none": "none"}, {"source": "none"}),
+    ("vgg16", "imagenet", {"imagenet": "imagenet"},
+     {"source": "imagenet", "path": "cache/vgg16_notop.h5", "md5": "ab12"}),
+    ("vgg16", "custom", {"custom": "/w/vgg.h5"}, {"source": "file", "path": "/w/vgg.h5"}),
+    ("vgg16", "custom", {"custom": {"vgg16": "none", "default": "imagenet"}}, {"source": "none"}),
+    ("resnet50", "custom", {"custom": {"vgg16": "none", "default": "imagenet"}},
+     {"source": "imagenet", "path": "cache/resnet50_notop.h5", "md5": "cd34"}),
+    ("resnet50", "custom", {"custom": {"vgg16": "none"}},  # no default: ImageNet
+     {"source": "imagenet", "path": "cache/resnet50_notop.h5", "md5": "cd34"}),
+    ("vgg16", "custom", {"custom": {"vgg16": {"path": "/w.h5", "sha256": "ef"}}},
+     {"source": "file", "path": "/w.h5", "sha256": "ef"}),
+])
+def test_weights_spec(model, name, sources, expected):
+    assert study_config.weights_spec(model, name, sources, REGISTRY, "cache") == expected
+
+
+def test_project_file_prefers_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "here.yaml").write_text("")
+    assert study_config.project_file("here.yaml", PROJECT) == Path("here.yaml")
+    assert study_config.project_file("config/weights-registry.yaml", PROJECT) == (
+        PROJECT / "config/weights-registry.yaml")
+    assert study_config.project_file("/abs/x.yaml", PROJECT) == Path("/abs/x.yaml")
+
+
+# ---- Datasets --------------------------------------------------------------------------------
+
+def test_class_folders_are_the_non_empty_folders_of_a_split(tmp_path):
+    dataset = {"path": str(dataset_tree(tmp_path, {"train": ["B", "A", "empty"], "test": ["A"]}))}
+    (tmp_path / "train" / "notes.txt").write_text("")
+    assert study_config.class_folders(dataset) == ["A", "B"]
+    assert study_config.class_folders(dataset, "test") == ["A"]
+    assert study_config.class_folders(dataset, "val") is None
+
+
+def test_trained_datasets_and_per_model_settings():
+    config = {"datasets": {"a": {"train": True}, "b": {"train": False}, "c": {"train": True}}}
+    assert study_config.trained_datasets(config) == ["a", "c"]
+    assert study_config.per_model(5, "vgg16") == 5
+    assert study_config.per_model({"default": 4, "vgg16": 2}, "vgg16") == 2
+    assert study_config.per_model({"default": 4, "vgg16": 2}, "resnet50") == 4
+
+
+# ---- Problems, each naming its key ------------------------------------------------------------
+
+def test_a_valid_study_has_no_problems(tmp_path):
+    config = study(tmp_path)
+    assert study_config.config_problems(config, {"none": "none"}, REGISTRY) == []
+
+
+def test_dataset_problems_name_the_key(tmp_path):
+    missing = {"path": str(tmp_path / "absent"), "manifest": str(tmp_path / "absent.sha256")}
+    assert study_config.dataset_problems("x", missing) == [
+        f"datasets.x.path: folder {tmp_path}/absent does not exist",
+        f"datasets.x.manifest: {tmp_path}/absent.sha256 does not exist; create it with "
+        f"`python -m scripts manifest {tmp_path}/absent -o {tmp_path}/absent.sha256`"]
+    assert study_config.dataset_problems("x", {**missing, "kaggle": {"dataset": "o/n"}}) == []
+
+    two = {"path": str(dataset_tree(tmp_path / "two", {"train": ["Normal", "Sick"]})),
+           "manifest": str(tmp_path / "absent.sha256"), "kaggle": {"dataset": "o/n"}}
+    assert study_config.dataset_problems("two", two) == [
+        "datasets.two.positive_class: required for a two-class dataset (one of ['Normal', 'Sick']): "
+        "sensitivity is the recall of this class, specificity that of the other"]
+    assert study_config.dataset_problems("two", {**two, "positive_class": "Sick"}) == []
+    assert study_config.dataset_problems("two", {**two, "positive_class": "Ill"}) == [
+        f"datasets.two.positive_class: 'Ill' is not a class of {two['path']} (['Normal', 'Sick'])"]
+
+
+def test_external_test_problems_name_the_key(tmp_path):
+    trained = {"path": str(dataset_tree(tmp_path / "t", {"train": ["A", "B"]})), "train": True}
+    other = {"path": str(dataset_tree(tmp_path / "o", {"test": ["X", "Y"]})), "train": False,
+             "external_tests": []}
+    good = {"dataset": "other", "class_map": {"A": "X", "B": "Y"}}
+    datasets = {"mine": {**trained, "external_tests": [good]}, "other": other}
+    assert study_config.external_test_problems("mine", datasets) == []
+
+    datasets["mine"]["external_tests"] = [{"dataset": "mine", "class_map": {}},
+                                          {"dataset": "other", "class_map": {"A": "X", "B": "Z"}}, good]
+    assert study_config.external_test_problems("mine", datasets) == [
+        "datasets.mine.external_tests[0].dataset: 'mine' is not another dataset under datasets (['other'])",
+        "datasets.mine.external_tests[1].dataset: 'other' is listed more than once",
+        "datasets.mine.external_tests[1].class_map: the targets ['Z'] are not classes of the external dataset "
+        "(['X', 'Y'])",
+        "datasets.mine.external_tests[1].class_map: no trained class maps to the external classes ['Y']; "
+        "their images could never be predicted right",
+        "datasets.mine.external_tests[2].dataset: 'other' is listed more than once"]
+    datasets["other"]["external_tests"] = [good]
+    assert study_config.external_test_problems("other", datasets)[0] == (
+        "datasets.other.external_tests: other has train: false, so no model of it is tested")
+
+
+def test_config_problems_name_the_key(tmp_path):
+    config = study(tmp_path, models=["scratch_cnn", "vgg16", "resnet50"],
+                   training={"epochs": {"default": 4, "vgg16": 3}, "warmup_epochs": 3},
+                   evaluation={"lung_box": [0.9, 0.1, 0.1, 0.9]},
+                   weights={"vgg16": str(tmp_path / "absent.h5"), "default": "imagenet"})
+    config["datasets"]["tiny"]["train"] = False
+    sources = study_config.weights_sources(config)
+    assert study_config.config_problems(config, sources, REGISTRY) == [
+        "datasets: every dataset has train: false; at least one must be trained on",
+        "evaluation.lung_box: [0.9, 0.1, 0.1, 0.9] is not [left, top, right, bottom] with left < right "
+        "and top < bottom",
+        "training.warmup_epochs (3) must be smaller than training.epochs (3 for vgg16) for the partial and "
+        "full strategies",
+        f"weights (custom) for vgg16: file {tmp_path}/absent.h5 does not exist"]
+
+
+# ---- The plan ------------------------------------------------------------------------------------
+
+def test_planned_runs_carry_their_folders_and_skips_their_reason(tmp_path):
+    runs, skipped = study_config.planned_runs(study(tmp_path), {"none": "none"})
+    assert [(r["model"], r["strategy"]) for r in runs] == [
+        ("scratch_cnn", "scratch"), ("vgg16", "scratch"), ("vgg16", "partial")]
+    assert runs[2]["dir"] == "results/tiny/runs/vgg16/partial/none/frac1.0/seed1"
+    assert runs[2]["log_dir"] == "logs/tiny/vgg16/partial/none/frac1.0/seed1"
+    assert [(s["model"], s["strategy"]) for s in skipped] == [("scratch_cnn", "partial")]
+
+
+@pytest.mark.parametrize("cores, runs, threads", [(None, 3, 1), (8, 1, 8), (8, 3, 2), (8, 32, 1), (4, 0, 4)])
+def test_train_threads_share_the_cores_among_the_runs(cores, runs, threads):
+    assert study_config.train_threads(cores, runs) == threads
+
+
+def test_study_plan_lists_each_trained_dataset_and_its_files(tmp_path):
+    config = study(tmp_path, seeds=[3, 2], training={"image_size": 48})
+    other = dataset_tree(tmp_path / "other", {"test": ["A", "B", "C"]})
+    config["datasets"]["other"] = {"path": str(other), "manifest": "o.sha256", "train": False,
+                                   "external_tests": []}
+    config["datasets"]["tiny"]["external_tests"] = [
+        {"dataset": "other", "class_map": {"A": "A", "B": "B", "C": "C"}, "near_duplicates": "exclude"}]
+    runs, skipped = study_config.planned_runs(config, {"none": "none"})
+    settings = {"files": ["mine.yaml"], "user_set": ["seeds"]}
+    plan = study_config.study_plan(config, runs, skipped, settings)
+    assert plan["settings"] == settings and plan["runs"] == runs and list(plan["datasets"]) == ["tiny"]
+    assert plan["datasets"]["tiny"] == {
+        "verify": "results/tiny/data/verify.json", "conversions": "results/tiny/data/images_48px.json",
+        "thumbnails": "results/tiny/data/test_thumbnails.npz", "split": "results/tiny/splits/seed2.csv",
+        "log_dir": "logs/tiny",
+        "external": {"other": {"dataset": "other", "class_map": {"A": "A", "B": "B", "C": "C"},
+                               "near_duplicates": "exclude", "overlap": "results/tiny/external/other.csv",
+                               "verify": "results/other/data/verify.json", "positive_class": None}}}
+    digest = study_config.plan_digest(plan)
+    assert len(digest) == 64 and digest == study_config.plan_digest(dict(reversed(plan.items())))
+    assert digest != study_config.plan_digest({**plan, "settings": {"files": [], "user_set": []}})
+
+
+def test_run_settings_resolve_per_model_values(tmp_path):
+    import json
+
+    config = study(tmp_path, training={"epochs": {"default": 4, "scratch_cnn": 2}, "partial_stages": 2})
+    config["datasets"]["tiny"]["positive_class"] = "A"
+    settings = json.loads(study_config.run_settings(config, "scratch_cnn", "tiny", {"source": "none"}))
+    assert settings["training"]["epochs"] == 2 and settings["training"]["partial_stages"] == 2
+    assert settings["weights"] == {"source": "none"} and settings["positive_class"] == "A"
+    assert json.loads(study_config.run_settings(config, "vgg16", "tiny", {}))["training"]["epochs"] == 4
+
+
+# ---- The report marks what the study set -------------------------------------------------------
+
+def test_the_report_marks_user_set_values_and_schema_defaults(tmp_path):
+    import json
+
+    import pandas as pd
+    from conftest import fake_plan
+
+    from scripts import report as rep
+    from scripts.aggregate import aggregate
+
+    plan = fake_plan(tmp_path, ["a", "b", "c"], [("scratch_cnn", "scratch", "none", 1)])
+    plan["settings"] = {"files": ["mine.yaml"], "user_set": ["datasets.tiny.path", "seeds"]}
+    section = rep.configuration_section(plan)
+    rows = {row["key"]: row for row in section["rows"]}
+    assert rows["seeds"] == {"key": "seeds", "value": "[1]", "user_set": True}
+    assert rows["training.epochs"] == {"key": "training.epochs", "value": "20", "user_set": False}
+    assert rows["datasets.tiny.path"]["value"] == str(tmp_path / "data") and rows["datasets.tiny.path"]["user_set"]
+    assert not rows["datasets.tiny.manifest"]["user_set"] and rows["weights"]["value"] == "imagenet"
+
+    tables = aggregate(plan)
+    rep.render(plan, {"runs": tables["runs"], "summary": pd.DataFrame(), "comparisons": pd.DataFrame(),
+                      "verdict": json.loads(json.dumps(tables["verdict"]))}, tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    configuration = html.split('<h3 id="configuration">')[1]
+    assert "Settings from <code>mine.yaml</code> and any <code>--config</code> overrides." in configuration
+    assert ('<tr><td class="l"><code>seeds</code></td><td class="l"><code>[1]</code></td>'
+            '<td class="l"><strong>set</strong></td></tr>') in configuration
+    assert ('<tr><td class="l"><code>training.early_stopping_patience</code></td><td class="l"><code>5</code>'
+            '</td><td class="l"><em>default</em></td></tr>') in configuration
+    assert configuration.count('<td class="l"><strong>set</strong>') == 2
+    assert "<pre>datasets:\n  tiny:\n" in configuration  # the YAML, for copying
