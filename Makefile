@@ -1,4 +1,5 @@
-# `make demo` runs the study on the bundled demo data; `make test` runs every test.
+# `make demo` runs the study on the bundled demo data; `make test` runs every test
+# (`make test-fast`: the unit layer).
 # Both create the virtual environment first (Python 3.11, pinned requirements) and link
 # the Slurm profile (`make profile`) so that `snakemake --profile slurm` works here.
 VENV ?= .venv
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 PROFILE_LINK := $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake/slurm
 PROFILE_DIR := $(CURDIR)/profiles/slurm
 
-.PHONY: demo test lint benchmark profile
+.PHONY: demo test test-fast lint benchmark profile
 
 # The version check comes first: an older python3 would otherwise fail minutes later,
 # deep inside pip, with an unrelated-looking error.
@@ -42,6 +43,10 @@ demo: $(STAMP) profile
 
 test: $(STAMP) profile
 	. $(VENV)/bin/activate && bash tests/run.sh
+
+# The unit layer alone (tests/unit): no Snakemake runs, cluster or browser.
+test-fast: $(STAMP)
+	. $(VENV)/bin/activate && python -m pytest tests/unit -q
 
 lint: $(STAMP)
 	. $(VENV)/bin/activate && ruff check . && snakefmt --check workflow && snakemake --lint

@@ -2,7 +2,7 @@
 
 Snakemake documents no interface for what these read (the profile's resources, the
 executor, the command-line config files, the profile in use);
-tests/test_snakemake_internals.py runs each of them on the installed Snakemake's own
+tests/unit/test_slurm_site.py runs each of them on the installed Snakemake's own
 classes and fails on a release that changes them. The rules use documented interfaces
 for everything else (``config``, ``workflow.cores``, ``workflow.current_basedir``,
 ``onstart``).

@@ -264,3 +264,15 @@ def region_images(size: int = 8) -> tuple:
     mask = np.zeros((size, size))
     mask[1:3, 1:3] = 1.0
     return images, mask
+
+
+# The layers of the suite, one folder each (markers registered in pyproject.toml):
+# `make test-fast` runs tests/unit alone; `pytest -m "not slurm"` and the like pick layers.
+LAYERS = ("unit", "model", "workflow", "slurm", "browser", "scale")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        layer = Path(item.fspath).parent.name
+        if layer in LAYERS:
+            item.add_marker(layer)

