@@ -1,4 +1,4 @@
-"""The questions a chest X-ray transfer-learning study is judged on (issue 14): how much
+"""The questions a chest X-ray transfer-learning study is judged on: how much
 labelled data, does it generalise to another site, can its probabilities be trusted, is
 it looking at the lungs, which pretraining. Hand-made runs with known answers for the
 statistics; a real scratch CNN for the shortcut score; one tiny real study for external
