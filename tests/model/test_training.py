@@ -97,16 +97,28 @@ def test_same_seed_same_model_other_seed_differs_on_the_same_split(prepared):
     assert predictions[2] != predictions[0]  # only the seed differs: same split file
 
 
-def training_pid(run_dir: str) -> int | None:
-    """The `python -m scripts train` process writing into ``run_dir``."""
+def parent_pid(pid: int) -> int:
+    # /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ")"
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def training_pid(workflow_pid: int) -> int | None:
+    """The `python -m scripts train` process that the Snakemake process ``workflow_pid``
+    started (not another study's train job: the suite may run beside one)."""
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"scripts" not in cmdline or b"train" not in cmdline:
                 continue
-            if b"scripts" in cmdline and b"train" in cmdline and any(run_dir.encode() in c for c in cmdline):
-                return int(proc.name)
+            ancestor = int(proc.name)
+            while ancestor > 1 and ancestor != workflow_pid:
+                ancestor = parent_pid(ancestor)
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while it was looked at
+        if ancestor == workflow_pid:
+            return int(proc.name)
     return None
 
 
@@ -129,7 +141,7 @@ def test_killed_training_resumes_to_the_same_model(tmp_path, signal_number):
     while not (state.exists() and json.loads(state.read_text())["epoch"] >= 2):
         assert time.time() < deadline and workflow.poll() is None, "no checkpoint appeared"
         time.sleep(0.05)
-    pid = training_pid("runs/scratch_cnn/scratch/none/frac1.0/seed1")
+    pid = training_pid(workflow.pid)
     assert pid is not None, "the training process was not found"
     os.kill(pid, signal_number)
     output = workflow.communicate(timeout=120)[0].decode()
