@@ -21,6 +21,7 @@ sys.path.insert(0, str(PROJECT))
 
 from scripts import config as study_config  # noqa: E402  (TensorFlow-free)
 from scripts import grid  # noqa: E402
+
 # Every path the workflow writes.
 from scripts.layout import (  # noqa: E402
     DATASET_FILES,
