@@ -31,7 +31,7 @@ def test_default_dry_run_lists_one_train_job_per_valid_combination(default_dry_r
     counts = job_counts(default_dry_run.stdout)
     # (scratch_cnn × scratch + 3 backbones × 5 strategies) × 2 seeds
     assert counts["train"] == 32
-    assert counts["verify"] == counts["plan"] == counts["thumbnails"] == counts["report"] == 1
+    assert counts["verify"] == counts["leakage"] == counts["plan"] == counts["thumbnails"] == counts["report"] == 1
     assert counts["split"] == 2
     for strategy in ("frozen", "partial", "full"):
         message = f"skipped scratch_cnn x {strategy}: scratch_cnn has no pretrained backbone"
