@@ -40,8 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("root", "index", "output"):
         p.add_argument(f"--{name}", required=True)
 
+    p = steps.add_parser("leakage", help="test images that are copies of training or validation images")
+    for name in ("root", "index", "policy", "output"):
+        p.add_argument(f"--{name}", required=True)
+
     p = steps.add_parser("split", help="seeded stratified validation split and training ranks")
-    for name in ("index", "settings", "output"):
+    for name in ("index", "leakage-table", "settings", "output"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--seed", type=int, required=True)
 
@@ -111,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             stages.prepare(args.root, args.index, args.image_size, args.images, args.conversions, colour)
         elif args.step == "thumbnails":
             stages.thumbnails(args.root, args.index, args.output)
+        elif args.step == "leakage":
+            stages.leakage(args.root, args.index, args.policy, args.output)
         elif args.step == "split":
-            stages.split(args.index, args.seed, json.loads(args.settings), args.output)
+            stages.split(args.index, args.leakage_table, args.seed, json.loads(args.settings), args.output)
         elif args.step == "fetch-weights":
             from scripts.weight_files import fetch
 

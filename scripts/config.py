@@ -287,6 +287,7 @@ def study_plan(config: dict, runs: list[dict], skipped: list[dict], settings: di
                 "verify": dataset_file("verify", name, size),
                 "conversions": dataset_file("conversions", name, size),
                 "thumbnails": dataset_file("thumbnails", name, size),
+                "leakage": dataset_file("leakage", name, size),
                 "split": SPLIT.format(dataset=name, seed=first_seed),
                 "log_dir": f"logs/{name}",
                 "external": external_tests(config, name),

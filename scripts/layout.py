@@ -27,6 +27,8 @@ DATASET_FILES = {
     "images": "results/{dataset}/data/images_{size}px.npy",
     "conversions": "results/{dataset}/data/images_{size}px.json",
     "thumbnails": "results/{dataset}/data/test_thumbnails.npz",
+    # Per test image: its most similar training or validation image, and whether it is a copy.
+    "leakage": "results/{dataset}/data/leakage.csv",
 }
 # Which external test images are the same radiograph as an image of the trained dataset.
 EXTERNAL_OVERLAP = "results/{dataset}/external/{external}.csv"

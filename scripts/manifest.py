@@ -3,6 +3,10 @@
 A dataset root is laid out like the Kaggle chest-xray-pneumonia set:
 ``ROOT/<split>/<class>/<image>`` with split one of train, val (optional), test.
 The manifest is ``sha256sum`` output: ``<sha256>  <relative path>`` per line.
+
+Leakage is a test image that is a copy of an image of the training pool (train and
+val): byte-identical (same SHA256) or the same radiograph re-encoded, which only the
+fingerprints of :mod:`scripts.external` find (:func:`leakage_table`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+import pandas as pd
+
+from scripts.external import NEAR_DUPLICATE_CORRELATION, near_duplicates
 from scripts.fsutil import file_digest
 
 SPLITS = ("train", "val", "test")
@@ -183,3 +191,46 @@ def class_counts(records: list[ImageRecord]) -> dict[str, dict[str, int]]:
     for record in records:
         counts[record.split][record.label] += 1
     return {split: dict(sorted(c.items())) for split, c in sorted(counts.items())}
+
+
+def most_similar(queries: pd.DataFrame, query_prints: np.ndarray, references: pd.DataFrame,
+                 reference_prints: np.ndarray) -> pd.DataFrame:
+    """Per query image (``path``, ``label``) the most correlated reference image
+    (``most_similar``, ``most_similar_split``), the ``correlation`` of their fingerprints
+    (rows in the order of their tables) and whether it is a ``near_duplicate``."""
+    where, correlation = near_duplicates(query_prints, reference_prints)
+    matched = references.iloc[np.maximum(where, 0)]
+    return pd.DataFrame({"path": queries["path"].to_numpy(), "label": queries["label"].to_numpy(),
+                         "most_similar": matched["path"].to_numpy(),
+                         "most_similar_split": matched["split"].to_numpy(),
+                         "correlation": np.round(correlation, 4),
+                         "near_duplicate": correlation >= NEAR_DUPLICATE_CORRELATION})
+
+
+def leakage_table(index: pd.DataFrame, prints: np.ndarray) -> pd.DataFrame:
+    """Per test image of ``index`` (path, split, label, sha256; ``prints``: a fingerprint
+    per row) its most similar image of the training pool (train and val; see
+    :func:`most_similar`) and whether it is ``identical`` to a pool image (same SHA256).
+    A test image is a copy when it is identical or a near-duplicate."""
+    test = (index["split"] == "test").to_numpy()
+    table = most_similar(index[test], prints[test], index[~test], prints[~test])
+    pool_hashes = set(index.loc[~test, "sha256"])
+    table.insert(len(table.columns) - 1, "identical", index.loc[test, "sha256"].isin(pool_hashes).to_numpy())
+    return table
+
+
+def copies_of(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a :func:`leakage_table` table that are copies of a training-pool image."""
+    return table[table["identical"] | table["near_duplicate"]]
+
+
+def leakage_error(root: str | Path, copies: pd.DataFrame) -> DataError:
+    """The ``leakage: fail`` error naming every test image that is a copy (``copies``:
+    rows of :func:`copies_of`) and its training-pool partner."""
+    pairs = [f"{row.path} ≈ {row.most_similar} (r = {row.correlation:.2f}, "
+             f"{'byte-identical' if row.identical else 're-encoded'})" for row in copies.itertuples()]
+    return DataError(
+        _problem_list(f"test images of {root} that are copies of training or validation images (leakage)", pairs)
+        + "\nRemove them, or set data.leakage: drop (leave them out of the test set) or warn (keep them, "
+        "flagged in the report)."
+    )

@@ -23,6 +23,7 @@ from scripts import fsutil, gradcam, plots
 from scripts.config import leaves
 from scripts.evaluation import positive_index
 from scripts.external import DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR_DUPLICATE_CORRELATION
+from scripts.manifest import copies_of
 from scripts.models import SCRATCH_CNN
 from scripts.plots import STRATEGY_ORDER
 from scripts.run_tables import csv_boolean
@@ -177,6 +178,18 @@ def split_counts(path: str) -> dict:
             "n_test": int((split["subset"] == "test").sum())}
 
 
+def leakage_section(path: str, policy: str) -> dict | None:
+    """The test images that are copies of a training or validation image (byte-identical
+    or re-encoded), with their partners, and what ``data.leakage`` (``policy``) did with
+    them; None where the check did not run."""
+    if not Path(path).exists():
+        return None
+    table = pd.read_csv(path, keep_default_na=False)
+    copies = copies_of(table)
+    return {"policy": policy, "n_checked": len(table), "copies": _records(copies),
+            "n_identical": int(copies["identical"].sum())}
+
+
 def _records(frame: pd.DataFrame) -> list[dict]:
     """DataFrame rows as dicts with NaN as None (the template tests for None)."""
     return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
@@ -324,6 +337,7 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
         "verify": verify,
         "conversions": conversions,
         "split": split_counts(paths["split"]),
+        "leakage": leakage_section(paths["leakage"], settings["data"]["leakage"]),
         "verdict": verdict,
         "metrics": verdict.get("metrics") or [],
         "summary": _records(ordered),

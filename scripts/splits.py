@@ -2,7 +2,9 @@
 never used for selection.
 
 Byte-identical files are kept on the same side of the split (grouped by SHA256) so
-the split itself cannot leak duplicates from train into validation.
+the split itself cannot leak duplicates from train into validation. Which test images
+``leakage: drop`` leaves out depends on the training pool (train and val, before the
+seeded hold-out) only, so every seed has the same test set.
 """
 
 from __future__ import annotations
@@ -36,13 +38,16 @@ def use_val_folder(index: pd.DataFrame, policy: str, min_per_class: int) -> tupl
     )
 
 
-def make_split(index: pd.DataFrame, seed: int, settings: dict) -> tuple[pd.DataFrame, str]:
+def make_split(index: pd.DataFrame, seed: int, settings: dict,
+               near_copies: frozenset[str]) -> tuple[pd.DataFrame, str]:
     """Assign every image of ``index`` (path, split, label, sha256) to a subset.
 
     ``settings`` are the config's ``data`` section (``val_fraction``, ``leakage``,
-    ``val_folder``, ``min_val_per_class``). ``leakage="drop"`` moves val/test images
-    that are byte-identical to a training image to subset ``dropped``. Training images
-    get ``train_rank``, their seeded order within their class: the first
+    ``val_folder``, ``min_val_per_class``). ``leakage="drop"`` moves to subset
+    ``dropped`` the test images that are copies of a training-pool image (byte-identical,
+    or one of ``near_copies``: the test paths the near-duplicate check flagged) and the
+    validation images byte-identical to a training image. Training images get
+    ``train_rank``, their seeded order within their class: the first
     ``round(f · n_class)`` of each class form the nested training fraction ``f``.
     Returns the table and a sentence on where validation comes from.
     """
@@ -52,12 +57,23 @@ def make_split(index: pd.DataFrame, seed: int, settings: dict) -> tuple[pd.DataF
     if not keep_val:
         _hold_out(frame, np.random.default_rng(seed), settings["val_fraction"])
     if settings["leakage"] == "drop":
-        train_hashes = set(frame.loc[frame["subset"] == "train", "sha256"])
-        leaked = (frame["subset"] != "train") & frame["sha256"].isin(train_hashes)
-        frame.loc[leaked, "subset"] = "dropped"
+        frame.loc[_test_copies(frame, near_copies) | _val_copies(frame), "subset"] = "dropped"
     frame["train_rank"] = _train_ranks(frame, np.random.default_rng([seed, 1]))
     frame["val_source"] = "folder" if keep_val else "held out"
     return frame[["path", "label", "sha256", "split", "subset", "train_rank", "val_source"]], note
+
+
+def _test_copies(frame: pd.DataFrame, near_copies: frozenset[str]) -> pd.Series:
+    """Test images byte-identical to any image of the training pool, or near copies: the
+    same for every seed, as the pool is train and val before the hold-out."""
+    test = frame["split"] == "test"
+    pool_hashes = set(frame.loc[~test, "sha256"])
+    return test & (frame["sha256"].isin(pool_hashes) | frame["path"].isin(near_copies))
+
+
+def _val_copies(frame: pd.DataFrame) -> pd.Series:
+    train_hashes = set(frame.loc[frame["subset"] == "train", "sha256"])
+    return (frame["subset"] == "val") & frame["sha256"].isin(train_hashes)
 
 
 def _hold_out(frame: pd.DataFrame, rng: np.random.Generator, val_fraction: float) -> None:

@@ -86,35 +86,52 @@ def thumbnails(root: str, index_path: str, out: str, size: int = THUMBNAIL_SIZE)
         np.savez_compressed(handle, images=images, paths=np.asarray(paths, dtype=str))
 
 
-def split(index_path: str, seed: int, settings: dict, out: str) -> None:
+def leakage(root: str, index_path: str, policy: str, out: str) -> None:
+    """Per test image the most similar image of the training pool (train and val) and
+    whether it is a copy: byte-identical or re-encoded (a near-duplicate). ``policy`` is
+    ``data.leakage``: ``fail`` names every copy and writes nothing."""
+    index = pd.read_csv(index_path, keep_default_na=False)
+    table = manifest.leakage_table(index, _fingerprints(root, list(index["path"])))
+    copies = manifest.copies_of(table)
+    if len(copies) and policy == "fail":
+        raise manifest.leakage_error(root, copies)
+    for row in copies.itertuples():
+        print(f"WARNING leakage: {row.path} ≈ {row.most_similar} (r = {row.correlation:.2f})")
+    print(f"{len(copies)} of {len(table)} test images are copies of training or validation images "
+          f"({int(copies['identical'].sum())} byte-identical)")
+    fsutil.write_csv(out, table)
+
+
+def split(index_path: str, leakage_path: str, seed: int, settings: dict, out: str) -> None:
+    """The seed's split (:func:`scripts.splits.make_split`); ``leakage_path``: the
+    :func:`leakage` table, whose near-duplicates ``leakage: drop`` leaves out."""
     from scripts.splits import make_split
 
-    table, note = make_split(pd.read_csv(index_path, keep_default_na=False), seed, settings)
+    checked = pd.read_csv(leakage_path, keep_default_na=False)
+    near_copies = frozenset(checked.loc[checked["near_duplicate"].eq(True), "path"])
+    table, note = make_split(pd.read_csv(index_path, keep_default_na=False), seed, settings, near_copies)
     print(note)
     fsutil.write_csv(out, table)
+
+
+def _fingerprints(root: str, paths: list[str]) -> np.ndarray:
+    """The near-duplicate fingerprints of the images at ``paths`` under ``root``."""
+    from scripts import external
+    from scripts.images import load_image
+
+    images = [load_image(Path(root) / path, external.FINGERPRINT_SIZE)[0] for path in paths]
+    return external.fingerprints(images)
 
 
 def external_overlap(root: str, index_path: str, external_root: str, external_index_path: str,
                      out: str) -> None:
     """Per test image of the external dataset, the most similar image of the trained
     dataset (any split) and whether it is the same radiograph (a near-duplicate)."""
-    from scripts import external
-    from scripts.images import load_image
-
-    def prints(folder: str, paths: list[str]) -> np.ndarray:
-        images = [load_image(Path(folder) / path, external.FINGERPRINT_SIZE)[0] for path in paths]
-        return external.fingerprints(images)
-
     index = pd.read_csv(index_path, keep_default_na=False)
     tests = pd.read_csv(external_index_path, keep_default_na=False)
     tests = tests[tests["split"] == "test"]
-    where, correlation = external.near_duplicates(prints(external_root, list(tests["path"])),
-                                                  prints(root, list(index["path"])))
-    matched = index.iloc[np.maximum(where, 0)]
-    table = pd.DataFrame({"path": tests["path"].to_numpy(), "label": tests["label"].to_numpy(),
-                          "most_similar": matched["path"].to_numpy(), "most_similar_split": matched["split"].to_numpy(),
-                          "correlation": np.round(correlation, 4),
-                          "near_duplicate": correlation >= external.NEAR_DUPLICATE_CORRELATION})
+    table = manifest.most_similar(tests, _fingerprints(external_root, list(tests["path"])),
+                                  index, _fingerprints(root, list(index["path"])))
     print(f"{int(table['near_duplicate'].sum())} of {len(table)} external test images are near-duplicates "
           f"of images of {root}")
     fsutil.write_csv(out, table)

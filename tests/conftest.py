@@ -122,6 +122,7 @@ def fake_plan(root: Path, classes: list[str], runs: list[tuple], resamples: int 
             "datasets": {name: {"verify": str(root / "results" / name / "data" / "verify.json"),
                                 "conversions": str(root / "results" / name / "data" / "images_32px.json"),
                                 "thumbnails": str(root / "results" / name / "data" / "test_thumbnails.npz"),
+                                "leakage": str(root / "results" / name / "data" / "leakage.csv"),
                                 "split": str(root / "results" / name / "splits" / "seed1.csv"),
                                 "log_dir": str(root / "logs" / name)} for name in datasets}}
 

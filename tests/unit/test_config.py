@@ -248,7 +248,8 @@ def test_study_plan_lists_each_trained_dataset_and_its_files(tmp_path):
     assert plan["settings"] == settings and plan["runs"] == runs and list(plan["datasets"]) == ["tiny"]
     assert plan["datasets"]["tiny"] == {
         "verify": "results/tiny/data/verify.json", "conversions": "results/tiny/data/images_48px.json",
-        "thumbnails": "results/tiny/data/test_thumbnails.npz", "split": "results/tiny/splits/seed2.csv",
+        "thumbnails": "results/tiny/data/test_thumbnails.npz", "leakage": "results/tiny/data/leakage.csv",
+        "split": "results/tiny/splits/seed2.csv",
         "log_dir": "logs/tiny",
         "external": {"other": {"dataset": "other", "class_map": {"A": "A", "B": "B", "C": "C"},
                                "near_duplicates": "exclude", "overlap": "results/tiny/external/other.csv",

@@ -1,14 +1,28 @@
-"""Dataset verification on real X-rays: hashes, layout, duplicates and leakage."""
+"""Dataset verification on real X-rays: hashes, layout, duplicates and leakage (test
+images that are byte-identical or re-encoded copies of training images)."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 from conftest import DEMO, copy_dataset
 
-from scripts import stages
-from scripts.manifest import DataError, check_classes, find_duplicates, make_manifest, verify_dataset
+from scripts import external, stages
+from scripts.images import load_image
+from scripts.manifest import (
+    DataError,
+    check_classes,
+    copies_of,
+    find_duplicates,
+    leakage_error,
+    leakage_table,
+    make_manifest,
+    most_similar,
+    verify_dataset,
+)
 
 
 @pytest.fixture
@@ -138,3 +152,77 @@ def test_the_manifest_command_writes_what_verify_checks(dataset, tmp_path):
     assert done.returncode == 0, done.stderr
     assert out.read_text() == (dataset.parent / "data.sha256").read_text()
     assert len(verify_dataset(dataset, out)) == len(out.read_text().splitlines())
+
+
+def unit_prints(rows: list[list[float]]) -> np.ndarray:
+    """Fingerprints of 4 values scaled so that ``a @ b / 4`` is their cosine."""
+    prints = np.asarray(rows, dtype=float)
+    return prints / np.linalg.norm(prints, axis=1, keepdims=True) * 2
+
+
+def test_most_similar_names_the_most_correlated_reference_and_flags_near_duplicates():
+    queries = pd.DataFrame({"path": ["q0", "q1"], "label": ["A", "B"]})
+    references = pd.DataFrame({"path": ["r0", "r1", "r2"], "split": ["train", "val", "train"]})
+    table = most_similar(queries, unit_prints([[1, 0, 0, 0], [1, 1, 1, 0]]), references,
+                         unit_prints([[0, 1, 0, 0], [1, 0.1, 0, 0], [0, 1, 1, 0]]))
+    assert list(table.columns) == ["path", "label", "most_similar", "most_similar_split", "correlation",
+                                   "near_duplicate"]
+    assert table[["path", "label", "most_similar", "most_similar_split"]].values.tolist() == [
+        ["q0", "A", "r1", "val"], ["q1", "B", "r2", "train"]]
+    np.testing.assert_allclose(table["correlation"], [round(1 / np.sqrt(1.01), 4), round(2 / np.sqrt(6), 4)])
+    assert table["near_duplicate"].tolist() == [True, True]  # 0.995 and 0.816 >= 0.8
+
+
+def test_leakage_table_compares_test_images_with_train_and_val_only():
+    """t0 is byte-identical to a val image (its fingerprint is unlike any), t1 correlates
+    0.71 with train image a (below 0.8), t2 is a re-encoded copy of train image b, and t3
+    is the same image as t1, another test image, which does not count."""
+    index = pd.DataFrame({"path": ["a", "b", "v", "t0", "t1", "t2", "t3"],
+                          "split": ["train", "train", "val", "test", "test", "test", "test"],
+                          "label": "X", "sha256": ["1", "2", "3", "3", "4", "5", "4"]})
+    prints = unit_prints([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1],
+                          [1, 0, 0, 1], [0, 1, 0, 0.3], [1, 0, 0, 1]])
+    table = leakage_table(index, prints)
+    assert list(table.columns) == ["path", "label", "most_similar", "most_similar_split", "correlation",
+                                   "identical", "near_duplicate"]
+    assert list(table["path"]) == ["t0", "t1", "t2", "t3"]
+    assert list(table["most_similar_split"][1:]) == ["train"] * 3
+    assert table["identical"].tolist() == [True, False, False, False]
+    assert table["near_duplicate"].tolist() == [False, False, True, False]
+    assert list(copies_of(table)["path"]) == ["t0", "t2"]
+    assert table.loc[2, "most_similar"] == "b" and table.loc[2, "correlation"] == round(1 / np.sqrt(1.09), 4)
+
+
+def test_leakage_error_names_every_copy_its_partner_and_the_kind():
+    copies = pd.DataFrame({"path": ["test/A/1.png", "test/A/2.png"], "most_similar": ["train/A/1.png", "val/A/9.png"],
+                           "correlation": [1.0, 0.8612], "identical": [True, False]})
+    message = str(leakage_error("data", copies))
+    assert "test images of data that are copies of training or validation images (leakage) (2):" in message
+    assert "  - test/A/1.png ≈ train/A/1.png (r = 1.00, byte-identical)" in message
+    assert "  - test/A/2.png ≈ val/A/9.png (r = 0.86, re-encoded)" in message
+    assert "data.leakage: drop" in message
+
+
+# The demo's test images that are copies of training images, with their partners.
+DEMO_IDENTICAL = {f"test/Covid/{name}": f"train/Covid/{name}"
+                  for name in ("COVID-00003b.jpg", "COVID-00012.jpg", "COVID-00022.jpg", "COVID-00033.jpg",
+                               "COVID-00037.jpg")} | {
+    "test/Covid/radiopaedia-2019-novel-coronavirus-infected-pneumonia.jpg": "train/Covid/069.jpg"}
+DEMO_REENCODED = {
+    "test/Covid/0112.jpg": "train/Covid/090.jpeg",
+    "test/Covid/auntminnie-2020_01_31_20_24_2322_2020_01_31_x-ray_coronavirus_US.jpg": "train/Covid/090.jpeg",
+    "test/Covid/0100.jpeg": "train/Covid/COVID-00022.jpg"}
+
+
+def test_the_demos_byte_identical_and_reencoded_test_copies_are_found_with_their_training_partners():
+    index = pd.DataFrame([vars(r) for r in verify_dataset(DEMO, "config/manifests/demo.sha256")])
+    prints = external.fingerprints([load_image(DEMO / path, external.FINGERPRINT_SIZE)[0] for path in index["path"]])
+    table = leakage_table(index, prints)
+    assert len(table) == 66
+    copies = copies_of(table).set_index("path")
+    assert dict(copies["most_similar"]) == DEMO_IDENTICAL | DEMO_REENCODED
+    assert set(copies.index[copies["identical"]]) == set(DEMO_IDENTICAL)
+    assert copies["near_duplicate"].all()  # the byte-identical ones correlate too
+    assert (copies.loc[list(DEMO_REENCODED), "correlation"] < 0.99).all()
+    clean = table[~table["path"].isin(copies.index)]
+    assert clean["correlation"].max() < external.DIFFERENT_RADIOGRAPHS_BELOW

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -102,3 +103,50 @@ def test_write_figures_decodes_each_data_uri_to_a_named_file(tmp_path):
                          tmp_path / "figures")
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["tiny-loss.png", "tiny-roc.png"]
     assert (tmp_path / "figures" / "tiny-roc.png").read_bytes() == png
+
+
+LEAKAGE_TABLE = pd.DataFrame({
+    "path": ["test/a/1.png", "test/a/2.png", "test/b/3.png"], "label": ["a", "a", "b"],
+    "most_similar": ["train/a/1.png", "val/a/7.png", "train/b/4.png"], "most_similar_split": ["train", "val", "train"],
+    "correlation": [1.0, 0.8612, 0.41], "identical": [True, False, False], "near_duplicate": [True, True, False]})
+
+
+def test_leakage_section_lists_the_copies_with_their_partners_and_the_policy(tmp_path):
+    LEAKAGE_TABLE.to_csv(tmp_path / "leakage.csv", index=False)
+    section = report.leakage_section(str(tmp_path / "leakage.csv"), "drop")
+    assert (section["policy"], section["n_checked"], section["n_identical"]) == ("drop", 3, 1)
+    assert [(c["path"], c["most_similar"], c["identical"]) for c in section["copies"]] == [
+        ("test/a/1.png", "train/a/1.png", True), ("test/a/2.png", "val/a/7.png", False)]
+    assert report.leakage_section(str(tmp_path / "none.csv"), "drop") is None
+
+
+@pytest.mark.parametrize("policy, said", [
+    ("drop", "They were <strong>removed from the test set</strong> (<code>data.leakage: drop</code>),\n"
+             "the same images for every seed: every test metric is on the other 1\ntest images."),
+    ("warn", "<strong>They were kept in the test set, by choice</strong> (<code>data.leakage: warn</code>):\n"
+             "every test metric includes them and is optimistic for these images"),
+])
+def test_the_data_checks_list_the_test_copies_and_what_the_policy_did(tmp_path, policy, said):
+    from conftest import fake_plan
+
+    from scripts.aggregate import aggregate
+
+    plan = fake_plan(tmp_path, ["a", "b"], [("scratch_cnn", "scratch", "none", 1)])
+    plan["config"]["data"]["leakage"] = policy
+    files = plan["datasets"]["tiny"]
+    Path(files["leakage"]).parent.mkdir(parents=True)
+    LEAKAGE_TABLE.to_csv(files["leakage"], index=False)
+    Path(files["verify"]).write_text(json.dumps({
+        "root": "data", "manifest": "data.sha256", "manifest_sha256": "0" * 64, "verified": "passed", "n_images": 5,
+        "classes": ["a", "b"], "counts": {"test": {"a": 2, "b": 1}, "train": {"a": 1, "b": 1}}, "duplicates": [],
+        "leakage_policy": policy}))
+    tables = aggregate(plan)
+    report.render(plan, {"runs": tables["runs"], "summary": pd.DataFrame(), "comparisons": pd.DataFrame(),
+                         "verdict": json.loads(json.dumps(tables["verdict"]))}, tmp_path / "r.html")
+    checks = (tmp_path / "r.html").read_text().split('id="data-1"')[1]
+    assert ("<strong>2 of 3 test images\nare copies of training or validation images</strong>: "
+            "1 byte-identical,\n1 the same radiograph re-encoded") in checks
+    assert said in checks
+    assert ('<tr><td class="l"><code>test/a/2.png</code></td><td class="l"><code>val/a/7.png</code>\n(val)</td>'
+            '<td>0.86</td>\n<td class="l">re-encoded</td></tr>') in checks
+    assert "test/b/3.png" not in checks

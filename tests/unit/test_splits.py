@@ -1,5 +1,5 @@
 """Validation split: seeded, stratified, duplicate-aware; the val/ folder policy;
-leakage drop; nested training fractions."""
+leakage drop (the same test set for every seed); nested training fractions."""
 
 from __future__ import annotations
 
@@ -18,8 +18,13 @@ def index():
     return pd.DataFrame([vars(r) for r in verify_dataset(DEMO, "config/manifests/demo.sha256")])
 
 
-def split(index, seed, **settings):
-    return make_split(index, seed, {**SETTINGS, **settings})
+# The demo's test images that are re-encoded copies of training images (tests/unit/test_manifest.py finds them).
+REENCODED = frozenset({"test/Covid/0112.jpg", "test/Covid/0100.jpeg",
+                       "test/Covid/auntminnie-2020_01_31_20_24_2322_2020_01_31_x-ray_coronavirus_US.jpg"})
+
+
+def split(index, seed, near_copies=REENCODED, **settings):
+    return make_split(index, seed, {**SETTINGS, **settings}, near_copies)
 
 
 def test_same_seed_same_split_other_seed_differs(index):
@@ -70,11 +75,32 @@ def test_a_tiny_val_folder_is_merged_into_train_with_a_warning(index):
     assert (kept["subset"] == "val").sum() == 24
 
 
-def test_drop_policy_removes_test_copies_of_training_images(index):
-    table, _ = split(index, 1, leakage="drop")
+def test_drop_policy_removes_test_copies_of_training_images_the_same_for_every_seed(index):
+    """6 byte-identical and 3 re-encoded copies, whichever side of the hold-out their
+    training twin falls on."""
+    tables = [split(index, seed, leakage="drop")[0] for seed in range(1, 6)]
+    dropped = tables[0][tables[0]["subset"] == "dropped"]
+    assert len(dropped) == 9 and (dropped["split"] == "test").all()
+    assert {"test/Covid/COVID-00012.jpg", *REENCODED} <= set(dropped["path"])
+    for table in tables[1:]:
+        assert table.loc[table["split"] == "test", ["path", "subset"]].equals(
+            tables[0].loc[tables[0]["split"] == "test", ["path", "subset"]])
+    twins = index.loc[index["path"].isin(["train/Covid/COVID-00012.jpg", "train/Covid/090.jpeg"]), "path"]
+    assert any((t.loc[twins.index, "subset"] == "val").any() for t in tables)  # a seed holds out a twin
+
+
+def test_warn_policy_keeps_every_test_image(index):
+    table, _ = split(index, 1, leakage="warn")
+    assert (table.loc[table["split"] == "test", "subset"] == "test").all() and "dropped" not in set(table["subset"])
+
+
+def test_drop_policy_drops_a_val_folder_image_identical_to_a_training_image(index):
+    frame = with_val_folder(index, 20)
+    copied = frame.index[frame["split"] == "val"][0]
+    frame.loc[copied, "sha256"] = frame.loc[frame["split"] == "train", "sha256"].iloc[0]
+    table, _ = split(frame, 1, near_copies=frozenset(), leakage="drop")
     dropped = table[table["subset"] == "dropped"]
-    assert len(dropped) == 6 and (dropped["split"] == "test").all()
-    assert "test/Covid/COVID-00012.jpg" in set(dropped["path"])
+    assert list(dropped.index[dropped["split"] == "val"]) == [copied] and (dropped["split"] == "test").sum() == 6
 
 
 def test_training_fractions_are_stratified_and_nested(index):

@@ -1,10 +1,12 @@
 """The data steps on a small copy of the demo X-rays (3 classes, 2 train and 1 test image
-each, plus a test image that is a byte copy of a training image): what each step writes."""
+each, plus a test image that is a byte copy of a training image, and for the leakage
+check a re-encoded copy of another): what each step writes."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 
 import cv2
@@ -109,22 +111,72 @@ def test_thumbnails_are_the_test_images_only(verified, report, tmp_path):
             np.testing.assert_array_equal(image, load_image(verified["data"] / path, 32)[0])
 
 
-@pytest.mark.parametrize("seed, twin, copy", [(2, "train", "dropped"), (3, "val", "test")])
-def test_split_drops_a_test_copy_of_an_image_it_trains_on(verified, report, tmp_path, capsys, seed, twin, copy):
-    """test/Covid/COVID-00012.jpg is a byte copy of train/Covid/COVID-00012.jpg: dropped when
-    the seed keeps that image for training, kept when the seed holds it out for validation."""
+@pytest.fixture(scope="module")
+def reencoded(verified, report):
+    """The dataset plus a re-encoded copy of a training image in test/ (resized to 200 px,
+    JPEG quality 60): verified, and its leakage table written under ``policy`` warn."""
+    work = verified["work"] / "reencoded"
+    data = work / "data"
+    shutil.copytree(verified["data"], data)
+    source = sorted((data / "train" / "Normal").iterdir())[0]
+    copy = cv2.resize(cv2.imread(str(source)), (200, 200), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(data / "test" / "Normal" / "copy.jpg"), copy, [cv2.IMWRITE_JPEG_QUALITY, 60])
+    (work / "data.sha256").write_text(make_manifest(data))
+    stages.verify("tiny", str(data), str(work / "data.sha256"), "warn", None, str(work / "index.csv"),
+                  str(work / "verify.json"))
+    stages.leakage(str(data), str(work / "index.csv"), "warn", str(work / "leakage.csv"))
+    return {"data": data, "index": work / "index.csv", "leakage": work / "leakage.csv",
+            "source": source.relative_to(data).as_posix()}
+
+
+def test_leakage_finds_byte_identical_and_reencoded_test_copies_and_warns_by_name(reencoded, tmp_path, capsys):
+    stages.leakage(str(reencoded["data"]), str(reencoded["index"]), "warn", str(tmp_path / "leakage.csv"))
+    out = capsys.readouterr().out
+    assert f"WARNING leakage: test/Normal/copy.jpg ≈ {reencoded['source']}" in out
+    assert f"WARNING leakage: {LEAKED[1]} ≈ {LEAKED[0]} (r = 1.00)" in out
+    assert "2 of 5 test images are copies of training or validation images (1 byte-identical)" in out
+    table = pd.read_csv(tmp_path / "leakage.csv", keep_default_na=False).set_index("path")
+    assert (tmp_path / "leakage.csv").read_text() == reencoded["leakage"].read_text()
+    assert len(table) == 5 and (table["most_similar_split"] == "train").all()
+    copies = table[table["identical"] | table["near_duplicate"]]
+    assert dict(copies["most_similar"]) == {LEAKED[1]: LEAKED[0], "test/Normal/copy.jpg": reencoded["source"]}
+    assert copies.loc["test/Normal/copy.jpg", ["identical", "near_duplicate"]].tolist() == [False, True]
+
+
+def test_leakage_fail_names_every_copy_and_writes_nothing(reencoded, tmp_path):
+    with pytest.raises(DataError) as error:
+        stages.leakage(str(reencoded["data"]), str(reencoded["index"]), "fail", str(tmp_path / "leakage.csv"))
+    message = str(error.value)
+    assert re.search(rf"  - test/Normal/copy.jpg ≈ {reencoded['source']} \(r = (0.9\d|1.00), re-encoded\)", message)
+    assert f"  - {LEAKED[1]} ≈ {LEAKED[0]} (r = 1.00, byte-identical)" in message
+    assert not (tmp_path / "leakage.csv").exists()
+
+
+@pytest.mark.parametrize("seed, twin", [(2, "train"), (3, "val")])
+def test_split_drops_test_copies_whichever_side_their_twin_falls_on(reencoded, tmp_path, capsys, seed, twin):
+    """test/Covid/COVID-00012.jpg is a byte copy of train/Covid/COVID-00012.jpg and
+    test/Normal/copy.jpg a re-encoded copy of a training image: both dropped, whether the
+    seed keeps the twin for training or holds it out for validation."""
     settings = {"val_fraction": 0.5, "leakage": "drop", "val_folder": "auto", "min_val_per_class": 20}
-    stages.split(str(verified["index"]), seed, settings, str(tmp_path / "split.csv"))
+    stages.split(str(reencoded["index"]), str(reencoded["leakage"]), seed, settings, str(tmp_path / "split.csv"))
     assert "no val/ folder" in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "split.csv", keep_default_na=False).set_index("path")
-    assert len(table) == 11
-    assert table.loc[list(LEAKED), "subset"].tolist() == [twin, copy]
-    assert (table.loc[table["split"] == "test", "subset"] != "train").all()
+    assert len(table) == 12
+    assert table.loc[list(LEAKED), "subset"].tolist() == [twin, "dropped"]
+    assert table.loc["test/Normal/copy.jpg", "subset"] == "dropped"
+    assert (table.loc[table["split"] == "test", "subset"] == "test").sum() == 3
     train = table[table["split"] == "train"]
     # by class: max(1, round(0.5 n)) of n = 3, 2, 2 training images held out for validation
     assert train.groupby("label")["subset"].apply(lambda s: (s == "val").sum()).to_dict() == {
         "Covid": 2, "Normal": 1, "Viral Pneumonia": 1}
     assert (table.loc[table["subset"] == "train", "train_rank"] == 0).all()  # one training image per class
+
+
+def test_split_keeps_test_copies_under_warn(reencoded, tmp_path):
+    settings = {"val_fraction": 0.5, "leakage": "warn", "val_folder": "auto", "min_val_per_class": 20}
+    stages.split(str(reencoded["index"]), str(reencoded["leakage"]), 2, settings, str(tmp_path / "split.csv"))
+    table = pd.read_csv(tmp_path / "split.csv", keep_default_na=False)
+    assert (table.loc[table["split"] == "test", "subset"] == "test").sum() == 5
 
 
 def test_external_overlap_finds_a_reencoded_copy_of_a_trained_image(verified, report, tmp_path):

@@ -58,6 +58,7 @@ def study_plan(root: Path, runs: list[tuple], classes: list[str] = CLASSES, data
             "datasets": {"tiny": {"verify": str(root / "results/tiny/data/verify.json"),
                                   "conversions": str(root / "results/tiny/data/images_32px.json"),
                                   "thumbnails": str(root / "results/tiny/data/test_thumbnails.npz"),
+                                  "leakage": str(root / "results/tiny/data/leakage.csv"),
                                   "split": str(root / "results/tiny/splits/seed1.csv"),
                                   "log_dir": str(root / "logs/tiny"), "external": tests}}}
 

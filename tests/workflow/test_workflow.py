@@ -31,7 +31,7 @@ def test_default_dry_run_lists_one_train_job_per_valid_combination(default_dry_r
     counts = job_counts(default_dry_run.stdout)
     # (scratch_cnn × scratch + 3 backbones × 5 strategies) × 2 seeds
     assert counts["train"] == 32
-    assert counts["verify"] == counts["plan"] == counts["thumbnails"] == counts["report"] == 1
+    assert counts["verify"] == counts["leakage"] == counts["plan"] == counts["thumbnails"] == counts["report"] == 1
     assert counts["split"] == 2
     for strategy in ("frozen", "partial", "full"):
         message = f"skipped scratch_cnn x {strategy}: scratch_cnn has no pretrained backbone"
@@ -150,6 +150,7 @@ def test_tiny_study_report_contents(tiny_study):
                     "95% interval over test images", "Colour overlays:"):
         assert section in html
     assert "test/Covid/COVID-00012.jpg  =  train/Covid/COVID-00012.jpg" in html  # leakage listed
+    assert "<strong>They were kept in the test set, by choice</strong>" in html  # leakage: warn
     assert "scratch_cnn × partial" in html and "no pretrained backbone" in html  # skip listed
     assert "Too few seeds to conclude" in html
     assert "Per class (one-vs-rest" in html and "Recall (macro, one-vs-rest)" in html
@@ -243,3 +244,4 @@ def test_a_val_folder_and_leakage_drop_end_to_end(tmp_path):
     html = (tmp_path / "results/report.html").read_text()
     assert f'<span class="n-test">{on_disk - 1}</span> test images' in html
     assert "the val/test copies were excluded" in html and "is the validation set" in html
+    assert "<strong>removed from the test set</strong>" in html

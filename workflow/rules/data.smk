@@ -1,6 +1,7 @@
 localrules:
     download_dataset,
     verify,
+    leakage,
     split,
     thumbnails,
     external_overlap,
@@ -89,11 +90,31 @@ rule thumbnails:
         " --output {output} > {log} 2>&1"
 
 
+rule leakage:
+    """Which test images are copies of a training or validation image: byte-identical,
+    or the same radiograph re-encoded (near-duplicates that byte hashes miss)."""
+    input:
+        index=DATASET_FILES["index"],
+    output:
+        DATASET_FILES["leakage"],
+    log:
+        "logs/{dataset}/leakage.log",
+    conda:
+        "../../envs/data.yaml"
+    params:
+        root=dataset_root,
+        policy=config["data"]["leakage"],
+    shell:
+        "python -m scripts leakage --root {params.root:q} --index {input.index}"
+        " --policy {params.policy} --output {output} > {log} 2>&1"
+
+
 rule split:
     """Seeded, stratified validation split from train (or the dataset's own val/), and
     each training image's rank for the nested training-fraction subsets."""
     input:
         index=DATASET_FILES["index"],
+        leakage=DATASET_FILES["leakage"],
     output:
         SPLIT,
     log:
@@ -105,7 +126,8 @@ rule split:
             {key: config["data"][key] for key in SPLIT_SETTINGS}, sort_keys=True
         ),
     shell:
-        "python -m scripts split --index {input.index} --seed {wildcards.seed}"
+        "python -m scripts split --index {input.index} --leakage-table {input.leakage}"
+        " --seed {wildcards.seed}"
         " --settings {params.data:q} --output {output} > {log} 2>&1"
 
 

@@ -50,6 +50,7 @@ rule report:
         verified=dataset_files("verify"),
         conversions=dataset_files("conversions"),
         thumbnails=dataset_files("thumbnails", TRAINED),
+        leakage=dataset_files("leakage", TRAINED),
         splits=first_splits(),
         history=run_files("history"),
         predictions=run_files("predictions"),
