@@ -1,15 +1,18 @@
 # `make demo` runs the study on the bundled demo data; `make test` runs every test
-# (`make test-fast`: the unit layer).
-# Both create the virtual environment first (Python 3.11, pinned requirements) and link
+# (`make test-fast`: the unit layer); `make install` only sets up (for a cluster's login node).
+# All three create the virtual environment first (Python 3.11, pinned requirements) and link
 # the Slurm profile (`make profile`) so that `snakemake --profile slurm` works here.
+# GPU=1 adds TensorFlow's CUDA libraries (requirements-gpu.txt) for NVIDIA GPU nodes.
 VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
+GPU_STAMP := $(VENV)/.installed-gpu
+INSTALLED := $(STAMP) $(if $(filter 1,$(GPU)),$(GPU_STAMP))
 # Where Snakemake looks up `--profile slurm` besides ./slurm (XDG user config folder).
 PROFILE_LINK := $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake/slurm
 PROFILE_DIR := $(CURDIR)/profiles/slurm
 
-.PHONY: demo test test-fast lint benchmark profile
+.PHONY: install demo test test-fast lint benchmark profile
 
 # The version check comes first: an older python3 would otherwise fail minutes later,
 # deep inside pip, with an unrelated-looking error.
@@ -26,6 +29,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+$(GPU_STAMP): $(STAMP) requirements-gpu.txt
+	$(VENV)/bin/pip install --quiet -r requirements-gpu.txt
+	touch $@
+
 # Links $(PROFILE_LINK) to this checkout's profiles/slurm; never replaces another profile.
 profile:
 	@if [ "$$(readlink "$(PROFILE_LINK)" 2>/dev/null)" = "$(PROFILE_DIR)" ]; then \
@@ -38,10 +45,13 @@ profile:
 	  echo "make profile: linked $(PROFILE_LINK) -> $(PROFILE_DIR) ('snakemake --profile slurm')"; \
 	fi
 
-demo: $(STAMP) profile
+# Sets up without running anything: on a login node, neither training nor the test suite.
+install: $(INSTALLED) profile
+
+demo: $(INSTALLED) profile
 	. $(VENV)/bin/activate && snakemake --profile profiles/local
 
-test: $(STAMP) profile
+test: $(INSTALLED) profile
 	. $(VENV)/bin/activate && bash tests/run.sh
 
 # The unit layer alone (tests/unit): no Snakemake runs, cluster or browser.

@@ -1,6 +1,6 @@
 """Command line: ``python -m scripts <step> …`` (what the Snakemake rules run).
 
-Errors about the user's data, config or weights are printed as one clear message
+Errors about the user's data, config, weights or devices are printed as one clear message
 (naming the file or key) and exit with status 1, not as a stack trace.
 """
 
@@ -13,6 +13,7 @@ import sys
 
 from scripts import stages
 from scripts.manifest import DataError
+from scripts.runtime import DeviceError
 from scripts.weight_files import WeightsError
 
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             stages.aggregate(args.plan, args.tables)
         elif args.step == "report":
             stages.report(args.plan, args.tables, args.output, args.figures)
-    except (DataError, WeightsError) as error:
+    except (DataError, WeightsError, DeviceError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
     return 0

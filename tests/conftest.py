@@ -65,7 +65,11 @@ def validated(config: dict) -> dict:
     return config
 
 
-def write_config(path: Path, dataset: Path, **overrides) -> Path:
+def write_config(path: Path, dataset: Path, device: str = "cpu", **overrides) -> Path:
+    """A study config for ``dataset``; ``overrides`` replace whole top-level keys.
+    ``training.device`` is ``device`` unless ``training`` names one: ``cpu``, because the
+    test cluster's GPU is fake (Slurm sets ``CUDA_VISIBLE_DEVICES`` while TensorFlow sees
+    none), as a user of a CPU-only cluster would set it."""
     import yaml
 
     config = {
@@ -81,6 +85,7 @@ def write_config(path: Path, dataset: Path, **overrides) -> Path:
     }
     for key, value in overrides.items():
         config[key] = value
+    config["training"] = {"device": device, **config["training"]}
     path.write_text(yaml.safe_dump(config))
     return path
 

@@ -71,8 +71,10 @@ def settings(training: dict, weights: dict | None = None) -> dict:
 
 
 def train(work: Path, folder: str, seed: int, training: dict, model: str = "scratch_cnn",
-          strategy: str = "scratch", split_seed: int | None = None, weights: dict | None = None) -> Path:
-    """One training run of the prepared data into ``work/folder``."""
+          strategy: str = "scratch", split_seed: int | None = None, weights: dict | None = None,
+          environ: dict | None = None) -> Path:
+    """One training run of the prepared data into ``work/folder``; ``environ``: variables
+    added to the job's environment."""
     run_dir = work / folder
     command = [sys.executable, "-m", "scripts", "train", "--dataset", "tiny", "--model", model,
                "--strategy", strategy, "--weights-name", "none", "--fraction", "1.0", "--seed", str(seed),
@@ -81,8 +83,8 @@ def train(work: Path, folder: str, seed: int, training: dict, model: str = "scra
                "--settings", json.dumps(settings(training, weights)), "--checkpoint", str(run_dir / "checkpoint"),
                "--feature-cache", str(work / "cache"), "--threads", "1",
                "--outputs", json.dumps({name: str(run_dir / file) for name, file in RUN_FILES.items()})]
-    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(PROJECT)}, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(PROJECT), **(environ or {})},
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return run_dir
 
@@ -95,6 +97,16 @@ def test_same_seed_same_model_other_seed_differs_on_the_same_split(prepared):
     predictions = [(d / "predictions.csv").read_text() for d in (first, again, other)]
     assert predictions[0] == predictions[1]  # bit-identical probabilities
     assert predictions[2] != predictions[0]  # only the seed differs: same split file
+
+
+def test_a_job_granted_a_gpu_trains_on_the_cpu_when_told_to(prepared):
+    """A Slurm ``--gpus=1`` job's variables with this CPU-only TensorFlow: ``device: cpu``
+    trains (``auto`` stops: tests/unit/test_runtime.py) and train.json says why."""
+    slurm_gpu_job = {"SLURM_GPUS_ON_NODE": "1", "SLURM_JOB_GPUS": "0", "CUDA_VISIBLE_DEVICES": "0"}
+    run_dir = train(prepared, "cpu", 1, {**TINY, "device": "cpu"}, environ=slurm_gpu_job)
+    info = json.loads((run_dir / "train.json").read_text())
+    assert (info["device"]["setting"], info["device"]["used"], info["devices"]) == ("cpu", "cpu", ["CPU"])
+    assert info["device"]["granted"] == slurm_gpu_job and info["settings"]["device"] == "cpu"
 
 
 def parent_pid(pid: int) -> int:

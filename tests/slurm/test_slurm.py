@@ -54,6 +54,9 @@ def test_training_jobs_ran_as_gpu_slurm_jobs(slurm_study):
     job_ids = set(runs["slurm_job_id"])
     assert all(j.isdigit() for j in job_ids) and len(job_ids) == 2
     assert set(runs["cuda_visible_devices"]) == {"0"}  # the job was granted the (fake) GPU
+    # trained on the CPU, as the config says (training.device: cpu: the GPU here is fake)
+    devices = [json.loads(info.read_text())["device"] for info in work.glob("results/tiny/runs/**/train.json")]
+    assert [(d["setting"], d["used"], d["granted"]["SLURM_GPUS_ON_NODE"]) for d in devices] == [("cpu", "cpu", "1")] * 2
     for job in job_ids:
         # scontrol still knows the finished job (MinJobAge): it asked for one GPU
         shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+import socket
+import subprocess
+import sys
 
+import pytest
 import yaml
 from conftest import PROJECT
 
@@ -53,3 +58,44 @@ def test_env_pins_agree_with_requirements():
             name, version = spec.split("==")
             assert normalise(name) in pins, f"{env_file.name}: {name} is not in requirements.txt"
             assert version == pins[normalise(name)], f"{env_file.name}: {spec} vs {pins[normalise(name)]}"
+
+
+def requirement_lines(name: str) -> list[str]:
+    return [line.split("#")[0].strip() for line in (PROJECT / name).read_text().splitlines()
+            if line.split("#")[0].strip()]
+
+
+def test_gpu_requirements_are_the_runtime_pins_with_tensorflows_cuda_extra():
+    """`make install GPU=1` installs requirements-gpu.txt: the runtime pins plus
+    tensorflow[and-cuda] at the pinned TensorFlow version, nothing else."""
+    lines = requirement_lines("requirements-gpu.txt")
+    assert lines == ["-r requirements.txt", f"tensorflow[and-cuda]=={requirement_pins()['tensorflow']}"]
+
+
+def pypi_reachable() -> bool:
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not pypi_reachable(), reason="needs PyPI (pip resolves tensorflow[and-cuda])")
+@pytest.mark.timeout(600)
+def test_gpu_requirements_resolve_from_the_same_pins():
+    """pip resolves requirements-gpu.txt (metadata only, ~40 s) without moving a pin:
+    TensorFlow's CUDA wheels fit the runtime pins. Against this venv: packages already
+    installed at their pin are not in the report."""
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--report", "-",
+                           "-r", "requirements-gpu.txt"], cwd=PROJECT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resolved = {normalise(item["metadata"]["name"]): item["metadata"]["version"]
+                for item in json.loads(done.stdout)["install"]}
+    pins = requirement_pins()
+    moved = {name: f"{pins[name]} -> {version}" for name, version in resolved.items()
+             if name in pins and version != pins[name]}
+    assert moved == {}
+    from scripts.runtime import missing_cuda_packages
+
+    assert set(missing_cuda_packages()) <= set(resolved)  # every CUDA library TensorFlow lacks here

@@ -1,0 +1,106 @@
+"""Where a train job trains: the device decision (``training.device``, the GPUs Slurm or
+the environment granted, the GPUs TensorFlow sees, its CUDA build and libraries), and a
+job granted a GPU that sees none stopping with one ``ERROR:`` line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import PROJECT
+
+from scripts.layout import RUN_FILES
+from scripts.runtime import DeviceError, choose_device, granted_gpus, missing_cuda_packages
+
+SLURM_GPU_JOB = {"SLURM_GPUS_ON_NODE": "1", "SLURM_JOB_GPUS": "0", "CUDA_VISIBLE_DEVICES": "0"}
+GPU = ["/physical_device:GPU:0"]
+CUDA_LIBRARIES = ["nvidia-cudnn-cu12", "nvidia-cublas-cu12"]
+
+
+@pytest.mark.parametrize("environ, granted", [
+    ({}, {}),
+    (SLURM_GPU_JOB, SLURM_GPU_JOB),
+    ({"SLURM_GPUS_ON_NODE": "0", "SLURM_JOB_GPUS": "", "SLURM_STEP_GPUS": " "}, {}),
+    ({"SLURM_STEP_GPUS": "2,3"}, {"SLURM_STEP_GPUS": "2,3"}),
+    ({"CUDA_VISIBLE_DEVICES": "-1"}, {}),  # hides every GPU
+    ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, {}),  # what some Slurm versions set without a GPU
+    ({"CUDA_VISIBLE_DEVICES": "GPU-5f0c3b1e-aaaa"}, {"CUDA_VISIBLE_DEVICES": "GPU-5f0c3b1e-aaaa"}),
+    ({"CUDA_VISIBLE_DEVICES": "MIG-1a2b"}, {"CUDA_VISIBLE_DEVICES": "MIG-1a2b"}),
+    ({"SLURM_GPUS_ON_NODE": "two", "HOME": "/root"}, {}),
+])
+def test_granted_gpus_are_variables_that_name_a_device(environ, granted):
+    assert granted_gpus(environ) == granted
+
+
+def test_cpu_trains_on_the_cpu_on_purpose_even_where_a_gpu_is_granted_and_seen():
+    decision = choose_device("cpu", SLURM_GPU_JOB, GPU, cuda_build=True, missing_cuda_packages=[])
+    assert (decision["setting"], decision["used"]) == ("cpu", "cpu")
+    assert decision["granted"] == SLURM_GPU_JOB and "cpu" in decision["reason"]
+
+
+@pytest.mark.parametrize("setting", ["auto", "gpu"])
+@pytest.mark.parametrize("environ", [{}, SLURM_GPU_JOB])
+def test_a_visible_gpu_is_used(setting, environ):
+    decision = choose_device(setting, environ, GPU, cuda_build=True, missing_cuda_packages=[])
+    assert decision["used"] == "gpu" and GPU[0] in decision["reason"]
+
+
+def test_auto_without_a_granted_or_visible_gpu_trains_on_the_cpu():
+    decision = choose_device("auto", {"CUDA_VISIBLE_DEVICES": ""}, [], cuda_build=False,
+                             missing_cuda_packages=CUDA_LIBRARIES)
+    assert (decision["used"], decision["granted"]) == ("cpu", {})
+
+
+@pytest.mark.parametrize("cuda_build, missing, cause, fix", [
+    (False, CUDA_LIBRARIES, "CPU-only build", "make install GPU=1"),
+    (True, CUDA_LIBRARIES, "nvidia-cudnn-cu12 and 1 more missing", "make install GPU=1"),
+    (True, [], "driver too old for CUDA 12", "nvidia-smi"),
+])
+def test_auto_with_a_granted_gpu_it_cannot_see_stops_naming_cause_and_fix(cuda_build, missing, cause, fix):
+    with pytest.raises(DeviceError) as error:
+        choose_device("auto", {"SLURM_GPUS_ON_NODE": "1"}, [], cuda_build=cuda_build,
+                      missing_cuda_packages=missing)
+    message = str(error.value)
+    assert "granted a GPU (SLURM_GPUS_ON_NODE=1)" in message
+    assert cause in message and fix in message and "training.device: cpu" in message
+
+
+def test_the_missing_cuda_libraries_are_named_with_the_module_fix():
+    with pytest.raises(DeviceError, match=r"nvidia-cudnn-cu12 missing\).*module load cuda"):
+        choose_device("auto", SLURM_GPU_JOB, [], cuda_build=True, missing_cuda_packages=["nvidia-cudnn-cu12"])
+
+
+def test_gpu_without_a_visible_gpu_stops_even_where_none_was_granted():
+    with pytest.raises(DeviceError, match="training.device is gpu but TensorFlow sees no GPU, and none was granted"):
+        choose_device("gpu", {}, [], cuda_build=True, missing_cuda_packages=[])
+
+
+def test_missing_cuda_packages_are_tensorflows_and_cuda_extra():
+    """This venv has the plain tensorflow wheel: every ``and-cuda`` package is missing."""
+    missing = missing_cuda_packages()
+    assert "nvidia-cudnn-cu12" in missing and all(name.startswith("nvidia-") for name in missing)
+
+
+def test_a_slurm_gpu_job_with_cpu_only_tensorflow_exits_1_with_one_error_line(tmp_path):
+    """Slurm's variables of a ``--gpus=1`` job and this venv's TensorFlow (no CUDA
+    libraries): the train step stops at the device check, before reading its split."""
+    np.save(tmp_path / "images.npy", np.zeros((1, 32, 32, 3), np.uint8))
+    (tmp_path / "split.csv").write_text("path,label,subset\n")
+    settings = {"training": {"device": "auto", "checkpoint_seconds": 0, "mixed_precision": "none",
+                             "deterministic": True, "xla": "auto"}, "weights": {}, "positive_class": None}
+    command = [sys.executable, "-m", "scripts", "train", "--dataset", "d", "--model", "scratch_cnn",
+               "--strategy", "scratch", "--weights-name", "none", "--fraction", "1", "--seed", "1",
+               "--images", str(tmp_path / "images.npy"), "--split", str(tmp_path / "split.csv"),
+               "--settings", json.dumps(settings), "--checkpoint", str(tmp_path / "checkpoint"),
+               "--feature-cache", str(tmp_path / "cache"), "--threads", "1",
+               "--outputs", json.dumps({name: str(tmp_path / name) for name in RUN_FILES})]
+    done = subprocess.run(command, cwd=PROJECT, env={**os.environ, **SLURM_GPU_JOB}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1 and "granted a GPU" in errors[0] and "make install GPU=1" in errors[0]
+    assert "Traceback" not in done.stderr and not (tmp_path / "checkpoint").exists()
