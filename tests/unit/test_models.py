@@ -4,6 +4,8 @@ Grad-CAM: tests/model/)."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -24,10 +26,16 @@ keras = pytest.importorskip("keras")
 HEAD = {"dropout": 0.3, "bn_momentum": 0.7}  # any valid head settings: these tests are about the backbone
 
 
+@functools.cache
+def built_at_32_px(name: str):
+    """``build_model(name, 32 px, 2 classes)``, built once for the tests that only read it."""
+    return build_model(name, 32, 2, None, **HEAD)
+
+
 @pytest.mark.parametrize("name", ["scratch_cnn", *BACKBONES])
 def test_models_are_flat_with_reachable_last_conv(name):
-    model, backbone = build_model(name, 32, 3, None, **HEAD)
-    assert model.output.shape == (None, 3)
+    model, backbone = built_at_32_px(name)
+    assert model.output.shape == (None, 2)
     assert model.get_layer(last_conv_layer(name)).output.shape[-1] > 1
     assert all(not isinstance(layer, keras.Model) for layer in model.layers)  # nothing nested
     assert bool(backbone) == (name != "scratch_cnn")
@@ -49,7 +57,7 @@ def test_feature_map_cells_are_those_of_the_built_graph(name):
     """Fails if a feature map's name is not a layer of the model, or its halvings round
     differently from Keras's layers at the sizes these tests and the demo use."""
     for image_size in (32, 64, 224):
-        model, _ = build_model(name, image_size, 2, None, **HEAD)
+        model, _ = built_at_32_px(name) if image_size == 32 else build_model(name, image_size, 2, None, **HEAD)
         built = [(layer, model.get_layer(layer).output.shape[1]) for layer, _ in feature_map_cells(name, image_size)]
         assert feature_map_cells(name, image_size) == built
         assert [model.get_layer(layer).output.shape[2] for layer, _ in built] == [cells for _, cells in built]
@@ -91,7 +99,7 @@ def test_without_a_layer_of_enough_cells_the_one_with_the_most():
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_every_backbone_layer_has_one_stage_in_layer_order(name):
     spec = BACKBONES[name]
-    _, backbone = build_model(name, 32, 2, None, **HEAD)
+    _, backbone = built_at_32_px(name)
     stages = [spec.stage_of(layer) for layer in backbone]  # raises unless exactly one stage matches
     order = [spec.stage_names.index(stage) for stage in stages]
     assert order == sorted(order)  # stages follow each other in layer order...
@@ -99,7 +107,7 @@ def test_every_backbone_layer_has_one_stage_in_layer_order(name):
 
 
 def test_stage_boundaries_by_hand():
-    layers = {name: build_model(name, 32, 2, None, **HEAD)[1] for name in BACKBONES}
+    layers = {name: built_at_32_px(name)[1] for name in BACKBONES}
     assert top_stage_layers("vgg16", layers["vgg16"], 1) == [
         "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"]
     resnet_conv1 = [n for n in layers["resnet50"] if BACKBONES["resnet50"].stage_of(n) == "conv1"]
