@@ -198,7 +198,7 @@ def train_settings(model: str, training: dict, weights: dict) -> str:
         stages = settings["partial_stages"]
         settings["partial_stages"] = stages.get(model, stages["default"])
     return json.dumps({"training": settings, "weights": weights, "positive_class": None,
-                       "evaluation": config["evaluation"]}, sort_keys=True)
+                       "evaluation": config["evaluation"], "gradcam": config["gradcam"]}, sort_keys=True)
 
 
 def run_train_job(data: DemoData, work: Path, model: str, strategy: str, seed: int, training: dict,

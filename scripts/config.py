@@ -312,5 +312,6 @@ def run_settings(config: dict, model: str, dataset: str, weights: dict) -> str:
     }
     return json.dumps(
         {"training": settings, "weights": weights,
-         "positive_class": config["datasets"][dataset].get("positive_class")},
+         "positive_class": config["datasets"][dataset].get("positive_class"),
+         "gradcam": {"min_cells": config["gradcam"]["min_cells"]}},
         sort_keys=True)

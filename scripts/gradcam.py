@@ -4,7 +4,8 @@ convolutional layer, and its overlay on the image.
 The heatmap of class c weights each feature map A_k by the spatial mean of
 d y_c / d A_k, where y_c is the class *score* (the logit, before the softmax), sums
 over k and keeps the positive part. The traced pass that computes it for every image
-of a run is ``scripts.inference.InferencePass``.
+of a run is ``scripts.inference.InferencePass``; the layer it explains is
+``scripts.models.explained_layer``.
 """
 
 from __future__ import annotations

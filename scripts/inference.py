@@ -35,7 +35,7 @@ class InferencePass:
         import keras
         import tensorflow as tf
 
-        self.batch_size = batch_size
+        self.batch_size, self.layer_name = batch_size, layer_name
         outputs = [model.get_layer(layer_name).output, model.get_layer("head_pool").output,
                    model.get_layer("logits").output, model.output]
         network = keras.Model(model.inputs, outputs)

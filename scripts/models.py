@@ -1,9 +1,10 @@
 """Model registry and builders: a scratch CNN and keras.applications backbones.
 
 Every model is one flat functional graph ``image -> preprocessing -> backbone -> head``
-(the backbone is built on the preprocessed tensor with ``input_tensor=``), so the
-backbone's last convolution stays reachable by name for Grad-CAM. Keras 3 cannot
-reach inner layers of a backbone nested as a single layer.
+(the backbone is built on the preprocessed tensor with ``input_tensor=``), so every
+layer Grad-CAM may explain (``feature_maps``; the one a run explains:
+:func:`explained_layer`) stays reachable by name. Keras 3 cannot reach inner layers of
+a backbone nested as a single layer.
 
 TensorFlow is imported inside functions so that this registry can be read by the
 workflow and the report without paying TensorFlow's start-up.
@@ -24,15 +25,24 @@ from scripts import tracing
 class Backbone:
     application: str  # constructor in keras.applications
     preprocess_module: str  # keras.applications submodule holding preprocess_input
-    last_conv: str  # layer whose activations Grad-CAM explains
     # The backbone's stages in layer order: (stage, regular expression that matches the
     # whole name of each of its layers). Auto-numbered names (``rescaling_3``) come from
     # Keras's per-process layer counter, hence the optional ``_N``.
     stages: tuple[tuple[str, str], ...]
+    # The layers Grad-CAM can explain, input to output: (layer, the halvings from the
+    # image to it, each rounding as Keras's layer does: "c" a padded stride-2 convolution
+    # or pooling, which keeps an odd cell, "f" an unpadded 2x2 pooling, which drops it).
+    # One per stage, its last convolutional output before the stage downsamples; the last
+    # is the backbone's last convolutional layer.
+    feature_maps: tuple[tuple[str, str], ...]
 
     @property
     def stage_names(self) -> tuple[str, ...]:
         return tuple(stage for stage, _ in self.stages)
+
+    @property
+    def last_conv(self) -> str:
+        return self.feature_maps[-1][0]
 
     def stage_of(self, layer_name: str) -> str:
         """The stage of one backbone layer; exactly one stage must claim it."""
@@ -49,28 +59,76 @@ class Backbone:
 # 1280). DenseNet121: conv1 (stem conv and max pool), conv2..conv4 (dense block and the
 # transition layer after it), conv5 (last dense block and the final BN-ReLU, which alone
 # holds no trainable weight outside BatchNorm and so is no stage of its own).
+# Feature maps: VGG16's last conv of each block (its 2x2 pools drop an odd cell);
+# ResNet50's stem ReLU and each group's last block output; EfficientNetB0's stem
+# activation, each group's last block output (``add`` after a residual, ``project_bn``
+# where a group has one block) and the top activation; DenseNet121's stem ReLU, each
+# transition's 1x1 conv (before its 2x2 average pooling) and the final ReLU.
 BACKBONES = {
-    "vgg16": Backbone("VGG16", "vgg16", "block5_conv3", tuple(
-        (f"block{i}", rf"block{i}_(conv\d|pool)") for i in range(1, 6))),
-    "resnet50": Backbone("ResNet50", "resnet50", "conv5_block3_out", (
+    "vgg16": Backbone("VGG16", "vgg16", tuple(
+        (f"block{i}", rf"block{i}_(conv\d|pool)") for i in range(1, 6)), (
+        ("block1_conv2", ""), ("block2_conv2", "f"), ("block3_conv3", "ff"), ("block4_conv3", "fff"),
+        ("block5_conv3", "ffff"))),
+    "resnet50": Backbone("ResNet50", "resnet50", (
         ("conv1", r"conv1_(pad|conv|bn|relu)|pool1_(pad|pool)"),
-        *((f"conv{i}", rf"conv{i}_block\d+_\w+") for i in range(2, 6)))),
-    "efficientnetb0": Backbone("EfficientNetB0", "efficientnet", "top_activation", (
+        *((f"conv{i}", rf"conv{i}_block\d+_\w+") for i in range(2, 6))), (
+        ("conv1_relu", "c"), ("conv2_block3_out", "cc"), ("conv3_block4_out", "ccc"),
+        ("conv4_block6_out", "cccc"), ("conv5_block3_out", "ccccc"))),
+    "efficientnetb0": Backbone("EfficientNetB0", "efficientnet", (
         ("stem", r"(rescaling|normalization)(_\d+)?|stem_\w+"),
         *((f"block{i}", rf"block{i}[a-z]_\w+") for i in range(1, 8)),
-        ("top", r"top_\w+"))),
-    "densenet121": Backbone("DenseNet121", "densenet", "relu", (
+        ("top", r"top_\w+")), (
+        ("stem_activation", "c"), ("block1a_project_bn", "c"), ("block2b_add", "cc"), ("block3b_add", "ccc"),
+        ("block4c_add", "cccc"), ("block5c_add", "cccc"), ("block6d_add", "ccccc"),
+        ("block7a_project_bn", "ccccc"), ("top_activation", "ccccc"))),
+    "densenet121": Backbone("DenseNet121", "densenet", (
         ("conv1", r"zero_padding2d(_\d+)?|conv1_\w+|pool1"),
         *((f"conv{i}", rf"conv{i}_block\d+_\w+|pool{i}_\w+") for i in range(2, 5)),
-        ("conv5", r"conv5_block\d+_\w+|bn|relu"))),
+        ("conv5", r"conv5_block\d+_\w+|bn|relu")), (
+        ("conv1_relu", "c"), ("pool2_conv", "cc"), ("pool3_conv", "ccf"), ("pool4_conv", "ccff"),
+        ("relu", "ccfff"))),
 }
 SCRATCH_CNN = "scratch_cnn"
-SCRATCH_CNN_LAST_CONV = "block4_relu"
+# Each block's ReLU; 2x2 max pools (unpadded) follow the first three.
+SCRATCH_CNN_FEATURE_MAPS = (("block1_relu", ""), ("block2_relu", "f"), ("block3_relu", "ff"),
+                            ("block4_relu", "fff"))
 MODELS = (SCRATCH_CNN, *BACKBONES)
 
 
+def feature_maps(model_name: str) -> tuple[tuple[str, str], ...]:
+    return SCRATCH_CNN_FEATURE_MAPS if model_name == SCRATCH_CNN else BACKBONES[model_name].feature_maps
+
+
 def last_conv_layer(model_name: str) -> str:
-    return SCRATCH_CNN_LAST_CONV if model_name == SCRATCH_CNN else BACKBONES[model_name].last_conv
+    return feature_maps(model_name)[-1][0]
+
+
+def feature_map_cells(model_name: str, image_size: int) -> list[tuple[str, int]]:
+    """Each layer Grad-CAM can explain in ``model_name``, input to output, with its cells
+    per side for a square ``image_size`` input."""
+    return [(layer, functools.reduce(_halved, halvings, image_size)) for layer, halvings in feature_maps(model_name)]
+
+
+def _halved(cells: int, rounding: str) -> int:
+    """``cells`` after one halving that rounds up (``c``) or down (``f``)."""
+    return -(-cells // 2) if rounding == "c" else cells // 2
+
+
+def explained_layer(model_name: str, image_size: int, min_cells: int) -> tuple[str, int]:
+    """``(layer, cells per side)``: the layer whose Grad-CAM a run of ``model_name`` at
+    ``image_size`` px computes.
+
+    The deepest feature map with at least ``min_cells`` cells per side (``gradcam.min_cells``):
+    deeper layers see more of the image and are closer to the class decision, but a map of
+    too few cells cannot say where anything is. When no layer has that many cells, the
+    one with the most (the deepest among equals).
+    """
+    cells = feature_map_cells(model_name, image_size)
+    enough = [(layer, n) for layer, n in cells if n >= min_cells]
+    if enough:
+        return enough[-1]
+    most = max(n for _, n in cells)
+    return [(layer, n) for layer, n in cells if n == most][-1]
 
 
 @functools.cache

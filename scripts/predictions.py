@@ -24,9 +24,9 @@ def evaluate(inference, run, images: np.ndarray, label_ids: np.ndarray, split_ta
              rows: dict, classes: list[str], positive_class: str | None) -> dict:
     """Validation and test predictions and metrics, and the Grad-CAM heatmap of every
     test image (one pass over the test images); a value per name of the run files
-    ``predictions``, ``val_predictions``, ``gradcam`` (``cams``, ``paths``) and ``metrics``."""
+    ``predictions``, ``val_predictions``, ``gradcam`` (``cams``, ``paths``) and ``metrics``
+    (with the explained layer, ``gradcam_layer``, and its cells per side, ``gradcam_cells``)."""
     from scripts import evaluation
-    from scripts.models import last_conv_layer
 
     test = inference.run(images[rows["test"]], cams=True)
     validation = inference.run(images[rows["val"]])["probabilities"]
@@ -40,7 +40,8 @@ def evaluate(inference, run, images: np.ndarray, label_ids: np.ndarray, split_ta
                                                positive_class),
             "validation": evaluation.compute_metrics(label_ids[rows["val"]], validation, classes,
                                                      positive_class),
-            "gradcam_layer": last_conv_layer(run.model),
+            "gradcam_layer": inference.layer_name,
+            "gradcam_cells": int(test["cams"].shape[1]),
         },
     }
 

@@ -102,7 +102,8 @@ def load_configs(plan: dict, runs: pd.DataFrame, classes: list[str]) -> list[dic
                   "title": title(first), "predictions": [], "confusion": [], "histories": []}
         for position, (_, row) in enumerate(group.sort_values("seed").iterrows()):
             folder = Path(row["dir"])
-            config["confusion"].append(fsutil.read_json(folder / files["metrics"])["test"]["confusion_matrix"])
+            metrics = fsutil.read_json(folder / files["metrics"])
+            config["confusion"].append(metrics["test"]["confusion_matrix"])
             if position >= CURVE_SEEDS:
                 continue
             predictions = pd.read_csv(folder / files["predictions"], keep_default_na=False)
@@ -113,7 +114,7 @@ def load_configs(plan: dict, runs: pd.DataFrame, classes: list[str]) -> list[dic
             if position == 0:
                 with np.load(folder / files["gradcam"]) as saved:
                     config["cams"] = dict(zip(saved["paths"], saved["cams"], strict=True))
-                config["cam_seed"] = row["seed"]
+                config["cam_seed"], config["cam_layer"] = row["seed"], metrics["gradcam_layer"]
                 config["table"] = predictions.set_index("path")
         configs.append(config)
     return sorted(configs, key=lambda c: order_key(c["key"]))
@@ -139,7 +140,19 @@ def choose_gradcam_images(configs: list[dict], classes: list[str], per_class: in
     return chosen
 
 
-def gradcam_panel(thumbnails: dict, configs: list[dict], paths: list[str]) -> dict:
+def explained_layers(configs: list[dict]) -> list[dict]:
+    """Per model, the layer its Grad-CAM maps explain and their cells (``HxW``)."""
+    layers = set()
+    for config in configs:
+        if config["cams"]:
+            height, width = next(iter(config["cams"].values())).shape
+            layers.add((config["key"]["model"], config["cam_layer"], f"{height}x{width}"))
+    return [{"model": model, "layer": layer, "cells": cells} for model, layer, cells in sorted(layers)]
+
+
+def gradcam_panel(thumbnails: dict, configs: list[dict], paths: list[str], min_cells: int) -> dict:
+    """The grid of Grad-CAM overlays (a row per configuration, a column per image in
+    ``paths``) and the layer each model explains, chosen by ``min_cells``."""
     rows = []
     for config in configs:
         cells = []
@@ -153,7 +166,7 @@ def gradcam_panel(thumbnails: dict, configs: list[dict], paths: list[str]) -> di
             })
         rows.append({"title": config["title"], "seed": int(config["cam_seed"]), "cells": cells})
     columns = [{"path": p, "image": plots.jpeg_data_uri(thumbnails[p])} for p in paths]
-    return {"columns": columns, "rows": rows}
+    return {"columns": columns, "rows": rows, "layers": explained_layers(configs), "min_cells": min_cells}
 
 
 def sample_predictions(thumbnails: dict, config: dict, per_class: int = 4) -> list[dict]:
@@ -345,7 +358,8 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
         "missing": _records(runs[runs["status"] != "ok"]) if len(runs) else [],
         "runs": _records(runs.sort_values(["model", "strategy", "weights", "fraction", "seed"])),
         "figures": _figures(done, configs, classes, positive_index(classes, positive)) if configs else {},
-        "gradcam": gradcam_panel(thumbnails, configs, picked) if picked and thumbnails else None,
+        "gradcam": (gradcam_panel(thumbnails, configs, picked, settings["gradcam"]["min_cells"])
+                    if picked and thumbnails else None),
         "samples": sample_predictions(thumbnails, chosen_config) if chosen_config and thumbnails else [],
         "chosen_title": chosen_config["title"] if chosen_config else None,
         "curve_seeds": CURVE_SEEDS,

@@ -11,6 +11,8 @@ A heatmap cell covers a rectangle of the image; its mass is split between inside
 outside in proportion to the rectangle's overlap with the box, so the score does not
 depend on where a cell's centre falls. A 2 x 2 map cannot locate anything (every cell
 overlaps a centred box equally): its score is always 1 - box area (:func:`informative`).
+Runs explain a layer of at least ``gradcam.min_cells`` cells per side
+(``scripts.models.explained_layer``), so such maps come only from a ``min_cells`` below 3.
 """
 
 from __future__ import annotations

@@ -157,7 +157,7 @@ def train(run: RunIdentity, images: str, split_path: str, settings: dict, output
           checkpoint_dir: str, feature_cache_dir: str, threads: int | None = None,
           external_tests: list[dict] = ()) -> None:
     """Fit one run and evaluate it (:func:`scripts.training.run`), then write its files.
-    ``settings``: the run's ``training``, ``weights`` and ``positive_class``; ``outputs``:
+    ``settings``: the run's ``training``, ``weights``, ``positive_class`` and ``gradcam``; ``outputs``:
     a path per name of :data:`scripts.layout.RUN_FILES`; ``external_tests``: per external
     dataset its ``dataset`` name, ``class_map``, and the paths of its decoded ``images``
     and its ``index``."""

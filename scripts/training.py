@@ -94,8 +94,9 @@ def run(identity, inputs: RunInputs, settings: dict, checkpoint_dir: str, featur
         threads: int | None = None) -> TrainedRun:
     """Fit one run (``identity``: its dataset, model, strategy, weights, fraction and
     seed) and evaluate it on the validation and test sets with Grad-CAM, and on every
-    external test set. ``settings``: the run's ``training``, ``weights`` and
-    ``positive_class``; ``threads``: the CPU threads granted."""
+    external test set. ``settings``: the run's ``training``, ``weights``, ``positive_class``
+    and ``gradcam`` (``min_cells``); ``threads``: the CPU threads granted."""
+    from scripts.models import explained_layer
     from scripts.predictions import evaluate, evaluate_external
     from scripts.runtime import allocated_threads, configure_tensorflow, environment
     from scripts.weight_files import check
@@ -122,6 +123,8 @@ def run(identity, inputs: RunInputs, settings: dict, checkpoint_dir: str, featur
         weights=weights.get("path"), checkpoint=checkpoint, model_name=identity.model,
         strategy=identity.strategy, seed=identity.seed, feature_cache=feature_cache,
         train_rows=rows["train"], val_rows=rows["val"],
+        gradcam_layer=explained_layer(identity.model, train_settings["image_size"],
+                                      settings["gradcam"]["min_cells"])[0],
     )
     results = evaluate(inference, identity, inputs.images, label_ids, split_table, rows, classes,
                        settings["positive_class"])
@@ -166,21 +169,23 @@ def shared_feature_cache(identity, inputs: RunInputs, directory: str, settings: 
 @tracing.traced("training.train")
 def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, seed: int,
           n_classes: int, settings: dict, weights: str | None, checkpoint: Checkpoint,
-          feature_cache: FeatureCache | None, train_rows: np.ndarray, val_rows: np.ndarray):
+          feature_cache: FeatureCache | None, train_rows: np.ndarray, val_rows: np.ndarray,
+          gradcam_layer: str):
     """Fit one run; returns ``(model, inference, history rows, summary dict)``.
 
     ``feature_cache`` (pretrained strategies) holds the pooled features of the training
     pool, one row per image; ``train_rows``/``val_rows`` pick this run's rows from it.
+    ``gradcam_layer``: the layer the inference pass explains.
     """
     import keras
 
     from scripts.inference import InferencePass
-    from scripts.models import build_model, last_conv_layer, trainable_share
+    from scripts.models import build_model, trainable_share
 
     keras.utils.set_random_seed(seed)
     model, backbone = build_model(model_name, settings["image_size"], n_classes, weights,
                                   dropout=settings["dropout"], bn_momentum=settings["scratch_bn_momentum"])
-    inference = InferencePass(model, last_conv_layer(model_name), settings["batch_size"])
+    inference = InferencePass(model, gradcam_layer, settings["batch_size"])
     weights_by_class = class_weights(y_train, n_classes, settings["class_weight"])
     state = checkpoint.load() or new_state()
     resumed_from = state["epoch"]

@@ -152,7 +152,7 @@ def fake_run(run: dict, run_files: dict, classes: list[str], labels, probabiliti
     positive = classes[1] if len(classes) == 2 else None
     test = compute_metrics(np.asarray(labels), probabilities, classes, positive)
     (folder / run_files["metrics"]).write_text(json.dumps(
-        {"test": test, "validation": {**test, "f1_macro": val_f1}}))
+        {"test": test, "validation": {**test, "f1_macro": val_f1}, "gradcam_layer": "features", "gradcam_cells": 2}))
     (folder / run_files["info"]).write_text(json.dumps({
         "strategy": run["strategy"], "classes": classes, "weights": {"source": "imagenet", "sha256": "ab" * 32},
         "environment": {"host": "node1", "slurm_job_id": None, "cuda_visible_devices": None,

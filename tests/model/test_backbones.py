@@ -1,5 +1,6 @@
 """Full backbones, trained or built as Keras builds them: the ImageNet graph of every
-backbone, and Grad-CAM on a dataset where the right answer is known (a trained CNN)."""
+backbone, the Grad-CAM maps of every model at 64 px, and Grad-CAM on a dataset where the
+right answer is known (a trained CNN)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import random_notop_file
 
-from scripts.models import BACKBONES, build_model, last_conv_layer
+from scripts.models import BACKBONES, MODELS, build_model, explained_layer
 
 keras = pytest.importorskip("keras")
 HEAD = {"dropout": 0.3, "bn_momentum": 0.7}  # any valid head settings: these tests are about the backbone
@@ -54,6 +55,25 @@ def test_pretrained_backbone_is_the_graph_keras_builds_for_imagenet(name, tmp_pa
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+# --- 2. Grad-CAM maps that can locate something at every image size ---
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_explains_a_map_of_at_least_7_cells_at_64_px(name):
+    """The last convolutional layer of ResNet50, EfficientNetB0 and DenseNet121 is 2 x 2 at
+    64 px; the inference pass explains the deepest layer of 7 x 7 cells or more instead."""
+    from scripts.inference import InferencePass
+
+    keras.utils.set_random_seed(1)
+    model, _ = build_model(name, 64, 2, None, **HEAD)
+    layer, cells = explained_layer(name, 64, min_cells=7)
+    images = np.random.default_rng(2).integers(0, 256, (3, 64, 64, 3)).astype(np.uint8)
+    cams = InferencePass(model, layer, batch_size=4).run(images, cams=True)["cams"].astype(float)
+    assert cams.shape == (3, cells, cells) and cells >= 7
+    assert cams.min() >= 0 and cams.max() == pytest.approx(1.0)  # a map with a peak, not all zero
+
+
+# --- 3. Grad-CAM finds what decides the class ---
+
 def patch_dataset(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """64 px noise images; class 1 (every other image) has a bright 8x8 patch somewhere
     inside the top-left quadrant."""
@@ -81,7 +101,9 @@ def test_gradcam_finds_the_patch_that_decides_the_class():
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     model.fit(x_train.astype("float32"), y_train, batch_size=32, epochs=4, verbose=0)
 
-    result = InferencePass(model, last_conv_layer("scratch_cnn"), batch_size=32).run(x_test, cams=True)
+    layer, cells = explained_layer("scratch_cnn", 64, min_cells=7)
+    assert (layer, cells) == ("block4_relu", 8)  # its last conv layer has enough cells
+    result = InferencePass(model, layer, batch_size=32).run(x_test, cams=True)
     predicted = result["probabilities"].argmax(1)
     patch_class = (y_test == 1) & (predicted == 1)
     assert (predicted == y_test).mean() >= 0.9 and patch_class.sum() >= 25

@@ -67,7 +67,8 @@ def settings(training: dict, weights: dict | None = None) -> dict:
     config = validated({"datasets": {"tiny": {"path": ".", "manifest": "m"}}, "models": ["scratch_cnn"],
                         "strategies": ["scratch"], "seeds": [1], "training": training})
     return {"training": {**config["training"], "partial_stages": training.get("partial_stages", 1)},
-            "weights": weights or {"source": "none"}, "positive_class": None, "evaluation": config["evaluation"]}
+            "weights": weights or {"source": "none"}, "positive_class": None, "evaluation": config["evaluation"],
+            "gradcam": config["gradcam"]}
 
 
 def train(work: Path, folder: str, seed: int, training: dict, model: str = "scratch_cnn",

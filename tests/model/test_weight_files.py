@@ -159,6 +159,7 @@ def test_training_job_opens_no_network_connection(weights_server, tmp_path, monk
     monkeypatch.setattr(socket, "create_connection", no_network)
     config = validated(yaml.safe_load(config.read_text()))
     settings = {"training": config["training"], "positive_class": None, "evaluation": config["evaluation"],
+                "gradcam": config["gradcam"],
                 "weights": {"source": "imagenet", "path": str(cache), "md5": weights_server["md5"]}}
     run_dir = work / "run"
     outputs = {name: str(run_dir / file) for name, file in RUN_FILES.items()}

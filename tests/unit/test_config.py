@@ -267,6 +267,7 @@ def test_run_settings_resolve_per_model_values(tmp_path):
     settings = json.loads(study_config.run_settings(config, "scratch_cnn", "tiny", {"source": "none"}))
     assert settings["training"]["epochs"] == 2 and settings["training"]["partial_stages"] == 2
     assert settings["weights"] == {"source": "none"} and settings["positive_class"] == "A"
+    assert settings["gradcam"] == {"min_cells": 7}  # images_per_class is the report's: no re-run
     assert json.loads(study_config.run_settings(config, "vgg16", "tiny", {}))["training"]["epochs"] == 4
 
 

@@ -1,14 +1,20 @@
-"""Model construction, stages and trainability, and Grad-CAM against a hand derivation
-(the full backbones' ImageNet graphs and a trained CNN's Grad-CAM: tests/model/)."""
+"""Model construction, stages and trainability, the layer Grad-CAM explains, and Grad-CAM
+against a hand derivation (the full backbones' ImageNet graphs and a trained CNN's
+Grad-CAM: tests/model/)."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pytest
 
 from scripts.models import (
     BACKBONES,
+    MODELS,
     build_model,
+    explained_layer,
+    feature_map_cells,
     last_conv_layer,
     set_feature_statistics,
     set_trainable,
@@ -20,10 +26,16 @@ keras = pytest.importorskip("keras")
 HEAD = {"dropout": 0.3, "bn_momentum": 0.7}  # any valid head settings: these tests are about the backbone
 
 
+@functools.cache
+def built_at_32_px(name: str):
+    """``build_model(name, 32 px, 2 classes)``, built once for the tests that only read it."""
+    return build_model(name, 32, 2, None, **HEAD)
+
+
 @pytest.mark.parametrize("name", ["scratch_cnn", *BACKBONES])
 def test_models_are_flat_with_reachable_last_conv(name):
-    model, backbone = build_model(name, 32, 3, None, **HEAD)
-    assert model.output.shape == (None, 3)
+    model, backbone = built_at_32_px(name)
+    assert model.output.shape == (None, 2)
     assert model.get_layer(last_conv_layer(name)).output.shape[-1] > 1
     assert all(not isinstance(layer, keras.Model) for layer in model.layers)  # nothing nested
     assert bool(backbone) == (name != "scratch_cnn")
@@ -38,12 +50,56 @@ def test_a_missing_weights_file_is_named(tmp_path):
         build_model("vgg16", 32, 2, tmp_path / "nothing_notop.h5", **HEAD)
 
 
+# --- the layer Grad-CAM explains ---
+
+@pytest.mark.parametrize("name", MODELS)
+def test_feature_map_cells_are_those_of_the_built_graph(name):
+    """Fails if a feature map's name is not a layer of the model, or its halvings round
+    differently from Keras's layers at the sizes these tests and the demo use."""
+    for image_size in (32, 64, 224):
+        model, _ = built_at_32_px(name) if image_size == 32 else build_model(name, image_size, 2, None, **HEAD)
+        built = [(layer, model.get_layer(layer).output.shape[1]) for layer, _ in feature_map_cells(name, image_size)]
+        assert feature_map_cells(name, image_size) == built
+        assert [model.get_layer(layer).output.shape[2] for layer, _ in built] == [cells for _, cells in built]
+
+
+def test_feature_map_cells_by_hand():
+    """Odd sizes on the way down (100 px), as the built graphs have them."""
+    assert [cells for _, cells in feature_map_cells("vgg16", 100)] == [100, 50, 25, 12, 6]  # 2x2 pools drop a cell
+    assert feature_map_cells("resnet50", 100) == [  # padded stride 2 keeps it
+        ("conv1_relu", 50), ("conv2_block3_out", 25), ("conv3_block4_out", 13), ("conv4_block6_out", 7),
+        ("conv5_block3_out", 4)]
+    assert [cells for _, cells in feature_map_cells("densenet121", 100)] == [50, 25, 12, 6, 3]
+    assert [cells for _, cells in feature_map_cells("scratch_cnn", 64)] == [64, 32, 16, 8]
+
+
+def test_explained_layer_is_the_deepest_with_enough_cells():
+    at_64 = {name: explained_layer(name, 64, 7) for name in MODELS}
+    assert at_64 == {"scratch_cnn": ("block4_relu", 8), "vgg16": ("block4_conv3", 8),
+                     "resnet50": ("conv3_block4_out", 8), "efficientnetb0": ("block3b_add", 8),
+                     "densenet121": ("pool3_conv", 8)}
+    assert all(explained_layer(name, 224, 7) == (last_conv_layer(name), 14 if name == "vgg16" else 7)
+               for name in BACKBONES)
+    assert explained_layer("scratch_cnn", 224, 7) == ("block4_relu", 28)  # the scratch CNN's own last conv
+    assert explained_layer("resnet50", 64, 8) == ("conv3_block4_out", 8)  # at least, not more than
+    assert explained_layer("resnet50", 64, 9) == ("conv2_block3_out", 16)
+    assert explained_layer("resnet50", 64, 1) == ("conv5_block3_out", 2)
+    assert explained_layer("vgg16", 32, 7) == ("block3_conv3", 8)
+
+
+def test_without_a_layer_of_enough_cells_the_one_with_the_most():
+    assert explained_layer("vgg16", 32, 100) == ("block1_conv2", 32)
+    assert explained_layer("resnet50", 32, 100) == ("conv1_relu", 16)
+    # EfficientNetB0's stem and block1 are both 16 x 16 at 32 px: the deeper one
+    assert explained_layer("efficientnetb0", 32, 100) == ("block1a_project_bn", 16)
+
+
 # --- 3. stages ---
 
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_every_backbone_layer_has_one_stage_in_layer_order(name):
     spec = BACKBONES[name]
-    _, backbone = build_model(name, 32, 2, None, **HEAD)
+    _, backbone = built_at_32_px(name)
     stages = [spec.stage_of(layer) for layer in backbone]  # raises unless exactly one stage matches
     order = [spec.stage_names.index(stage) for stage in stages]
     assert order == sorted(order)  # stages follow each other in layer order...
@@ -51,7 +107,7 @@ def test_every_backbone_layer_has_one_stage_in_layer_order(name):
 
 
 def test_stage_boundaries_by_hand():
-    layers = {name: build_model(name, 32, 2, None, **HEAD)[1] for name in BACKBONES}
+    layers = {name: built_at_32_px(name)[1] for name in BACKBONES}
     assert top_stage_layers("vgg16", layers["vgg16"], 1) == [
         "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"]
     resnet_conv1 = [n for n in layers["resnet50"] if BACKBONES["resnet50"].stage_of(n) == "conv1"]

@@ -1,5 +1,5 @@
 """The report's reading and formatting by hand: the aggregate tables as written, numbers
-and intervals, titles, the Grad-CAM image choice, split counts, the weights table."""
+and intervals, titles, the Grad-CAM image choice and explained layers, split counts, the weights table."""
 
 from __future__ import annotations
 
@@ -68,6 +68,20 @@ def test_gradcam_images_per_class_hardest_first_then_the_most_often_right():
     assert report.choose_gradcam_images(configs, ["a", "b"], 2) == ["a2", "a1", "b1", "b2"]
     assert report.choose_gradcam_images(configs, ["a", "b"], 1) == ["a2", "b1"]
     assert report.choose_gradcam_images([], ["a", "b"], 2) == []
+
+
+def test_explained_layers_once_per_model_with_the_cells_of_its_maps():
+    def config(model, strategy, layer, cells):
+        return {"key": {"model": model, "strategy": strategy}, "cam_layer": layer,
+                "cams": {"x.png": np.zeros((cells, cells), np.float16)}}
+
+    configs = [config("vgg16", "frozen", "block4_conv3", 8), config("resnet50", "full", "conv3_block4_out", 8),
+               config("vgg16", "partial", "block4_conv3", 8), config("scratch_cnn", "scratch", "block4_relu", 16)]
+    assert report.explained_layers(configs) == [
+        {"model": "resnet50", "layer": "conv3_block4_out", "cells": "8x8"},
+        {"model": "scratch_cnn", "layer": "block4_relu", "cells": "16x16"},
+        {"model": "vgg16", "layer": "block4_conv3", "cells": "8x8"}]
+    assert report.explained_layers([{**configs[0], "cams": {}}]) == []  # no test image, no map
 
 
 def test_split_counts_per_subset_and_class(tmp_path):

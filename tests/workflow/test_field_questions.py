@@ -375,7 +375,7 @@ def test_shortcut_score_flags_a_model_that_learned_a_corner_marker(tmp_path, cor
     compared it the wrong way round."""
     keras = pytest.importorskip("keras")
     from scripts.inference import InferencePass
-    from scripts.models import build_model, last_conv_layer
+    from scripts.models import build_model, explained_layer
 
     keras.utils.set_random_seed(7)
     x_train, y_train = marker_dataset(256, 1, corner)
@@ -383,7 +383,8 @@ def test_shortcut_score_flags_a_model_that_learned_a_corner_marker(tmp_path, cor
     model, _ = build_model("scratch_cnn", 64, 2, None, dropout=0.0, bn_momentum=0.7)
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     model.fit(x_train.astype("float32"), y_train, batch_size=32, epochs=4, verbose=0)
-    result = InferencePass(model, last_conv_layer("scratch_cnn"), batch_size=32).run(x_test, cams=True)
+    layer, _ = explained_layer("scratch_cnn", 64, min_cells=7)
+    result = InferencePass(model, layer, batch_size=32).run(x_test, cams=True)
     assert (result["probabilities"].argmax(1) == y_test).mean() >= 0.9
     np.savez_compressed(tmp_path / "gradcam.npz", cams=result["cams"], paths=np.arange(64).astype(str))
 
