@@ -122,8 +122,10 @@ def start_until_checkpoint(tmp_path: Path, epochs: int):
     while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
         assert time.time() < deadline and workflow.poll() is None, "no checkpoint appeared"
         time.sleep(0.05)
-    jobs = subprocess.run(["squeue", "-h", "-o", "%i %k"], capture_output=True, text=True).stdout
-    job = next(line.split()[0] for line in jobs.splitlines() if "rule_train" in line)
+    # This study's train job: another study on the cluster (a second suite, a user) may have one too.
+    jobs = subprocess.run(["squeue", "-h", "-o", "%i|%k|%Z"], capture_output=True, text=True).stdout
+    job = next(job_id for job_id, comment, workdir in (line.split("|", 2) for line in jobs.splitlines())
+               if "rule_train" in comment and Path(workdir).resolve() == tmp_path.resolve())
     return workflow, config, run_dir, state, job
 
 
