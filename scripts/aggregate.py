@@ -46,6 +46,7 @@ from scripts.calibration import CALIBRATION, ECE_BINS, reliability, run_calibrat
 from scripts.comparisons import COMPARISON_COLUMNS, Resampled, versus_baseline, versus_random_init
 from scripts.evaluation import positive_index
 from scripts.external import external_classes
+from scripts.layout import RUN_FILES
 from scripts.run_tables import (
     CONFIG,
     COSTS,
@@ -76,7 +77,7 @@ def aggregate(plan: dict) -> dict:
     The datasets are those the plan trains on (``plan["datasets"]``); test-only
     datasets appear in the ``external`` table of the datasets that name them.
     """
-    files = {i: read_run(run, plan["run_files"]) for i, run in enumerate(plan["runs"])}
+    files = {i: read_run(run, RUN_FILES) for i, run in enumerate(plan["runs"])}
     runs = pd.DataFrame([run_row(run, files[i]) for i, run in enumerate(plan["runs"])])
     parts = {name: _dataset_tables(name, plan, runs, files) for name in plan["datasets"]}
 
@@ -129,7 +130,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     positive_class = config["datasets"][name].get("positive_class")
     positive = positive_index(classes, positive_class)
     metrics = study_metrics(len(classes) == 2 and positive is not None, selection)
-    predictions = {i: read_predictions(Path(plan["runs"][i]["dir"]) / plan["run_files"]["predictions"], classes)
+    predictions = {i: read_predictions(Path(plan["runs"][i]["dir"]) / RUN_FILES["predictions"], classes)
                    for i in done.index}
     per_run = {i: _run_scores(plan, i, predictions[i], classes) for i in done.index}
     done = done.assign(**{key: [per_run[i][key] for i in done.index] for key in PER_RUN})
@@ -176,7 +177,7 @@ def _run_scores(plan: dict, i: int, test: tuple, classes: list[str]) -> dict:
     """Calibration (temperature fitted on the run's validation predictions when
     configured) and shortcut score of run ``i``; ``scaled``: its rescaled test probabilities."""
     evaluation = plan["config"]["evaluation"]
-    run, files = plan["runs"][i], plan["run_files"]
+    run, files = plan["runs"][i], RUN_FILES
     validation = (read_predictions(Path(run["dir"]) / files["val_predictions"], classes)
                   if evaluation["temperature_scaling"] else None)
     values, scaled = run_calibration(test, validation)
@@ -265,7 +266,7 @@ def _external(name: str, plan: dict, done: pd.DataFrame, selection: str) -> tupl
         classes = external_classes(test["class_map"])
         positive = positive_index(classes, described["positive_class"])
         metrics = study_metrics(positive is not None, selection)
-        predictions = {i: read_predictions(Path(plan["runs"][i]["dir"]) / plan["run_files"]["external"], classes,
+        predictions = {i: read_predictions(Path(plan["runs"][i]["dir"]) / RUN_FILES["external"], classes,
                                            external, excluded) for i in done.index}
         paths, labels, _ = predictions[done.index[0]]
         info[external] = {"missing": False, "classes": classes, "positive_class": described["positive_class"],

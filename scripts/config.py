@@ -15,7 +15,7 @@ from pathlib import Path
 
 from scripts import grid
 from scripts.external import class_map_problems
-from scripts.layout import DATASET_FILES, EXTERNAL_OVERLAP, RUN_DIR, RUN_FILES, RUN_LOG_DIR, SPLIT
+from scripts.layout import DATASET_FILES, EXTERNAL_OVERLAP, RUN_DIR, RUN_LOG_DIR, SPLIT
 from scripts.models import SCRATCH_CNN
 from scripts.weight_files import file_name
 
@@ -279,7 +279,6 @@ def study_plan(config: dict, runs: list[dict], skipped: list[dict], settings: di
     return {
         "config": config,
         "settings": settings,
-        "run_files": RUN_FILES,
         "runs": runs,
         "skipped": skipped,
         "datasets": {

@@ -23,6 +23,7 @@ from scripts import fsutil, gradcam, plots
 from scripts.config import leaves
 from scripts.evaluation import positive_index
 from scripts.external import DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR_DUPLICATE_CORRELATION
+from scripts.layout import RUN_FILES
 from scripts.manifest import copies_of
 from scripts.models import SCRATCH_CNN
 from scripts.plots import STRATEGY_ORDER
@@ -94,7 +95,7 @@ def load_configs(plan: dict, runs: pd.DataFrame, classes: list[str]) -> list[dic
     """Per configuration: the confusion matrices of all its seeds, the predictions and
     histories of its first ``CURVE_SEEDS`` (a 150-seed grid would draw 150 curves a
     panel), and the Grad-CAM maps of its first finished seed (files named by the plan)."""
-    files = plan["run_files"]
+    files = RUN_FILES
     configs = []
     for _, group in runs.groupby(["model", "strategy", "weights", "fraction"], sort=False):
         first = group.iloc[0]

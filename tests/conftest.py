@@ -16,7 +16,6 @@ DEMO = PROJECT / "resources" / "demo" / "covid19-cxr-3class"
 XSS_CLASS = '<img src=x onerror=alert(1)> & "q"'
 sys.path.insert(0, str(PROJECT))
 
-from scripts.layout import RUN_FILES  # noqa: E402
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True):
@@ -122,7 +121,7 @@ def fake_plan(root: Path, classes: list[str], runs: list[tuple], resamples: int 
             planned.append({"dataset": name, "model": model, "strategy": strategy, "weights": weights,
                             "fraction": "1.0", "seed": seed, "dir": str(root / "results" / folder),
                             "log_dir": str(root / "logs" / folder)})
-    return {"config": config, "settings": {"files": [], "user_set": []}, "run_files": RUN_FILES,
+    return {"config": config, "settings": {"files": [], "user_set": []},
             "runs": planned, "skipped": [],
             "datasets": {name: {"verify": str(root / "results" / name / "data" / "verify.json"),
                                 "conversions": str(root / "results" / name / "data" / "images_32px.json"),

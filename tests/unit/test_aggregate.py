@@ -10,6 +10,7 @@ from scipy import stats
 
 from scripts import stats as st
 from scripts.aggregate import aggregate
+from scripts.layout import RUN_FILES
 
 CLASSES = ["a", "b", "c"]
 LABELS = np.array([0] * 4 + [1] * 4 + [2] * 4)
@@ -41,7 +42,7 @@ def study(tmp_path):
         if run["seed"] == 3:
             continue  # did not finish
         correct, val_f1 = quality[run["model"], run["strategy"]]
-        fake_run(run, plan["run_files"], CLASSES, LABELS, probabilities(correct, run["seed"]),
+        fake_run(run, RUN_FILES, CLASSES, LABELS, probabilities(correct, run["seed"]),
                  val_f1=val_f1 + run["seed"] / 100)
     return plan
 
@@ -104,7 +105,7 @@ def test_two_class_headline_is_sensitivity_and_specificity(tmp_path):
     plan = fake_plan(tmp_path, ["NORMAL", "PNEUMONIA"], [("scratch_cnn", "scratch", "none", 1)],
                      positive_class="PNEUMONIA")
     probs = np.array([[.9, .1], [.8, .2], [.3, .7], [.2, .8], [.4, .6], [.6, .4], [.7, .3]])
-    fake_run(plan["runs"][0], plan["run_files"], ["NORMAL", "PNEUMONIA"], labels, probs, val_f1=0.5)
+    fake_run(plan["runs"][0], RUN_FILES, ["NORMAL", "PNEUMONIA"], labels, probs, val_f1=0.5)
     verdict = aggregate(plan)["verdict"]["datasets"]["tiny"]
     assert verdict["metrics"][-2:] == ["sensitivity", "specificity"]
     assert verdict["chosen"]["sensitivity"] == pytest.approx(2 / 4)  # PNEUMONIA recall

@@ -53,7 +53,7 @@ def study_plan(root: Path, runs: list[tuple], classes: list[str] = CLASSES, data
                                "verify": str(root / f"results/{test['dataset']}/data/verify.json"),
                                "positive_class": config["datasets"][test["dataset"]].get("positive_class")}
              for test in config["datasets"]["tiny"]["external_tests"]}
-    return {"config": config, "settings": {"files": [], "user_set": []}, "run_files": RUN_FILES,
+    return {"config": config, "settings": {"files": [], "user_set": []},
             "runs": planned, "skipped": [],
             "datasets": {"tiny": {"verify": str(root / "results/tiny/data/verify.json"),
                                   "conversions": str(root / "results/tiny/data/images_32px.json"),

@@ -15,6 +15,8 @@ import pytest
 import yaml
 from conftest import PROJECT, XSS_CLASS, copy_dataset, snakemake, write_config
 
+from scripts.layout import RUN_FILES
+
 
 def job_counts(output: str) -> dict[str, int]:
     table = output.split("Job stats:")[1].split("total")[0]
@@ -125,7 +127,7 @@ def test_tiny_study_end_to_end(tiny_study):
     assert plan["config"]["training"]["dropout"] == 0.3  # defaults filled in from the schema
     assert plan["skipped"][0]["model"] == "scratch_cnn"
     for run in plan["runs"]:
-        for name in plan["run_files"].values():
+        for name in RUN_FILES.values():
             assert (work / run["dir"] / name).stat().st_size > 0
         assert not (work / run["dir"] / "checkpoint").exists()  # removed once the run finished
         info = json.loads((work / run["dir"] / "train.json").read_text())
