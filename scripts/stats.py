@@ -317,8 +317,9 @@ def bootstrap_p_value(differences: np.ndarray) -> float:
 
     ``min(1, 2 * (1 + b) / (B + 1))`` with ``b`` the number of resampled differences on the
     far side of zero from the majority (``min(#<= 0, #>= 0)``): the (b+1)/(B+1) form of Davison &
-    Hinkley (1997, eq. 4.11) and Phipson & Smyth (2010), which never gives 0 and is exact-valid
-    for resampling; the smallest attainable value is ``2 / (B + 1)``. NaN when any difference is NaN.
+    Hinkley (1997, section 4.2) and Phipson & Smyth (2010), which counts the observed data as one
+    of the resamples and so never gives 0; the smallest attainable value is ``2 / (B + 1)``. NaN
+    when any difference is NaN.
     """
     differences = np.asarray(differences, dtype=float)
     if np.isnan(differences).any():
