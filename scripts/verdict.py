@@ -28,7 +28,7 @@ BEATS_RULE = ("beats = a positive difference in the test selection metric agains
               f"{SIGNIFICANCE} after adjustment within its family (paired two-way bootstrap: the shared seeds "
               "and the test images both drawn with replacement)")
 LEARNING_CURVE_COLUMNS = [*CONFIG, "n_train", "n_seeds", "metric", "value", "seed_low", "seed_high", "test_low",
-                          "test_high", "n_pairs", "difference", "low", "high", "p_holm", "beats", "family"]
+                          "test_high", "n_pairs", "difference", "low", "high", "p_holm", "beats", "family", "outcome"]
 BEATS, WORSE, NO_DIFFERENCE, NO_CLAIM = "beats", "worse", "no significant difference", "too few seeds"
 
 
@@ -92,6 +92,7 @@ def learning_curve(summary: list[dict], comparisons: list[dict], metric: str) ->
             row[column] = compared[column] if compared else np.nan
         row["beats"] = beats(compared) if compared else None
         row["family"] = compared["family"] if compared else None
+        row["outcome"] = outcome(compared) if compared else None
         rows.append(row)
     return sorted(rows, key=lambda r: (*config_key(r)[:4], r["fraction"]))
 

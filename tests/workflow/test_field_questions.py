@@ -115,7 +115,7 @@ def curve_study(tmp_path):
     return plan
 
 
-def test_the_learning_curve_table_says_yes_no_or_not_compared(curve_study, tmp_path):
+def test_the_learning_curve_table_says_yes_worse_not_significant_or_not_compared(curve_study, tmp_path):
     plan_path = tmp_path / "plan.json"
     fsutil.write_json(plan_path, curve_study)
     tables = {name: str(tmp_path / name.replace("_", "-")) + (".json" if name == "verdict" else ".csv")
@@ -126,7 +126,8 @@ def test_the_learning_curve_table_says_yes_no_or_not_compared(curve_study, tmp_p
     rows = {row.split('<td class="l">')[1].split("</td>")[0] + " " + row.split("<td>")[1].split("</td>")[0]:
             row.split('<td class="')[-1].split("</td>")[0] for row in learning.split("<tr>")[2:]}
     assert rows["vgg16 · frozen · weights imagenet 0.25"] == 'ok">yes'  # beats the baseline at 25%
-    assert rows["vgg16 · frozen · weights imagenet 1.00"] == '">no'
+    assert rows["vgg16 · frozen · weights imagenet 1.00"] == '">not significant'  # not "no": no evidence of none
+    assert rows["vgg16 · full · weights imagenet 0.25"] == '">no: worse'
     assert rows["scratch_cnn · scratch 0.25"] == '">–'  # the baseline is not compared with itself
     assert json.loads((tmp_path / "verdict.json").read_text())["datasets"]["tiny"]["learning_curve"]
 
