@@ -193,3 +193,25 @@ def test_resamples_are_raised_for_a_large_family_and_the_verdict_says_so(tmp_pat
     bootstrap = tables["verdict"]["datasets"]["tiny"]["bootstrap"]
     assert bootstrap["configured"] == 1000 and bootstrap["resamples"] == st.resamples_for_family(1000, 52, 0.05)
     assert bootstrap["smallest_holm_p"] <= 0.025 and bootstrap["largest_family"] == 52
+
+
+def test_the_report_names_each_family_as_the_code_computes_it_and_claims_nothing_from_two_seeds(tmp_path):
+    import html as html_module
+    import json
+
+    from scripts import report
+    from scripts.comparisons import FAMILIES
+
+    plan = binary_study(tmp_path, {("scratch_cnn", "scratch"): (0.85, 0.85), ("vgg16", "frozen"): (0.96, 0.84)},
+                        resamples=200)
+    tables = aggregate(plan)
+    report.render(plan, {**tables, "verdict": json.loads(json.dumps(tables["verdict"]))}, tmp_path / "r.html")
+    page = html_module.unescape((tmp_path / "r.html").read_text())
+    for description in FAMILIES.values():  # the page's words are the code's
+        assert description in page
+    assert "across all configurations compared with the baseline on a dataset" not in page
+    prespecified = page.split('id="prespecified-1"')[1].split("</p>")[0]
+    assert "over 2 paired seeds" in prespecified
+    assert "no claim</strong>: a claim needs at least 3 seeds paired with the baseline" in prespecified
+    assert "it beats the baseline" not in page
+    assert "95% interval over seeds and test images" in page and "prespecified (1)" in page
