@@ -19,8 +19,10 @@ Two sources of variation, separately and together:
 
 The bootstrap is vectorised: a resample is a row of a count matrix ``(B, n)`` (how often each
 test image is drawn) and every metric is computed for all rows by weighted counting
-(``np.bincount``), never by a Python loop over resamples. Labels are integer class indices
-``0..k-1`` matching the probability columns.
+(``np.bincount``), never by a Python loop over resamples. It is written here because
+``scipy.stats.bootstrap`` draws one sample's observations independently: it cannot share one
+set of resamples between configurations, draw patients whole, or cross seeds with images.
+Labels are integer class indices ``0..k-1`` matching the probability columns.
 
 Calibration: top-label expected calibration error and reliability bins, the multi-class Brier
 score, and temperature scaling fitted on validation log-likelihood.
