@@ -20,8 +20,9 @@ Two sources of variation, separately and together:
 The bootstrap is vectorised: a resample is a row of a count matrix ``(B, n)`` (how often each
 test image is drawn) and every metric is computed for all rows by weighted counting
 (``np.bincount``), never by a Python loop over resamples. It is written here because
-``scipy.stats.bootstrap`` draws one sample's observations independently: it cannot share one
-set of resamples between configurations, draw patients whole, or cross seeds with images.
+``scipy.stats.bootstrap`` draws independent observations (paired across samples at most): it
+cannot draw patients whole, cross seeds with images, or keep one dataset's resamples for every
+pair of configurations.
 Labels are integer class indices ``0..k-1`` matching the probability columns.
 
 Calibration: top-label expected calibration error and reliability bins, the multi-class Brier
