@@ -2,11 +2,14 @@
 
 * ``runs``: every planned run, its status, test and validation metrics, cost and provenance;
 * ``summary``: per configuration (dataset × model × strategy × pretraining × fraction) the
-  mean over seeds of each metric with two intervals: over seeds (t-interval: training
-  variation) and over test images (stratified bootstrap of the test set: test-sample
-  variation given the trained models);
-* ``comparisons``: every configuration against the scratch baseline on the same test
-  resamples (paired bootstrap), Holm-adjusted within each dataset × fraction × metric;
+  mean over seeds of each metric with three intervals: over seeds (t-interval: training
+  variation), over test images (stratified bootstrap of the test set: test-sample
+  variation given the trained models) and over both (the two-way bootstrap of
+  :mod:`scripts.stats`: seeds and test images drawn);
+* ``comparisons``: every configuration against the scratch baseline on the same drawn
+  seeds and test images (paired two-way bootstrap); the validation-chosen configuration's
+  comparison in the selection metric on its own, the others Holm-adjusted within each
+  dataset × fraction × metric (:data:`scripts.comparisons.FAMILIES`);
 * ``verdict``: per dataset the configuration chosen on *validation* (mean over seeds of
   the selection metric), its test metrics and comparisons. The test set never chooses.
 
@@ -43,13 +46,23 @@ import pandas as pd
 
 from scripts import stats as st
 from scripts.calibration import CALIBRATION, ECE_BINS, reliability, run_calibration
-from scripts.comparisons import COMPARISON_COLUMNS, Resampled, versus_baseline, versus_random_init
+from scripts.comparisons import (
+    COMPARISON_COLUMNS,
+    FAMILIES,
+    SIGNIFICANCE,
+    Resampled,
+    is_baseline,
+    largest_family,
+    versus_baseline,
+    versus_random_init,
+)
 from scripts.evaluation import positive_index
 from scripts.external import external_classes
 from scripts.layout import RUN_FILES
 from scripts.run_tables import (
     CONFIG,
     COSTS,
+    config_key,
     csv_boolean,
     read_predictions,
     read_run,
@@ -60,6 +73,8 @@ from scripts.run_tables import (
 from scripts.verdict import (
     BEATS_RULE,
     LEARNING_CURVE_COLUMNS,
+    TOO_FEW_SEEDS,
+    chosen_config,
     chosen_verdict,
     learning_curve,
     learning_statements,
@@ -97,7 +112,8 @@ def aggregate(plan: dict) -> dict:
         "verdict": {"datasets": {name: part["verdict"] for name, part in parts.items()},
                     "software": software(runs),
                     "bootstrap": {"resamples": evaluation["bootstrap_resamples"],
-                                  "seed": evaluation["bootstrap_seed"]},
+                                  "seed": evaluation["bootstrap_seed"], "families": FAMILIES,
+                                  "significance": SIGNIFICANCE, "min_seeds": TOO_FEW_SEEDS},
                     "selection_metric": evaluation["selection_metric"],
                     "finished": int((runs["status"] == "ok").sum()) if len(runs) else 0,
                     "planned": len(runs)},
@@ -136,10 +152,14 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     done = done.assign(**{key: [per_run[i][key] for i in done.index] for key in PER_RUN})
     finished = _Finished(done, files, predictions, per_run, classes)
     paths, y_true, _ = predictions[done.index[0]]
-    bootstrap = st.SharedBootstrap(y_true, evaluation["bootstrap_resamples"], evaluation["bootstrap_seed"], positive)
+    family = largest_family(done[CONFIG].drop_duplicates().to_dict("records"))
+    resamples = st.resamples_for_family(evaluation["bootstrap_resamples"], family, SIGNIFICANCE)
+    bootstrap = st.SharedBootstrap(y_true, resamples, evaluation["bootstrap_seed"], positive)
     summary, resampled = _summary(plan, finished, metrics, selection, bootstrap)
 
-    comparisons = versus_baseline(summary, resampled, metrics, bootstrap)
+    chosen = chosen_config(summary, selection)
+    prespecified = (config_key(chosen), selection) if chosen and not is_baseline(chosen) else None
+    comparisons = versus_baseline(summary, resampled, metrics, bootstrap, prespecified)
     curve = learning_curve(summary, comparisons, selection)
     external, external_info = _external(name, plan, done, selection)
     verdict = chosen_verdict(name, summary, comparisons, metrics, selection, classes, positive_class,
@@ -149,6 +169,9 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
                                    "statements": learning_statements(curve)},
                    shortcut=shortcut_verdict(summary, evaluation, verdict.get("chosen")),
                    external=external_info,
+                   bootstrap={"resamples": resamples, "configured": evaluation["bootstrap_resamples"],
+                              "largest_family": family,
+                              "smallest_holm_p": family * st.smallest_p_value(resamples)},
                    calibration={"bins": ECE_BINS, "temperature_scaling": evaluation["temperature_scaling"]})
     return {"summary": summary, "comparisons": comparisons, "learning_curve": curve, "external": external,
             "weights_comparison": versus_random_init(summary, resampled, metrics, bootstrap),
@@ -188,7 +211,8 @@ def _run_scores(plan: dict, i: int, test: tuple, classes: list[str]) -> dict:
 def _summary(plan: dict, finished: _Finished, metrics: list[str], selection: str,
              bootstrap: st.SharedBootstrap) -> tuple[list[dict], dict]:
     """A ``summary`` row per configuration, and its test metrics on the shared resamples
-    (a :class:`scripts.comparisons.Resampled` per configuration key and metric)."""
+    (a :class:`scripts.comparisons.Resampled` per configuration key and metric). The
+    intervals over seeds and test images are appended after the other columns."""
     done, predictions, per_run = finished.done, finished.predictions, finished.per_run
     summary, resampled = [], {}
     for key, group in done.groupby(CONFIG, sort=True):
@@ -196,18 +220,22 @@ def _summary(plan: dict, finished: _Finished, metrics: list[str], selection: str
         _check_same_test_set(plan, group.index, predictions, predictions[done.index[0]][0], "test set")
         probabilities = [predictions[i][2] for i in ordered]
         row = summarise_config(group, metrics, selection)
-        by_seed = dict(zip(group.loc[ordered, "seed"], probabilities, strict=True))
+        seeds = tuple(group.loc[ordered, "seed"])
+        seeds_and_images = {}
         for metric in metrics:
-            resampled[key, metric] = Resampled(by_seed, bootstrap.resampled(metric, probabilities),
-                                               bootstrap.estimate(metric, probabilities))
-            low, high = np.percentile(resampled[key, metric].values, [2.5, 97.5])
+            per_seed = bootstrap.per_seed(metric, probabilities)
+            resampled[key, metric] = Resampled(seeds, per_seed, bootstrap.per_seed_estimate(metric, probabilities))
+            low, high = np.percentile(per_seed.mean(axis=0), [2.5, 97.5])
             row.update({f"{metric}_test_low": float(low), f"{metric}_test_high": float(high)})
+            low, high = np.percentile(bootstrap.over_seeds_and_images(per_seed), [2.5, 97.5])
+            seeds_and_images.update({f"{metric}_seeds_images_low": float(low),
+                                     f"{metric}_seeds_images_high": float(high)})
         row["per_class"] = json.dumps(_per_class(group.index, finished.files, finished.classes))
         row["cam_cells"] = per_run[ordered[0]]["cam_cells"]
         row["cam_informative"] = per_run[ordered[0]]["cam_informative"]
         row["reliability"] = json.dumps(reliability([predictions[i] for i in ordered],
                                                     [per_run[i]["scaled"] for i in ordered]))
-        summary.append(row)
+        summary.append({**row, **seeds_and_images})
     return summary, resampled
 
 

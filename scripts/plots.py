@@ -151,7 +151,7 @@ def learning_curve(curve, label: str):
     """The test metric against the number of training images, one panel per backbone, a
     line per strategy × pretraining with its 95% interval over test images (band); the
     scratch CNN baseline (grey, dashed) in every panel. Filled markers: beats the baseline
-    at that size (Holm-adjusted p < 0.05), hollow: does not or not compared."""
+    at that size (``beats``: :data:`scripts.verdict.BEATS_RULE`), hollow: no such claim or not compared."""
     is_baseline = (curve["model"] == BASELINE["model"]) & (curve["strategy"] == BASELINE["strategy"])
     baseline = curve[is_baseline].sort_values("n_train")
     models = sorted(set(curve["model"]) - {SCRATCH_CNN}) or [SCRATCH_CNN]

@@ -1,18 +1,28 @@
 """Uncertainty, comparisons and calibration for the benchmark (numpy/scipy only; no TensorFlow).
 
-Two sources of variation are kept apart:
+Two sources of variation, separately and together:
 
 * seed variation (different trainings of one configuration): :func:`t_interval` over the seeds'
   test metrics;
 * test-sample variation (a finite test set), given the trained models: a stratified bootstrap of
-  the test images (:func:`stratified_bootstrap`), evaluated for every seed at once by
-  :func:`bootstrap_metric` and summarised per configuration (:func:`config_bootstrap`) or per
-  pair of configurations on the same test set (:func:`paired_bootstrap`), with Holm's
-  correction (:func:`holm`) across the comparisons of a family. :class:`SharedBootstrap`
-  keeps one dataset's resamples, so that any two of its configurations compare pairwise.
+  the test images, or of groups of them (patients) drawn whole (:func:`resample_counts`);
+* both, for every claim about a *configuration*: a two-way bootstrap that draws the seeds with
+  replacement and, independently, the test images (or groups), and averages the drawn seeds'
+  metrics on each image resample (:func:`over_seeds_and_images`; seeds and test images are
+  crossed, every model predicts every image: Owen 2007, "The pigeonhole bootstrap", Ann. Appl.
+  Stat. 1(2):386-411; clusters drawn whole: Field & Welsh 2007, JRSS-B 69(3):369-390).
+  :func:`config_bootstrap` gives one configuration's interval, :func:`paired_bootstrap` the
+  difference of two configurations on the same drawn seeds and images, with a two-sided p-value
+  (:func:`bootstrap_p_value`) and Holm's correction (:func:`holm`) across a family.
+  :class:`SharedBootstrap` keeps one dataset's resamples, so that any two of its configurations
+  compare pairwise.
 
-The bootstrap is vectorised: a resample is a row of an index matrix ``(B, n)`` and every metric
-is computed for all rows by counting (``np.bincount``), never by a Python loop over resamples.
+The bootstrap is vectorised: a resample is a row of a count matrix ``(B, n)`` (how often each
+test image is drawn) and every metric is computed for all rows by weighted counting
+(``np.bincount``), never by a Python loop over resamples. It is written here because
+``scipy.stats.bootstrap`` draws independent observations (paired across samples at most): it
+cannot draw patients whole, cross seeds with images, or keep one dataset's resamples for every
+pair of configurations.
 Labels are integer class indices ``0..k-1`` matching the probability columns.
 
 Calibration: top-label expected calibration error and reliability bins, the multi-class Brier
@@ -56,26 +66,72 @@ def t_interval(values: Iterable[float | None], level: float = 0.95) -> tuple[flo
 
 # --- test-sample variation: resampling --------------------------------------------------------
 
-def stratified_bootstrap(labels: Sequence, n_resamples: int, seed: int) -> np.ndarray:
-    """Index matrix ``(n_resamples, n)``: each row resamples the test images with replacement
-    within each class, so every resample keeps the test set's class counts.
+def resample_counts(labels: Sequence, n_resamples: int, seed: int,
+                    groups: np.ndarray | None = None) -> np.ndarray:
+    """Count matrix ``(n_resamples, n)``: how often each test image is drawn in each resample.
 
-    Column ``j`` of every row holds an image of the same class as image ``j`` (so
-    ``labels[indices[b]] == labels``). Seeded with ``numpy.random.default_rng(seed)``; classes
-    are drawn in sorted order, so the same seed gives the same matrix.
+    The unit drawn is a group (``groups``: one id per test image, e.g. its patient; None: each
+    image its own group). Groups are drawn whole, with replacement, within strata; a group's
+    stratum is the set of classes among its images, so every resample keeps each stratum's
+    number of groups, and with one image per group it is the class-stratified bootstrap of the
+    images (the cluster bootstrap: Davison & Hinkley 1997, section 3.8; Field & Welsh
+    2007). Seeded with ``numpy.random.default_rng(seed)``.
     """
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
     _, class_of = np.unique(np.asarray(labels), return_inverse=True)
+    n = len(class_of)
+    if groups is None:
+        group_of = np.arange(n)
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != (n,):
+            raise ValueError(f"groups must hold one id per test image ({n}), got shape {groups.shape}")
+        _, group_of = np.unique(groups, return_inverse=True)
+    n_groups = int(group_of.max()) + 1 if n else 0
+    membership = np.zeros((n_groups, int(class_of.max()) + 1 if n else 0), dtype=bool)
+    membership[group_of, class_of] = True
+    _, stratum_of = np.unique(membership, axis=0, return_inverse=True)
+    stratum_of = stratum_of.ravel()
     rng = np.random.default_rng(seed)
-    indices = np.empty((n_resamples, len(class_of)), dtype=np.int64)
-    for cls in np.unique(class_of):
-        members = np.flatnonzero(class_of == cls)
-        indices[:, members] = members[rng.integers(0, len(members), size=(n_resamples, len(members)))]
-    return indices
+    group_counts = np.zeros((n_resamples, n_groups), dtype=np.int64)
+    for stratum in np.unique(stratum_of):
+        members = np.flatnonzero(stratum_of == stratum)
+        drawn = members[rng.integers(0, len(members), size=(n_resamples, len(members)))]
+        group_counts += _row_counts(drawn, n_groups)
+    return group_counts[:, group_of]
 
 
-# --- test-sample variation: metrics over an index matrix --------------------------------------
+def _row_counts(indices: np.ndarray, n: int) -> np.ndarray:
+    """``(B, n)`` counts of each index ``0..n-1`` in each row of an index matrix."""
+    n_rows = len(indices)
+    cell = np.arange(n_rows)[:, None] * n + indices
+    return np.bincount(cell.ravel(), minlength=n_rows * n).reshape(n_rows, n)
+
+
+def seed_draws(n_seeds: int, n_resamples: int, seed: int) -> np.ndarray:
+    """Index matrix ``(n_resamples, n_seeds)``: each row draws ``n_seeds`` of the seeds (their
+    positions ``0..n_seeds-1``) with replacement.
+
+    The same ``(n_seeds, seed)`` gives the same matrix, so two configurations compared on the
+    same seeds draw the same ones; its stream (``default_rng([seed, n_seeds])``) is independent
+    of the test-image draws (``default_rng(seed)``).
+    """
+    if n_seeds < 1:
+        raise ValueError(f"n_seeds must be at least 1, got {n_seeds}")
+    return np.random.default_rng([seed, n_seeds]).integers(0, n_seeds, size=(n_resamples, n_seeds))
+
+
+def over_seeds_and_images(per_seed: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """The two-way bootstrap: for each image resample ``b`` (column of ``per_seed``, ``(S, B)``:
+    each seed's metric on each resample), the mean over the seeds drawn in row ``b`` of
+    ``draws`` (``(B, S)``, :func:`seed_draws`). Seeds and images are drawn independently because
+    they are crossed, not nested (every seed's model predicts every test image; Owen 2007)."""
+    per_seed = np.atleast_2d(per_seed)
+    return per_seed.T[np.arange(per_seed.shape[1])[:, None], draws].mean(axis=1)
+
+
+# --- test-sample variation: metrics over a count matrix ---------------------------------------
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray, empty: float) -> np.ndarray:
     """numerator / denominator, ``empty`` where the denominator is zero."""
@@ -83,11 +139,11 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray, empty: float) -> np.n
     return np.divide(numerator, denominator, out=out, where=denominator > 0)
 
 
-def _confusions(y_true: np.ndarray, y_pred: np.ndarray, indices: np.ndarray, k: int) -> np.ndarray:
+def _confusions(y_true: np.ndarray, y_pred: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
     """Confusion matrices ``(B, k, k)`` (rows: true class, columns: predicted) of every resample."""
-    n_rows = len(indices)
-    cell = (np.arange(n_rows)[:, None] * k + y_true[indices]) * k + y_pred[indices]
-    return np.bincount(cell.ravel(), minlength=n_rows * k * k).reshape(n_rows, k, k)
+    n_rows = len(counts)
+    cell = (np.arange(n_rows)[:, None] * k + y_true[None, :]) * k + y_pred[None, :]
+    return np.bincount(cell.ravel(), weights=counts.ravel(), minlength=n_rows * k * k).reshape(n_rows, k, k)
 
 
 def _confusion_metric(name: str, confusion: np.ndarray, positive: int | None) -> np.ndarray:
@@ -112,7 +168,7 @@ def _confusion_metric(name: str, confusion: np.ndarray, positive: int | None) ->
     return recall[:, positive] if name == "sensitivity" else recall[:, 1 - positive]
 
 
-def _mann_whitney_auc(scores: np.ndarray, is_positive: np.ndarray, indices: np.ndarray) -> np.ndarray:
+def _mann_whitney_auc(scores: np.ndarray, is_positive: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """AUC-ROC of every resample: the share of (positive, negative) pairs ranked correctly, ties
     counting one half (the Mann-Whitney U statistic, which equals scikit-learn's ROC area).
 
@@ -120,20 +176,20 @@ def _mann_whitney_auc(scores: np.ndarray, is_positive: np.ndarray, indices: np.n
     scores (``(B, V)`` counts) instead of sorting every row.
     """
     values, value_of = np.unique(scores, return_inverse=True)
-    n_rows, n_values = len(indices), len(values)
-    cell = np.arange(n_rows)[:, None] * n_values + value_of[indices]
-    positive_rows = is_positive[indices]
+    n_rows, n_values = len(counts), len(values)
+    cell = np.arange(n_rows)[:, None] * n_values + value_of[None, :]
 
-    def counts(mask: np.ndarray) -> np.ndarray:
-        return np.bincount(cell[mask], minlength=n_rows * n_values).reshape(n_rows, n_values)
+    def per_value(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(cell[:, mask].ravel(), weights=counts[:, mask].ravel(),
+                           minlength=n_rows * n_values).reshape(n_rows, n_values)
 
-    positives, negatives = counts(positive_rows), counts(~positive_rows)
+    positives, negatives = per_value(is_positive), per_value(~is_positive)
     negatives_below = np.cumsum(negatives, axis=1) - negatives
     pairs_won = (positives * (negatives_below + 0.5 * negatives)).sum(axis=1)
     return _ratio(pairs_won, positives.sum(axis=1) * negatives.sum(axis=1), np.nan)
 
 
-def _auc(y_true: np.ndarray, probabilities: np.ndarray, indices: np.ndarray,
+def _auc(y_true: np.ndarray, probabilities: np.ndarray, counts: np.ndarray,
          positive: int | None) -> np.ndarray:
     """Binary: AUC of the positive column (column 1 without one). More classes: one-vs-rest
     macro average, as ``roc_auc_score(multi_class="ovr", average="macro")``; NaN for a resample
@@ -141,8 +197,8 @@ def _auc(y_true: np.ndarray, probabilities: np.ndarray, indices: np.ndarray,
     k = probabilities.shape[1]
     if k == 2:
         column = 1 if positive is None else positive
-        return _mann_whitney_auc(probabilities[:, column], y_true == column, indices)
-    per_class = [_mann_whitney_auc(probabilities[:, c], y_true == c, indices) for c in range(k)]
+        return _mann_whitney_auc(probabilities[:, column], y_true == column, counts)
+    per_class = [_mann_whitney_auc(probabilities[:, c], y_true == c, counts) for c in range(k)]
     return np.mean(per_class, axis=0)
 
 
@@ -163,117 +219,161 @@ def _check_inputs(name: str, y_true: np.ndarray, probabilities: np.ndarray, posi
 
 def bootstrap_metric(name: str, y_true: np.ndarray, probabilities: np.ndarray, indices: np.ndarray,
                      positive: int | None = None) -> np.ndarray:
-    """Metric ``name`` on every resample (row) of ``indices``: an array ``(B,)``.
+    """Metric ``name`` on every resample (row) of the index matrix ``indices``: an array ``(B,)``.
+
+    The index form of :func:`counted_metric` (a row of image indices instead of image counts).
+    On the identity resample (``np.arange(n)[None]``) each value equals scikit-learn's.
+    """
+    y_true = np.asarray(y_true)
+    indices = np.atleast_2d(np.asarray(indices))
+    return counted_metric(name, y_true, probabilities, _row_counts(indices, len(y_true)), positive)
+
+
+def counted_metric(name: str, y_true: np.ndarray, probabilities: np.ndarray, counts: np.ndarray,
+                   positive: int | None = None) -> np.ndarray:
+    """Metric ``name`` on every resample (row) of ``counts`` (``(B, n)``: how often each test
+    image is drawn, :func:`resample_counts`): an array ``(B,)``.
 
     ``name`` is one of :data:`METRICS`. Predictions are the argmax of ``probabilities``
     (``(n, k)``); ``y_true`` holds class indices. ``positive`` is the positive class's column
     (two classes only), needed for ``sensitivity`` (its recall) and ``specificity`` (the other
-    class's recall), and used by binary ``auc``. On the identity resample
-    (``np.arange(n)[None]``) each value equals scikit-learn's (macro averages with
-    ``labels=range(k), zero_division=0``; balanced accuracy over the classes present).
+    class's recall), and used by binary ``auc``. On a row of ones each value equals
+    scikit-learn's (macro averages with ``labels=range(k), zero_division=0``; balanced accuracy
+    over the classes present); on any row, scikit-learn's on the images repeated that often.
     """
     y_true, probabilities = np.asarray(y_true), np.asarray(probabilities, dtype=float)
-    indices = np.atleast_2d(np.asarray(indices))
+    counts = np.atleast_2d(np.asarray(counts))
     _check_inputs(name, y_true, probabilities, positive)
+    if counts.shape[1] != len(y_true):
+        raise ValueError(f"counts must have one column per test image ({len(y_true)}), got {counts.shape}")
     if name == "auc":
-        return _auc(y_true, probabilities, indices, positive)
+        return _auc(y_true, probabilities, counts, positive)
     k = probabilities.shape[1]
-    confusion = _confusions(y_true, probabilities.argmax(axis=1), indices, k)
+    confusion = _confusions(y_true, probabilities.argmax(axis=1), counts, k)
     return _confusion_metric(name, confusion, positive)
 
 
-def mean_over_seeds(name: str, y_true: np.ndarray, probabilities_per_seed: Sequence[np.ndarray],
-                     indices: np.ndarray, positive: int | None) -> np.ndarray:
-    """Metric per resample, averaged over the seeds' probabilities (same resamples for all)."""
+def per_seed_metric(name: str, y_true: np.ndarray, probabilities_per_seed: Sequence[np.ndarray],
+                    counts: np.ndarray, positive: int | None) -> np.ndarray:
+    """``(S, B)``: each seed's metric on every resample of ``counts`` (the same resamples for all)."""
     if len(probabilities_per_seed) == 0:
         raise ValueError("no seeds: probabilities_per_seed is empty")
-    per_seed = [bootstrap_metric(name, y_true, p, indices, positive) for p in probabilities_per_seed]
-    return np.mean(per_seed, axis=0)
+    return np.array([counted_metric(name, y_true, p, counts, positive) for p in probabilities_per_seed])
 
 
 class SharedBootstrap:
-    """One test set's stratified resamples, shared by every configuration evaluated on it
-    (so any two configurations compare pairwise on the same resamples)."""
+    """One test set's resamples (of images, or of ``groups`` drawn whole) and seed draws, shared
+    by every configuration evaluated on it, so that any two configurations compare pairwise on
+    the same resampled images and, over the seeds they share, the same drawn seeds."""
 
-    def __init__(self, y_true: np.ndarray, resamples: int, seed: int, positive: int | None):
-        self.y_true, self.positive = y_true, positive
-        self.indices = stratified_bootstrap(y_true, resamples, seed)
-        self.identity = np.arange(len(y_true))[None, :]
+    def __init__(self, y_true: np.ndarray, resamples: int, seed: int, positive: int | None,
+                 groups: np.ndarray | None = None):
+        self.y_true, self.positive, self.seed, self.resamples = np.asarray(y_true), positive, seed, resamples
+        self.counts = resample_counts(self.y_true, resamples, seed, groups)
+        self.whole = np.ones((1, len(self.y_true)), dtype=np.int64)
+
+    def per_seed(self, metric: str, probabilities: list[np.ndarray]) -> np.ndarray:
+        """``(S, B)``: each seed's metric on every image resample."""
+        return per_seed_metric(metric, self.y_true, probabilities, self.counts, self.positive)
+
+    def per_seed_estimate(self, metric: str, probabilities: list[np.ndarray]) -> np.ndarray:
+        """``(S,)``: each seed's metric on the whole test set."""
+        return per_seed_metric(metric, self.y_true, probabilities, self.whole, self.positive)[:, 0]
 
     def resampled(self, metric: str, probabilities: list[np.ndarray]) -> np.ndarray:
-        """The metric, averaged over the seeds' ``probabilities``, on every resample."""
-        return mean_over_seeds(metric, self.y_true, probabilities, self.indices, self.positive)
+        """The metric, averaged over the seeds' ``probabilities``, on every image resample
+        (test-sample variation given these trained models)."""
+        return self.per_seed(metric, probabilities).mean(axis=0)
 
     def estimate(self, metric: str, probabilities: list[np.ndarray]) -> float:
         """The metric, averaged over the seeds' ``probabilities``, on the whole test set."""
-        return float(mean_over_seeds(metric, self.y_true, probabilities, self.identity, self.positive)[0])
+        return float(self.per_seed_estimate(metric, probabilities).mean())
+
+    def over_seeds_and_images(self, per_seed: np.ndarray) -> np.ndarray:
+        """``(B,)``: the two-way bootstrap of ``per_seed`` (``(S, B)``, seeds in a fixed order):
+        the mean over drawn seeds on each image resample (:func:`over_seeds_and_images`)."""
+        return over_seeds_and_images(per_seed, seed_draws(len(per_seed), self.resamples, self.seed))
 
 
 def config_bootstrap(y_true: np.ndarray, probabilities_per_seed: Sequence[np.ndarray], metric: str,
-                     n_resamples: int, seed: int, positive: int | None = None) -> dict:
-    """Estimate and 95% bootstrap interval of one configuration's metric.
+                     n_resamples: int, seed: int, positive: int | None = None,
+                     groups: np.ndarray | None = None) -> dict:
+    """Estimate and 95% bootstrap intervals of one configuration's metric.
 
     ``probabilities_per_seed``: one ``(n, k)`` array per trained seed, all on the same test set
     in the same order. ``estimate`` is the mean over seeds of the metric on the full test set.
-    ``low``/``high`` are the 2.5th/97.5th percentiles of that mean over seeds when the test
-    images are resampled (stratified by class, the same resample for every seed).
-
-    The interval covers test-sample variation given these trained models only; it does not
-    cover seed-to-seed (training) variation, which :func:`t_interval` over seeds describes.
+    ``low``/``high``: the 2.5th/97.5th percentiles of the two-way bootstrap (seeds drawn with
+    replacement, test images or ``groups`` drawn within strata; :func:`over_seeds_and_images`),
+    which covers training and test-sample variation. ``images_low``/``images_high``: the same
+    with the seeds held fixed (test-sample variation given these trained models).
     """
-    y_true = np.asarray(y_true)
-    indices = stratified_bootstrap(y_true, n_resamples, seed)
-    identity = np.arange(len(y_true))[None, :]
-    estimate = mean_over_seeds(metric, y_true, probabilities_per_seed, identity, positive)[0]
-    resampled = mean_over_seeds(metric, y_true, probabilities_per_seed, indices, positive)
-    low, high = np.percentile(resampled, [2.5, 97.5])
-    return {"estimate": float(estimate), "low": float(low), "high": float(high)}
+    shared = SharedBootstrap(y_true, n_resamples, seed, positive, groups)
+    per_seed = shared.per_seed(metric, list(probabilities_per_seed))
+    low, high = np.percentile(shared.over_seeds_and_images(per_seed), [2.5, 97.5])
+    images_low, images_high = np.percentile(per_seed.mean(axis=0), [2.5, 97.5])
+    return {"estimate": shared.estimate(metric, list(probabilities_per_seed)), "low": float(low),
+            "high": float(high), "images_low": float(images_low), "images_high": float(images_high)}
 
 
 def bootstrap_p_value(differences: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of "no difference" from resampled differences.
+    """Two-sided bootstrap p-value of "no difference" from ``B`` resampled differences.
 
-    ``2 * min(share of differences <= 0, share >= 0)``, bounded to ``[1/B, 1]``: the smallest
-    level at which the percentile interval excludes zero. Its resolution is ``1/B``, so ``1/B``
-    means "at most 1/B". NaN when any difference is NaN.
+    ``min(1, 2 * (1 + b) / (B + 1))`` with ``b`` the number of resampled differences on the
+    far side of zero from the majority (``min(#<= 0, #>= 0)``): the (b+1)/(B+1) form of Davison &
+    Hinkley (1997, section 4.2) and Phipson & Smyth (2010), which counts the observed data as one
+    of the resamples and so never gives 0; the smallest attainable value is ``2 / (B + 1)``. NaN
+    when any difference is NaN.
     """
     differences = np.asarray(differences, dtype=float)
     if np.isnan(differences).any():
         return float("nan")
-    n_rows = len(differences)
-    two_sided = 2 * min(np.mean(differences <= 0), np.mean(differences >= 0))
-    return float(np.clip(two_sided, 1 / n_rows, 1.0))
+    far_side = min(np.sum(differences <= 0), np.sum(differences >= 0))
+    return float(min(1.0, 2 * (1 + far_side) / (len(differences) + 1)))
+
+
+def smallest_p_value(n_resamples: int) -> float:
+    """The smallest p-value :func:`bootstrap_p_value` can give from ``n_resamples`` differences."""
+    return 2 / (n_resamples + 1)
+
+
+def resamples_for_family(configured: int, family_size: int, alpha: float) -> int:
+    """Resamples enough for a family of ``family_size`` Holm-adjusted comparisons: the configured
+    number, raised where needed so that the smallest attainable Holm-adjusted p
+    (``family_size`` times :func:`smallest_p_value`) is at most half of ``alpha`` (so a comparison
+    whose every resample favours one side is declared, with room to spare)."""
+    needed = int(np.ceil(2 * family_size * 2 / alpha)) - 1
+    return max(configured, needed)
 
 
 def paired_bootstrap(y_true: np.ndarray, probs_a_per_seed: Sequence[np.ndarray],
                      probs_b_per_seed: Sequence[np.ndarray], metric: str, n_resamples: int, seed: int,
-                     positive: int | None = None) -> dict:
+                     positive: int | None = None, groups: np.ndarray | None = None) -> dict:
     """Difference A - B of two configurations' metric (each averaged over its seeds) on the same
     test set, with a 95% percentile interval and a two-sided p-value (:func:`bootstrap_p_value`).
 
-    Both configurations are evaluated on the same stratified resamples of the test images, so
-    the comparison is paired. Like :func:`config_bootstrap`, it covers test-sample variation
-    given the trained models, not seed variation.
+    The seeds are paired by position (the i-th of A and of B trained on the same split), so both
+    lists must be equally long. Each resample draws the seed pairs with replacement and,
+    independently, the test images (or ``groups``) within strata; A and B are evaluated on the
+    same drawn seeds and images (the two-way bootstrap, :func:`over_seeds_and_images`), so the
+    interval and p-value cover training and test-sample variation.
     """
-    y_true = np.asarray(y_true)
-    indices = stratified_bootstrap(y_true, n_resamples, seed)
-    identity = np.arange(len(y_true))[None, :]
-
-    def difference(rows: np.ndarray) -> np.ndarray:
-        return (mean_over_seeds(metric, y_true, probs_a_per_seed, rows, positive)
-                - mean_over_seeds(metric, y_true, probs_b_per_seed, rows, positive))
-
-    resampled = difference(indices)
+    if len(probs_a_per_seed) != len(probs_b_per_seed):
+        raise ValueError(f"seeds are paired by position: got {len(probs_a_per_seed)} and "
+                         f"{len(probs_b_per_seed)} seeds")
+    shared = SharedBootstrap(y_true, n_resamples, seed, positive, groups)
+    a, b = list(probs_a_per_seed), list(probs_b_per_seed)
+    resampled = shared.over_seeds_and_images(shared.per_seed(metric, a) - shared.per_seed(metric, b))
     low, high = np.percentile(resampled, [2.5, 97.5])
-    return {"difference": float(difference(identity)[0]), "low": float(low), "high": float(high),
-            "p_value": bootstrap_p_value(resampled)}
+    return {"difference": shared.estimate(metric, a) - shared.estimate(metric, b), "low": float(low),
+            "high": float(high), "p_value": bootstrap_p_value(resampled)}
 
 
 def holm(p_values: Iterable[float | None]) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values (step-down), in the input order.
 
     The i-th smallest of m p-values is multiplied by ``m - i + 1``, made non-decreasing in that
-    order and capped at 1. None/NaN entries stay NaN and do not count in m.
+    order and capped at 1. None/NaN entries stay NaN and do not count in m. Kept here because
+    scipy has no Holm (``false_discovery_control`` is BH/BY) and statsmodels is not a dependency.
     """
     p = np.array([np.nan if v is None else v for v in p_values], dtype=float)
     adjusted = np.full(p.shape, np.nan)

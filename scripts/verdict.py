@@ -1,11 +1,12 @@
 """What the study concludes per dataset, in numbers and in sentences.
 
-* :func:`chosen_verdict`: the configuration chosen on *validation* (mean over seeds of the
-  selection metric, at the largest training fraction), its test metrics and its
-  comparisons with the baseline. The test set never chooses.
+* :func:`chosen_config` and :func:`chosen_verdict`: the configuration chosen on
+  *validation* (mean over seeds of the selection metric, at the largest training
+  fraction), its test metrics and its comparisons with the baseline, the one in the
+  selection metric prespecified. The test set never chooses.
 * :func:`learning_curve` and :func:`learning_statements`: per pretrained configuration,
-  at which training-set sizes it beats the baseline (:data:`BEATS_RULE`), as a table
-  and as one sentence each.
+  at which training-set sizes it beats the baseline (:data:`BEATS_RULE`), is worse, or
+  shows no significant difference, as a table and as one sentence each.
 * :func:`shortcut_verdict`: the configurations whose Grad-CAM mass lies mostly outside
   the lung box.
 """
@@ -17,17 +18,18 @@ import json
 import numpy as np
 
 from scripts import shortcut
-from scripts.comparisons import is_baseline
+from scripts.comparisons import SIGNIFICANCE, is_baseline
 from scripts.grid import PRETRAINED_STRATEGIES
 from scripts.run_tables import CONFIG, config_key
 
-SIGNIFICANCE = 0.05
+TOO_FEW_SEEDS = 3  # fewer seeds paired with the baseline than this: no claim either way
 BEATS_RULE = ("beats = a positive difference in the test selection metric against the scratch CNN baseline "
-              "at the same training fraction (paired bootstrap over the test images, shared seeds) with a "
-              f"Holm-adjusted p < {SIGNIFICANCE}")
+              f"at the same training fraction, over at least {TOO_FEW_SEEDS} seeds paired with it, with p < "
+              f"{SIGNIFICANCE} after adjustment within its family (paired two-way bootstrap: the shared seeds "
+              "and the test images both drawn with replacement)")
 LEARNING_CURVE_COLUMNS = [*CONFIG, "n_train", "n_seeds", "metric", "value", "seed_low", "seed_high", "test_low",
-                          "test_high", "n_pairs", "difference", "low", "high", "p_holm", "beats"]
-TOO_FEW_SEEDS = 3  # fewer seeds (or seed pairs) than this: too few to conclude
+                          "test_high", "n_pairs", "difference", "low", "high", "p_holm", "beats", "family", "outcome"]
+BEATS, WORSE, NO_DIFFERENCE, NO_CLAIM = "beats", "worse", "no significant difference", "too few seeds"
 
 
 # --- which configuration --------------------------------------------------------------------------
@@ -38,23 +40,38 @@ def chosen_verdict(name: str, summary: list[dict], comparisons: list[dict], metr
     largest training fraction; ties go to fewer trainable parameters), with its test
     metrics and comparisons."""
     largest = max(row["fraction"] for row in summary)
-    candidates = [row for row in summary if row["fraction"] == largest and not np.isnan(row[f"val_{selection}"])]
     verdict = {"dataset": name, "finished": finished, "classes": classes, "positive_class": positive_class,
                "n_test": n_test, "metrics": metrics, "selection_metric": selection, "fraction": largest,
-               "n_candidates": len(candidates), "chosen": None}
-    if not candidates:
+               "n_candidates": len(_candidates(summary, selection)), "chosen": None, "min_seeds": TOO_FEW_SEEDS}
+    chosen = chosen_config(summary, selection)
+    if chosen is None:
         return verdict
-    chosen = max(candidates, key=lambda row: (row[f"val_{selection}"], -row["trainable_params"]))
+    versus = [c for c in comparisons if config_key(c) == config_key(chosen)]
+    prespecified = next((c for c in versus if c["metric"] == selection), None)
     verdict.update(
         chosen=chosen,
         per_class=json.loads(chosen["per_class"]),
         is_baseline=is_baseline(chosen),
-        versus=[c for c in comparisons if config_key(c) == config_key(chosen)],
+        versus=versus,
+        prespecified=prespecified,
+        claim=outcome(prespecified) if prespecified else None,
         too_few_seeds=chosen["n_seeds"] < TOO_FEW_SEEDS,
-        n_comparisons=len({(c["model"], c["strategy"], c["weights"]) for c in comparisons
-                           if c["fraction"] == largest}),
     )
     return verdict
+
+
+def _candidates(summary: list[dict], selection: str) -> list[dict]:
+    largest = max(row["fraction"] for row in summary)
+    return [row for row in summary if row["fraction"] == largest and not np.isnan(row[f"val_{selection}"])]
+
+
+def chosen_config(summary: list[dict], selection: str) -> dict | None:
+    """The summary row with the best mean validation ``selection`` metric at the largest
+    training fraction (ties: fewer trainable parameters); None without one."""
+    candidates = _candidates(summary, selection) if summary else []
+    if not candidates:
+        return None
+    return max(candidates, key=lambda row: (row[f"val_{selection}"], -row["trainable_params"]))
 
 
 # --- how much labelled data -----------------------------------------------------------------------
@@ -74,18 +91,36 @@ def learning_curve(summary: list[dict], comparisons: list[dict], metric: str) ->
         for column in ("n_pairs", "difference", "low", "high", "p_holm"):
             row[column] = compared[column] if compared else np.nan
         row["beats"] = beats(compared) if compared else None
+        row["family"] = compared["family"] if compared else None
+        row["outcome"] = outcome(compared) if compared else None
         rows.append(row)
     return sorted(rows, key=lambda r: (*config_key(r)[:4], r["fraction"]))
 
 
 def beats(compared: dict) -> bool:
     """:data:`BEATS_RULE` for one comparison with the baseline."""
-    return bool(compared["difference"] > 0 and compared["p_holm"] < SIGNIFICANCE)
+    return outcome(compared) == BEATS
+
+
+def outcome(compared: dict) -> str:
+    """What one comparison with the baseline shows: :data:`BEATS`, :data:`WORSE` (a negative
+    difference, significant as in :data:`BEATS_RULE`), :data:`NO_DIFFERENCE`, or :data:`NO_CLAIM`
+    (fewer than :data:`TOO_FEW_SEEDS` seeds paired). A p-value at or above the level is not
+    evidence that the two are equal, so no outcome says "never beats" or "stops beating"."""
+    if compared["n_pairs"] < TOO_FEW_SEEDS:
+        return NO_CLAIM
+    if compared["p_holm"] < SIGNIFICANCE:
+        if compared["difference"] > 0:
+            return BEATS
+        if compared["difference"] < 0:
+            return WORSE
+    return NO_DIFFERENCE
 
 
 def learning_statements(curve: list[dict]) -> list[dict]:
     """Per pretrained configuration (model × strategy × pretraining): at which training-set
-    sizes it beats the baseline, where it stops, or that it never does."""
+    sizes it beats the baseline, is worse, shows no significant difference, or has too few
+    seeds for a claim (:func:`outcome`)."""
     configs = {}
     for row in curve:
         if row["strategy"] in PRETRAINED_STRATEGIES:
@@ -94,29 +129,36 @@ def learning_statements(curve: list[dict]) -> list[dict]:
     for (model, strategy, weights), points in configs.items():
         points = sorted(points, key=lambda p: p["fraction"])
         compared = [p for p in points if p["beats"] is not None]
-        wins = [p for p in compared if p["beats"]]
-        losses = [p for p in compared if not p["beats"]]
+        outcomes = [outcome(p) for p in compared]
         statements.append({"model": model, "strategy": strategy, "weights": weights,
-                           "beats_at": [p["fraction"] for p in wins], "not_at": [p["fraction"] for p in losses],
-                           "text": statement_text(points, compared, wins, losses),
-                           "too_few_seeds": any(p["n_pairs"] < TOO_FEW_SEEDS for p in compared)})
+                           "beats_at": [p["fraction"] for p, o in zip(compared, outcomes, strict=True) if o == BEATS],
+                           "not_at": [p["fraction"] for p, o in zip(compared, outcomes, strict=True) if o != BEATS],
+                           "worse_at": [p["fraction"] for p, o in zip(compared, outcomes, strict=True) if o == WORSE],
+                           "text": statement_text(points, compared),
+                           "too_few_seeds": NO_CLAIM in outcomes})
     return statements
 
 
-def statement_text(points: list[dict], compared: list[dict], wins: list[dict], losses: list[dict]) -> str:
-    """One sentence; sizes are mean training images (share of the training split)."""
+STATEMENT_PARTS = {
+    BEATS: "beats the scratch CNN baseline at {sizes} training images",
+    WORSE: "is worse than the scratch CNN baseline at {sizes} training images",
+    NO_DIFFERENCE: "shows no significant difference from the scratch CNN baseline at {sizes} training images "
+                   "(which does not show that they are equal)",
+    NO_CLAIM: f"has fewer than {TOO_FEW_SEEDS} seeds paired with the scratch CNN baseline at {{sizes}} training "
+              "images: no claim either way",
+}
+
+
+def statement_text(points: list[dict], compared: list[dict]) -> str:
+    """One sentence, a clause per outcome in :data:`STATEMENT_PARTS` order; sizes are mean
+    training images (share of the training split)."""
     if not compared:
         return f"not compared: no scratch CNN baseline ran at its training-set sizes ({_sizes(points)})"
-    if not wins:
-        return f"never beats the scratch CNN baseline at the sizes tested: {_sizes(compared)} training images"
-    if not losses:
-        return f"beats the scratch CNN baseline at every size tested: {_sizes(compared)} training images"
-    where = f"beats the scratch CNN baseline at {_sizes(wins)} training images, not at {_sizes(losses)}"
-    if compared[:len(wins)] == wins:  # wins at the smallest sizes only: the advantage stops
-        return f"{where}: it stops beating it from {losses[0]['n_train']:.0f} training images on"
-    if compared[-len(wins):] == wins:
-        return f"{where}: it beats it only from {wins[0]['n_train']:.0f} training images on"
-    return where
+    by_outcome = {}
+    for point in compared:
+        by_outcome.setdefault(outcome(point), []).append(point)
+    return "; ".join(text.format(sizes=_sizes(by_outcome[kind])) for kind, text in STATEMENT_PARTS.items()
+                     if kind in by_outcome)
 
 
 def _sizes(points: list[dict]) -> str:

@@ -67,6 +67,8 @@ def test_means_and_both_intervals(study):
     assert high - low == pytest.approx(2 * half)
     expected = st.config_bootstrap(LABELS, [probabilities(3, s) for s in (1, 2)], "accuracy", 500, 0)
     assert (summary["accuracy_test_low"], summary["accuracy_test_high"]) == pytest.approx(
+        (expected["images_low"], expected["images_high"]))
+    assert (summary["accuracy_seeds_images_low"], summary["accuracy_seeds_images_high"]) == pytest.approx(
         (expected["low"], expected["high"]))
     assert summary["n_seeds"] == 2 and summary["accuracy_n"] == 2
 
@@ -126,3 +128,90 @@ def test_csv_booleans_read_back_as_true_false_or_none():
     assert [csv_boolean(text) for text in ("True", "False", "")] == [True, False, None]
     with pytest.raises(KeyError):
         csv_boolean("yes")
+
+
+def test_the_prespecified_comparison_stands_alone_and_the_rest_are_holm_adjusted(study):
+    comparisons = aggregate(study)["comparisons"]
+    f1 = comparisons[comparisons["metric"] == "f1_macro"].set_index("strategy")
+    # vgg16 frozen is chosen on validation: its f1 (the selection metric) comparison is prespecified
+    assert f1.loc["frozen", "family"] == "prespecified" and f1.loc["frozen", "family_size"] == 1
+    assert f1.loc["frozen", "p_holm"] == f1.loc["frozen", "p_value"]
+    assert f1.loc["full", "family"] == "baseline" and f1.loc["full", "family_size"] == 1
+    assert f1.loc["full", "p_holm"] == f1.loc["full", "p_value"]  # a family of one once the chosen is left out
+    accuracy = comparisons[comparisons["metric"] == "accuracy"]
+    assert set(accuracy["family"]) == {"baseline"} and set(accuracy["family_size"]) == {2}
+    assert list(comparisons.columns[-3:]) == ["p_holm", "family", "family_size"]
+
+
+def binary_study(tmp_path, accuracies: dict, resamples: int = 400) -> dict:
+    """624 binary test images (234 NORMAL, 390 PNEUMONIA); per (model, strategy) one test
+    accuracy per seed, each seed wrong on its own random images; vgg16 frozen best on validation."""
+    labels = np.repeat([0, 1], [234, 390])
+    runs = [(model, strategy, "none" if strategy == "scratch" else "imagenet", seed)
+            for (model, strategy), per_seed in accuracies.items() for seed in range(1, len(per_seed) + 1)]
+    plan = fake_plan(tmp_path, ["NORMAL", "PNEUMONIA"], runs, resamples=resamples, positive_class="PNEUMONIA")
+    rng = np.random.default_rng(0)
+    for run in plan["runs"]:
+        accuracy = accuracies[run["model"], run["strategy"]][run["seed"] - 1]
+        wrong = np.zeros(len(labels), dtype=bool)
+        wrong[rng.choice(len(labels), round((1 - accuracy) * len(labels)), replace=False)] = True
+        probs = np.eye(2)[np.where(wrong, 1 - labels, labels)] * 0.8 + 0.1
+        fake_run(run, RUN_FILES, ["NORMAL", "PNEUMONIA"], labels, probs,
+                 val_f1=0.9 if run["model"] == "vgg16" else 0.5)
+    return plan
+
+
+def test_the_reviews_two_seed_example_makes_no_claim(tmp_path):
+    """The review's example: 2 seeds at 0.96 and 0.84 against a baseline at 0.85 and 0.85.
+    Drawing the test images alone gave p = 0.001 and "beats", although one seed loses."""
+    tables = aggregate(binary_study(tmp_path, {("scratch_cnn", "scratch"): (0.85, 0.85),
+                                               ("vgg16", "frozen"): (0.96, 0.84)}))
+    row = tables["comparisons"].set_index("metric").loc["accuracy"]
+    assert row["difference"] == pytest.approx(0.05, abs=0.002) and row["n_pairs"] == 2
+    assert row["p_value"] > 0.2 and row["low"] < 0 < row["high"]  # seeds drawn: one loses
+    verdict = tables["verdict"]["datasets"]["tiny"]
+    assert verdict["claim"] == "too few seeds" and verdict["prespecified"]["metric"] == "f1_macro"
+    assert verdict["min_seeds"] == 3
+    assert tables["learning_curve"].set_index("model").loc["vgg16", "beats"] == False  # noqa: E712
+
+
+def test_three_seeds_that_all_win_beat_the_baseline(tmp_path):
+    tables = aggregate(binary_study(tmp_path, {("scratch_cnn", "scratch"): (0.85, 0.85, 0.86),
+                                               ("vgg16", "frozen"): (0.96, 0.95, 0.96)}))
+    verdict = tables["verdict"]["datasets"]["tiny"]
+    assert verdict["claim"] == "beats" and verdict["prespecified"]["n_pairs"] == 3
+    assert verdict["prespecified"]["p_value"] == pytest.approx(2 / 401)  # no resample on the far side
+    assert tables["learning_curve"].set_index("model").loc["vgg16", "beats"] == True  # noqa: E712
+
+
+def test_resamples_are_raised_for_a_large_family_and_the_verdict_says_so(tmp_path, monkeypatch):
+    import scripts.aggregate as aggregate_module
+
+    monkeypatch.setattr(aggregate_module, "largest_family", lambda configs: 52)
+    study = binary_study(tmp_path, {("scratch_cnn", "scratch"): (0.85,), ("vgg16", "frozen"): (0.9,)}, resamples=1000)
+    tables = aggregate(study)
+    bootstrap = tables["verdict"]["datasets"]["tiny"]["bootstrap"]
+    assert bootstrap["configured"] == 1000 and bootstrap["resamples"] == st.resamples_for_family(1000, 52, 0.05)
+    assert bootstrap["smallest_holm_p"] <= 0.025 and bootstrap["largest_family"] == 52
+
+
+def test_the_report_names_each_family_as_the_code_computes_it_and_claims_nothing_from_two_seeds(tmp_path):
+    import html as html_module
+    import json
+
+    from scripts import report
+    from scripts.comparisons import FAMILIES
+
+    plan = binary_study(tmp_path, {("scratch_cnn", "scratch"): (0.85, 0.85), ("vgg16", "frozen"): (0.96, 0.84)},
+                        resamples=200)
+    tables = aggregate(plan)
+    report.render(plan, {**tables, "verdict": json.loads(json.dumps(tables["verdict"]))}, tmp_path / "r.html")
+    page = html_module.unescape((tmp_path / "r.html").read_text())
+    for description in FAMILIES.values():  # the page's words are the code's
+        assert description in page
+    assert "across all configurations compared with the baseline on a dataset" not in page
+    prespecified = page.split('id="prespecified-1"')[1].split("</p>")[0]
+    assert "over 2 paired seeds" in prespecified
+    assert "no claim</strong>: a claim needs at least 3 seeds paired with the baseline" in prespecified
+    assert "it beats the baseline" not in page
+    assert "95% interval over seeds and test images" in page and "prespecified (1)" in page

@@ -72,24 +72,71 @@ def test_t_interval_needs_two_values():
     assert st.t_interval([])[3] == 0 and np.isnan(st.t_interval([])[0])
 
 
-# --- stratified bootstrap -----------------------------------------------------------------------
+# --- resampling: test images or groups, and seeds -----------------------------------------------
 
-def test_stratified_bootstrap_keeps_each_column_in_its_class():
+def test_resampling_keeps_each_class_count():
     labels = np.array(["b", "a", "b", "c", "a", "b", "b", "c"] * 5)
-    indices = st.stratified_bootstrap(labels, 300, seed=3)
-    assert indices.shape == (300, 40)
-    assert (labels[indices] == labels).all()  # fails if resampling ignored the classes
+    counts = st.resample_counts(labels, 300, seed=3)
+    assert counts.shape == (300, 40) and (counts.sum(axis=1) == 40).all()
+    for label in "abc":  # fails if resampling ignored the classes
+        assert (counts[:, labels == label].sum(axis=1) == (labels == label).sum()).all()
 
 
-def test_stratified_bootstrap_is_seeded_and_draws_with_replacement():
+def test_resampling_is_seeded_and_draws_with_replacement():
     labels = np.repeat([0, 1], [30, 70])
-    first = st.stratified_bootstrap(labels, 2000, seed=11)
-    assert (first == st.stratified_bootstrap(labels, 2000, seed=11)).all()
-    assert (first != st.stratified_bootstrap(labels, 2000, seed=12)).any()
-    assert all(len(np.unique(row)) < 100 for row in first[:20])  # repeats: with replacement
+    first = st.resample_counts(labels, 2000, seed=11)
+    assert (first == st.resample_counts(labels, 2000, seed=11)).all()
+    assert (first != st.resample_counts(labels, 2000, seed=12)).any()
+    assert (first[:20] > 1).any(axis=1).all()  # repeats: with replacement
     # Every image is drawn once per resample on average (fails if some members were favoured).
-    per_image = np.bincount(first.ravel(), minlength=100) / 2000
-    assert per_image == pytest.approx(np.ones(100), abs=0.1)
+    assert first.mean(axis=0) == pytest.approx(np.ones(100), abs=0.1)
+
+
+def test_groups_are_drawn_whole_within_strata_of_their_classes():
+    # Patients p0..p5 of class 0 with 1-3 images, p6..p8 of class 1, p9 with an image of each class.
+    groups = np.array(["p0", "p0", "p1", "p2", "p2", "p2", "p3", "p4", "p5",
+                       "p6", "p6", "p7", "p8", "p8", "p9", "p9"])
+    labels = np.array([0] * 9 + [1] * 5 + [0, 1])
+    counts = st.resample_counts(labels, 500, seed=2, groups=groups)
+    for patient in np.unique(groups):  # every image of a patient is drawn as often as the others
+        members = counts[:, groups == patient]
+        assert (members == members[:, :1]).all(), patient
+    per_group = {g: counts[:, np.flatnonzero(groups == g)[0]] for g in np.unique(groups)}
+    strata = {"class 0": [f"p{i}" for i in range(6)], "class 1": ["p6", "p7", "p8"], "both": ["p9"]}
+    for members in strata.values():  # each stratum keeps its number of patients
+        assert (sum(per_group[g] for g in members) == len(members)).all()
+    assert (per_group["p9"] == 1).all()
+    assert len({tuple(c) for c in counts}) > 100 and counts.sum(axis=1).std() > 0  # sizes vary
+    with pytest.raises(ValueError, match="one id per test image"):
+        st.resample_counts(labels, 10, seed=0, groups=groups[:-1])
+
+
+def test_clustered_errors_widen_the_interval_only_when_groups_are_declared():
+    # 20 patients x 10 images; the model is wrong on every image of 6 patients. Drawing images
+    # treats 200 images as independent; drawing patients sees 20.
+    groups = np.repeat(np.arange(20), 10)
+    labels = np.repeat([0, 1], 100)
+    wrong = np.isin(groups, [0, 1, 2, 10, 11, 12])
+    probs = np.eye(2)[np.where(wrong, 1 - labels, labels)] * 0.8 + 0.1
+    by_image = st.config_bootstrap(labels, [probs], "accuracy", 2000, seed=5)
+    by_patient = st.config_bootstrap(labels, [probs], "accuracy", 2000, seed=5, groups=groups)
+    assert by_image["estimate"] == by_patient["estimate"] == pytest.approx(0.7)
+    # binomial sd of a share: images sqrt(.21/200) = .032, patients sqrt(.21/20) = .10
+    assert by_image["high"] - by_image["low"] == pytest.approx(4 * 0.032, rel=0.2)
+    assert by_patient["high"] - by_patient["low"] == pytest.approx(4 * 0.10, rel=0.2)
+
+
+def test_seed_draws_are_seeded_per_number_of_seeds_and_with_replacement():
+    draws = st.seed_draws(3, 4000, seed=7)
+    assert draws.shape == (4000, 3) and set(np.unique(draws)) == {0, 1, 2}
+    assert (draws == st.seed_draws(3, 4000, seed=7)).all()
+    assert np.mean([len(set(row)) < 3 for row in draws]) == pytest.approx(1 - 6 / 27, abs=0.03)
+
+
+def test_over_seeds_and_images_averages_the_drawn_seeds_on_each_image_resample():
+    per_seed = np.array([[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]])  # 2 seeds x 3 image resamples
+    draws = np.array([[0, 0], [0, 1], [1, 1]])
+    assert st.over_seeds_and_images(per_seed, draws) == pytest.approx([1.0, 11.0, 30.0])
 
 
 # --- vectorised metrics -------------------------------------------------------------------------
@@ -108,7 +155,7 @@ def test_identity_resample_equals_scikit_learn(k):
 def test_every_resample_equals_scikit_learn_on_that_resample(k):
     # Resampled rows repeat images, so AUC sees many ties; any error in the counting shows here.
     y_true, probs = tied_predictions(120, k, seed=10 + k)
-    indices = st.stratified_bootstrap(y_true, 25, seed=5)
+    indices = np.random.default_rng(5).integers(0, len(y_true), size=(25, len(y_true)))
     for name, positive in metrics_for(k):
         values = st.bootstrap_metric(name, y_true, probs, indices, positive)
         expected = [sklearn_metric(name, y_true[row], probs[row], positive) for row in indices]
@@ -143,53 +190,77 @@ def test_two_class_metrics_need_a_positive_class_and_known_names():
 
 # --- per-configuration and paired bootstrap -----------------------------------------------------
 
+def rows_of(counts_row: np.ndarray) -> np.ndarray:
+    """The image indices a count row draws (each repeated as often as it is drawn)."""
+    return np.repeat(np.arange(len(counts_row)), counts_row)
+
+
 def test_config_estimate_is_the_mean_over_seeds_on_the_full_test_set():
     y_true = np.array([0, 0, 1, 1])
     seed_a = np.array([[.9, .1], [.8, .2], [.4, .6], [.6, .4]])  # 3 of 4 right
     seed_b = np.array([[.9, .1], [.2, .8], [.4, .6], [.6, .4]])  # 2 of 4 right
     result = st.config_bootstrap(y_true, [seed_a, seed_b], "accuracy", 200, seed=0)
     assert result["estimate"] == pytest.approx((3 / 4 + 2 / 4) / 2)
-    assert set(result) == {"estimate", "low", "high"}
+    assert set(result) == {"estimate", "low", "high", "images_low", "images_high"}
 
 
 def test_config_interval_is_zero_width_when_every_model_is_always_right():
     y_true = np.array([0, 1, 1, 2, 2, 2])
     perfect = np.eye(3)[y_true] * 0.8 + 0.2 / 3
     result = st.config_bootstrap(y_true, [perfect, perfect], "f1_macro", 100, seed=0)
-    assert result == {"estimate": 1.0, "low": 1.0, "high": 1.0}
+    assert result == {"estimate": 1.0, "low": 1.0, "high": 1.0, "images_low": 1.0, "images_high": 1.0}
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "f1_macro", "auc"])
-def test_config_interval_equals_a_resample_by_resample_reference(metric):
+def test_config_intervals_equal_a_resample_by_resample_reference(metric):
     y_true, first = tied_predictions(90, 3, seed=21)
     _, second = tied_predictions(90, 3, seed=22)
     seeds = [first, second]  # second: a model unrelated to these labels
     result = st.config_bootstrap(y_true, seeds, metric, 60, seed=4)
-    rows = st.stratified_bootstrap(y_true, 60, seed=4)
-    means = [np.mean([sklearn_metric(metric, y_true[r], p[r]) for p in seeds]) for r in rows]
-    assert result["low"] == pytest.approx(np.percentile(means, 2.5), rel=1e-12)
-    assert result["high"] == pytest.approx(np.percentile(means, 97.5), rel=1e-12)
+    rows = [rows_of(c) for c in st.resample_counts(y_true, 60, seed=4)]
+    per_seed = np.array([[sklearn_metric(metric, y_true[r], p[r]) for r in rows] for p in seeds])
+    drawn = st.seed_draws(2, 60, seed=4)
+    both = [per_seed[drawn[b], b].mean() for b in range(60)]
+    assert (result["low"], result["high"]) == pytest.approx(tuple(np.percentile(both, [2.5, 97.5])), rel=1e-12)
+    images = per_seed.mean(axis=0)
+    assert (result["images_low"], result["images_high"]) == pytest.approx(
+        tuple(np.percentile(images, [2.5, 97.5])), rel=1e-12)
     assert result["estimate"] == pytest.approx(np.mean([sklearn_metric(metric, y_true, p) for p in seeds]))
+
+
+def test_the_interval_over_seeds_and_images_covers_seed_variation():
+    # Two seeds that disagree (all right, all wrong): the images alone see no variation at all.
+    y_true = np.repeat([0, 1], 30)
+    right, wrong = np.eye(2)[y_true] * 0.8 + 0.1, np.eye(2)[1 - y_true] * 0.8 + 0.1
+    result = st.config_bootstrap(y_true, [right, wrong], "accuracy", 400, seed=3)
+    assert result["images_low"] == result["images_high"] == 0.5
+    assert (result["low"], result["high"]) == (0.0, 1.0)  # fails if the seeds were not drawn
 
 
 def test_paired_bootstrap_equals_a_resample_by_resample_reference():
     y_true, probs_a = tied_predictions(80, 2, seed=31)
     _, probs_b = tied_predictions(80, 2, seed=32)
-    result = st.paired_bootstrap(y_true, [probs_a], [probs_b, probs_a], "sensitivity", 80, seed=9,
+    _, probs_c = tied_predictions(80, 2, seed=33)
+    result = st.paired_bootstrap(y_true, [probs_a, probs_c], [probs_b, probs_a], "sensitivity", 80, seed=9,
                                  positive=1)
-    rows = st.stratified_bootstrap(y_true, 80, seed=9)
+    rows = [rows_of(c) for c in st.resample_counts(y_true, 80, seed=9)]
 
     def sens(r: np.ndarray, p: np.ndarray) -> float:
         return sklearn_metric("sensitivity", y_true[r], p[r], positive=1)
 
-    diffs = np.array([sens(r, probs_a) - (sens(r, probs_b) + sens(r, probs_a)) / 2 for r in rows])
+    per_pair = np.array([[sens(r, a) - sens(r, b) for r in rows] for a, b in ((probs_a, probs_b), (probs_c, probs_a))])
+    drawn = st.seed_draws(2, 80, seed=9)
+    diffs = np.array([per_pair[drawn[b], b].mean() for b in range(80)])
     everything = np.arange(80)
     assert result["difference"] == pytest.approx(
-        sens(everything, probs_a) - (sens(everything, probs_b) + sens(everything, probs_a)) / 2)
+        (sens(everything, probs_a) + sens(everything, probs_c) - sens(everything, probs_b) - sens(everything, probs_a))
+        / 2)
     assert result["low"] == pytest.approx(np.percentile(diffs, 2.5), abs=1e-12)
     assert result["high"] == pytest.approx(np.percentile(diffs, 97.5), abs=1e-12)
-    share = 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0))
-    assert result["p_value"] == pytest.approx(min(max(share, 1 / 80), 1.0))
+    far_side = min(np.sum(diffs <= 0), np.sum(diffs >= 0))
+    assert result["p_value"] == pytest.approx(min(1.0, 2 * (1 + far_side) / 81))
+    with pytest.raises(ValueError, match="paired by position"):
+        st.paired_bootstrap(y_true, [probs_a], [probs_b, probs_a], "accuracy", 10, seed=0)
 
 
 def test_paired_bootstrap_of_a_configuration_with_itself_finds_no_difference():
@@ -198,19 +269,57 @@ def test_paired_bootstrap_of_a_configuration_with_itself_finds_no_difference():
     assert result == {"difference": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0}
 
 
-def test_paired_bootstrap_p_value_is_one_over_b_for_a_model_that_always_wins():
+def test_paired_bootstrap_p_value_is_two_over_b_plus_one_for_a_model_that_always_wins():
     y_true = np.repeat([0, 1], 20)
     right = np.eye(2)[y_true] * 0.6 + 0.2
     wrong = np.eye(2)[1 - y_true] * 0.6 + 0.2
     result = st.paired_bootstrap(y_true, [right], [wrong], "accuracy", 250, seed=2)
-    assert result["difference"] == 1.0 and result["p_value"] == pytest.approx(1 / 250)
+    # fails with a p-value clipped at 1/B (0.004): no resample lies on the far side, p = 2 * 1 / 251
+    assert result["difference"] == 1.0 and result["p_value"] == pytest.approx(2 / 251)
+    assert st.smallest_p_value(250) == pytest.approx(2 / 251)
+
+
+def review_example(accuracies: tuple[float, ...], n: int = 624, seed: int = 0) -> list[np.ndarray]:
+    """Binary test probabilities of one seed per accuracy, each wrong on its own random images."""
+    y_true = np.repeat([0, 1], [234, 390])
+    rng = np.random.default_rng(seed)
+    seeds = []
+    for accuracy in accuracies:
+        wrong = np.zeros(n, dtype=bool)
+        wrong[rng.choice(n, round((1 - accuracy) * n), replace=False)] = True
+        seeds.append(np.eye(2)[np.where(wrong, 1 - y_true, y_true)] * 0.8 + 0.1)
+    return seeds
+
+
+def test_the_reviews_two_seed_example_is_not_significant():
+    """624 test images, 2 seeds: the configuration scores 0.96 and 0.84, the baseline 0.85 and
+    0.85. One seed loses; the test images alone (seeds held fixed) give p near 0.001."""
+    y_true = np.repeat([0, 1], [234, 390])
+    config, baseline = review_example((0.96, 0.84), seed=1), review_example((0.85, 0.85), seed=2)
+    result = st.paired_bootstrap(y_true, config, baseline, "accuracy", 1000, seed=0)
+    assert result["difference"] == pytest.approx(0.05, abs=0.002)
+    assert result["p_value"] > 0.2  # a quarter of the resamples draw the losing seed twice
+    assert result["low"] < 0 < result["high"]
+    shared = st.SharedBootstrap(y_true, 1000, 0, None)  # the images alone: what the seeds hide
+    images_only = shared.resampled("accuracy", config) - shared.resampled("accuracy", baseline)
+    assert st.bootstrap_p_value(images_only) < 0.005
 
 
 def test_bootstrap_p_value_by_hand():
-    assert st.bootstrap_p_value([1.0, 2.0, 3.0, -1.0]) == pytest.approx(0.5)  # 2 * min(1/4, 3/4)
-    assert st.bootstrap_p_value([-1.0, 0.0, 1.0, 2.0]) == 1.0  # 2 * min(2/4, 3/4) = 1
-    assert st.bootstrap_p_value([0.1, 0.2, 0.3, 0.4]) == pytest.approx(1 / 4)  # 0, bounded to 1/B
+    assert st.bootstrap_p_value([1.0, 2.0, 3.0, -1.0]) == pytest.approx(2 * 2 / 5)  # 1 on the far side
+    assert st.bootstrap_p_value([-1.0, 0.0, 1.0, 2.0]) == 1.0  # 2 * 3 / 5 > 1
+    assert st.bootstrap_p_value([0.1, 0.2, 0.3, 0.4]) == pytest.approx(2 / 5)  # none on the far side: 2 * 1/(B+1)
     assert np.isnan(st.bootstrap_p_value([0.1, float("nan")]))
+
+
+def test_resamples_are_raised_until_a_holm_adjusted_p_below_alpha_is_attainable():
+    # 52 comparisons at B = 1,000: the smallest Holm p is 52 * 2/1001 = 0.10, never below 0.05.
+    assert 52 * st.smallest_p_value(1000) > 0.05
+    raised = st.resamples_for_family(1000, 52, 0.05)
+    assert raised > 1000 and 52 * st.smallest_p_value(raised) <= 0.025
+    assert 52 * st.smallest_p_value(raised - 1) > 0.025  # the smallest such B
+    assert min(st.holm([st.smallest_p_value(raised)] * 52)) < 0.05
+    assert st.resamples_for_family(1000, 3, 0.05) == 1000  # enough already: kept
 
 
 def test_holm_by_hand():

@@ -115,7 +115,7 @@ def curve_study(tmp_path):
     return plan
 
 
-def test_the_learning_curve_table_says_yes_no_or_not_compared(curve_study, tmp_path):
+def test_the_learning_curve_table_says_yes_worse_not_significant_or_not_compared(curve_study, tmp_path):
     plan_path = tmp_path / "plan.json"
     fsutil.write_json(plan_path, curve_study)
     tables = {name: str(tmp_path / name.replace("_", "-")) + (".json" if name == "verdict" else ".csv")
@@ -126,24 +126,29 @@ def test_the_learning_curve_table_says_yes_no_or_not_compared(curve_study, tmp_p
     rows = {row.split('<td class="l">')[1].split("</td>")[0] + " " + row.split("<td>")[1].split("</td>")[0]:
             row.split('<td class="')[-1].split("</td>")[0] for row in learning.split("<tr>")[2:]}
     assert rows["vgg16 · frozen · weights imagenet 0.25"] == 'ok">yes'  # beats the baseline at 25%
-    assert rows["vgg16 · frozen · weights imagenet 1.00"] == '">no'
+    assert rows["vgg16 · frozen · weights imagenet 1.00"] == '">not significant'  # not "no": no evidence of none
+    assert rows["vgg16 · full · weights imagenet 0.25"] == '">no: worse'
     assert rows["scratch_cnn · scratch 0.25"] == '">–'  # the baseline is not compared with itself
     assert json.loads((tmp_path / "verdict.json").read_text())["datasets"]["tiny"]["learning_curve"]
 
 
-def test_learning_curve_states_where_pretraining_stops_beating_the_baseline(curve_study):
+def test_learning_curve_states_where_pretraining_beats_the_baseline_is_worse_or_shows_no_difference(curve_study):
     verdict = aggregate(curve_study)["verdict"]["datasets"]["tiny"]["learning_curve"]
     assert verdict["metric"] == "f1_macro"
-    assert "positive difference" in verdict["rule"] and "Holm-adjusted p < 0.05" in verdict["rule"]
+    assert "positive difference" in verdict["rule"] and "p < 0.05 after adjustment within its family" in verdict["rule"]
+    assert "at least 3 seeds paired" in verdict["rule"]
     statements = {(s["model"], s["strategy"]): s for s in verdict["statements"]}
     assert set(statements) == {("vgg16", "frozen"), ("vgg16", "full")}  # pretrained strategies only
     frozen, full = statements["vgg16", "frozen"], statements["vgg16", "full"]
     assert (frozen["beats_at"], frozen["not_at"]) == ([0.25], [1.0])
-    assert frozen["text"] == ("beats the scratch CNN baseline at 15 (25%) training images, not at 60 (100%): "
-                              "it stops beating it from 60 training images on")
+    # A difference that is not significant is not "stops beating" (no evidence that the advantage ends).
+    assert frozen["text"] == ("beats the scratch CNN baseline at 15 (25%) training images; shows no significant "
+                              "difference from the scratch CNN baseline at 60 (100%) training images (which does not "
+                              "show that they are equal)")
     # Fails if "beats" ignored the sign of the difference: full is significantly worse at 25%.
-    assert (full["beats_at"], full["not_at"]) == ([], [0.25, 1.0])
-    assert full["text"].startswith("never beats the scratch CNN baseline at the sizes tested: 15 (25%), 60 (100%)")
+    assert (full["beats_at"], full["not_at"], full["worse_at"]) == ([], [0.25, 1.0], [0.25])
+    assert full["text"].startswith("is worse than the scratch CNN baseline at 15 (25%) training images; shows no "
+                                   "significant difference")
     assert not frozen["too_few_seeds"]
 
 
@@ -169,7 +174,7 @@ def test_beats_needs_a_positive_difference_and_a_holm_adjusted_p_below_005():
     cases = {0.1: (0.1, 0.03, 0.06), 0.2: (-0.1, 0.001, 0.002), 0.5: (0.1, 0.001, 0.002), 1.0: (0.0, 1.0, 1.0)}
     summary = [{**config, "fraction": f} for f in cases]
     comparisons = [{**config, "fraction": f, "metric": "auc", "n_pairs": 3, "difference": d, "low": 0, "high": 0,
-                    "p_value": p, "p_holm": holm} for f, (d, p, holm) in cases.items()]
+                    "p_value": p, "p_holm": holm, "family": "baseline"} for f, (d, p, holm) in cases.items()]
     beats = {row["fraction"]: row["beats"] for row in learning_curve(summary, comparisons, "auc")}
     assert beats == {0.1: False, 0.2: False, 0.5: True, 1.0: False}
 
@@ -440,7 +445,9 @@ def test_the_report_shows_the_five_questions(tmp_path):
     html = (tmp_path / "r.html").read_text()
     for section in ('id="learning-1"', 'id="calibration-1"', 'id="shortcut-1"', 'id="weights-comparison-1"',
                     'id="shortcut-flags-1"', "15 equal-width bins", "[left, top, right, bottom] = 0.1, 0.1, 0.9, 0.9",
-                    "vgg16 · frozen · weights imagenet</strong>: beats the scratch CNN baseline at every size"):
+                    'id="families"', 'id="resamples-1"', "95% interval over seeds and test images",
+                    "vgg16 · frozen · weights imagenet</strong>: has fewer than 3 seeds paired with the scratch CNN "
+                    "baseline at 10 (50%), 20 (100%) training images: no claim either way"):
         assert section in html, section
     assert html.count("above 0.40: shortcut suspected") == 6  # every configuration
     if CHROMIUM:
