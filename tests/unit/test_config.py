@@ -191,6 +191,14 @@ def test_group_problems_name_the_key(tmp_path):
     assert study_config.dataset_problems("x", {**data, "groups": {**bad, "pattern": r"person(\d+)"}}) == []
 
 
+def test_test_copies_of_training_images_are_dropped_unless_a_config_keeps_them(tmp_path):
+    """Keeping contaminated test images is an opt-in: the schema drops them, and the
+    default study (the demo: 9 copies among 66 test images) does too."""
+    assert study(tmp_path)["data"]["leakage"] == "drop"
+    assert study(tmp_path / "kept", data={"leakage": "warn"})["data"]["leakage"] == "warn"
+    assert DEFAULT_STUDY["data"]["leakage"] == "drop"
+
+
 def test_the_schema_takes_groups_of_a_pattern_and_a_table(tmp_path):
     config = study(tmp_path)
     assert config["datasets"]["tiny"]["groups"] == {}  # no groups: one image per patient
