@@ -181,6 +181,31 @@ def test_split_keeps_test_copies_under_warn(reencoded, tmp_path):
     assert (table.loc[table["split"] == "test", "subset"] == "test").sum() == 5
 
 
+def test_the_demos_copies_leave_every_seeds_test_set_alike(tmp_path, capsys):
+    """The demo's 6 byte-identical and 3 re-encoded test copies, found by the leakage step
+    and dropped by the split step: the same 57 test images for seeds 1 to 4, whichever
+    side of each seed's hold-out a copy's training twin falls on."""
+    stages.verify("demo", str(DEMO), "config/manifests/demo.sha256", "drop", None, str(tmp_path / "index.csv"),
+                  str(tmp_path / "verify.json"))
+    stages.leakage(str(DEMO), str(tmp_path / "index.csv"), "drop", str(tmp_path / "leakage.csv"))
+    assert "9 of 66 test images are copies of training or validation images (6 byte-identical)" in (
+        capsys.readouterr().out)
+    settings = {"val_fraction": 0.15, "leakage": "drop", "val_folder": "auto", "min_val_per_class": 20}
+    dropped, twins_held_out = {}, set()
+    for seed in (1, 2, 3, 4):
+        out = tmp_path / f"seed{seed}.csv"
+        stages.split(str(tmp_path / "index.csv"), str(tmp_path / "leakage.csv"), seed, settings, str(out))
+        split = pd.read_csv(out, keep_default_na=False).set_index("path")
+        dropped[seed] = set(split.index[split["subset"] == "dropped"])
+        twins_held_out |= {twin for twin in ("train/Covid/090.jpeg", "train/Covid/COVID-00022.jpg",
+                                             "train/Covid/COVID-00037.jpg") if split.loc[twin, "subset"] == "val"}
+        assert (split["subset"] == "test").sum() == 57
+    assert dropped[4] == dropped[1] == dropped[2] == dropped[3]
+    assert {"test/Covid/0112.jpg", "test/Covid/0100.jpeg", "test/Covid/COVID-00037.jpg",
+            "test/Covid/auntminnie-2020_01_31_20_24_2322_2020_01_31_x-ray_coronavirus_US.jpg"} <= dropped[1]
+    assert len(dropped[1]) == 9 and twins_held_out  # some seed holds out a twin for validation
+
+
 @pytest.fixture(scope="module")
 def kermany(tmp_path_factory):
     """A Kermany-style folder of real images with repeated patients (conftest), verified
