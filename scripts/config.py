@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 from pathlib import Path
 
 from scripts import grid
@@ -205,6 +204,8 @@ def dataset_problems(name: str, dataset: dict) -> list[str]:
 
 def group_problems(name: str, groups: dict) -> list[str]:
     """The groups' pattern compiles and their table exists."""
+    import re
+
     problems = []
     if groups.get("pattern"):
         try:

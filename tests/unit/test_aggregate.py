@@ -121,14 +121,6 @@ def test_the_baseline_is_the_scratch_cnn_trained_from_scratch_only():
     assert not is_baseline({"model": "vgg16", "strategy": "scratch"})
 
 
-def test_csv_booleans_read_back_as_true_false_or_none():
-    from scripts.run_tables import csv_boolean
-
-    assert [csv_boolean(text) for text in ("True", "False", "")] == [True, False, None]
-    with pytest.raises(KeyError):
-        csv_boolean("yes")
-
-
 def test_the_test_images_patients_are_read_from_the_split_in_the_order_asked(tmp_path):
     """For a bootstrap that draws patients whole; None where no groups are declared."""
     from scripts.run_tables import read_test_groups
@@ -139,3 +131,11 @@ def test_the_test_images_patients_are_read_from_the_split_in_the_order_asked(tmp
     assert list(read_test_groups(str(tmp_path / "grouped.csv"), ["test/b/3.png", "test/a/2.png"])) == ["p2", "p1"]
     split.assign(group="").to_csv(tmp_path / "ungrouped.csv", index=False)
     assert read_test_groups(str(tmp_path / "ungrouped.csv"), ["test/a/2.png"]) is None
+
+
+def test_csv_booleans_read_back_as_true_false_or_none():
+    from scripts.run_tables import csv_boolean
+
+    assert [csv_boolean(text) for text in ("True", "False", "")] == [True, False, None]
+    with pytest.raises(KeyError):
+        csv_boolean("yes")

@@ -131,15 +131,6 @@ LEAKAGE_TABLE = pd.DataFrame({
     "group": "", "group_in_training": False})
 
 
-def test_leakage_section_lists_the_copies_with_their_partners_and_the_policy(tmp_path):
-    LEAKAGE_TABLE.to_csv(tmp_path / "leakage.csv", index=False)
-    section = report.leakage_section(str(tmp_path / "leakage.csv"), "drop")
-    assert (section["policy"], section["n_checked"], section["n_identical"]) == ("drop", 3, 1)
-    assert [(c["path"], c["most_similar"], c["identical"]) for c in section["copies"]] == [
-        ("test/a/1.png", "train/a/1.png", True), ("test/a/2.png", "val/a/7.png", False)]
-    assert report.leakage_section(str(tmp_path / "none.csv"), "drop") is None
-
-
 def render_data_checks(tmp_path, policy: str, groups: list[str] | None) -> str:
     """The report of one hand-made run on a dataset with three test images, two of them
     copies (:data:`LEAKAGE_TABLE`), and a split whose images belong to the patients
@@ -175,22 +166,6 @@ def render_data_checks(tmp_path, policy: str, groups: list[str] | None) -> str:
     return (tmp_path / "r.html").read_text()
 
 
-@pytest.mark.parametrize("policy, said", [
-    ("drop", "They were <strong>removed from the test set</strong> (<code>data.leakage: drop</code>),\n"
-             "the same images for every seed: every test metric is on the other 1\ntest images."),
-    ("warn", "<strong>They were kept in the test set, by choice</strong> (<code>data.leakage: warn</code>):\n"
-             "every test metric includes them and is optimistic for these images"),
-])
-def test_the_data_checks_list_the_test_copies_and_what_the_policy_did(tmp_path, policy, said):
-    checks = render_data_checks(tmp_path, policy, None).split('id="data-1"')[1]
-    assert ("<strong>2 of 3 test images\nare copies of training or validation images</strong>: "
-            "1 byte-identical,\n1 the same radiograph re-encoded") in checks
-    assert said in checks
-    assert ('<tr><td class="l"><code>test/a/2.png</code></td><td class="l"><code>val/a/7.png</code>\n(val)</td>'
-            '<td>0.86</td>\n<td class="l">re-encoded</td></tr>') in checks
-    assert "test/b/3.png" not in checks
-
-
 def test_the_report_counts_the_patients_and_lists_those_in_training_and_test(tmp_path):
     html = render_data_checks(tmp_path, "warn", ["p1", "p2", "p1", "p4", "p4"])
     header, checks = html.split('id="data-1"')[1].split("</h3>", 1)[0], html.split('id="data-1"')[1]
@@ -220,3 +195,28 @@ def test_test_copies_kept_by_choice_are_flagged_beside_the_test_count(tmp_path):
             '<code>data.leakage: warn</code>: see <a href="#data-1">data checks</a>)</span>') in html
     dropped = render_data_checks(tmp_path / "drop", "drop", None)
     assert "(2 copies of\ntraining images removed: see" in dropped and "kept by" not in dropped
+
+
+def test_leakage_section_lists_the_copies_with_their_partners_and_the_policy(tmp_path):
+    LEAKAGE_TABLE.to_csv(tmp_path / "leakage.csv", index=False)
+    section = report.leakage_section(str(tmp_path / "leakage.csv"), "drop")
+    assert (section["policy"], section["n_checked"], section["n_identical"]) == ("drop", 3, 1)
+    assert [(c["path"], c["most_similar"], c["identical"]) for c in section["copies"]] == [
+        ("test/a/1.png", "train/a/1.png", True), ("test/a/2.png", "val/a/7.png", False)]
+    assert report.leakage_section(str(tmp_path / "none.csv"), "drop") is None
+
+
+@pytest.mark.parametrize("policy, said", [
+    ("drop", "They were <strong>removed from the test set</strong> (<code>data.leakage: drop</code>),\n"
+             "the same images for every seed: every test metric is on the other 1\ntest images."),
+    ("warn", "<strong>They were kept in the test set, by choice</strong> (<code>data.leakage: warn</code>):\n"
+             "every test metric includes them and is optimistic for these images"),
+])
+def test_the_data_checks_list_the_test_copies_and_what_the_policy_did(tmp_path, policy, said):
+    checks = render_data_checks(tmp_path, policy, None).split('id="data-1"')[1]
+    assert ("<strong>2 of 3 test images\nare copies of training or validation images</strong>: "
+            "1 byte-identical,\n1 the same radiograph re-encoded") in checks
+    assert said in checks
+    assert ('<tr><td class="l"><code>test/a/2.png</code></td><td class="l"><code>val/a/7.png</code>\n(val)</td>'
+            '<td>0.86</td>\n<td class="l">re-encoded</td></tr>') in checks
+    assert "test/b/3.png" not in checks
