@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("dataset", "root", "manifest", "leakage", "index", "report"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--positive-class", default="", help="two-class datasets: the positive class")
+    p.add_argument("--groups", type=json.loads, default={},
+                   help="JSON: the dataset's groups (patients) setting, pattern and/or table")
 
     p = steps.add_parser("prepare", help="decode all images once into an array cache")
     for name in ("root", "index", "images", "conversions", "colour-policy"):
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             write_text(args.output, text) if args.output else sys.stdout.write(text)
         elif args.step == "verify":
             stages.verify(args.dataset, args.root, args.manifest, args.leakage, args.positive_class or None,
-                          args.index, args.report)
+                          args.index, args.report, args.groups)
         elif args.step == "prepare":
             colour = {"policy": args.colour_policy, "tolerance": args.colour_tolerance,
                       "min_share": args.colour_min_share}

@@ -181,8 +181,8 @@ def external_test_problems(name: str, datasets: dict) -> list[str]:
 
 
 def dataset_problems(name: str, dataset: dict) -> list[str]:
-    """The dataset's folder and manifest exist (unless a download writes them) and a
-    two-class dataset names its positive class."""
+    """The dataset's folder and manifest exist (unless a download writes them), a
+    two-class dataset names its positive class, and its groups setting is usable."""
     problems = []
     if not Path(dataset["path"]).is_dir() and "kaggle" not in dataset:
         problems.append(f"datasets.{name}.path: folder {dataset['path']} does not exist")
@@ -199,6 +199,22 @@ def dataset_problems(name: str, dataset: dict) -> list[str]:
     if classes and positive is not None and positive not in classes:
         problems.append(
             f"datasets.{name}.positive_class: {positive!r} is not a class of {dataset['path']} ({classes})")
+    return problems + group_problems(name, dataset.get("groups", {}))
+
+
+def group_problems(name: str, groups: dict) -> list[str]:
+    """The groups' pattern compiles and their table exists."""
+    import re
+
+    problems = []
+    if groups.get("pattern"):
+        try:
+            re.compile(groups["pattern"])
+        except re.error as error:
+            problems.append(f"datasets.{name}.groups.pattern: {groups['pattern']!r} is not a regular "
+                            f"expression ({error})")
+    if groups.get("table") and not Path(groups["table"]).is_file():
+        problems.append(f"datasets.{name}.groups.table: {groups['table']} does not exist")
     return problems
 
 

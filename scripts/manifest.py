@@ -211,17 +211,30 @@ def leakage_table(index: pd.DataFrame, prints: np.ndarray) -> pd.DataFrame:
     """Per test image of ``index`` (path, split, label, sha256; ``prints``: a fingerprint
     per row) its most similar image of the training pool (train and val; see
     :func:`most_similar`) and whether it is ``identical`` to a pool image (same SHA256).
-    A test image is a copy when it is identical or a near-duplicate."""
+    A test image is a copy when it is identical or a near-duplicate. Where ``index`` has
+    a ``group`` (patient) per image, each test image's ``group`` and whether that group
+    also has images in the training pool (``group_in_training``)."""
     test = (index["split"] == "test").to_numpy()
     table = most_similar(index[test], prints[test], index[~test], prints[~test])
     pool_hashes = set(index.loc[~test, "sha256"])
     table.insert(len(table.columns) - 1, "identical", index.loc[test, "sha256"].isin(pool_hashes).to_numpy())
+    groups = index["group"] if "group" in index.columns else pd.Series("", index=index.index)
+    table["group"] = groups[test].to_numpy()
+    table["group_in_training"] = table["group"].isin(set(groups[~test]) - {""}).to_numpy()
     return table
 
 
 def copies_of(table: pd.DataFrame) -> pd.DataFrame:
     """The rows of a :func:`leakage_table` table that are copies of a training-pool image."""
     return table[table["identical"] | table["near_duplicate"]]
+
+
+def groups_in_training(table: pd.DataFrame) -> pd.DataFrame:
+    """Per group (patient) of a :func:`leakage_table` table with images in the test set
+    and in the training pool: its test images (``n_test``, ``paths``)."""
+    shared = table[table["group_in_training"]]
+    return (shared.groupby("group", sort=True)["path"].agg(n_test="size", paths=" ".join).reset_index()
+            if len(shared) else pd.DataFrame(columns=["group", "n_test", "paths"]))
 
 
 def leakage_error(root: str | Path, copies: pd.DataFrame) -> DataError:

@@ -24,10 +24,11 @@ from scripts.config import leaves
 from scripts.evaluation import positive_index
 from scripts.external import DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR_DUPLICATE_CORRELATION
 from scripts.layout import RUN_FILES
-from scripts.manifest import copies_of
+from scripts.manifest import copies_of, groups_in_training
 from scripts.models import SCRATCH_CNN
 from scripts.plots import STRATEGY_ORDER
 from scripts.run_tables import csv_boolean
+from scripts.splits import has_groups
 from scripts.stats import TEMPERATURE_BOUNDS
 from scripts.verdict import TOO_FEW_SEEDS
 
@@ -182,26 +183,39 @@ def sample_predictions(thumbnails: dict, config: dict, per_class: int = 4) -> li
 
 
 def split_counts(path: str) -> dict:
-    """Images per subset and class in the first seed's split, and where validation came from."""
+    """Images per subset and class in the first seed's split, where validation came
+    from, and the patients per subset where the dataset declares groups."""
     if not Path(path).exists():
-        return {"counts": {}, "val_source": None, "n_test": None}
+        return {"counts": {}, "val_source": None, "n_test": None, "groups": None}
     split = pd.read_csv(path, keep_default_na=False)
     counts = split.groupby(["subset", "label"]).size().unstack(fill_value=0)
     return {"counts": {subset: {k: int(v) for k, v in row.items()} for subset, row in counts.iterrows()},
             "val_source": split["val_source"].iloc[0],
-            "n_test": int((split["subset"] == "test").sum())}
+            "n_test": int((split["subset"] == "test").sum()),
+            "groups": group_counts(split)}
+
+
+def group_counts(split: pd.DataFrame) -> dict[str, int] | None:
+    """Groups (patients) per subset of a split table; None where the dataset declares
+    none (each image is then taken to be its own patient)."""
+    if not has_groups(split):
+        return None
+    return {subset: int(n) for subset, n in split.groupby("subset", sort=False)["group"].nunique().items()}
 
 
 def leakage_section(path: str, policy: str) -> dict | None:
     """The test images that are copies of a training or validation image (byte-identical
     or re-encoded), with their partners, and what ``data.leakage`` (``policy``) did with
-    them; None where the check did not run."""
+    them; the groups (patients) with test and training images; None where the check did
+    not run."""
     if not Path(path).exists():
         return None
     table = pd.read_csv(path, keep_default_na=False)
     copies = copies_of(table)
     return {"policy": policy, "n_checked": len(table), "copies": _records(copies),
-            "n_identical": int(copies["identical"].sum())}
+            "n_identical": int(copies["identical"].sum()),
+            "shared_groups": _records(groups_in_training(table)),
+            "n_test_groups": int(table.loc[table["group"].ne(""), "group"].nunique())}
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:

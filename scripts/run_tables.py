@@ -5,7 +5,8 @@
 * :func:`read_predictions`: a predictions table as label indices and probabilities;
 * :func:`read_shortcut_score`: the run's Grad-CAM maps reduced to its shortcut score;
 * :func:`software`: the package versions the finished runs recorded;
-* :func:`csv_boolean`: a boolean cell of a table pandas wrote.
+* :func:`csv_boolean`: a boolean cell of a table pandas wrote;
+* :func:`read_test_groups`: the patient of each test image, from a seed's split.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from scripts import fsutil, shortcut
+from scripts.splits import groups_of_test_images
 from scripts.stats import METRICS
 
 # The columns that name a configuration; its seeds are the runs that share them.
@@ -127,3 +129,11 @@ def csv_boolean(text: str) -> bool | None:
     """A boolean as ``DataFrame.to_csv`` writes it (``True``, ``False``; empty for None or NaN):
     a ``converters`` entry of ``pandas.read_csv``."""
     return {"True": True, "False": False, "": None}[text]
+
+
+def read_test_groups(split_path: str, paths: list[str]) -> np.ndarray | None:
+    """The group (patient) of each test image of ``paths``, in that order, from the split
+    at ``split_path`` (any seed's: the test set and its groups are the same for all), for
+    a test bootstrap that draws patients whole; None where the dataset declares no groups
+    (each image is then its own patient)."""
+    return groups_of_test_images(pd.read_csv(split_path, keep_default_na=False), paths)

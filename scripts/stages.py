@@ -19,8 +19,12 @@ THUMBNAIL_SIZE = 160  # px, the report's Grad-CAM panels
 
 
 def verify(dataset: str, root: str, manifest_path: str, leakage: str, positive_class: str | None,
-           index_out: str, report_out: str) -> dict:
-    """Hash check, class layout, duplicates and leakage; writes the image index."""
+           index_out: str, report_out: str, groups: dict | None = None) -> dict:
+    """Hash check, class layout, duplicates and leakage; writes the image index, with
+    each image's group (patient) from ``groups`` (``datasets.<dataset>.groups``; empty
+    without: :func:`scripts.splits.image_groups`)."""
+    from scripts.splits import image_groups
+
     records = manifest.verify_dataset(root, manifest_path)
     classes = manifest.check_classes(records)
     if len(classes) == 2 and not positive_class:
@@ -53,9 +57,18 @@ def verify(dataset: str, root: str, manifest_path: str, leakage: str, positive_c
         "verified": "passed",
     }
     index = pd.DataFrame([vars(r) for r in records])
+    index["group"] = image_groups(dataset, list(index["path"]), groups or {})
+    report["groups"] = _group_counts(index, groups or {})
     fsutil.write_csv(index_out, index)
     fsutil.write_json(report_out, report)
     return report
+
+
+def _group_counts(index: pd.DataFrame, groups: dict) -> dict | None:
+    """How groups were declared and how many each split has; None without groups."""
+    if not groups:
+        return None
+    return {**groups, "per_split": {split: int(n) for split, n in index.groupby("split")["group"].nunique().items()}}
 
 
 def prepare(root: str, index_path: str, image_size: int, images_out: str, conversions_out: str,
@@ -88,8 +101,10 @@ def thumbnails(root: str, index_path: str, out: str, size: int = THUMBNAIL_SIZE)
 
 def leakage(root: str, index_path: str, policy: str, out: str) -> None:
     """Per test image the most similar image of the training pool (train and val) and
-    whether it is a copy: byte-identical or re-encoded (a near-duplicate). ``policy`` is
-    ``data.leakage``: ``fail`` names every copy and writes nothing."""
+    whether it is a copy: byte-identical or re-encoded (a near-duplicate), and where the
+    index has groups, the groups (patients) with images in both. ``policy`` is
+    ``data.leakage``: ``fail`` names every copy and writes nothing (a shared group is
+    reported, never dropped: which file names mean one patient is the config's claim)."""
     index = pd.read_csv(index_path, keep_default_na=False)
     table = manifest.leakage_table(index, _fingerprints(root, list(index["path"])))
     copies = manifest.copies_of(table)
@@ -99,6 +114,12 @@ def leakage(root: str, index_path: str, policy: str, out: str) -> None:
         print(f"WARNING leakage: {row.path} ≈ {row.most_similar} (r = {row.correlation:.2f})")
     print(f"{len(copies)} of {len(table)} test images are copies of training or validation images "
           f"({int(copies['identical'].sum())} byte-identical)")
+    shared = manifest.groups_in_training(table)
+    for row in shared.itertuples():
+        print(f"WARNING patient in training and test: group {row.group} ({row.n_test} test image(s): {row.paths})")
+    if table["group"].ne("").any():
+        print(f"{len(shared)} of {table['group'].nunique()} test groups (patients) also have training or "
+              "validation images")
     fsutil.write_csv(out, table)
 
 

@@ -281,3 +281,34 @@ def pytest_collection_modifyitems(items):
         layer = Path(item.fspath).parent.name
         if layer in LAYERS:
             item.add_marker(layer)
+
+
+KERMANY = PROJECT / "resources" / "kermany-pneumonia-subset"
+# The Kermany example configs' patient pattern (config/examples/kermany-*.yaml).
+KERMANY_GROUPS = {"pattern": r"^(person\d+|(?:NORMAL2-)?IM-\d+)"}
+SHARED_PATIENT = "person83"
+
+
+def kermany_patients(target: Path) -> Path:
+    """A Kermany-style dataset of real images with repeated patients, and its manifest
+    next to it. train/PNEUMONIA: the bundled subset's 60 test/PNEUMONIA images but one
+    of person83 (47 patients, 8 with 2 to 4 images); train/NORMAL: 40 of its test/NORMAL
+    images (IM-… and NORMAL2-IM-… names) and the two of patient IM-0437 from its train/;
+    test/: that one person83 image (a patient in train and test), 10 other PNEUMONIA and
+    20 other NORMAL images."""
+    from scripts.manifest import make_manifest
+
+    def copy(files, folder):
+        (target / folder).mkdir(parents=True, exist_ok=True)
+        for file in files:
+            shutil.copy2(file, target / folder / file.name)
+
+    pneumonia = sorted((KERMANY / "test" / "PNEUMONIA").iterdir())
+    in_test = KERMANY / "test" / "PNEUMONIA" / f"{SHARED_PATIENT}_bacteria_414.jpeg"
+    copy([f for f in pneumonia if f != in_test], "train/PNEUMONIA")
+    copy([in_test, *sorted((KERMANY / "train" / "PNEUMONIA").iterdir())[:10]], "test/PNEUMONIA")
+    normal = sorted((KERMANY / "test" / "NORMAL").iterdir())
+    copy([*normal[:40], *sorted((KERMANY / "train" / "NORMAL").glob("IM-0437-*"))], "train/NORMAL")
+    copy(normal[40:], "test/NORMAL")
+    (target.parent / f"{target.name}.sha256").write_text(make_manifest(target))
+    return target

@@ -4,6 +4,7 @@ test-set intervals, paired comparisons with Holm, missing runs kept visible."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import fake_plan, fake_run
 from scipy import stats
@@ -120,6 +121,18 @@ def test_the_baseline_is_the_scratch_cnn_trained_from_scratch_only():
 
     assert is_baseline({"model": "scratch_cnn", "strategy": "scratch"})
     assert not is_baseline({"model": "vgg16", "strategy": "scratch"})
+
+
+def test_the_test_images_patients_are_read_from_the_split_in_the_order_asked(tmp_path):
+    """For a bootstrap that draws patients whole; None where no groups are declared."""
+    from scripts.run_tables import read_test_groups
+
+    split = pd.DataFrame({"path": ["train/a/1.png", "test/a/2.png", "test/b/3.png", "test/b/4.png"],
+                          "subset": ["train", "test", "test", "dropped"], "group": ["p1", "p1", "p2", "p3"]})
+    split.to_csv(tmp_path / "grouped.csv", index=False)
+    assert list(read_test_groups(str(tmp_path / "grouped.csv"), ["test/b/3.png", "test/a/2.png"])) == ["p2", "p1"]
+    split.assign(group="").to_csv(tmp_path / "ungrouped.csv", index=False)
+    assert read_test_groups(str(tmp_path / "ungrouped.csv"), ["test/a/2.png"]) is None
 
 
 def test_csv_booleans_read_back_as_true_false_or_none():

@@ -72,12 +72,20 @@ def test_leakage_and_split_read_the_leakage_table_and_the_settings_json(dataset,
     assert main(["leakage", "--root", str(dataset), "--index", str(tmp_path / "index.csv"), "--policy", "warn",
                  "--output", str(tmp_path / "leakage.csv")]) == 0
     assert (tmp_path / "leakage.csv").read_text().splitlines()[0] == (
-        "path,label,most_similar,most_similar_split,correlation,identical,near_duplicate")
+        "path,label,most_similar,most_similar_split,correlation,identical,near_duplicate,group,group_in_training")
     settings = {"val_fraction": 0.5, "leakage": "warn", "val_folder": "auto", "min_val_per_class": 20}
     assert main(["split", "--index", str(tmp_path / "index.csv"), "--leakage-table", str(tmp_path / "leakage.csv"),
                  "--seed", "1", "--settings", json.dumps(settings), "--output", str(tmp_path / "split.csv")]) == 0
     lines = (tmp_path / "split.csv").read_text().splitlines()
-    assert lines[0] == "path,label,sha256,split,subset,train_rank,val_source" and len(lines) == 7
+    assert lines[0] == "path,label,sha256,split,subset,train_rank,val_source,group" and len(lines) == 7
+
+
+def test_verify_reads_the_groups_json(dataset, tmp_path, capsys):
+    assert main(verify_args(dataset, tmp_path, None, "--groups", json.dumps({"pattern": "^x"}))) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("ERROR: datasets.d.groups: 6 image(s) get no group from pattern '^x':\n  - train/")
+    assert main(verify_args(dataset, tmp_path, None, "--groups", json.dumps({"pattern": r"^(.)"}))) == 0
+    assert json.loads((tmp_path / "verify.json").read_text())["groups"]["pattern"] == "^(.)"
 
 
 def test_a_weights_file_that_fails_its_hash_is_an_error_line_and_nothing_is_cached(tmp_path, capsys):

@@ -180,6 +180,53 @@ def test_dataset_problems_name_the_key(tmp_path):
         f"datasets.two.positive_class: 'Ill' is not a class of {two['path']} (['Normal', 'Sick'])"]
 
 
+def test_group_problems_name_the_key(tmp_path):
+    data = {"path": str(dataset_tree(tmp_path / "g", {"train": ["A", "B", "C"]})),
+            "manifest": str(tmp_path / "absent.sha256"), "kaggle": {"dataset": "o/n"}}
+    bad = {"pattern": "person(\\d+", "table": str(tmp_path / "groups.csv")}
+    problems = study_config.dataset_problems("x", {**data, "groups": bad})
+    assert problems[0].startswith("datasets.x.groups.pattern: 'person(\\\\d+' is not a regular expression (")
+    assert problems[1:] == [f"datasets.x.groups.table: {tmp_path}/groups.csv does not exist"]
+    (tmp_path / "groups.csv").write_text("path,group\n")
+    assert study_config.dataset_problems("x", {**data, "groups": {**bad, "pattern": r"person(\d+)"}}) == []
+
+
+def test_test_copies_of_training_images_are_dropped_unless_a_config_keeps_them(tmp_path):
+    """Keeping contaminated test images is an opt-in: the schema drops them, and the
+    default study (the demo: 9 copies among 66 test images) does too."""
+    assert study(tmp_path)["data"]["leakage"] == "drop"
+    assert study(tmp_path / "kept", data={"leakage": "warn"})["data"]["leakage"] == "warn"
+    assert DEFAULT_STUDY["data"]["leakage"] == "drop"
+
+
+def test_the_schema_takes_groups_of_a_pattern_and_a_table(tmp_path):
+    config = study(tmp_path)
+    assert config["datasets"]["tiny"]["groups"] == {}  # no groups: one image per patient
+    given = {"datasets": {"tiny": {**config["datasets"]["tiny"], "groups": {"pattern": "^(p\\d+)", "table": "g.csv"}}},
+             "models": ["vgg16"], "strategies": ["scratch"], "seeds": [1]}
+    assert validated(given)["datasets"]["tiny"]["groups"] == {"pattern": "^(p\\d+)", "table": "g.csv"}
+    with pytest.raises(Exception, match="column"):
+        validated({**given, "datasets": {"tiny": {**given["datasets"]["tiny"], "groups": {"column": "patient"}}}})
+
+
+@pytest.mark.parametrize("example", ["kermany-pneumonia.yaml", "kermany-subset-two-class.yaml"])
+def test_the_kermany_examples_give_every_bundled_image_its_patient(example):
+    """The bundled subset's README: 147 + 141 patients in train, 60 + 47 in test, none in both."""
+    from scripts.manifest import read_manifest
+    from scripts.splits import image_groups
+
+    given = yaml.safe_load((PROJECT / "config" / "examples" / example).read_text())
+    groups = validated(given)["datasets"]["kermany"]["groups"]
+    paths = sorted(read_manifest(PROJECT / "config" / "manifests" / "kermany-pneumonia-subset.sha256"))
+    patient = dict(zip(paths, image_groups("kermany", paths, groups), strict=True))
+    patients = {split: {group for path, group in patient.items() if path.startswith(f"{split}/")}
+                for split in ("train", "test")}
+    assert (len(patients["train"]), len(patients["test"])) == (288, 107)
+    assert not patients["train"] & patients["test"]
+    assert patient["train/NORMAL/IM-0437-0001-0002.jpeg"] == patient["train/NORMAL/IM-0437-0001.jpeg"] == "IM-0437"
+    assert patient["train/NORMAL/NORMAL2-IM-0437-0001.jpeg"] == "NORMAL2-IM-0437"
+
+
 def test_external_test_problems_name_the_key(tmp_path):
     trained = {"path": str(dataset_tree(tmp_path / "t", {"train": ["A", "B"]})), "train": True}
     other = {"path": str(dataset_tree(tmp_path / "o", {"test": ["X", "Y"]})), "train": False,

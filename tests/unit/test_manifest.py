@@ -17,6 +17,7 @@ from scripts.manifest import (
     check_classes,
     copies_of,
     find_duplicates,
+    groups_in_training,
     leakage_error,
     leakage_table,
     make_manifest,
@@ -184,13 +185,29 @@ def test_leakage_table_compares_test_images_with_train_and_val_only():
                           [1, 0, 0, 1], [0, 1, 0, 0.3], [1, 0, 0, 1]])
     table = leakage_table(index, prints)
     assert list(table.columns) == ["path", "label", "most_similar", "most_similar_split", "correlation",
-                                   "identical", "near_duplicate"]
+                                   "identical", "near_duplicate", "group", "group_in_training"]
     assert list(table["path"]) == ["t0", "t1", "t2", "t3"]
+    assert table["group"].tolist() == [""] * 4 and not table["group_in_training"].any()  # no groups declared
     assert list(table["most_similar_split"][1:]) == ["train"] * 3
     assert table["identical"].tolist() == [True, False, False, False]
     assert table["near_duplicate"].tolist() == [False, False, True, False]
     assert list(copies_of(table)["path"]) == ["t0", "t2"]
     assert table.loc[2, "most_similar"] == "b" and table.loc[2, "correlation"] == round(1 / np.sqrt(1.09), 4)
+
+
+def test_leakage_table_reports_the_patients_with_training_and_test_images():
+    """Patient P1 has a train and two test images, P2 a val and a test image, P3 only
+    test images; no image is a copy of another."""
+    index = pd.DataFrame({"path": ["a", "v", "t0", "t1", "t2", "t3"],
+                          "split": ["train", "val", "test", "test", "test", "test"], "label": "X",
+                          "sha256": list("123456"), "group": ["P1", "P2", "P1", "P3", "P1", "P2"]})
+    table = leakage_table(index, np.eye(6) * 2)
+    assert table["group"].tolist() == ["P1", "P3", "P1", "P2"]
+    assert table["group_in_training"].tolist() == [True, False, True, True]
+    assert copies_of(table).empty
+    shared = groups_in_training(table)
+    assert shared.to_dict("list") == {"group": ["P1", "P2"], "n_test": [2, 1], "paths": ["t0 t2", "t3"]}
+    assert groups_in_training(table[~table["group_in_training"]]).empty
 
 
 def test_leakage_error_names_every_copy_its_partner_and_the_kind():

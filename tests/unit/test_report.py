@@ -91,8 +91,13 @@ def test_split_counts_per_subset_and_class(tmp_path):
     assert report.split_counts(str(tmp_path / "split.csv")) == {
         "counts": {"dropped": {"a": 1, "b": 0}, "test": {"a": 0, "b": 2}, "train": {"a": 2, "b": 1},
                    "val": {"a": 1, "b": 0}},
-        "val_source": "held out", "n_test": 2}
-    assert report.split_counts(str(tmp_path / "none.csv")) == {"counts": {}, "val_source": None, "n_test": None}
+        "val_source": "held out", "n_test": 2, "groups": None}
+    assert report.split_counts(str(tmp_path / "none.csv")) == {"counts": {}, "val_source": None, "n_test": None,
+                                                              "groups": None}
+    split = pd.read_csv(tmp_path / "split.csv").assign(group=["p1", "p1", "p2", "p3", "p4", "p4", "p5"])
+    split.to_csv(tmp_path / "grouped.csv", index=False)
+    assert report.split_counts(str(tmp_path / "grouped.csv"))["groups"] == {
+        "train": 2, "val": 1, "test": 1, "dropped": 1}
 
 
 def test_weights_table_and_backbones_that_ran_without_pretraining():
@@ -122,7 +127,74 @@ def test_write_figures_decodes_each_data_uri_to_a_named_file(tmp_path):
 LEAKAGE_TABLE = pd.DataFrame({
     "path": ["test/a/1.png", "test/a/2.png", "test/b/3.png"], "label": ["a", "a", "b"],
     "most_similar": ["train/a/1.png", "val/a/7.png", "train/b/4.png"], "most_similar_split": ["train", "val", "train"],
-    "correlation": [1.0, 0.8612, 0.41], "identical": [True, False, False], "near_duplicate": [True, True, False]})
+    "correlation": [1.0, 0.8612, 0.41], "identical": [True, False, False], "near_duplicate": [True, True, False],
+    "group": "", "group_in_training": False})
+
+
+def render_data_checks(tmp_path, policy: str, groups: list[str] | None) -> str:
+    """The report of one hand-made run on a dataset with three test images, two of them
+    copies (:data:`LEAKAGE_TABLE`), and a split whose images belong to the patients
+    ``groups`` (train, val, then the three test images; None: no groups declared), the
+    copies left out of it under ``policy`` drop."""
+    from conftest import fake_plan
+
+    from scripts.aggregate import aggregate
+
+    plan = fake_plan(tmp_path, ["a", "b"], [("scratch_cnn", "scratch", "none", 1)])
+    plan["config"]["data"]["leakage"] = policy
+    files = plan["datasets"]["tiny"]
+    Path(files["split"]).parent.mkdir(parents=True)
+    Path(files["leakage"]).parent.mkdir(parents=True)
+    patients = groups or [""] * 5
+    split = pd.DataFrame({"path": ["train/a/1.png", "train/b/4.png", *LEAKAGE_TABLE["path"]],
+                          "label": ["a", "b", *LEAKAGE_TABLE["label"]], "sha256": list("12345"),
+                          "split": ["train", "train", "test", "test", "test"],
+                          "subset": ["train", "val", *(["dropped"] * 2 if policy == "drop" else ["test"] * 2), "test"],
+                          "train_rank": [0, -1, -1, -1, -1],
+                          "val_source": "held out", "group": patients})
+    split.to_csv(files["split"], index=False)
+    pool = set(patients[:2]) - {""}
+    LEAKAGE_TABLE.assign(group=patients[2:], group_in_training=[g in pool for g in patients[2:]]).to_csv(
+        files["leakage"], index=False)
+    Path(files["verify"]).write_text(json.dumps({
+        "root": "data", "manifest": "data.sha256", "manifest_sha256": "0" * 64, "verified": "passed", "n_images": 5,
+        "classes": ["a", "b"], "counts": {"test": {"a": 2, "b": 1}, "train": {"a": 1, "b": 1}}, "duplicates": [],
+        "leakage_policy": policy}))
+    tables = aggregate(plan)
+    report.render(plan, {"runs": tables["runs"], "summary": pd.DataFrame(), "comparisons": pd.DataFrame(),
+                         "verdict": json.loads(json.dumps(tables["verdict"]))}, tmp_path / "r.html")
+    return (tmp_path / "r.html").read_text()
+
+
+def test_the_report_counts_the_patients_and_lists_those_in_training_and_test(tmp_path):
+    html = render_data_checks(tmp_path, "warn", ["p1", "p2", "p1", "p4", "p4"])
+    header, checks = html.split('id="data-1"')[1].split("</h3>", 1)[0], html.split('id="data-1"')[1]
+    assert '<span class="n-test">3</span> test images of <span class="n-test-patients">2</span> patients' in html
+    assert "Patients (groups by <code>datasets.tiny.groups</code>):\n1 in train, 1 in val, 2 in test;" in checks
+    assert "the validation hold-out takes whole patients" in checks
+    assert "<strong>1 of 2\ntest patients also have training or validation images</strong>" in checks
+    shared_row = '<tr><td class="l"><code>p1</code></td><td>1</td>\n<td class="l"><code>test/a/1.png</code></td></tr>'
+    assert shared_row in checks
+    assert "different patient" not in html and header == ">Data checks"
+
+
+def test_without_groups_the_report_says_it_assumed_one_image_per_patient(tmp_path):
+    html = render_data_checks(tmp_path, "drop", None)
+    assert ('<span class="n-test">1</span> test images (<span class="one-image-per-patient">no patient groups '
+            "declared: each image assumed to be a different\npatient</span>)") in html
+    checks = html.split('id="data-1"')[1]
+    assert ('id="one-image-per-patient-1">No patient groups are declared\n(<code>datasets.tiny.groups</code>): '
+            "every image is assumed to come from a different patient</span>") in checks
+    assert "test patients also have" not in checks
+
+
+def test_test_copies_kept_by_choice_are_flagged_beside_the_test_count(tmp_path):
+    """``leakage: warn`` is an opt-in: the headline's test count says the copies are in it."""
+    html = render_data_checks(tmp_path, "warn", None)
+    assert ('<span class="warn-inline">(including 2 copies of training images, kept by\n'
+            '<code>data.leakage: warn</code>: see <a href="#data-1">data checks</a>)</span>') in html
+    dropped = render_data_checks(tmp_path / "drop", "drop", None)
+    assert "(2 copies of\ntraining images removed: see" in dropped and "kept by" not in dropped
 
 
 def test_leakage_section_lists_the_copies_with_their_partners_and_the_policy(tmp_path):
@@ -141,23 +213,7 @@ def test_leakage_section_lists_the_copies_with_their_partners_and_the_policy(tmp
              "every test metric includes them and is optimistic for these images"),
 ])
 def test_the_data_checks_list_the_test_copies_and_what_the_policy_did(tmp_path, policy, said):
-    from conftest import fake_plan
-
-    from scripts.aggregate import aggregate
-
-    plan = fake_plan(tmp_path, ["a", "b"], [("scratch_cnn", "scratch", "none", 1)])
-    plan["config"]["data"]["leakage"] = policy
-    files = plan["datasets"]["tiny"]
-    Path(files["leakage"]).parent.mkdir(parents=True)
-    LEAKAGE_TABLE.to_csv(files["leakage"], index=False)
-    Path(files["verify"]).write_text(json.dumps({
-        "root": "data", "manifest": "data.sha256", "manifest_sha256": "0" * 64, "verified": "passed", "n_images": 5,
-        "classes": ["a", "b"], "counts": {"test": {"a": 2, "b": 1}, "train": {"a": 1, "b": 1}}, "duplicates": [],
-        "leakage_policy": policy}))
-    tables = aggregate(plan)
-    report.render(plan, {"runs": tables["runs"], "summary": pd.DataFrame(), "comparisons": pd.DataFrame(),
-                         "verdict": json.loads(json.dumps(tables["verdict"]))}, tmp_path / "r.html")
-    checks = (tmp_path / "r.html").read_text().split('id="data-1"')[1]
+    checks = render_data_checks(tmp_path, policy, None).split('id="data-1"')[1]
     assert ("<strong>2 of 3 test images\nare copies of training or validation images</strong>: "
             "1 byte-identical,\n1 the same radiograph re-encoded") in checks
     assert said in checks

@@ -1,14 +1,15 @@
 """Validation split: seeded, stratified, duplicate-aware; the val/ folder policy;
-leakage drop (the same test set for every seed); nested training fractions."""
+leakage drop (the same test set for every seed); nested training fractions; patient
+groups (from file names or a table) kept on one side of the hold-out."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import DEMO
+from conftest import DEMO, KERMANY_GROUPS, SHARED_PATIENT, kermany_patients
 
-from scripts.manifest import verify_dataset
-from scripts.splits import make_split, training_rows
+from scripts.manifest import DataError, verify_dataset
+from scripts.splits import groups_of_test_images, image_groups, make_split, training_rows
 
 SETTINGS = {"val_fraction": 0.15, "leakage": "warn", "val_folder": "auto", "min_val_per_class": 20}
 
@@ -113,3 +114,88 @@ def test_training_fractions_are_stratified_and_nested(index):
     assert tenth.to_dict() == {label: round(0.1 * n) for label, n in train_counts.items()}
     other_seed, _ = split(index, 4)
     assert set(other_seed["path"].iloc[training_rows(other_seed, 0.1)]) != subsets[0.1]
+
+
+# ---- Patients (groups) ------------------------------------------------------------------------
+
+def test_kermany_file_names_give_the_patient_of_pneumonia_and_of_both_normal_namings():
+    paths = ["train/PNEUMONIA/person83_bacteria_407.jpeg", "test/PNEUMONIA/person83_virus_154.jpeg",
+             "train/PNEUMONIA/person1_virus_6.jpeg", "train/NORMAL/IM-0115-0001.jpeg",
+             "train/NORMAL/IM-0437-0001-0002.jpeg", "train/NORMAL/IM-0437-0001.jpeg",
+             "val/NORMAL/NORMAL2-IM-0381-0001.jpeg", "test/NORMAL/NORMAL2-IM-0437-0001.jpeg"]
+    assert image_groups("k", paths, KERMANY_GROUPS) == [
+        "person83", "person83", "person1", "IM-0115", "IM-0437", "IM-0437", "NORMAL2-IM-0381", "NORMAL2-IM-0437"]
+    assert image_groups("k", paths[:2], {"pattern": r"person\d+"}) == ["person83", "person83"]  # whole match
+    assert image_groups("k", paths[:2], {}) == ["", ""]  # no groups: each image its own patient
+
+
+def test_an_image_without_a_group_is_named_with_the_setting(tmp_path):
+    paths = ["train/NORMAL/IM-0115-0001.jpeg", "train/NORMAL/scan_0001.jpeg"]
+    with pytest.raises(DataError) as error:
+        image_groups("k", paths, KERMANY_GROUPS)
+    assert str(error.value) == (f"datasets.k.groups: 1 image(s) get no group from pattern "
+                                f"{KERMANY_GROUPS['pattern']!r}:\n  - train/NORMAL/scan_0001.jpeg")
+    table = tmp_path / "groups.csv"
+    table.write_text("path,group\ntrain/NORMAL/scan_0001.jpeg,P7\ntrain/NORMAL/IM-0115-0001.jpeg,P7\n")
+    assert image_groups("k", paths, {**KERMANY_GROUPS, "table": str(table)}) == ["P7", "P7"]  # the table wins
+    assert image_groups("k", paths, {"table": str(table)}) == ["P7", "P7"]
+
+
+@pytest.mark.parametrize("rows, expected", [
+    ("file,patient\na,1\n", "has no column ['group', 'path']; it needs the columns path and group"),
+    ("path,group\ntrain/A/1.png,p\ntrain/A/1.png,q\ntrain/A/9.png,p\ntrain/A/2.png, \n",
+     "has 3 bad row(s):\n  - train/A/1.png: listed more than once\n  - train/A/9.png: not an image of the dataset"
+     "\n  - train/A/2.png: empty group"),
+])
+def test_a_bad_group_table_is_named_with_its_rows(tmp_path, rows, expected):
+    (tmp_path / "groups.csv").write_text(rows)
+    with pytest.raises(DataError) as error:
+        image_groups("k", ["train/A/1.png", "train/A/2.png"], {"table": str(tmp_path / "groups.csv")})
+    assert str(error.value) == f"datasets.k.groups.table: {tmp_path / 'groups.csv'} {expected}"
+
+
+@pytest.fixture(scope="module")
+def patients(tmp_path_factory):
+    """The index of a Kermany-style folder of real images with repeated patients, with
+    the example configs' patient of every image."""
+    root = kermany_patients(tmp_path_factory.mktemp("kermany") / "data")
+    index = pd.DataFrame([vars(r) for r in verify_dataset(root, f"{root}.sha256")])
+    index["group"] = image_groups("kermany", list(index["path"]), KERMANY_GROUPS)
+    return index
+
+
+def test_the_grouped_hold_out_never_splits_a_patient_and_stays_stratified(patients):
+    pool = patients[patients["split"] == "train"]
+    images_per_patient = pool["group"].value_counts()
+    assert (images_per_patient > 1).sum() == 9 and images_per_patient.max() == 4  # 8 PNEUMONIA + IM-0437
+    patient_of = dict(zip(patients["path"], patients["group"], strict=True))
+    held_out = []
+    for seed in range(1, 6):
+        table, note = make_split(patients, seed, {**SETTINGS, "val_fraction": 0.3}, frozenset())
+        trainval = table[table["split"] == "train"]
+        sides = trainval.groupby(trainval["path"].map(patient_of))["subset"].nunique()
+        assert (sides == 1).all(), f"seed {seed} splits the patients {list(sides.index[sides > 1])}"
+        val = trainval[trainval["subset"] == "val"]
+        share = val.groupby("label").size() / trainval.groupby("label").size()
+        assert share.between(0.2, 0.4).all(), share  # 3/10 of the patients, stratified by class
+        assert note.startswith("no val/ folder") and set(table["group"]) == set(patients["group"])
+        held_out.append(frozenset(val["path"]))
+    assert len(set(held_out)) == 5  # each seed holds out other patients
+
+
+def test_groups_of_the_test_images_come_from_the_split_in_the_order_asked(patients):
+    table, _ = make_split(patients, 1, SETTINGS, frozenset())
+    tests = list(table.loc[table["subset"] == "test", "path"])[::-1]
+    groups = groups_of_test_images(table, tests)
+    assert list(groups) == [patients.set_index("path").loc[path, "group"] for path in tests]
+    assert list(groups).count(SHARED_PATIENT) == 1
+    assert groups_of_test_images(make_split(patients.drop(columns="group"), 1, SETTINGS, frozenset())[0],
+                                 tests) is None
+
+
+def test_without_groups_the_hold_out_is_the_stratified_image_level_one(index):
+    """No declared groups (an empty group per image) leave the split as it is without the column."""
+    for seed in (1, 2):
+        ungrouped, _ = split(index, seed)
+        empty, _ = split(index.assign(group=""), seed)
+        assert empty.equals(ungrouped)

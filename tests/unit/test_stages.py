@@ -1,6 +1,7 @@
 """The data steps on a small copy of the demo X-rays (3 classes, 2 train and 1 test image
 each, plus a test image that is a byte copy of a training image, and for the leakage
-check a re-encoded copy of another): what each step writes."""
+check a re-encoded copy of another), and on a Kermany-style folder with repeated
+patients: what each step writes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DEMO, LEAKED, copy_dataset
+from conftest import DEMO, KERMANY_GROUPS, LEAKED, SHARED_PATIENT, copy_dataset, kermany_patients
 
 from scripts import stages
 from scripts.images import load_image
@@ -44,7 +45,8 @@ def index_of(verified) -> pd.DataFrame:
 def test_verify_writes_the_index_of_every_manifest_line_and_the_report(verified, report):
     manifest = dict(reversed(line.split("  ", 1)) for line in verified["manifest"].read_text().splitlines())
     index = index_of(verified)
-    assert list(index.columns) == ["path", "split", "label", "sha256"]
+    assert list(index.columns) == ["path", "split", "label", "sha256", "group"]
+    assert set(index["group"]) == {""} and report["groups"] is None  # no groups declared
     assert dict(zip(index["path"], index["sha256"], strict=True)) == manifest
     assert list(index["split"] + "/" + index["label"]) == [p.rsplit("/", 1)[0] for p in index["path"]]
     written = json.loads(verified["verify"].read_text())
@@ -177,6 +179,97 @@ def test_split_keeps_test_copies_under_warn(reencoded, tmp_path):
     stages.split(str(reencoded["index"]), str(reencoded["leakage"]), 2, settings, str(tmp_path / "split.csv"))
     table = pd.read_csv(tmp_path / "split.csv", keep_default_na=False)
     assert (table.loc[table["split"] == "test", "subset"] == "test").sum() == 5
+
+
+def test_the_demos_copies_leave_every_seeds_test_set_alike(tmp_path, capsys):
+    """The demo's 6 byte-identical and 3 re-encoded test copies, found by the leakage step
+    and dropped by the split step: the same 57 test images for seeds 1 to 4, whichever
+    side of each seed's hold-out a copy's training twin falls on."""
+    stages.verify("demo", str(DEMO), "config/manifests/demo.sha256", "drop", None, str(tmp_path / "index.csv"),
+                  str(tmp_path / "verify.json"))
+    stages.leakage(str(DEMO), str(tmp_path / "index.csv"), "drop", str(tmp_path / "leakage.csv"))
+    assert "9 of 66 test images are copies of training or validation images (6 byte-identical)" in (
+        capsys.readouterr().out)
+    settings = {"val_fraction": 0.15, "leakage": "drop", "val_folder": "auto", "min_val_per_class": 20}
+    dropped, twins_held_out = {}, set()
+    for seed in (1, 2, 3, 4):
+        out = tmp_path / f"seed{seed}.csv"
+        stages.split(str(tmp_path / "index.csv"), str(tmp_path / "leakage.csv"), seed, settings, str(out))
+        split = pd.read_csv(out, keep_default_na=False).set_index("path")
+        dropped[seed] = set(split.index[split["subset"] == "dropped"])
+        twins_held_out |= {twin for twin in ("train/Covid/090.jpeg", "train/Covid/COVID-00022.jpg",
+                                             "train/Covid/COVID-00037.jpg") if split.loc[twin, "subset"] == "val"}
+        assert (split["subset"] == "test").sum() == 57
+    assert dropped[4] == dropped[1] == dropped[2] == dropped[3]
+    assert {"test/Covid/0112.jpg", "test/Covid/0100.jpeg", "test/Covid/COVID-00037.jpg",
+            "test/Covid/auntminnie-2020_01_31_20_24_2322_2020_01_31_x-ray_coronavirus_US.jpg"} <= dropped[1]
+    assert len(dropped[1]) == 9 and twins_held_out  # some seed holds out a twin for validation
+
+
+@pytest.fixture(scope="module")
+def kermany(tmp_path_factory):
+    """A Kermany-style folder of real images with repeated patients (conftest), verified
+    with the example configs' patient pattern, and its leakage table."""
+    work = tmp_path_factory.mktemp("kermany")
+    data = kermany_patients(work / "data")
+    report = stages.verify("kermany", str(data), f"{data}.sha256", "drop", "PNEUMONIA", str(work / "index.csv"),
+                           str(work / "verify.json"), KERMANY_GROUPS)
+    return {"data": data, "index": work / "index.csv", "report": report, "work": work}
+
+
+def test_verify_writes_the_patient_of_every_image(kermany):
+    index = pd.read_csv(kermany["index"], keep_default_na=False).set_index("path")
+    assert list(index.columns) == ["split", "label", "sha256", "group"]
+    assert index.loc["train/NORMAL/IM-0437-0001-0002.jpeg", "group"] == "IM-0437"
+    assert index.loc["test/NORMAL/NORMAL2-IM-0381-0001.jpeg", "group"] == "NORMAL2-IM-0381"
+    assert (index.loc[index.index.str.contains(SHARED_PATIENT), "group"] == SHARED_PATIENT).sum() == 4
+    # train: 47 PNEUMONIA patients (person83 keeps 3 images) + 40 NORMAL + IM-0437; test: 10 + person83 + 20
+    assert kermany["report"]["groups"] == {**KERMANY_GROUPS, "per_split": {"test": 31, "train": 88}}
+    written = json.loads((kermany["work"] / "verify.json").read_text())
+    assert written["groups"] == kermany["report"]["groups"]
+
+
+def test_verify_names_an_image_the_pattern_gives_no_patient_and_writes_nothing(kermany, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(kermany["data"], data)
+    shutil.copy(sorted((data / "test" / "NORMAL").iterdir())[0], data / "test" / "NORMAL" / "scan_0001.jpeg")
+    (tmp_path / "data.sha256").write_text(make_manifest(data))
+    with pytest.raises(DataError, match=r"datasets.kermany.groups: 1 image\(s\) get no group from pattern .*\n"
+                                        r"  - test/NORMAL/scan_0001.jpeg$"):
+        stages.verify("kermany", str(data), str(tmp_path / "data.sha256"), "drop", "PNEUMONIA",
+                      str(tmp_path / "index.csv"), str(tmp_path / "verify.json"), KERMANY_GROUPS)
+    assert not (tmp_path / "index.csv").exists() and not (tmp_path / "verify.json").exists()
+
+
+def test_leakage_reports_the_patient_with_training_and_test_images(kermany, tmp_path, capsys):
+    """No test image is a copy, so even ``fail`` passes; person83 has 3 training images
+    and 1 test image: reported by name, not dropped."""
+    stages.leakage(str(kermany["data"]), str(kermany["index"]), "fail", str(tmp_path / "leakage.csv"))
+    out = capsys.readouterr().out
+    shared = f"test/PNEUMONIA/{SHARED_PATIENT}_bacteria_414.jpeg"
+    assert f"WARNING patient in training and test: group {SHARED_PATIENT} (1 test image(s): {shared})" in out
+    assert "0 of 31 test images are copies" in out
+    assert "1 of 31 test groups (patients) also have training or validation images" in out
+    table = pd.read_csv(tmp_path / "leakage.csv", keep_default_na=False)
+    assert list(table.loc[table["group_in_training"], "path"]) == [shared]
+    settings = {"val_fraction": 0.3, "leakage": "drop", "val_folder": "auto", "min_val_per_class": 20}
+    stages.split(str(kermany["index"]), str(tmp_path / "leakage.csv"), 1, settings, str(tmp_path / "split.csv"))
+    split = pd.read_csv(tmp_path / "split.csv", keep_default_na=False).set_index("path")
+    assert split.loc[shared, "subset"] == "test" and (split["subset"] != "dropped").all()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_split_holds_out_whole_patients_and_writes_each_images_patient(kermany, tmp_path, seed):
+    (tmp_path / "leakage.csv").write_text("path,near_duplicate\n")
+    settings = {"val_fraction": 0.15, "leakage": "drop", "val_folder": "auto", "min_val_per_class": 20}
+    stages.split(str(kermany["index"]), str(tmp_path / "leakage.csv"), seed, settings, str(tmp_path / "split.csv"))
+    split = pd.read_csv(tmp_path / "split.csv", keep_default_na=False)
+    index = pd.read_csv(kermany["index"], keep_default_na=False)
+    assert split["group"].tolist() == index["group"].tolist()
+    pool = split[split["split"] == "train"]
+    assert (pool.groupby("group")["subset"].nunique() == 1).all()
+    held = pool.groupby("label")["subset"].apply(lambda s: (s == "val").mean())
+    assert held.between(0.08, 0.25).all(), held  # 3/20 of the patients of each class
 
 
 def test_external_overlap_finds_a_reencoded_copy_of_a_trained_image(verified, report, tmp_path):

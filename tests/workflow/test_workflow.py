@@ -152,7 +152,7 @@ def test_tiny_study_report_contents(tiny_study):
                     "95% interval over test images", "Colour overlays:"):
         assert section in html
     assert "test/Covid/COVID-00012.jpg  =  train/Covid/COVID-00012.jpg" in html  # leakage listed
-    assert "<strong>They were kept in the test set, by choice</strong>" in html  # leakage: warn
+    assert "<strong>removed from the test set</strong>" in html  # leakage: drop, the default
     assert "scratch_cnn × partial" in html and "no pretrained backbone" in html  # skip listed
     assert "Too few seeds to conclude" in html
     assert "Per class (one-vs-rest" in html and "Recall (macro, one-vs-rest)" in html

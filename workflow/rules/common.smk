@@ -216,6 +216,17 @@ def manifest_input(wildcards):
     return [manifest]
 
 
+def dataset_groups(wildcards):
+    """The dataset's groups (patients) setting as JSON, for the verify step."""
+    return json.dumps(config["datasets"][wildcards.dataset]["groups"], sort_keys=True)
+
+
+def group_table(wildcards):
+    """The dataset's table of groups (patients), where it names one."""
+    table = config["datasets"][wildcards.dataset]["groups"].get("table")
+    return [table] if table else []
+
+
 def dataset_root(wildcards):
     return config["datasets"][wildcards.dataset]["path"]
 

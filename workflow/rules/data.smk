@@ -26,10 +26,12 @@ rule download_dataset:
 
 
 rule verify:
-    """Recompute every image's SHA256 against the manifest before anything trains."""
+    """Recompute every image's SHA256 against the manifest before anything trains;
+    each image's group (patient) from the dataset's groups setting."""
     input:
         manifest=manifest_input,
         download=kaggle_marker,
+        group_table=group_table,
     output:
         index=DATASET_FILES["index"],
         report=DATASET_FILES["verify"],
@@ -43,10 +45,11 @@ rule verify:
         listing=dataset_listing,
         leakage=config["data"]["leakage"],
         positive_class=positive_class,
+        groups=dataset_groups,
     shell:
         "python -m scripts verify --dataset {wildcards.dataset} --root {params.root:q}"
         " --manifest {params.manifest:q} --leakage {params.leakage}"
-        " --positive-class={params.positive_class:q}"
+        " --positive-class={params.positive_class:q} --groups {params.groups:q}"
         " --index {output.index} --report {output.report} > {log} 2>&1"
 
 
