@@ -67,6 +67,7 @@ from scripts.run_tables import (
     read_predictions,
     read_run,
     read_shortcut_score,
+    read_test_groups,
     run_row,
     software,
 )
@@ -154,7 +155,9 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     paths, y_true, _ = predictions[done.index[0]]
     family = largest_family(done[CONFIG].drop_duplicates().to_dict("records"))
     resamples = st.resamples_for_family(evaluation["bootstrap_resamples"], family, SIGNIFICANCE)
-    bootstrap = st.SharedBootstrap(y_true, resamples, evaluation["bootstrap_seed"], positive)
+    groups = (read_test_groups(plan["datasets"][name]["split"], paths)
+              if config["datasets"][name].get("groups") else None)
+    bootstrap = st.SharedBootstrap(y_true, resamples, evaluation["bootstrap_seed"], positive, groups)
     summary, resampled = _summary(plan, finished, metrics, selection, bootstrap)
 
     chosen = chosen_config(summary, selection)

@@ -3,6 +3,8 @@ test-set intervals, paired comparisons with Holm, missing runs kept visible."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -228,3 +230,29 @@ def test_the_report_names_each_family_as_the_code_computes_it_and_claims_nothing
     assert "no claim</strong>: a claim needs at least 3 seeds paired with the baseline" in prespecified
     assert "it beats the baseline" not in page
     assert "95% interval over seeds and test images" in page and "prespecified (1)" in page
+
+
+def test_a_dataset_with_patients_draws_them_whole_in_its_test_bootstrap(tmp_path):
+    """Errors clustered by patient (8 images each): the interval that draws patients whole is
+    wider than the one that draws images, which treats the 8 as independent."""
+    def accuracy_interval(grouped: bool) -> float:
+        root = tmp_path / ("grouped" if grouped else "images")
+        labels = np.repeat([0, 1], [240, 240])
+        patients = np.arange(len(labels)) // 8
+        plan = fake_plan(root, ["NORMAL", "PNEUMONIA"], [("scratch_cnn", "scratch", "none", s) for s in (1, 2, 3)],
+                         resamples=400, positive_class="PNEUMONIA")
+        paths = [f"test/{'NP'[label]}/p{patient}_{i}.png" for i, (label, patient) in enumerate(zip(labels, patients))]
+        if grouped:
+            plan["config"]["datasets"]["tiny"]["groups"] = {"pattern": r"^p\d+"}
+        split = Path(plan["datasets"]["tiny"]["split"])
+        split.parent.mkdir(parents=True)
+        pd.DataFrame({"path": paths, "subset": "test",
+                      "group": [f"p{p}" for p in patients] if grouped else ""}).to_csv(split, index=False)
+        wrong = np.isin(patients, np.random.default_rng(0).choice(patients.max() + 1, 12, replace=False))
+        for run in plan["runs"]:
+            probs = np.eye(2)[np.where(wrong, 1 - labels, labels)] * 0.8 + 0.1
+            fake_run(run, RUN_FILES, ["NORMAL", "PNEUMONIA"], labels, probs, val_f1=0.5, paths=paths)
+        row = aggregate(plan)["summary"].iloc[0]
+        return row["accuracy_seeds_images_high"] - row["accuracy_seeds_images_low"]
+
+    assert accuracy_interval(grouped=True) > 2 * accuracy_interval(grouped=False)
