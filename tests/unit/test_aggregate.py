@@ -241,7 +241,7 @@ def test_a_dataset_with_patients_draws_them_whole_in_its_test_bootstrap(tmp_path
         patients = np.arange(len(labels)) // 8
         plan = fake_plan(root, ["NORMAL", "PNEUMONIA"], [("scratch_cnn", "scratch", "none", s) for s in (1, 2, 3)],
                          resamples=400, positive_class="PNEUMONIA")
-        paths = [f"test/{'NP'[label]}/p{patient}_{i}.png" for i, (label, patient) in enumerate(zip(labels, patients))]
+        paths = [f"test/{'NP'[labels[i]]}/p{patients[i]}_{i}.png" for i in range(len(labels))]
         if grouped:
             plan["config"]["datasets"]["tiny"]["groups"] = {"pattern": r"^p\d+"}
         split = Path(plan["datasets"]["tiny"]["split"])
