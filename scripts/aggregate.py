@@ -17,7 +17,8 @@ The questions a transfer-learning study is judged on:
   comparison with the baseline at that fraction; the verdict states per pretrained
   configuration at which sizes it beats the baseline (:data:`scripts.verdict.BEATS_RULE`);
 * ``external``: does it generalise: per configuration the metrics on each external test
-  set (class-mapped), mean over seeds with seed and test-image intervals;
+  set (class-mapped), mean over seeds with seed and test-image intervals, beside the same
+  metrics on the internal test set mapped by the same class map (like-for-like gap);
 * calibration (``runs`` and ``summary``): top-label ECE, the multi-class Brier score,
   optionally after temperature scaling fitted on the run's validation predictions;
   reliability bins per configuration (:mod:`scripts.calibration`);
@@ -45,7 +46,7 @@ from scripts import stats as st
 from scripts.calibration import CALIBRATION, ECE_BINS, reliability, run_calibration
 from scripts.comparisons import COMPARISON_COLUMNS, Resampled, versus_baseline, versus_random_init
 from scripts.evaluation import positive_index
-from scripts.external import external_classes
+from scripts.external import collapse, collapse_labels, external_classes
 from scripts.layout import RUN_FILES
 from scripts.run_tables import (
     CONFIG,
@@ -68,6 +69,7 @@ from scripts.verdict import (
 
 PER_RUN = [*CALIBRATION, "shortcut_score"]  # computed here per run, summarised per configuration
 EXTERNAL_CONFIG = [*CONFIG, "external", "n_seeds", "n_images"]
+INTERNAL_MAPPED = "internal_mapped_"  # prefix of the internal metrics on the external test's mapped task
 
 
 def aggregate(plan: dict) -> dict:
@@ -141,7 +143,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
 
     comparisons = versus_baseline(summary, resampled, metrics, bootstrap)
     curve = learning_curve(summary, comparisons, selection)
-    external, external_info = _external(name, plan, done, selection)
+    external, external_info = _external(name, plan, done, selection, predictions, classes)
     verdict = chosen_verdict(name, summary, comparisons, metrics, selection, classes, positive_class,
                              len(paths), len(done))
     verdict.update(learning_curve={"metric": selection, "rule": BEATS_RULE,
@@ -246,11 +248,14 @@ def _check_same_test_set(plan: dict, indices, predictions: dict, paths: list[str
 
 # --- does it generalise -------------------------------------------------------------------------
 
-def _external(name: str, plan: dict, done: pd.DataFrame, selection: str) -> tuple[list[dict], dict]:
+def _external(name: str, plan: dict, done: pd.DataFrame, selection: str, internal: dict,
+              trained: list[str]) -> tuple[list[dict], dict]:
     """Per configuration and external test set: mean over seeds of each metric on the
     external test images (near-duplicates of the trained dataset's images left out unless
-    ``near_duplicates: keep``), with seed and test-image intervals; and per external test
-    set what was evaluated."""
+    ``near_duplicates: keep``), with seed and test-image intervals, and the same on the
+    internal test set (``internal``: the runs' test predictions over the ``trained`` classes)
+    mapped by the same class map (columns ``internal_mapped_<metric>``); and per external
+    test set what was evaluated."""
     evaluation = plan["config"]["evaluation"]
     rows, info = [], {}
     for test in plan["config"]["datasets"][name]["external_tests"]:
@@ -278,16 +283,32 @@ def _external(name: str, plan: dict, done: pd.DataFrame, selection: str) -> tupl
             continue
         bootstrap = st.SharedBootstrap(labels, evaluation["bootstrap_resamples"], evaluation["bootstrap_seed"],
                                        positive)
+        # the internal test set on the same mapped task, so that the gap compares like with like
+        mapped_labels = collapse_labels(internal[done.index[0]][1], trained, test["class_map"])
+        internal_bootstrap = st.SharedBootstrap(mapped_labels, evaluation["bootstrap_resamples"],
+                                                evaluation["bootstrap_seed"], positive)
         for _, group in done.groupby(CONFIG, sort=True):
             ordered = group.sort_values("seed").index
             _check_same_test_set(plan, ordered, predictions, paths, f"{external} test set")
             probabilities = [predictions[i][2] for i in ordered]
+            mapped = [collapse(internal[i][2], trained, test["class_map"]) for i in ordered]
             row = {**{key: group.iloc[0][key] for key in CONFIG}, "external": external,
-                   "n_seeds": len(ordered), "n_images": len(paths)}
-            for metric in metrics:
-                mean, low, high, _ = st.t_interval([bootstrap.estimate(metric, [p]) for p in probabilities])
-                test_low, test_high = np.percentile(bootstrap.resampled(metric, probabilities), [2.5, 97.5])
-                row.update({metric: mean, f"{metric}_seed_low": low, f"{metric}_seed_high": high,
-                            f"{metric}_test_low": float(test_low), f"{metric}_test_high": float(test_high)})
+                   "n_seeds": len(ordered), "n_images": len(paths), "n_internal_images": len(mapped_labels),
+                   **_seed_and_test_intervals(metrics, bootstrap, probabilities, ""),
+                   **_seed_and_test_intervals(metrics, internal_bootstrap, mapped, INTERNAL_MAPPED)}
             rows.append(row)
     return rows, info
+
+
+def _seed_and_test_intervals(metrics: list[str], bootstrap: st.SharedBootstrap, probabilities: list[np.ndarray],
+                             prefix: str) -> dict:
+    """Per metric (column ``prefix + metric``): the mean over seeds, its seed t-interval and
+    its test-image bootstrap interval on ``bootstrap``'s resamples."""
+    row = {}
+    for metric in metrics:
+        name = prefix + metric
+        mean, low, high, _ = st.t_interval([bootstrap.estimate(metric, [p]) for p in probabilities])
+        test_low, test_high = np.percentile(bootstrap.resampled(metric, probabilities), [2.5, 97.5])
+        row.update({name: mean, f"{name}_seed_low": low, f"{name}_seed_high": high,
+                    f"{name}_test_low": float(test_low), f"{name}_test_high": float(test_high)})
+    return row

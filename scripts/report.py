@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from scripts import fsutil, gradcam, plots
+from scripts.aggregate import INTERNAL_MAPPED
 from scripts.config import leaves
 from scripts.evaluation import positive_index
 from scripts.external import DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR_DUPLICATE_CORRELATION
@@ -242,16 +243,15 @@ def learning_section(name: str, tables: dict, verdict: dict) -> dict | None:
                            for s in info["statements"]]}
 
 
-def external_sections(name: str, tables: dict, verdict: dict, summary: pd.DataFrame) -> list[dict]:
+def external_sections(name: str, tables: dict, verdict: dict) -> list[dict]:
     """Per external test set: its data checks, what was evaluated, every configuration's
     internal and external metrics side by side, and the chosen configuration's pair."""
     table = _of_dataset(tables["external"], name)
-    internal = {tuple(str(row[k]) for k in KEY): row for row in _records(summary)}
     sections = []
     for external, info in verdict.get("external", {}).items():
         rows = table[table["external"] == external] if len(table) else table
-        pairs = [{"title": title(row), "key": row, "external": row,
-                  "internal": internal.get(tuple(str(row[k]) for k in KEY))} for row in _records(rows)]
+        pairs = [{"title": title(row), "key": row, "external": row, "internal": internal_mapped(row)}
+                 for row in _records(rows)]
         chosen = verdict["chosen"]
         chosen_pair = next((p for p in pairs if chosen and all(str(p["key"][k]) == str(chosen[k]) for k in KEY)),
                            None)
@@ -260,9 +260,14 @@ def external_sections(name: str, tables: dict, verdict: dict, summary: pd.DataFr
             continue
         sections.append({**info, "name": external, "verify": _read_optional_json(info["verify"]),
                          "rows": sorted(pairs, key=lambda pair: order_key(pair["key"])), "chosen": chosen_pair,
-                         "common": [m for m in verdict["metrics"] if m in info["metrics"]],
-                         "only": [m for m in info["metrics"] if m not in verdict["metrics"]]})
+                         "common": info["metrics"]})
     return sections
+
+
+def internal_mapped(row: dict) -> dict:
+    """An external table row's internal metrics (on the internal test set mapped by the
+    external test's class map), keyed like the external ones."""
+    return {key[len(INTERNAL_MAPPED):]: value for key, value in row.items() if key.startswith(INTERNAL_MAPPED)}
 
 
 KEY = ("model", "strategy", "weights", "fraction")
@@ -365,7 +370,7 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
         "chosen_title": chosen_config["title"] if chosen_config else None,
         "curve_seeds": CURVE_SEEDS,
         "learning": learning_section(name, tables, verdict),
-        "external": external_sections(name, tables, verdict, summary) if len(summary) else [],
+        "external": external_sections(name, tables, verdict) if len(summary) else [],
         "calibration": calibration_section(summary, verdict) if len(summary) else None,
         "shortcut": shortcut_section(summary, verdict, configs) if len(summary) else None,
         "weights_comparison": weights_comparison_section(name, summary, tables, selection),

@@ -3,6 +3,8 @@ test-set intervals, paired comparisons with Holm, missing runs kept visible."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import fake_plan, fake_run
@@ -126,3 +128,40 @@ def test_csv_booleans_read_back_as_true_false_or_none():
     assert [csv_boolean(text) for text in ("True", "False", "")] == [True, False, None]
     with pytest.raises(KeyError):
         csv_boolean("yes")
+
+
+def test_the_external_gap_compares_the_same_mapped_task(tmp_path):
+    """A model perfect on Normal and at chance between COVID and Viral is perfect on the
+    two-class task NORMAL vs PNEUMONIA, internally and externally: no gap."""
+    import pandas as pd
+
+    from scripts.report import external_sections
+
+    trained = ["Covid", "Normal", "Viral"]
+    class_map = {"Covid": "PNEUMONIA", "Normal": "NORMAL", "Viral": "PNEUMONIA"}
+    labels = np.array([0] * 4 + [1] * 4 + [2] * 4)
+    # COVID and Viral: half of each called the other; Normal: always right
+    probs = np.array([[0.0, 1.0, 0.0] if y == 1 else ([0.6, 0.0, 0.4] if i % 2 else [0.4, 0.0, 0.6])
+                      for i, y in enumerate(labels)])
+    plan = fake_plan(tmp_path, trained, [("scratch_cnn", "scratch", "none", 1), ("scratch_cnn", "scratch", "none", 2)])
+    overlap = tmp_path / "overlap.csv"
+    pd.DataFrame({"path": ["ext/a.png", "ext/b.png"], "near_duplicate": [False, False]}).to_csv(overlap, index=False)
+    plan["config"]["datasets"]["tiny"]["external_tests"] = [
+        {"dataset": "other", "class_map": class_map, "near_duplicates": "exclude"}]
+    plan["datasets"]["tiny"]["external"] = {"other": {"overlap": str(overlap), "verify": str(tmp_path / "v.json"),
+                                                      "positive_class": None}}
+    for run in plan["runs"]:
+        fake_run(run, RUN_FILES, trained, labels, probs, val_f1=0.5)
+        # external: one NORMAL and one PNEUMONIA image, both right after mapping
+        pd.DataFrame({"dataset": "other", "path": ["ext/a.png", "ext/b.png"], "label": ["NORMAL", "PNEUMONIA"],
+                      "predicted": ["NORMAL", "PNEUMONIA"], "p_NORMAL": [1.0, 0.0], "p_PNEUMONIA": [0.0, 1.0]}
+                     ).to_csv(Path(run["dir"]) / RUN_FILES["external"], index=False)
+    tables = aggregate(plan)
+    assert tables["summary"].iloc[0]["accuracy"] == pytest.approx(8 / 12)  # the 3-class task
+    row = tables["external"].iloc[0]
+    assert row["accuracy"] == pytest.approx(1.0) and row["internal_mapped_accuracy"] == pytest.approx(1.0)
+    assert row["n_internal_images"] == 12
+    section = external_sections("tiny", tables, tables["verdict"]["datasets"]["tiny"])[0]
+    chosen = section["chosen"]
+    for metric in section["common"]:
+        assert chosen["internal"][metric] == pytest.approx(chosen["external"][metric]), metric
