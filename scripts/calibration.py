@@ -29,8 +29,8 @@ def run_calibration(test: tuple, validation: tuple | None) -> tuple[dict, np.nda
     if validation is None or len(validation[1]) == 0:
         return values, None
     _, val_labels, val_probabilities = validation
-    # log p as logits (softmax(log p / T) = softmax(z / T)); clipped: a probability may underflow to 0
-    temperature = st.fit_temperature(np.log(np.clip(val_probabilities, 1e-12, 1.0)), val_labels)
+    # log p as logits (softmax(log p / T) = softmax(z / T)); floored as apply_temperature floors them
+    temperature = st.fit_temperature(st.floored_log(val_probabilities), val_labels)
     scaled = st.apply_temperature(probabilities, temperature)
     values.update(temperature=temperature, ece_scaled=st.expected_calibration_error(labels, scaled, ECE_BINS),
                   brier_scaled=st.brier_score(labels, scaled))

@@ -32,6 +32,10 @@ METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "reca
            "specificity_macro", "auc", "sensitivity", "specificity")
 TWO_CLASS_METRICS = ("sensitivity", "specificity")
 TEMPERATURE_BOUNDS = (1e-2, 1e2)
+# Probabilities are floored here before the log, in fitting the temperature and in applying
+# it alike: a probability that underflowed to 0 would give a label log p = -inf, which makes
+# every temperature infinitely bad.
+PROBABILITY_FLOOR = 1e-12
 
 
 # --- seed variation ---------------------------------------------------------------------------
@@ -358,7 +362,7 @@ def fit_temperature(logits_or_log_probabilities: np.ndarray, y_true: np.ndarray,
     give the same T). T > 1 softens over-confident predictions. Searched on log T within
     ``bounds`` (scipy's bounded scalar minimiser); a perfectly separated set drives T to the
     lower bound. A label whose log-probability is -inf makes every T infinitely bad: take
-    ``np.log(np.clip(p, 1e-12, 1))`` of probabilities that may underflow to 0.
+    :func:`floored_log` of probabilities, as :func:`apply_temperature` does.
     """
     z = np.asarray(logits_or_log_probabilities, dtype=float)
     y_true = np.asarray(y_true)
@@ -373,13 +377,19 @@ def fit_temperature(logits_or_log_probabilities: np.ndarray, y_true: np.ndarray,
     return float(np.exp(result.x))
 
 
-def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities rescaled by T: softmax(log p / T), i.e. p^(1/T) renormalised per image.
+def floored_log(probabilities: np.ndarray) -> np.ndarray:
+    """log p with p floored at :data:`PROBABILITY_FLOOR`: what the temperature is fitted on
+    and applied to."""
+    return np.log(np.clip(np.asarray(probabilities, dtype=float), PROBABILITY_FLOOR, 1.0))
 
-    Equals softmax(logits / T) for p = softmax(logits); a zero probability stays zero.
+
+def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities rescaled by T: softmax(log p / T), i.e. p^(1/T) renormalised per image,
+    on the same floored log-probabilities (:func:`floored_log`) that :func:`fit_temperature`
+    is given, so the fitted T is applied to what it was fitted on.
+
+    Equals softmax(logits / T) for p = softmax(logits) wherever p is above the floor.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    with np.errstate(divide="ignore"):
-        log_p = np.log(np.asarray(probabilities, dtype=float))
-    return special.softmax(log_p / temperature, axis=1)
+    return special.softmax(floored_log(probabilities) / temperature, axis=1)

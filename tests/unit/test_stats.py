@@ -311,3 +311,17 @@ def test_apply_temperature_by_hand():
         special.softmax(logits / 1.7, axis=1))
     with pytest.raises(ValueError, match="positive"):
         st.apply_temperature(np.array([[.5, .5]]), 0.0)
+
+
+def test_the_temperature_is_applied_to_what_it_was_fitted_on():
+    """Validation probabilities with a label at exactly 0 (float underflow): the fitted T
+    minimises the NLL of the floored log-probabilities, and applying T to the same
+    probabilities gives exactly that NLL. Unfloored, the zero would stay zero and the
+    applied probabilities' NLL be infinite."""
+    probabilities = np.array([[1.0, 0.0], [0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    labels = np.array([1, 0, 1, 1, 0])
+    temperature = st.fit_temperature(st.floored_log(probabilities), labels)
+    applied = st.apply_temperature(probabilities, temperature)
+    nll = -np.log(applied[np.arange(len(labels)), labels]).mean()
+    assert np.isfinite(nll)
+    assert nll == pytest.approx(st.negative_log_likelihood(st.floored_log(probabilities), labels, temperature))
