@@ -67,7 +67,8 @@ from scripts.verdict import (
     shortcut_verdict,
 )
 
-PER_RUN = [*CALIBRATION, "shortcut_score"]  # computed here per run, summarised per configuration
+SHORTCUT = ["shortcut_score", "shortcut_above_uniform", "shortcut_no_map"]  # scripts.run_tables.read_shortcut_score
+PER_RUN = [*CALIBRATION, *SHORTCUT]  # computed here per run, summarised per configuration
 EXTERNAL_CONFIG = [*CONFIG, "external", "n_seeds", "n_images"]
 INTERNAL_MAPPED = "internal_mapped_"  # prefix of the internal metrics on the external test's mapped task
 

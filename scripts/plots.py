@@ -227,6 +227,7 @@ def mean_heatmap_grid(panels: list[dict], box: list[float]):
                                ls="--"))
         ax.set_xticks([])
         ax.set_yticks([])
-        score = "–" if panel["score"] is None else f"{panel['score']:.2f}"
+        scored = panel["score"] is not None and not np.isnan(panel["score"])
+        score = f"{panel['score']:.2f}" if scored else "– (no map had any mass)"
         ax.set_title(f"{panel['title']}\nscore {score} (mean over seeds)", fontsize=8)
     return to_data_uri(figure)

@@ -294,11 +294,23 @@ def shortcut_section(summary: pd.DataFrame, verdict: dict, configs: list[dict]) 
     flagged = {tuple(str(f[k]) for k in KEY) for f in info["flagged"]}
     for row in rows:
         row["flagged"] = tuple(str(row[k]) for k in KEY) in flagged
+        row["flag"] = shortcut_flag(row, row["flagged"])
     scores = {tuple(str(row[k]) for k in KEY): row["shortcut_score"] for row in rows}
     panels = [{"title": c["title"], "cam": np.mean([cam.astype(float) for cam in c["cams"].values()], axis=0),
                "score": scores.get(tuple(str(c["key"][k]) for k in KEY))} for c in configs if c.get("cams")]
     return {**info, "rows": rows, "uninformative": sorted({r["cam_cells"] for r in rows if not r["cam_informative"]}),
             "figure": plots.mean_heatmap_grid(panels, info["box"]) if panels else None}
+
+
+def shortcut_flag(row: dict, flagged: bool) -> str:
+    """What the shortcut table says of a configuration: ``flagged``, ``no score`` (no test
+    image had a map with any mass: nothing was checked, so nothing is cleared),
+    ``uninformative`` (maps too coarse to locate anything) or ``below``."""
+    if flagged:
+        return "flagged"
+    if pd.isna(row["shortcut_above_uniform"]):
+        return "no score"
+    return "below" if row["cam_informative"] else "uninformative"
 
 
 def weights_comparison_section(name: str, summary: pd.DataFrame, tables: dict, metric: str) -> dict | None:
