@@ -107,15 +107,18 @@ def aggregate(plan: dict) -> dict:
     }
 
 
-def headline(binary: bool) -> list[str]:
-    """The metrics the verdict and the comparisons show, and that are bootstrapped."""
-    return ["accuracy", "f1_macro", "auc"] + (["sensitivity", "specificity"] if binary
-                                              else ["recall_macro", "specificity_macro"])
+def headline(binary: bool, n_classes: int) -> list[str]:
+    """The metrics the verdict and the comparisons show, and that are bootstrapped. With two
+    classes and no positive class, macro specificity equals macro recall (each class's
+    specificity is the other's recall): only recall is shown."""
+    if binary:
+        return ["accuracy", "f1_macro", "auc", "sensitivity", "specificity"]
+    return ["accuracy", "f1_macro", "auc", "recall_macro"] + (["specificity_macro"] if n_classes > 2 else [])
 
 
-def study_metrics(binary: bool, selection: str) -> list[str]:
+def study_metrics(binary: bool, n_classes: int, selection: str) -> list[str]:
     """The headline metrics and the selection metric (the learning curve's)."""
-    metrics = headline(binary)
+    metrics = headline(binary, n_classes)
     return metrics if selection in metrics else [*metrics, selection]
 
 
@@ -132,7 +135,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     classes = files[done.index[0]]["info"]["classes"]
     positive_class = config["datasets"][name].get("positive_class")
     positive = positive_index(classes, positive_class)
-    metrics = study_metrics(len(classes) == 2 and positive is not None, selection)
+    metrics = study_metrics(len(classes) == 2 and positive is not None, len(classes), selection)
     predictions = {i: read_predictions(Path(plan["runs"][i]["dir"]) / RUN_FILES["predictions"], classes)
                    for i in done.index}
     per_run = {i: _run_scores(plan, i, predictions[i], classes) for i in done.index}
@@ -271,7 +274,7 @@ def _external(name: str, plan: dict, done: pd.DataFrame, selection: str, interna
         excluded = frozenset(duplicates["path"]) if test["near_duplicates"] == "exclude" else frozenset()
         classes = external_classes(test["class_map"])
         positive = positive_index(classes, described["positive_class"])
-        metrics = study_metrics(positive is not None, selection)
+        metrics = study_metrics(positive is not None, len(classes), selection)
         predictions = {i: read_predictions(Path(plan["runs"][i]["dir"]) / RUN_FILES["external"], classes,
                                            external, excluded) for i in done.index}
         paths, labels, _ = predictions[done.index[0]]

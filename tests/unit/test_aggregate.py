@@ -165,3 +165,18 @@ def test_the_external_gap_compares_the_same_mapped_task(tmp_path):
     chosen = section["chosen"]
     for metric in section["common"]:
         assert chosen["internal"][metric] == pytest.approx(chosen["external"][metric]), metric
+
+
+def test_two_classes_without_a_positive_class_show_macro_recall_once(tmp_path):
+    """Each class's specificity is the other's recall: macro specificity = macro recall,
+    so only one of the two identical columns is shown."""
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    plan = fake_plan(tmp_path, ["NORMAL", "PNEUMONIA"], [("scratch_cnn", "scratch", "none", 1)])
+    probs = np.array([[.9, .1], [.8, .2], [.3, .7], [.2, .8], [.4, .6], [.6, .4], [.7, .3]])
+    fake_run(plan["runs"][0], RUN_FILES, ["NORMAL", "PNEUMONIA"], labels, probs, val_f1=0.5)
+    tables = aggregate(plan)
+    chosen = tables["verdict"]["datasets"]["tiny"]
+    assert chosen["metrics"] == ["accuracy", "f1_macro", "auc", "recall_macro"]
+    runs = tables["runs"].iloc[0]
+    assert runs["specificity_macro"] == pytest.approx(runs["recall_macro"])  # why one is enough
+    assert set(tables["comparisons"]["metric"]) <= set(chosen["metrics"])
