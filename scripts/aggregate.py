@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from scripts import stats as st
-from scripts.calibration import CALIBRATION, ECE_BINS, reliability, run_calibration
+from scripts.calibration import CALIBRATION, ECE_BINS, calibration_test_intervals, reliability, run_calibration
 from scripts.comparisons import COMPARISON_COLUMNS, Resampled, versus_baseline, versus_random_init
 from scripts.evaluation import positive_index
 from scripts.external import collapse, collapse_labels, external_classes
@@ -138,7 +138,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     metrics = study_metrics(len(classes) == 2 and positive is not None, len(classes), selection)
     predictions = {i: read_predictions(Path(plan["runs"][i]["dir"]) / RUN_FILES["predictions"], classes)
                    for i in done.index}
-    per_run = {i: _run_scores(plan, i, predictions[i], classes) for i in done.index}
+    per_run = {i: _run_scores(plan, i, predictions[i], classes, positive) for i in done.index}
     done = done.assign(**{key: [per_run[i][key] for i in done.index] for key in PER_RUN})
     finished = _Finished(done, files, predictions, per_run, classes)
     paths, y_true, _ = predictions[done.index[0]]
@@ -155,11 +155,20 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
                                    "statements": learning_statements(curve)},
                    shortcut=shortcut_verdict(summary, evaluation, verdict.get("chosen")),
                    external=external_info,
-                   calibration={"bins": ECE_BINS, "temperature_scaling": evaluation["temperature_scaling"]})
+                   calibration={"bins": ECE_BINS, "temperature_scaling": evaluation["temperature_scaling"],
+                                "slope_outcome": _slope_outcome(classes, positive)})
     return {"summary": summary, "comparisons": comparisons, "learning_curve": curve, "external": external,
             "weights_comparison": versus_random_init(summary, resampled, metrics, bootstrap),
             "per_run": {i: {k: v for k, v in scores.items() if k != "scaled"} for i, scores in per_run.items()},
             "verdict": verdict}
+
+
+def _slope_outcome(classes: list[str], positive: int | None) -> str | None:
+    """The class whose label is the calibration slope's outcome with two classes
+    (:func:`scripts.stats.calibration_slope_intercept`); None: top-label (more classes)."""
+    if len(classes) != 2:
+        return None
+    return classes[1 if positive is None else positive]
 
 
 @dataclass(frozen=True)
@@ -179,14 +188,14 @@ def _empty_dataset(name: str) -> dict:
             "per_run": {}, "verdict": verdict}
 
 
-def _run_scores(plan: dict, i: int, test: tuple, classes: list[str]) -> dict:
+def _run_scores(plan: dict, i: int, test: tuple, classes: list[str], positive: int | None) -> dict:
     """Calibration (temperature fitted on the run's validation predictions when
     configured) and shortcut score of run ``i``; ``scaled``: its rescaled test probabilities."""
     evaluation = plan["config"]["evaluation"]
     run, files = plan["runs"][i], RUN_FILES
     validation = (read_predictions(Path(run["dir"]) / files["val_predictions"], classes)
                   if evaluation["temperature_scaling"] else None)
-    values, scaled = run_calibration(test, validation)
+    values, scaled = run_calibration(test, validation, positive)
     return {**values, **read_shortcut_score(Path(run["dir"]) / files["gradcam"], evaluation["lung_box"]),
             "scaled": scaled}
 
@@ -211,6 +220,7 @@ def _summary(plan: dict, finished: _Finished, metrics: list[str], selection: str
         row["per_class"] = json.dumps(_per_class(group.index, finished.files, finished.classes))
         row["cam_cells"] = per_run[ordered[0]]["cam_cells"]
         row["cam_informative"] = per_run[ordered[0]]["cam_informative"]
+        row.update(calibration_test_intervals([predictions[i] for i in ordered], bootstrap.indices))
         row["reliability"] = json.dumps(reliability([predictions[i] for i in ordered],
                                                     [per_run[i]["scaled"] for i in ordered]))
         summary.append(row)

@@ -1,4 +1,5 @@
-"""Uncertainty, comparisons and calibration for the benchmark (numpy/scipy only; no TensorFlow).
+"""Uncertainty, comparisons and calibration for the benchmark (numpy/scipy; scikit-learn for the
+calibration slope; no TensorFlow).
 
 Two sources of variation are kept apart:
 
@@ -16,7 +17,8 @@ is computed for all rows by counting (``np.bincount``), never by a Python loop o
 Labels are integer class indices ``0..k-1`` matching the probability columns.
 
 Calibration: top-label expected calibration error and reliability bins, the multi-class Brier
-score, and temperature scaling fitted on validation log-likelihood.
+score (both also on every bootstrap resample), calibration slope and intercept, and temperature
+scaling fitted on validation log-likelihood.
 """
 
 from __future__ import annotations
@@ -321,6 +323,59 @@ def expected_calibration_error(y_true: np.ndarray, probabilities: np.ndarray, n_
     _, count, confidence_sum, correct_sum = _bin_sums(y_true, probabilities, n_bins)
     # (count/n) * |correct_sum/count - confidence_sum/count| = |correct_sum - confidence_sum| / n
     return float(np.abs(correct_sum - confidence_sum).sum() / count.sum())
+
+
+def resampled_ece(y_true: np.ndarray, probabilities: np.ndarray, indices: np.ndarray, n_bins: int = 15) -> np.ndarray:
+    """:func:`expected_calibration_error` on every resample (a row of ``indices``), at once:
+    each resample's bin sums by one ``bincount`` over (resample, bin) pairs."""
+    confidence, correct = _top_label(y_true, probabilities)
+    bin_of = np.digitize(confidence, np.linspace(0.0, 1.0, n_bins + 1)[1:-1], right=True)
+    cell = (bin_of[indices] + n_bins * np.arange(len(indices))[:, None]).ravel()
+
+    def sums(values: np.ndarray) -> np.ndarray:
+        return np.bincount(cell, weights=values[indices].ravel(), minlength=len(indices) * n_bins).reshape(
+            len(indices), n_bins)
+
+    return np.abs(sums(correct.astype(float)) - sums(confidence)).sum(axis=1) / indices.shape[1]
+
+
+def resampled_brier(y_true: np.ndarray, probabilities: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """:func:`brier_score` on every resample (a row of ``indices``)."""
+    probabilities = np.asarray(probabilities, dtype=float)
+    per_image = ((probabilities - np.eye(probabilities.shape[1])[np.asarray(y_true)]) ** 2).sum(axis=1)
+    return per_image[indices].mean(axis=1)
+
+
+def calibration_slope_intercept(y_true: np.ndarray, probabilities: np.ndarray,
+                                positive: int | None) -> tuple[float, float]:
+    """Calibration slope and intercept (Cox 1958; Van Calster et al. 2019): the logistic fit,
+    without penalty (scikit-learn), of the outcome on the predicted logit. Perfect
+    calibration is slope 1, intercept 0; a slope below 1 means over-confident predictions.
+
+    Two classes: the outcome is "the label is class ``positive``" (the second class when
+    None) and the logit that of its probability. More classes: top-label, the outcome is
+    "the most probable class is right" and the logit that of the largest probability.
+    Probabilities are floored at :data:`PROBABILITY_FLOOR` from 0 and 1. NaN, NaN when the
+    fit does not exist: one outcome only, or outcomes separated by the logit (the maximum
+    likelihood slope is then infinite).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    probabilities = np.asarray(probabilities, dtype=float)
+    y_true = np.asarray(y_true)
+    if probabilities.shape[1] == 2:
+        column = 1 if positive is None else positive
+        p, outcome = probabilities[:, column], y_true == column
+    else:
+        p, outcome = _top_label(y_true, probabilities)
+    p = np.clip(p, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+    logit = np.log(p) - np.log1p(-p)
+    if outcome.all() or not outcome.any():
+        return np.nan, np.nan
+    if logit[outcome].min() > logit[~outcome].max() or logit[outcome].max() < logit[~outcome].min():
+        return np.nan, np.nan
+    fit = LogisticRegression(C=np.inf, max_iter=1000).fit(logit[:, None], outcome)  # C = inf: no penalty
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
 
 
 def reliability_bins(y_true: np.ndarray, probabilities: np.ndarray, n_bins: int = 15) -> list[dict]:

@@ -180,3 +180,23 @@ def test_two_classes_without_a_positive_class_show_macro_recall_once(tmp_path):
     runs = tables["runs"].iloc[0]
     assert runs["specificity_macro"] == pytest.approx(runs["recall_macro"])  # why one is enough
     assert set(tables["comparisons"]["metric"]) <= set(chosen["metrics"])
+
+
+def test_ece_and_brier_have_a_test_image_interval_and_slope_a_seed_interval(study):
+    """The test-image intervals are the percentiles, over the shared resamples, of the
+    mean over seeds of each resample's ECE or Brier score; the calibration slope and
+    intercept are per run, with the seed t-interval."""
+    tables = aggregate(study)
+    summary = tables["summary"].set_index("strategy").loc["frozen"]
+    indices = st.stratified_bootstrap(LABELS, 500, 0)
+    per_seed = [probabilities(3, s) for s in (1, 2)]
+    ece = np.mean([st.resampled_ece(LABELS, p, indices, 15) for p in per_seed], axis=0)
+    brier = np.mean([st.resampled_brier(LABELS, p, indices) for p in per_seed], axis=0)
+    assert (summary["ece_test_low"], summary["ece_test_high"]) == pytest.approx(tuple(np.percentile(ece, [2.5, 97.5])))
+    assert (summary["brier_test_low"], summary["brier_test_high"]) == pytest.approx(
+        tuple(np.percentile(brier, [2.5, 97.5])))
+    slopes = [st.calibration_slope_intercept(LABELS, p, None)[0] for p in per_seed]
+    mean, low, high, _ = st.t_interval(slopes)
+    assert (summary["calibration_slope"], summary["calibration_slope_seed_low"],
+            summary["calibration_slope_seed_high"]) == pytest.approx((mean, low, high))
+    assert tables["verdict"]["datasets"]["tiny"]["calibration"]["slope_outcome"] is None  # three classes: top-label
