@@ -228,16 +228,30 @@ def _of_dataset(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return frame[frame["dataset"] == name] if len(frame) else frame
 
 
-def learning_section(name: str, tables: dict, verdict: dict) -> dict | None:
+def validation_pool(split: dict) -> dict | None:
+    """The validation images of the first seed's split (:func:`split_counts`) and their
+    share of the training pool (train + validation): held out before the training fractions
+    are drawn, the same at every fraction. None without the split."""
+    counts = split["counts"]
+    n_val, n_train = sum(counts.get("val", {}).values()), sum(counts.get("train", {}).values())
+    if not n_val + n_train:
+        return None
+    return {"images": n_val, "pool": n_val + n_train, "share": n_val / (n_val + n_train)}
+
+
+def learning_section(name: str, tables: dict, verdict: dict, split: dict) -> dict | None:
     """How much labelled data: the curve, its table and one statement per pretrained
-    configuration (None with a single training fraction)."""
+    configuration (None with a single training fraction); ``split``: the first seed's
+    :func:`split_counts`, for the validation images every fraction also uses."""
     info = verdict.get("learning_curve")
     curve = _of_dataset(tables["learning_curve"], name)
     if not info or len(info["fractions"]) < 2 or curve.empty:
         return None
     rows = sorted(_records(curve), key=lambda row: (*order_key(row)[:4], float(row["fraction"])))
-    figure = plots.learning_curve(curve, LABELS[info["metric"]])
+    validation = validation_pool(split)
+    figure = plots.learning_curve(curve, LABELS[info["metric"]], validation)
     return {"metric": info["metric"], "rule": info["rule"], "figure": figure, "min_seeds": TOO_FEW_SEEDS,
+            "validation": validation,
             "rows": [{**row, "title": config_title(row["model"], row["strategy"], row["weights"])} for row in rows],
             "statements": [{**s, "title": config_title(s["model"], s["strategy"], s["weights"])}
                            for s in info["statements"]]}
@@ -381,7 +395,7 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
         "samples": sample_predictions(thumbnails, chosen_config) if chosen_config and thumbnails else [],
         "chosen_title": chosen_config["title"] if chosen_config else None,
         "curve_seeds": CURVE_SEEDS,
-        "learning": learning_section(name, tables, verdict),
+        "learning": learning_section(name, tables, verdict, split_counts(paths["split"])),
         "external": external_sections(name, tables, verdict) if len(summary) else [],
         "calibration": calibration_section(summary, verdict) if len(summary) else None,
         "shortcut": shortcut_section(summary, verdict, configs) if len(summary) else None,
