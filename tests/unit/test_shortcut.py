@@ -71,7 +71,7 @@ def marker_maps(n_per_class: int, marker_share: float) -> np.ndarray:
 
 
 def test_a_marker_on_30_percent_of_one_class_is_flagged(tmp_path):
-    """15 of 100 maps on a corner marker: the mean share outside the box (0.29) stays below
+    """15 of 100 maps on a corner marker: the mean share outside the box (0.30) stays below
     what a uniform map scores (0.36), yet the configuration is flagged because 15% of its
     maps put more mass outside the box than a uniform map (default flag above 10%)."""
     from conftest import validated
