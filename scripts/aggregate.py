@@ -20,7 +20,8 @@ The questions a transfer-learning study is judged on:
   comparison with the baseline at that fraction; the verdict states per pretrained
   configuration at which sizes it beats the baseline (:data:`scripts.verdict.BEATS_RULE`);
 * ``external``: does it generalise: per configuration the metrics on each external test
-  set (class-mapped), mean over seeds with seed and test-image intervals;
+  set (class-mapped), mean over seeds with seed and test-image intervals, beside the same
+  metrics on the internal test set mapped by the same class map (like-for-like gap);
 * calibration (``runs`` and ``summary``): top-label ECE, the multi-class Brier score,
   optionally after temperature scaling fitted on the run's validation predictions;
   reliability bins per configuration (:mod:`scripts.calibration`);
@@ -45,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from scripts import stats as st
-from scripts.calibration import CALIBRATION, ECE_BINS, reliability, run_calibration
+from scripts.calibration import CALIBRATION, ECE_BINS, calibration_test_intervals, reliability, run_calibration
 from scripts.comparisons import (
     COMPARISON_COLUMNS,
     FAMILIES,
@@ -57,7 +58,7 @@ from scripts.comparisons import (
     versus_random_init,
 )
 from scripts.evaluation import positive_index
-from scripts.external import external_classes
+from scripts.external import collapse, collapse_labels, external_classes
 from scripts.layout import RUN_FILES
 from scripts.run_tables import (
     CONFIG,
@@ -82,8 +83,10 @@ from scripts.verdict import (
     shortcut_verdict,
 )
 
-PER_RUN = [*CALIBRATION, "shortcut_score"]  # computed here per run, summarised per configuration
+SHORTCUT = ["shortcut_score", "shortcut_above_uniform", "shortcut_no_map"]  # scripts.run_tables.read_shortcut_score
+PER_RUN = [*CALIBRATION, *SHORTCUT]  # computed here per run, summarised per configuration
 EXTERNAL_CONFIG = [*CONFIG, "external", "n_seeds", "n_images"]
+INTERNAL_MAPPED = "internal_mapped_"  # prefix of the internal metrics on the external test's mapped task
 
 
 def aggregate(plan: dict) -> dict:
@@ -121,15 +124,18 @@ def aggregate(plan: dict) -> dict:
     }
 
 
-def headline(binary: bool) -> list[str]:
-    """The metrics the verdict and the comparisons show, and that are bootstrapped."""
-    return ["accuracy", "f1_macro", "auc"] + (["sensitivity", "specificity"] if binary
-                                              else ["recall_macro", "specificity_macro"])
+def headline(binary: bool, n_classes: int) -> list[str]:
+    """The metrics the verdict and the comparisons show, and that are bootstrapped. With two
+    classes and no positive class, macro specificity equals macro recall (each class's
+    specificity is the other's recall): only recall is shown."""
+    if binary:
+        return ["accuracy", "f1_macro", "auc", "sensitivity", "specificity"]
+    return ["accuracy", "f1_macro", "auc", "recall_macro"] + (["specificity_macro"] if n_classes > 2 else [])
 
 
-def study_metrics(binary: bool, selection: str) -> list[str]:
+def study_metrics(binary: bool, n_classes: int, selection: str) -> list[str]:
     """The headline metrics and the selection metric (the learning curve's)."""
-    metrics = headline(binary)
+    metrics = headline(binary, n_classes)
     return metrics if selection in metrics else [*metrics, selection]
 
 
@@ -146,10 +152,10 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     classes = files[done.index[0]]["info"]["classes"]
     positive_class = config["datasets"][name].get("positive_class")
     positive = positive_index(classes, positive_class)
-    metrics = study_metrics(len(classes) == 2 and positive is not None, selection)
+    metrics = study_metrics(len(classes) == 2 and positive is not None, len(classes), selection)
     predictions = {i: read_predictions(Path(plan["runs"][i]["dir"]) / RUN_FILES["predictions"], classes)
                    for i in done.index}
-    per_run = {i: _run_scores(plan, i, predictions[i], classes) for i in done.index}
+    per_run = {i: _run_scores(plan, i, predictions[i], classes, positive) for i in done.index}
     done = done.assign(**{key: [per_run[i][key] for i in done.index] for key in PER_RUN})
     finished = _Finished(done, files, predictions, per_run, classes)
     paths, y_true, _ = predictions[done.index[0]]
@@ -164,7 +170,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     prespecified = (config_key(chosen), selection) if chosen and not is_baseline(chosen) else None
     comparisons = versus_baseline(summary, resampled, metrics, bootstrap, prespecified)
     curve = learning_curve(summary, comparisons, selection)
-    external, external_info = _external(name, plan, done, selection)
+    external, external_info = _external(name, plan, done, selection, predictions, classes)
     verdict = chosen_verdict(name, summary, comparisons, metrics, selection, classes, positive_class,
                              len(paths), len(done))
     verdict.update(learning_curve={"metric": selection, "rule": BEATS_RULE,
@@ -175,11 +181,20 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
                    bootstrap={"resamples": resamples, "configured": evaluation["bootstrap_resamples"],
                               "largest_family": family,
                               "smallest_holm_p": family * st.smallest_p_value(resamples)},
-                   calibration={"bins": ECE_BINS, "temperature_scaling": evaluation["temperature_scaling"]})
+                   calibration={"bins": ECE_BINS, "temperature_scaling": evaluation["temperature_scaling"],
+                                "slope_outcome": _slope_outcome(classes, positive)})
     return {"summary": summary, "comparisons": comparisons, "learning_curve": curve, "external": external,
             "weights_comparison": versus_random_init(summary, resampled, metrics, bootstrap),
             "per_run": {i: {k: v for k, v in scores.items() if k != "scaled"} for i, scores in per_run.items()},
             "verdict": verdict}
+
+
+def _slope_outcome(classes: list[str], positive: int | None) -> str | None:
+    """The class whose label is the calibration slope's outcome with two classes
+    (:func:`scripts.stats.calibration_slope_intercept`); None: top-label (more classes)."""
+    if len(classes) != 2:
+        return None
+    return classes[1 if positive is None else positive]
 
 
 @dataclass(frozen=True)
@@ -199,14 +214,14 @@ def _empty_dataset(name: str) -> dict:
             "per_run": {}, "verdict": verdict}
 
 
-def _run_scores(plan: dict, i: int, test: tuple, classes: list[str]) -> dict:
+def _run_scores(plan: dict, i: int, test: tuple, classes: list[str], positive: int | None) -> dict:
     """Calibration (temperature fitted on the run's validation predictions when
     configured) and shortcut score of run ``i``; ``scaled``: its rescaled test probabilities."""
     evaluation = plan["config"]["evaluation"]
     run, files = plan["runs"][i], RUN_FILES
     validation = (read_predictions(Path(run["dir"]) / files["val_predictions"], classes)
                   if evaluation["temperature_scaling"] else None)
-    values, scaled = run_calibration(test, validation)
+    values, scaled = run_calibration(test, validation, positive)
     return {**values, **read_shortcut_score(Path(run["dir"]) / files["gradcam"], evaluation["lung_box"]),
             "scaled": scaled}
 
@@ -236,6 +251,7 @@ def _summary(plan: dict, finished: _Finished, metrics: list[str], selection: str
         row["per_class"] = json.dumps(_per_class(group.index, finished.files, finished.classes))
         row["cam_cells"] = per_run[ordered[0]]["cam_cells"]
         row["cam_informative"] = per_run[ordered[0]]["cam_informative"]
+        row.update(calibration_test_intervals([predictions[i] for i in ordered], bootstrap.counts))
         row["reliability"] = json.dumps(reliability([predictions[i] for i in ordered],
                                                     [per_run[i]["scaled"] for i in ordered]))
         summary.append({**row, **seeds_and_images})
@@ -277,11 +293,14 @@ def _check_same_test_set(plan: dict, indices, predictions: dict, paths: list[str
 
 # --- does it generalise -------------------------------------------------------------------------
 
-def _external(name: str, plan: dict, done: pd.DataFrame, selection: str) -> tuple[list[dict], dict]:
+def _external(name: str, plan: dict, done: pd.DataFrame, selection: str, internal: dict,
+              trained: list[str]) -> tuple[list[dict], dict]:
     """Per configuration and external test set: mean over seeds of each metric on the
     external test images (near-duplicates of the trained dataset's images left out unless
-    ``near_duplicates: keep``), with seed and test-image intervals; and per external test
-    set what was evaluated."""
+    ``near_duplicates: keep``), with seed and test-image intervals, and the same on the
+    internal test set (``internal``: the runs' test predictions over the ``trained`` classes)
+    mapped by the same class map (columns ``internal_mapped_<metric>``); and per external
+    test set what was evaluated."""
     evaluation = plan["config"]["evaluation"]
     rows, info = [], {}
     for test in plan["config"]["datasets"][name]["external_tests"]:
@@ -296,7 +315,7 @@ def _external(name: str, plan: dict, done: pd.DataFrame, selection: str) -> tupl
         excluded = frozenset(duplicates["path"]) if test["near_duplicates"] == "exclude" else frozenset()
         classes = external_classes(test["class_map"])
         positive = positive_index(classes, described["positive_class"])
-        metrics = study_metrics(positive is not None, selection)
+        metrics = study_metrics(positive is not None, len(classes), selection)
         predictions = {i: read_predictions(Path(plan["runs"][i]["dir"]) / RUN_FILES["external"], classes,
                                            external, excluded) for i in done.index}
         paths, labels, _ = predictions[done.index[0]]
@@ -309,16 +328,32 @@ def _external(name: str, plan: dict, done: pd.DataFrame, selection: str) -> tupl
             continue
         bootstrap = st.SharedBootstrap(labels, evaluation["bootstrap_resamples"], evaluation["bootstrap_seed"],
                                        positive)
+        # the internal test set on the same mapped task, so that the gap compares like with like
+        mapped_labels = collapse_labels(internal[done.index[0]][1], trained, test["class_map"])
+        internal_bootstrap = st.SharedBootstrap(mapped_labels, evaluation["bootstrap_resamples"],
+                                                evaluation["bootstrap_seed"], positive)
         for _, group in done.groupby(CONFIG, sort=True):
             ordered = group.sort_values("seed").index
             _check_same_test_set(plan, ordered, predictions, paths, f"{external} test set")
             probabilities = [predictions[i][2] for i in ordered]
+            mapped = [collapse(internal[i][2], trained, test["class_map"]) for i in ordered]
             row = {**{key: group.iloc[0][key] for key in CONFIG}, "external": external,
-                   "n_seeds": len(ordered), "n_images": len(paths)}
-            for metric in metrics:
-                mean, low, high, _ = st.t_interval([bootstrap.estimate(metric, [p]) for p in probabilities])
-                test_low, test_high = np.percentile(bootstrap.resampled(metric, probabilities), [2.5, 97.5])
-                row.update({metric: mean, f"{metric}_seed_low": low, f"{metric}_seed_high": high,
-                            f"{metric}_test_low": float(test_low), f"{metric}_test_high": float(test_high)})
+                   "n_seeds": len(ordered), "n_images": len(paths), "n_internal_images": len(mapped_labels),
+                   **_seed_and_test_intervals(metrics, bootstrap, probabilities, ""),
+                   **_seed_and_test_intervals(metrics, internal_bootstrap, mapped, INTERNAL_MAPPED)}
             rows.append(row)
     return rows, info
+
+
+def _seed_and_test_intervals(metrics: list[str], bootstrap: st.SharedBootstrap, probabilities: list[np.ndarray],
+                             prefix: str) -> dict:
+    """Per metric (column ``prefix + metric``): the mean over seeds, its seed t-interval and
+    its test-image bootstrap interval on ``bootstrap``'s resamples."""
+    row = {}
+    for metric in metrics:
+        name = prefix + metric
+        mean, low, high, _ = st.t_interval([bootstrap.estimate(metric, [p]) for p in probabilities])
+        test_low, test_high = np.percentile(bootstrap.resampled(metric, probabilities), [2.5, 97.5])
+        row.update({name: mean, f"{name}_seed_low": low, f"{name}_seed_high": high,
+                    f"{name}_test_low": float(test_low), f"{name}_test_high": float(test_high)})
+    return row

@@ -41,6 +41,16 @@ class EarlyStopping:
         return False
 
 
+def continue_after_warm_up(state: dict) -> None:
+    """Turn the head warm-up's early-stopping state into fine-tuning's start. A warm-up that
+    stopped early does not stop fine-tuning. The warm-up's kept epoch (its weights are the
+    model's now; not necessarily its last) is fine-tuning's first candidate; without head
+    epochs the probe only initialises the head that trains end to end."""
+    state.update(stopped=False, wait=0)
+    if not state["epoch"]:
+        state.update(best_val_loss=None, best_epoch=None)
+
+
 class Checkpoint:
     """Training state in ``directory``: the latest saved epoch's weights with the
     optimizer variables (Keras's ``save_weights`` stores both), the best epoch's weights,

@@ -4,6 +4,8 @@ The trained classes are mapped onto the external dataset's classes by the config
 ``class_map`` (e.g. ``{Covid: PNEUMONIA, "Viral Pneumonia": PNEUMONIA, Normal: NORMAL}``)
 and the predicted probabilities are collapsed by summing over the trained classes that map
 to the same external class; the prediction is the argmax of the collapsed probabilities.
+The internal metrics set beside the external ones are computed on the same mapped task:
+the internal test labels mapped by :func:`collapse_labels`, the probabilities by :func:`collapse`.
 
 An external test image that is the same radiograph as an image of the trained dataset
 (public chest X-ray collections copy each other's images, re-encoded and resized, so byte
@@ -60,6 +62,13 @@ def collapse(probabilities: np.ndarray, trained: list[str], class_map: dict) -> 
     for i, name in enumerate(trained):
         mapping[i, targets.index(class_map[name])] = 1.0
     return np.asarray(probabilities, dtype=float) @ mapping
+
+
+def collapse_labels(labels: np.ndarray, trained: list[str], class_map: dict) -> np.ndarray:
+    """Trained-class label indices as indices of :func:`external_classes` (the mapped task)."""
+    targets = external_classes(class_map)
+    mapped = np.array([targets.index(class_map[name]) for name in trained], dtype=int)
+    return mapped[np.asarray(labels, dtype=int)]
 
 
 def fingerprints(images) -> np.ndarray:

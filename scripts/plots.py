@@ -147,11 +147,13 @@ def _source_label(strategy: str, weights: str) -> str:
     return strategy if strategy == "scratch" else f"{strategy} ({weights})"
 
 
-def learning_curve(curve, label: str):
+def learning_curve(curve, label: str, validation: dict | None = None):
     """The test metric against the number of training images, one panel per backbone, a
     line per strategy × pretraining with its 95% interval over test images (band); the
     scratch CNN baseline (grey, dashed) in every panel. Filled markers: beats the baseline
-    at that size (``beats``: :data:`scripts.verdict.BEATS_RULE`), hollow: no such claim or not compared."""
+    at that size (``beats``: :data:`scripts.verdict.BEATS_RULE`), hollow: no such claim or not compared.
+    ``validation`` (:func:`scripts.report.validation_pool`): the validation images every size
+    also uses, named in the axis label."""
     is_baseline = (curve["model"] == BASELINE["model"]) & (curve["strategy"] == BASELINE["strategy"])
     baseline = curve[is_baseline].sort_values("n_train")
     models = sorted(set(curve["model"]) - {SCRATCH_CNN}) or [SCRATCH_CNN]
@@ -180,7 +182,9 @@ def learning_curve(curve, label: str):
         ax.set_xticks(sizes, [f"{n:.0f}" for n in sizes])
         ax.minorticks_off()
         ax.set_ylim(0, 1)
-        ax.set_xlabel("training images (mean over seeds)", fontsize=8)
+        ax.set_xlabel("training images (mean over seeds)" + (
+            f"\n+ {validation['images']} validation images ({validation['share']:.0%} of the pool) at every size"
+            if validation else ""), fontsize=8)
         ax.set_ylabel(f"test {label}", fontsize=8)
         ax.set_title(model, fontsize=10)
         ax.grid(alpha=0.3)
@@ -227,6 +231,7 @@ def mean_heatmap_grid(panels: list[dict], box: list[float]):
                                ls="--"))
         ax.set_xticks([])
         ax.set_yticks([])
-        score = "–" if panel["score"] is None else f"{panel['score']:.2f}"
+        scored = panel["score"] is not None and not np.isnan(panel["score"])
+        score = f"{panel['score']:.2f}" if scored else "– (no map had any mass)"
         ax.set_title(f"{panel['title']}\nscore {score} (mean over seeds)", fontsize=8)
     return to_data_uri(figure)

@@ -155,8 +155,13 @@ def linear_probe(train_features, y_train, val_features, y_val, n_classes: int,
     _, c, probe = best
     kernel = np.zeros((train_features.shape[1], n_classes), np.float32)
     bias = np.zeros(n_classes, np.float32)
-    if len(probe.classes_) == 2:  # one logit z for classes_[1]: softmax([0, z]) = sigmoid(z)
-        kernel[:, probe.classes_[1]], bias[probe.classes_[1]] = probe.coef_[0], probe.intercept_[0]
+    if len(probe.classes_) == 2:
+        # one decision z for classes_[1], split as logits [-z/2, z/2]: softmax of them is
+        # sigmoid(z) as with [0, z], and both logits carry the signal, so Grad-CAM of either
+        # class has a gradient (a zero logit gives an all-zero map for that class)
+        negative, positive = probe.classes_
+        kernel[:, positive], bias[positive] = probe.coef_[0] / 2, probe.intercept_[0] / 2
+        kernel[:, negative], bias[negative] = -probe.coef_[0] / 2, -probe.intercept_[0] / 2
     else:
         kernel[:, probe.classes_], bias[probe.classes_] = probe.coef_.T, probe.intercept_
     return kernel, bias, c, rows

@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from scripts import fsutil, gradcam, plots
+from scripts.aggregate import INTERNAL_MAPPED
 from scripts.config import leaves
 from scripts.evaluation import positive_index
 from scripts.external import DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR_DUPLICATE_CORRELATION
@@ -241,31 +242,44 @@ def _of_dataset(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return frame[frame["dataset"] == name] if len(frame) else frame
 
 
-def learning_section(name: str, tables: dict, verdict: dict) -> dict | None:
+def validation_pool(split: dict) -> dict | None:
+    """The validation images of the first seed's split (:func:`split_counts`) and their
+    share of the training pool (train + validation): held out before the training fractions
+    are drawn, the same at every fraction. None without the split."""
+    counts = split["counts"]
+    n_val, n_train = sum(counts.get("val", {}).values()), sum(counts.get("train", {}).values())
+    if not n_val + n_train:
+        return None
+    return {"images": n_val, "pool": n_val + n_train, "share": n_val / (n_val + n_train)}
+
+
+def learning_section(name: str, tables: dict, verdict: dict, split: dict) -> dict | None:
     """How much labelled data: the curve, its table and one statement per pretrained
-    configuration (None with a single training fraction)."""
+    configuration (None with a single training fraction); ``split``: the first seed's
+    :func:`split_counts`, for the validation images every fraction also uses."""
     info = verdict.get("learning_curve")
     curve = _of_dataset(tables["learning_curve"], name)
     if not info or len(info["fractions"]) < 2 or curve.empty:
         return None
     rows = sorted(_records(curve), key=lambda row: (*order_key(row)[:4], float(row["fraction"])))
-    figure = plots.learning_curve(curve, LABELS[info["metric"]])
+    validation = validation_pool(split)
+    figure = plots.learning_curve(curve, LABELS[info["metric"]], validation)
     return {"metric": info["metric"], "rule": info["rule"], "figure": figure, "min_seeds": TOO_FEW_SEEDS,
+            "validation": validation,
             "rows": [{**row, "title": config_title(row["model"], row["strategy"], row["weights"])} for row in rows],
             "statements": [{**s, "title": config_title(s["model"], s["strategy"], s["weights"])}
                            for s in info["statements"]]}
 
 
-def external_sections(name: str, tables: dict, verdict: dict, summary: pd.DataFrame) -> list[dict]:
+def external_sections(name: str, tables: dict, verdict: dict) -> list[dict]:
     """Per external test set: its data checks, what was evaluated, every configuration's
     internal and external metrics side by side, and the chosen configuration's pair."""
     table = _of_dataset(tables["external"], name)
-    internal = {tuple(str(row[k]) for k in KEY): row for row in _records(summary)}
     sections = []
     for external, info in verdict.get("external", {}).items():
         rows = table[table["external"] == external] if len(table) else table
-        pairs = [{"title": title(row), "key": row, "external": row,
-                  "internal": internal.get(tuple(str(row[k]) for k in KEY))} for row in _records(rows)]
+        pairs = [{"title": title(row), "key": row, "external": row, "internal": internal_mapped(row)}
+                 for row in _records(rows)]
         chosen = verdict["chosen"]
         chosen_pair = next((p for p in pairs if chosen and all(str(p["key"][k]) == str(chosen[k]) for k in KEY)),
                            None)
@@ -274,9 +288,14 @@ def external_sections(name: str, tables: dict, verdict: dict, summary: pd.DataFr
             continue
         sections.append({**info, "name": external, "verify": _read_optional_json(info["verify"]),
                          "rows": sorted(pairs, key=lambda pair: order_key(pair["key"])), "chosen": chosen_pair,
-                         "common": [m for m in verdict["metrics"] if m in info["metrics"]],
-                         "only": [m for m in info["metrics"] if m not in verdict["metrics"]]})
+                         "common": info["metrics"]})
     return sections
+
+
+def internal_mapped(row: dict) -> dict:
+    """An external table row's internal metrics (on the internal test set mapped by the
+    external test's class map), keyed like the external ones."""
+    return {key[len(INTERNAL_MAPPED):]: value for key, value in row.items() if key.startswith(INTERNAL_MAPPED)}
 
 
 KEY = ("model", "strategy", "weights", "fraction")
@@ -303,11 +322,23 @@ def shortcut_section(summary: pd.DataFrame, verdict: dict, configs: list[dict]) 
     flagged = {tuple(str(f[k]) for k in KEY) for f in info["flagged"]}
     for row in rows:
         row["flagged"] = tuple(str(row[k]) for k in KEY) in flagged
+        row["flag"] = shortcut_flag(row, row["flagged"])
     scores = {tuple(str(row[k]) for k in KEY): row["shortcut_score"] for row in rows}
     panels = [{"title": c["title"], "cam": np.mean([cam.astype(float) for cam in c["cams"].values()], axis=0),
                "score": scores.get(tuple(str(c["key"][k]) for k in KEY))} for c in configs if c.get("cams")]
     return {**info, "rows": rows, "uninformative": sorted({r["cam_cells"] for r in rows if not r["cam_informative"]}),
             "figure": plots.mean_heatmap_grid(panels, info["box"]) if panels else None}
+
+
+def shortcut_flag(row: dict, flagged: bool) -> str:
+    """What the shortcut table says of a configuration: ``flagged``, ``no score`` (no test
+    image had a map with any mass: nothing was checked, so nothing is cleared),
+    ``uninformative`` (maps too coarse to locate anything) or ``below``."""
+    if flagged:
+        return "flagged"
+    if pd.isna(row["shortcut_above_uniform"]):
+        return "no score"
+    return "below" if row["cam_informative"] else "uninformative"
 
 
 def weights_comparison_section(name: str, summary: pd.DataFrame, tables: dict, metric: str) -> dict | None:
@@ -378,8 +409,8 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
         "samples": sample_predictions(thumbnails, chosen_config) if chosen_config and thumbnails else [],
         "chosen_title": chosen_config["title"] if chosen_config else None,
         "curve_seeds": CURVE_SEEDS,
-        "learning": learning_section(name, tables, verdict),
-        "external": external_sections(name, tables, verdict, summary) if len(summary) else [],
+        "learning": learning_section(name, tables, verdict, split_counts(paths["split"])),
+        "external": external_sections(name, tables, verdict) if len(summary) else [],
         "calibration": calibration_section(summary, verdict) if len(summary) else None,
         "shortcut": shortcut_section(summary, verdict, configs) if len(summary) else None,
         "weights_comparison": weights_comparison_section(name, summary, tables, selection),

@@ -105,13 +105,17 @@ def read_predictions(path: str | Path, classes: list[str], dataset: str | None =
 
 def read_shortcut_score(gradcam_path: str | Path, box: list[float]) -> dict:
     """Mean share of Grad-CAM mass outside ``box`` over a run's test images (all-zero maps
-    left out), and the maps' resolution."""
+    left out), the share of those maps with more mass outside the box than a uniform map
+    (:func:`scripts.shortcut.above_uniform`),
+    the share of test images whose map is all zero (not scored), and the maps' resolution."""
     with np.load(gradcam_path) as saved:
         cams = saved["cams"]
     shares = shortcut.outside_share(cams, box) if len(cams) else np.array([])
     finite = shares[~np.isnan(shares)]
     height, width = cams.shape[1:3] if cams.ndim == 3 else (0, 0)
     return {"shortcut_score": float(finite.mean()) if len(finite) else np.nan,
+            "shortcut_above_uniform": shortcut.above_uniform(shares, box),
+            "shortcut_no_map": float(np.isnan(shares).mean()) if len(shares) else np.nan,
             "cam_cells": f"{height}x{width}", "cam_informative": shortcut.informative(height, width, box)
             if height and width else False}
 

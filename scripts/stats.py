@@ -1,4 +1,5 @@
-"""Uncertainty, comparisons and calibration for the benchmark (numpy/scipy only; no TensorFlow).
+"""Uncertainty, comparisons and calibration for the benchmark (numpy/scipy; scikit-learn for the
+calibration slope; no TensorFlow).
 
 Two sources of variation, separately and together:
 
@@ -26,7 +27,8 @@ pair of configurations.
 Labels are integer class indices ``0..k-1`` matching the probability columns.
 
 Calibration: top-label expected calibration error and reliability bins, the multi-class Brier
-score, and temperature scaling fitted on validation log-likelihood.
+score (both also on every bootstrap resample), calibration slope and intercept, and temperature
+scaling fitted on validation log-likelihood.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "reca
            "specificity_macro", "auc", "sensitivity", "specificity")
 TWO_CLASS_METRICS = ("sensitivity", "specificity")
 TEMPERATURE_BOUNDS = (1e-2, 1e2)
+# Probabilities are floored here before the log, in fitting the temperature and in applying
+# it alike: a probability that underflowed to 0 would give a label log p = -inf, which makes
+# every temperature infinitely bad.
+PROBABILITY_FLOOR = 1e-12
 
 
 # --- seed variation ---------------------------------------------------------------------------
@@ -419,6 +425,59 @@ def expected_calibration_error(y_true: np.ndarray, probabilities: np.ndarray, n_
     return float(np.abs(correct_sum - confidence_sum).sum() / count.sum())
 
 
+def resampled_ece(y_true: np.ndarray, probabilities: np.ndarray, counts: np.ndarray, n_bins: int = 15) -> np.ndarray:
+    """:func:`expected_calibration_error` on every resample (a row of the count matrix
+    ``counts``, :func:`resample_counts`), at once: each resample's bin sums as one product
+    with the images' one-hot bins."""
+    confidence, correct = _top_label(y_true, probabilities)
+    bin_of = np.digitize(confidence, np.linspace(0.0, 1.0, n_bins + 1)[1:-1], right=True)
+    in_bin = np.eye(n_bins)[bin_of]  # (n, n_bins)
+    counts = np.atleast_2d(counts)
+    gap = counts @ (in_bin * (correct.astype(float) - confidence)[:, None])
+    return np.abs(gap).sum(axis=1) / counts.sum(axis=1)
+
+
+def resampled_brier(y_true: np.ndarray, probabilities: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """:func:`brier_score` on every resample (a row of the count matrix ``counts``)."""
+    probabilities = np.asarray(probabilities, dtype=float)
+    per_image = ((probabilities - np.eye(probabilities.shape[1])[np.asarray(y_true)]) ** 2).sum(axis=1)
+    counts = np.atleast_2d(counts)
+    return counts @ per_image / counts.sum(axis=1)
+
+
+def calibration_slope_intercept(y_true: np.ndarray, probabilities: np.ndarray,
+                                positive: int | None) -> tuple[float, float]:
+    """Calibration slope and intercept (Cox 1958; Van Calster et al. 2019): the logistic fit,
+    without penalty (scikit-learn), of the outcome on the predicted logit. Perfect
+    calibration is slope 1, intercept 0; a slope below 1 means over-confident predictions.
+
+    Two classes: the outcome is "the label is class ``positive``" (the second class when
+    None) and the logit that of its probability. More classes: top-label, the outcome is
+    "the most probable class is right" and the logit that of the largest probability.
+    Probabilities are floored at :data:`PROBABILITY_FLOOR` from 0 and 1. NaN, NaN when the
+    fit does not exist: one outcome only, or outcomes separated by the logit (the maximum
+    likelihood slope is then infinite).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    probabilities = np.asarray(probabilities, dtype=float)
+    y_true = np.asarray(y_true)
+    if probabilities.shape[1] == 2:
+        column = 1 if positive is None else positive
+        p, outcome = probabilities[:, column], y_true == column
+    else:
+        p, outcome = _top_label(y_true, probabilities)
+    p = np.clip(p, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+    logit = np.log(p) - np.log1p(-p)
+    if outcome.all() or not outcome.any():
+        return np.nan, np.nan
+    if logit[outcome].min() > logit[~outcome].max() or logit[outcome].max() < logit[~outcome].min():
+        return np.nan, np.nan
+    # C = inf: no penalty; Newton-Cholesky: exact Newton steps, fast for one feature
+    fit = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-10, max_iter=100).fit(logit[:, None], outcome)
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+
+
 def reliability_bins(y_true: np.ndarray, probabilities: np.ndarray, n_bins: int = 15) -> list[dict]:
     """One dict per equal-width confidence bin (low, high], in order: ``low``, ``high``, ``count``,
     mean ``confidence`` and ``accuracy`` of its images (None for an empty bin)."""
@@ -458,7 +517,7 @@ def fit_temperature(logits_or_log_probabilities: np.ndarray, y_true: np.ndarray,
     give the same T). T > 1 softens over-confident predictions. Searched on log T within
     ``bounds`` (scipy's bounded scalar minimiser); a perfectly separated set drives T to the
     lower bound. A label whose log-probability is -inf makes every T infinitely bad: take
-    ``np.log(np.clip(p, 1e-12, 1))`` of probabilities that may underflow to 0.
+    :func:`floored_log` of probabilities, as :func:`apply_temperature` does.
     """
     z = np.asarray(logits_or_log_probabilities, dtype=float)
     y_true = np.asarray(y_true)
@@ -473,13 +532,19 @@ def fit_temperature(logits_or_log_probabilities: np.ndarray, y_true: np.ndarray,
     return float(np.exp(result.x))
 
 
-def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities rescaled by T: softmax(log p / T), i.e. p^(1/T) renormalised per image.
+def floored_log(probabilities: np.ndarray) -> np.ndarray:
+    """log p with p floored at :data:`PROBABILITY_FLOOR`: what the temperature is fitted on
+    and applied to."""
+    return np.log(np.clip(np.asarray(probabilities, dtype=float), PROBABILITY_FLOOR, 1.0))
 
-    Equals softmax(logits / T) for p = softmax(logits); a zero probability stays zero.
+
+def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities rescaled by T: softmax(log p / T), i.e. p^(1/T) renormalised per image,
+    on the same floored log-probabilities (:func:`floored_log`) that :func:`fit_temperature`
+    is given, so the fitted T is applied to what it was fitted on.
+
+    Equals softmax(logits / T) for p = softmax(logits) wherever p is above the floor.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    with np.errstate(divide="ignore"):
-        log_p = np.log(np.asarray(probabilities, dtype=float))
-    return special.softmax(log_p / temperature, axis=1)
+    return special.softmax(floored_log(probabilities) / temperature, axis=1)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from scripts import fsutil, tracing
-from scripts.checkpoint import Checkpoint, EarlyStopping, fingerprint, new_state
+from scripts.checkpoint import Checkpoint, EarlyStopping, continue_after_warm_up, fingerprint, new_state
 from scripts.grid import PRETRAINED_STRATEGIES
 from scripts.objective import class_weights, compile_model, weighted_scores
 from scripts.probe import FeatureCache, feature_cache_path, fit_head
@@ -198,11 +198,7 @@ def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, see
         extra.update(feature_cache=str(feature_cache.path) if feature_cache.path else None,
                      feature_cache_reused=reused, feature_extraction_seconds=round(extraction, 3))
         if end_to_end_phases(strategy, settings):
-            state.update(stopped=False, wait=0)  # a warm-up that stopped early does not stop fine-tuning
-            if state["epoch"]:  # the warm-up's head is the fine-tuning's first candidate
-                state["best_epoch"] = state["epoch"]
-            else:  # the probe only initialises the head that trains end to end
-                state.update(best_val_loss=None, best_epoch=None)
+            continue_after_warm_up(state)
     trainable = train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val, strategy, seed,
                                  settings, weights_by_class, checkpoint, state, resumed_from)
     history = state["history"]

@@ -7,8 +7,8 @@
 * :func:`learning_curve` and :func:`learning_statements`: per pretrained configuration,
   at which training-set sizes it beats the baseline (:data:`BEATS_RULE`), is worse, or
   shows no significant difference, as a table and as one sentence each.
-* :func:`shortcut_verdict`: the configurations whose Grad-CAM mass lies mostly outside
-  the lung box.
+* :func:`shortcut_verdict`: the configurations where too many test images have a Grad-CAM
+  map that puts more mass outside the lung box than a uniform map does.
 """
 
 from __future__ import annotations
@@ -168,9 +168,13 @@ def _sizes(points: list[dict]) -> str:
 # --- is it looking at the lungs -------------------------------------------------------------------
 
 def shortcut_verdict(summary: list[dict], evaluation: dict, chosen: dict | None) -> dict:
-    """The configurations whose mean shortcut score exceeds the threshold."""
-    threshold, box = evaluation["shortcut_threshold"], evaluation["lung_box"]
-    flagged = [{**{key: row[key] for key in CONFIG}, "score": row["shortcut_score"], "cells": row["cam_cells"]}
-               for row in summary if row["shortcut_score"] > threshold]
+    """The configurations whose share of test images with a map that puts more mass outside
+    the lung box than a uniform map does (mean over seeds) exceeds
+    ``evaluation.shortcut_image_share``; one without any scored map (NaN) is neither flagged
+    nor cleared."""
+    threshold, box = evaluation["shortcut_image_share"], evaluation["lung_box"]
+    flagged = [{**{key: row[key] for key in CONFIG}, "score": row["shortcut_score"],
+                "above_uniform": row["shortcut_above_uniform"], "cells": row["cam_cells"]}
+               for row in summary if row["shortcut_above_uniform"] > threshold]
     return {"threshold": threshold, "box": box, "uniform": shortcut.uniform_score(box), "flagged": flagged,
             "chosen_flagged": bool(chosen) and any(config_key(f) == config_key(chosen) for f in flagged)}

@@ -256,3 +256,75 @@ def test_a_dataset_with_patients_draws_them_whole_in_its_test_bootstrap(tmp_path
         return row["accuracy_seeds_images_high"] - row["accuracy_seeds_images_low"]
 
     assert accuracy_interval(grouped=True) > 2 * accuracy_interval(grouped=False)
+
+
+def test_the_external_gap_compares_the_same_mapped_task(tmp_path):
+    """A model perfect on Normal and at chance between COVID and Viral is perfect on the
+    two-class task NORMAL vs PNEUMONIA, internally and externally: no gap."""
+    import pandas as pd
+
+    from scripts.report import external_sections
+
+    trained = ["Covid", "Normal", "Viral"]
+    class_map = {"Covid": "PNEUMONIA", "Normal": "NORMAL", "Viral": "PNEUMONIA"}
+    labels = np.array([0] * 4 + [1] * 4 + [2] * 4)
+    # COVID and Viral: half of each called the other; Normal: always right
+    probs = np.array([[0.0, 1.0, 0.0] if y == 1 else ([0.6, 0.0, 0.4] if i % 2 else [0.4, 0.0, 0.6])
+                      for i, y in enumerate(labels)])
+    plan = fake_plan(tmp_path, trained, [("scratch_cnn", "scratch", "none", 1), ("scratch_cnn", "scratch", "none", 2)])
+    overlap = tmp_path / "overlap.csv"
+    pd.DataFrame({"path": ["ext/a.png", "ext/b.png"], "near_duplicate": [False, False]}).to_csv(overlap, index=False)
+    plan["config"]["datasets"]["tiny"]["external_tests"] = [
+        {"dataset": "other", "class_map": class_map, "near_duplicates": "exclude"}]
+    plan["datasets"]["tiny"]["external"] = {"other": {"overlap": str(overlap), "verify": str(tmp_path / "v.json"),
+                                                      "positive_class": None}}
+    for run in plan["runs"]:
+        fake_run(run, RUN_FILES, trained, labels, probs, val_f1=0.5)
+        # external: one NORMAL and one PNEUMONIA image, both right after mapping
+        pd.DataFrame({"dataset": "other", "path": ["ext/a.png", "ext/b.png"], "label": ["NORMAL", "PNEUMONIA"],
+                      "predicted": ["NORMAL", "PNEUMONIA"], "p_NORMAL": [1.0, 0.0], "p_PNEUMONIA": [0.0, 1.0]}
+                     ).to_csv(Path(run["dir"]) / RUN_FILES["external"], index=False)
+    tables = aggregate(plan)
+    assert tables["summary"].iloc[0]["accuracy"] == pytest.approx(8 / 12)  # the 3-class task
+    row = tables["external"].iloc[0]
+    assert row["accuracy"] == pytest.approx(1.0) and row["internal_mapped_accuracy"] == pytest.approx(1.0)
+    assert row["n_internal_images"] == 12
+    section = external_sections("tiny", tables, tables["verdict"]["datasets"]["tiny"])[0]
+    chosen = section["chosen"]
+    for metric in section["common"]:
+        assert chosen["internal"][metric] == pytest.approx(chosen["external"][metric]), metric
+
+
+def test_two_classes_without_a_positive_class_show_macro_recall_once(tmp_path):
+    """Each class's specificity is the other's recall: macro specificity = macro recall,
+    so only one of the two identical columns is shown."""
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    plan = fake_plan(tmp_path, ["NORMAL", "PNEUMONIA"], [("scratch_cnn", "scratch", "none", 1)])
+    probs = np.array([[.9, .1], [.8, .2], [.3, .7], [.2, .8], [.4, .6], [.6, .4], [.7, .3]])
+    fake_run(plan["runs"][0], RUN_FILES, ["NORMAL", "PNEUMONIA"], labels, probs, val_f1=0.5)
+    tables = aggregate(plan)
+    chosen = tables["verdict"]["datasets"]["tiny"]
+    assert chosen["metrics"] == ["accuracy", "f1_macro", "auc", "recall_macro"]
+    runs = tables["runs"].iloc[0]
+    assert runs["specificity_macro"] == pytest.approx(runs["recall_macro"])  # why one is enough
+    assert set(tables["comparisons"]["metric"]) <= set(chosen["metrics"])
+
+
+def test_ece_and_brier_have_a_test_image_interval_and_slope_a_seed_interval(study):
+    """The test-image intervals are the percentiles, over the shared resamples, of the
+    mean over seeds of each resample's ECE or Brier score; the calibration slope and
+    intercept are per run, with the seed t-interval."""
+    tables = aggregate(study)
+    summary = tables["summary"].set_index("strategy").loc["frozen"]
+    counts = st.resample_counts(LABELS, tables["verdict"]["datasets"]["tiny"]["bootstrap"]["resamples"], 0)
+    per_seed = [probabilities(3, s) for s in (1, 2)]
+    ece = np.mean([st.resampled_ece(LABELS, p, counts, 15) for p in per_seed], axis=0)
+    brier = np.mean([st.resampled_brier(LABELS, p, counts) for p in per_seed], axis=0)
+    assert (summary["ece_test_low"], summary["ece_test_high"]) == pytest.approx(tuple(np.percentile(ece, [2.5, 97.5])))
+    assert (summary["brier_test_low"], summary["brier_test_high"]) == pytest.approx(
+        tuple(np.percentile(brier, [2.5, 97.5])))
+    slopes = [st.calibration_slope_intercept(LABELS, p, None)[0] for p in per_seed]
+    mean, low, high, _ = st.t_interval(slopes)
+    assert (summary["calibration_slope"], summary["calibration_slope_seed_low"],
+            summary["calibration_slope_seed_high"]) == pytest.approx((mean, low, high))
+    assert tables["verdict"]["datasets"]["tiny"]["calibration"]["slope_outcome"] is None  # three classes: top-label

@@ -220,3 +220,24 @@ def test_the_data_checks_list_the_test_copies_and_what_the_policy_did(tmp_path, 
     assert ('<tr><td class="l"><code>test/a/2.png</code></td><td class="l"><code>val/a/7.png</code>\n(val)</td>'
             '<td>0.86</td>\n<td class="l">re-encoded</td></tr>') in checks
     assert "test/b/3.png" not in checks
+
+
+def test_the_learning_curve_states_the_validation_images_every_size_also_uses(tmp_path):
+    """Training fractions shrink the training images only; the validation images (here 3 of
+    a 12-image pool) are held out first and used at every size: the section states both."""
+    pd.DataFrame({"path": [f"{i}.png" for i in range(14)], "label": ["a", "b"] * 7,
+                  "subset": ["train"] * 9 + ["val"] * 3 + ["test"] * 2, "val_source": "held out"}
+                 ).to_csv(tmp_path / "split.csv", index=False)
+    split = report.split_counts(str(tmp_path / "split.csv"))
+    assert report.validation_pool(split) == {"images": 3, "pool": 12, "share": 0.25}
+    assert report.validation_pool({"counts": {}, "val_source": None, "n_test": None}) is None
+    curve = pd.DataFrame([
+        {"dataset": "d", "model": model, "strategy": strategy, "weights": weights, "fraction": fraction,
+         "n_train": 9 * fraction, "n_seeds": 3, "metric": "f1_macro", "value": 0.5, "seed_low": 0.4,
+         "seed_high": 0.6, "test_low": 0.4, "test_high": 0.6, "n_pairs": 3, "difference": 0.0, "low": -0.1,
+         "high": 0.1, "p_holm": 1.0, "beats": False}
+        for model, strategy, weights in (("scratch_cnn", "scratch", "none"), ("vgg16", "frozen", "imagenet"))
+        for fraction in (0.5, 1.0)])
+    verdict = {"learning_curve": {"metric": "f1_macro", "rule": "rule", "fractions": [0.5, 1.0], "statements": []}}
+    section = report.learning_section("d", {"learning_curve": curve}, verdict, split)
+    assert section["validation"] == {"images": 3, "pool": 12, "share": 0.25}

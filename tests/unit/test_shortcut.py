@@ -56,3 +56,56 @@ def test_score_does_not_depend_on_the_maps_resolution():
 ])
 def test_a_map_is_informative_when_its_cells_overlap_the_box_differently(height, width, box, expected):
     assert shortcut.informative(height, width, box) is expected
+
+
+def marker_maps(n_per_class: int, marker_share: float) -> np.ndarray:
+    """8 x 8 Grad-CAM maps of a balanced test set: a lung-centred map on every image but
+    ``marker_share`` of class 1's, where the map sits on a corner marker (most of its
+    mass in the corner cell, a little on the lungs)."""
+    lungs = np.full((8, 8), 0.1)
+    lungs[3:5, 3:5] = 1.0
+    marker = np.zeros((8, 8))
+    marker[0, 0], marker[3:5, 3:5] = 1.0, 0.1
+    n_marked = round(marker_share * n_per_class)
+    return np.stack([lungs] * (2 * n_per_class - n_marked) + [marker] * n_marked)
+
+
+def test_a_marker_on_30_percent_of_one_class_is_flagged(tmp_path):
+    """15 of 100 maps on a corner marker: the mean share outside the box (0.30) stays below
+    what a uniform map scores (0.36), yet the configuration is flagged because 15% of its
+    maps put more mass outside the box than a uniform map (default flag above 10%)."""
+    from conftest import validated
+
+    from scripts.run_tables import read_shortcut_score
+    from scripts.verdict import shortcut_verdict
+
+    evaluation = validated({"datasets": {"d": {"path": ".", "manifest": "m"}}, "models": ["scratch_cnn"],
+                            "strategies": ["scratch"], "seeds": [1]})["evaluation"]
+    box = evaluation["lung_box"]
+    cams = np.concatenate([marker_maps(50, 0.3), np.zeros((2, 8, 8))])  # two maps with no mass
+    np.savez_compressed(tmp_path / "gradcam.npz", cams=cams.astype(np.float16), paths=np.arange(len(cams)).astype(str))
+    score = read_shortcut_score(tmp_path / "gradcam.npz", box)
+    assert score["shortcut_score"] < shortcut.uniform_score(box) == pytest.approx(0.36)
+    assert score["shortcut_above_uniform"] == pytest.approx(15 / 100)  # the empty maps are not scored
+    assert score["shortcut_no_map"] == pytest.approx(2 / 102)
+    config = {"dataset": "d", "model": "scratch_cnn", "strategy": "scratch", "weights": "none", "fraction": 1.0}
+    verdict = shortcut_verdict([{**config, **score}], evaluation, config)
+    assert verdict["chosen_flagged"] and verdict["flagged"][0]["above_uniform"] == pytest.approx(0.15)
+    clean = shortcut.outside_share(marker_maps(50, 0.0), box)
+    assert shortcut.above_uniform(clean, box) == 0.0
+
+
+def test_a_uniform_map_is_not_above_itself_and_no_map_is_no_score():
+    for box in ([0.1, 0.1, 0.9, 0.9], [0.3, 0.3, 0.7, 0.7]):
+        assert shortcut.above_uniform(shortcut.outside_share(np.ones((3, 7, 7)), box), box) == 0.0
+    assert np.isnan(shortcut.above_uniform(np.array([np.nan, np.nan]), BOX))
+
+
+def test_a_configuration_without_any_map_has_no_score_not_a_pass():
+    from scripts.report import shortcut_flag
+
+    scored = {"shortcut_above_uniform": 0.02, "cam_informative": True}
+    assert shortcut_flag(scored, flagged=False) == "below"
+    assert shortcut_flag({**scored, "shortcut_above_uniform": np.nan}, flagged=False) == "no score"
+    assert shortcut_flag({**scored, "cam_informative": False}, flagged=False) == "uninformative"
+    assert shortcut_flag(scored, flagged=True) == "flagged"

@@ -420,3 +420,67 @@ def test_apply_temperature_by_hand():
         special.softmax(logits / 1.7, axis=1))
     with pytest.raises(ValueError, match="positive"):
         st.apply_temperature(np.array([[.5, .5]]), 0.0)
+
+
+def test_the_temperature_is_applied_to_what_it_was_fitted_on():
+    """Validation probabilities with a label at exactly 0 (float underflow): the fitted T
+    minimises the NLL of the floored log-probabilities, and applying T to the same
+    probabilities gives exactly that NLL. Unfloored, the zero would stay zero and the
+    applied probabilities' NLL be infinite."""
+    probabilities = np.array([[1.0, 0.0], [0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    labels = np.array([1, 0, 1, 1, 0])
+    floored = np.log(np.clip(probabilities, 1e-12, 1.0))
+    temperature = st.fit_temperature(floored, labels)
+    applied = st.apply_temperature(probabilities, temperature)
+    with np.errstate(divide="ignore"):
+        nll = -np.log(applied[np.arange(len(labels)), labels]).mean()
+    assert np.isfinite(nll)
+    assert nll == pytest.approx(st.negative_log_likelihood(floored, labels, temperature))
+    assert st.floored_log(probabilities) == pytest.approx(floored)
+
+
+def test_ece_and_brier_on_every_resample_equal_the_formulas_on_that_resample():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 40)
+    probabilities = rng.dirichlet(np.ones(3), 40)
+    counts = st.resample_counts(labels, 25, 1)
+    drawn = [np.repeat(np.arange(len(labels)), row) for row in counts]
+    expected_ece = [st.expected_calibration_error(labels[rows], probabilities[rows], 15) for rows in drawn]
+    expected_brier = [st.brier_score(labels[rows], probabilities[rows]) for rows in drawn]
+    assert st.resampled_ece(labels, probabilities, counts, 15) == pytest.approx(expected_ece)
+    assert st.resampled_brier(labels, probabilities, counts) == pytest.approx(expected_brier)
+
+
+def test_calibration_slope_and_intercept_recover_a_known_miscalibration():
+    """Outcomes drawn from sigmoid(z); predictions sigmoid(2 z + 1): over-confident and
+    shifted, so the fit of the outcome on the predicted logit 2 z + 1 has slope 1/2 and
+    intercept -1/2. Swapping which class is the outcome keeps the slope and negates the
+    intercept."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, 40_000)
+    outcome = rng.random(len(z)) < special.expit(z)
+    predicted = special.expit(2 * z + 1)
+    probabilities = np.column_stack([1 - predicted, predicted])
+    slope, intercept = st.calibration_slope_intercept(outcome.astype(int), probabilities, positive=1)
+    assert (slope, intercept) == pytest.approx((0.5, -0.5), abs=0.03)
+    swapped = st.calibration_slope_intercept(outcome.astype(int), probabilities, positive=0)
+    assert swapped == pytest.approx((slope, -intercept), abs=1e-4)
+
+
+def test_top_label_calibration_slope_for_three_classes_and_no_fit_when_separated():
+    """Three classes, the top-label confidence calibrated by construction (right with
+    probability equal to it): slope 1, intercept 0. Perfectly separated outcomes: NaN."""
+    rng = np.random.default_rng(1)
+    n = 30_000
+    confidence = rng.uniform(0.4, 0.99, n)
+    predicted = rng.integers(0, 3, n)
+    right = rng.random(n) < confidence
+    labels = np.where(right, predicted, (predicted + rng.integers(1, 3, n)) % 3)
+    probabilities = np.full((n, 3), 0.0)
+    probabilities[np.arange(n), predicted] = confidence
+    for offset in (1, 2):
+        probabilities[np.arange(n), (predicted + offset) % 3] = (1 - confidence) / 2
+    slope, intercept = st.calibration_slope_intercept(labels, probabilities, positive=None)
+    assert (slope, intercept) == pytest.approx((1.0, 0.0), abs=0.06)
+    separated = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]])
+    assert np.isnan(st.calibration_slope_intercept(np.array([0, 0, 1, 1]), separated, None)).all()
