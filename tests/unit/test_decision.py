@@ -161,3 +161,30 @@ def test_more_classes_use_argmax_and_say_why(tmp_path):
     assert tables["operating_point"].empty and tables["decision_curve"].empty
     assert set(tables["ensembles"]["kind"]) == {"seeds"}
     assert isinstance(tables["ensembles"], pd.DataFrame)
+
+
+def test_the_report_shows_the_ensembles_the_operating_point_and_the_decision_curve(complementary, tmp_path):
+    from scripts import fsutil, stages
+    from scripts.layout import TABLES
+
+    plan_path = tmp_path / "plan.json"
+    fsutil.write_json(plan_path, complementary)
+    tables = {name: str(tmp_path / path) for name, path in TABLES.items()}
+    stages.aggregate(str(plan_path), tables)
+    stages.report(str(plan_path), tables, str(tmp_path / "report.html"))
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="ensembles-1"' in html and "top-2 by validation <strong>(best ensemble)</strong>" in html
+    assert 'id="operating-point-1"' in html and "chosen configuration: vgg16 · frozen · weights imagenet" in html
+    assert 'alt="decision curve"' in html and "Prevalence of PNEUMONIA: training" in html
+
+
+def test_a_decision_curve_from_high_to_low_is_refused_naming_the_key(tmp_path):
+    from conftest import validated
+
+    from scripts import config as study_config
+
+    config = validated({"datasets": {"tiny": {"path": str(tmp_path), "manifest": str(tmp_path / "m.sha256")}},
+                        "models": ["scratch_cnn"], "strategies": ["scratch"], "seeds": [1], "weights": "none",
+                        "decision": {"decision_curve": {"low": 0.6, "high": 0.2}}})
+    problems = study_config.config_problems(config, study_config.weights_sources(config), {})
+    assert "decision.decision_curve: low (0.6) must not exceed high (0.2)" in problems
