@@ -74,9 +74,14 @@ def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, summ
                         key=lambda row: (-row[f"val_{selection}"], row["trainable_params"]))
     runs = {key: list(group.sort_values("seed").index) for key, group in done.groupby(CONFIG, sort=False)}
     classes = verdict["classes"]
-    validation = {i: read_predictions(Path(plan["runs"][i]["dir"]) / RUN_FILES["val_predictions"], classes)
-                  for row in candidates for i in runs[config_key(row)]}
-    ensembles = _ensembles(candidates, runs, test, validation, settings)
+    validation = {}  # read only for the runs an ensemble or the operating point needs
+
+    def validated(i: int) -> tuple:
+        if i not in validation:
+            validation[i] = read_predictions(Path(plan["runs"][i]["dir"]) / RUN_FILES["val_predictions"], classes)
+        return validation[i]
+
+    ensembles = _ensembles(candidates, runs, test, validated, settings)
     identity = bootstrap.identity
     for ensemble in ensembles:
         _, labels, probabilities = ensemble["validation"]
@@ -92,12 +97,12 @@ def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, summ
     chosen_runs = runs[config_key(chosen)]
     y_test = bootstrap.y_true == positive
     prevalence = {"test": float(y_test.mean()),
-                  "validation": float(np.mean(np.concatenate([validation[i][1] == positive for i in chosen_runs]))),
+                  "validation": float(np.mean(np.concatenate([validated(i)[1] == positive for i in chosen_runs]))),
                   "train": _train_prevalence(plan["datasets"][name]["split"], classes[positive]),
                   "user": settings["prevalence"]}
     other = ("set", prevalence["user"]) if prevalence["user"] is not None else ("train", prevalence["train"])
     deployed = [("chosen configuration", _name(chosen), [test[i][2][:, positive] for i in chosen_runs],
-                 [validation[i] for i in chosen_runs])]
+                 [validated(i) for i in chosen_runs])]
     if best:
         deployed.append(("best ensemble", best["name"], [best["test"][:, positive]], [best["validation"]]))
     point = settings["operating_point"]
@@ -109,21 +114,22 @@ def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, summ
     return {**rows, "operating_point": operating, "decision_curve": curve, "info": info}
 
 
-def _ensembles(candidates: list[dict], runs: dict, test: dict, validation: dict, settings: dict) -> list[dict]:
+def _ensembles(candidates: list[dict], runs: dict, test: dict, validated, settings: dict) -> list[dict]:
     """The seed ensembles of ``candidates`` with two or more seeds, and the top-k ensemble
     (candidates are in validation order); each with its test probabilities and its
-    out-of-bag validation predictions."""
-    per_config = []
-    for row in candidates:
+    out-of-bag validation predictions (``validated``: a run's, by its index)."""
+    def seed_ensemble(row: dict) -> dict:
         indices = runs[config_key(row)]
-        per_config.append({"name": f"seed ensemble · {_name(row)}", "kind": "seeds", "members": _name(row),
-                           "n_runs": len(indices), "fraction": row["fraction"],
-                           "test": np.mean([test[i][2] for i in indices], axis=0),
-                           "validation": dc.out_of_bag_average([validation[i] for i in indices])})
-    ensembles = [e for e in per_config if e["n_runs"] >= 2] if settings["seed_ensembles"] else []
-    k = min(settings["top_k"], len(per_config))
+        return {"name": f"seed ensemble · {_name(row)}", "kind": "seeds", "members": _name(row),
+                "n_runs": len(indices), "fraction": row["fraction"],
+                "test": np.mean([test[i][2] for i in indices], axis=0),
+                "validation": dc.out_of_bag_average([validated(i) for i in indices])}
+
+    ensembles = ([seed_ensemble(row) for row in candidates if len(runs[config_key(row)]) >= 2]
+                 if settings["seed_ensembles"] else [])
+    k = min(settings["top_k"], len(candidates))
     if k >= 2:
-        top = per_config[:k]
+        top = [seed_ensemble(row) for row in candidates[:k]]
         ensembles.append({"name": f"top-{k} by validation", "kind": "top_k",
                           "members": "; ".join(e["members"] for e in top),
                           "n_runs": sum(e["n_runs"] for e in top), "fraction": top[0]["fraction"],
