@@ -30,6 +30,7 @@ rule aggregate:
         gradcam=run_files("gradcam"),
         external=run_files("external"),
         overlap=overlap_files(),
+        splits=first_splits(),
     output:
         **TABLES,
     log:
