@@ -267,5 +267,5 @@ def decision_curve_figure(curve: pd.DataFrame) -> str:
     ax.set_xlabel("threshold probability")
     ax.set_ylabel("net benefit")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below: the curves fill the top
     return plots.to_data_uri(figure)
