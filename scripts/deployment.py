@@ -87,7 +87,7 @@ def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, summ
         _, labels, probabilities = ensemble["validation"]
         ensemble["val_value"] = float(st.bootstrap_metric(selection, labels, probabilities, identity, positive)[0])
     best = max(ensembles, key=lambda e: e["val_value"]) if ensembles else None
-    rows = _ensemble_rows(name, ensembles, best, chosen, resampled, bootstrap, metrics, selection, verdict)
+    rows = _ensemble_rows(name, ensembles, best, chosen, resampled, bootstrap, metrics, selection)
     info = {"seed_ensembles": settings["seed_ensembles"], "top_k": settings["top_k"],
             "best": best["name"] if best else None, "chosen": _name(chosen), "note": SEED_ENSEMBLE_NOTE,
             "two_class": positive is not None, "argmax_reason": None if positive is not None else ARGMAX_REASON,
@@ -139,7 +139,7 @@ def _ensembles(candidates: list[dict], runs: dict, test: dict, validated, settin
 
 
 def _ensemble_rows(name: str, ensembles: list[dict], best: dict | None, chosen: dict, resampled: dict,
-                   bootstrap: st.SharedBootstrap, metrics: list[str], selection: str, verdict: dict) -> dict:
+                   bootstrap: st.SharedBootstrap, metrics: list[str], selection: str) -> dict:
     """Per ensemble and metric: its test value with a test-image interval, and its paired
     difference from the chosen configuration with Holm's correction per metric."""
     rows = []
