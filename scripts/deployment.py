@@ -82,10 +82,10 @@ def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, summ
         return validation[i]
 
     ensembles = _ensembles(candidates, runs, test, validated, settings)
-    identity = bootstrap.identity
     for ensemble in ensembles:
         _, labels, probabilities = ensemble["validation"]
-        ensemble["val_value"] = float(st.bootstrap_metric(selection, labels, probabilities, identity, positive)[0])
+        ensemble["val_value"] = float(st.bootstrap_metric(selection, labels, probabilities,
+                                                          np.arange(len(labels))[None], positive)[0])
     best = max(ensembles, key=lambda e: e["val_value"]) if ensembles else None
     rows = _ensemble_rows(name, ensembles, best, chosen, resampled, bootstrap, metrics, selection)
     info = {"seed_ensembles": settings["seed_ensembles"], "top_k": settings["top_k"],

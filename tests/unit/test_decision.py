@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import fake_plan, fake_run
+from sklearn.metrics import f1_score
 
 from scripts import decision as dc
 from scripts.aggregate import aggregate
@@ -188,3 +189,19 @@ def test_a_decision_curve_from_high_to_low_is_refused_naming_the_key(tmp_path):
                         "decision": {"decision_curve": {"low": 0.6, "high": 0.2}}})
     problems = study_config.config_problems(config, study_config.weights_sources(config), {})
     assert "decision.decision_curve: low (0.6) must not exceed high (0.2)" in problems
+
+
+def test_ensembles_are_scored_on_their_own_validation_images_not_the_test_set_size(complementary):
+    """Seed 1 held out six validation images, none of them a test image: A scores them all
+    right and B none, so the top-2 ensemble's out-of-bag macro-F1 is that of their mean."""
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    a, b = two_class([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), two_class([0.95, 0.9, 0.85, 0.05, 0.1, 0.15])
+    for run, probabilities in zip(complementary["runs"], (a, b), strict=True):
+        frame = pd.DataFrame({"path": [f"val/{i}.png" for i in range(6)], "label": [CLASSES[i] for i in labels],
+                              "predicted": [CLASSES[i] for i in probabilities.argmax(1)]})
+        frame["p_NORMAL"], frame["p_PNEUMONIA"] = probabilities[:, 0], probabilities[:, 1]
+        frame.to_csv(f"{run['dir']}/{RUN_FILES['val_predictions']}", index=False)
+    ensembles = aggregate(complementary)["ensembles"]
+    mean = (a + b) / 2  # positive: 0.525, 0.55, 0.575, 0.375, 0.45, 0.525 -> no negative and 1 of 3 positives right
+    assert ensembles["val_value"].iloc[0] == pytest.approx(f1_score(labels, mean.argmax(1), average="macro"))
+    assert ensembles["n_val"].iloc[0] == 6
