@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from scripts import deployment, fsutil, gradcam, plots
+from scripts import fsutil, gradcam, plots
 from scripts.config import leaves
+from scripts.deployment import report_section as decision_section
 from scripts.evaluation import positive_index
 from scripts.external import DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR_DUPLICATE_CORRELATION
 from scripts.layout import RUN_FILES
@@ -369,7 +370,7 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
         "calibration": calibration_section(summary, verdict) if len(summary) else None,
         "shortcut": shortcut_section(summary, verdict, configs) if len(summary) else None,
         "weights_comparison": weights_comparison_section(name, summary, tables, selection),
-        "decision": deployment.report_section(name, tables, verdict),
+        "decision": decision_section(name, tables, verdict),
         "settings": {"val_fraction": settings["data"]["val_fraction"],
                      "min_val_per_class": settings["data"]["min_val_per_class"]},
     }
