@@ -11,7 +11,7 @@
   scikit-learn's ROC curve (an image is called positive when its score is at least the
   threshold).
 * :func:`threshold_counts` and :func:`rates`: true/false positives and negatives at a
-  threshold on every resample of the test images, summed over seeds, and sensitivity,
+  threshold on every resample of the test images (as draw counts per image), summed over seeds, and sensitivity,
   specificity, PPV and NPV from them; :func:`predictive_values` moves PPV and NPV to
   another prevalence (Bayes' rule).
 * :func:`net_benefit` and :func:`treat_all_benefit`: the decision curve of Vickers & Elkin
@@ -68,18 +68,27 @@ def choose_threshold(is_positive: np.ndarray, scores: np.ndarray, rule: str, tar
 
 
 def threshold_counts(is_positive: np.ndarray, scores_per_seed: Sequence[np.ndarray],
-                     thresholds: Sequence[float], indices: np.ndarray) -> dict[str, np.ndarray]:
-    """``tp``, ``fp``, ``tn``, ``fn`` on every resample (row of ``indices``), summed over the
-    seeds, each seed's scores cut at its own threshold."""
-    is_positive = np.asarray(is_positive, dtype=bool)[np.atleast_2d(indices)]
-    counts = dict.fromkeys(("tp", "fp", "tn", "fn"), 0)
+                     thresholds: Sequence[float], counts: np.ndarray) -> dict[str, np.ndarray]:
+    """``tp``, ``fp``, ``tn``, ``fn`` on every resample, summed over the seeds, each seed's scores
+    cut at its own threshold. ``counts``: ``(B, n)``, how often each image is drawn in each
+    resample (a row of ones: the test set itself)."""
+    is_positive = np.asarray(is_positive, dtype=bool)
+    counts = np.atleast_2d(np.asarray(counts, dtype=float))
+    totals = dict.fromkeys(("tp", "fp", "tn", "fn"), 0.0)
     for scores, threshold in zip(scores_per_seed, thresholds, strict=True):
-        called = (np.asarray(scores) >= threshold)[np.atleast_2d(indices)]
-        counts["tp"] = counts["tp"] + (called & is_positive).sum(axis=1)
-        counts["fp"] = counts["fp"] + (called & ~is_positive).sum(axis=1)
-        counts["tn"] = counts["tn"] + (~called & ~is_positive).sum(axis=1)
-        counts["fn"] = counts["fn"] + (~called & is_positive).sum(axis=1)
-    return counts
+        called = np.asarray(scores) >= threshold
+        totals["tp"] = totals["tp"] + counts @ (called & is_positive)
+        totals["fp"] = totals["fp"] + counts @ (called & ~is_positive)
+        totals["tn"] = totals["tn"] + counts @ (~called & ~is_positive)
+        totals["fn"] = totals["fn"] + counts @ (~called & is_positive)
+    return totals
+
+
+def image_counts(indices: np.ndarray, n: int) -> np.ndarray:
+    """``(B, n)`` draw counts of an index matrix ``(B, n)`` (a row of image indices per resample)."""
+    indices = np.atleast_2d(indices)
+    rows = np.repeat(np.arange(len(indices)), indices.shape[1])
+    return np.bincount(rows * n + indices.ravel(), minlength=len(indices) * n).reshape(len(indices), n)
 
 
 def _share(numerator, denominator) -> np.ndarray:

@@ -107,7 +107,7 @@ def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, summ
         deployed.append(("best ensemble", best["name"], [best["test"][:, positive]], [best["validation"]]))
     point = settings["operating_point"]
     operating = [row for deploy in deployed
-                 for row in _operating_rows(name, *deploy, positive, y_test, bootstrap.indices, point, other)]
+                 for row in _operating_rows(name, *deploy, positive, y_test, _draws(bootstrap), point, other)]
     curve = _curve_rows(name, deployed, y_test, prevalence["test"], settings["decision_curve"])
     info.update(prevalence=prevalence, other_prevalence=other[0], rule=point["rule"], target=point["target"],
                 positive_class=classes[positive])
@@ -166,6 +166,11 @@ def _ensemble_rows(name: str, ensembles: list[dict], best: dict | None, chosen: 
     return {"ensembles": rows}
 
 
+def _draws(bootstrap: st.SharedBootstrap) -> np.ndarray:
+    """``(B, n)``: how often each test image is drawn in each of the dataset's shared resamples."""
+    return dc.image_counts(bootstrap.indices, len(bootstrap.y_true))
+
+
 def _validation_shared(validation: dict) -> bool:
     """Whether every run was validated on the same images (the dataset's own val/ folder)."""
     paths = {tuple(v[0]) for v in validation.values()}
@@ -182,19 +187,18 @@ def _train_prevalence(split_path: str, positive_class: str) -> float | None:
 
 
 def _operating_rows(name: str, deployed: str, title: str, test_scores: list[np.ndarray], validation: list[tuple],
-                    positive: int, y_test: np.ndarray, indices: np.ndarray, point: dict,
+                    positive: int, y_test: np.ndarray, draws: np.ndarray, point: dict,
                     other: tuple[str, float | None]) -> list[dict]:
     """Each model's threshold chosen on its validation predictions, and the measures on test
     at those thresholds (counts summed over seeds) with stratified bootstrap intervals."""
     thresholds = [dc.choose_threshold(labels == positive, probabilities[:, positive], point["rule"], point["target"])
                   for _, labels, probabilities in validation]
     val_counts = [dc.threshold_counts(labels == positive, [probabilities[:, positive]], [t],
-                                      np.arange(len(labels))[None])
+                                      np.ones((1, len(labels))))
                   for (_, labels, probabilities), t in zip(validation, thresholds, strict=True)]
     val_rates = dc.rates({k: sum(c[k] for c in val_counts) for k in ("tp", "fp", "tn", "fn")})
-    identity = np.arange(len(y_test))[None]
-    estimate = dc.rates(dc.threshold_counts(y_test, test_scores, thresholds, identity))
-    resampled = dc.rates(dc.threshold_counts(y_test, test_scores, thresholds, indices))
+    estimate = dc.rates(dc.threshold_counts(y_test, test_scores, thresholds, np.ones((1, len(y_test)))))
+    resampled = dc.rates(dc.threshold_counts(y_test, test_scores, thresholds, draws))
     measures = [(m, "test", float(y_test.mean()), estimate[m], resampled[m])
                 for m in ("sensitivity", "specificity", "ppv", "npv")]
     if other[1] is not None:

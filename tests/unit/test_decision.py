@@ -45,7 +45,7 @@ def test_the_threshold_hits_the_validation_sensitivity_target_exactly():
     is_positive = np.array([True] * 10 + [False] * 5)
     threshold = dc.choose_threshold(is_positive, scores, "sensitivity", 0.9)
     assert threshold == pytest.approx(0.2)
-    measured = dc.rates(dc.threshold_counts(is_positive, [scores], [threshold], np.arange(15)[None]))
+    measured = dc.rates(dc.threshold_counts(is_positive, [scores], [threshold], np.ones((1, 15))))
     assert measured["sensitivity"][0] == 0.9  # exactly the target
     assert measured["specificity"][0] == pytest.approx(2 / 5)  # 0.05 and 0.15 below 0.2
 
@@ -72,6 +72,13 @@ def test_net_benefit_equals_the_formula_at_two_thresholds():
     benefit = dc.net_benefit(is_positive, scores, np.array([0.2, 0.5]))
     assert benefit == pytest.approx([2 / 8 - 3 / 8 * 0.25, 2 / 8 - 1 / 8])
     assert dc.treat_all_benefit(3 / 8, np.array([0.2, 0.5])) == pytest.approx([3 / 8 - 5 / 8 * 0.25, 3 / 8 - 5 / 8])
+
+
+def test_draw_counts_of_an_index_matrix_and_counts_on_a_resample():
+    draws = dc.image_counts(np.array([[0, 0, 2], [1, 2, 2]]), 3)
+    assert draws.tolist() == [[2, 0, 1], [0, 1, 2]]
+    counted = dc.threshold_counts(np.array([True, False, True]), [np.array([0.9, 0.8, 0.1])], [0.5], draws)
+    assert counted["tp"].tolist() == [2, 0] and counted["fp"].tolist() == [0, 1] and counted["fn"].tolist() == [1, 2]
 
 
 def test_predictive_values_at_the_test_prevalence_equal_the_counted_ones():
