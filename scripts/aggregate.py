@@ -147,17 +147,17 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     external, external_info = _external(name, plan, done, selection)
     verdict = chosen_verdict(name, summary, comparisons, metrics, selection, classes, positive_class,
                              len(paths), len(done))
+    decision = deployment.dataset_decision(name, plan, done, predictions, summary, resampled, bootstrap, metrics,
+                                           verdict)
+    verdict["decision"] = decision.pop("info")
     verdict.update(learning_curve={"metric": selection, "rule": BEATS_RULE,
                                    "fractions": sorted({row["fraction"] for row in summary}),
                                    "statements": learning_statements(curve)},
                    shortcut=shortcut_verdict(summary, evaluation, verdict.get("chosen")),
                    external=external_info,
                    calibration={"bins": ECE_BINS, "temperature_scaling": evaluation["temperature_scaling"]})
-    decision = deployment.dataset_decision(name, plan, done, predictions, summary, resampled, bootstrap, metrics,
-                                           verdict)
-    verdict["decision"] = decision.pop("info")
-    return {**decision, "summary": summary, "comparisons": comparisons, "learning_curve": curve, "external": external,
-            "weights_comparison": versus_random_init(summary, resampled, metrics, bootstrap),
+    return {"summary": summary, "comparisons": comparisons, "learning_curve": curve, "external": external,
+            **decision, "weights_comparison": versus_random_init(summary, resampled, metrics, bootstrap),
             "per_run": {i: {k: v for k, v in scores.items() if k != "scaled"} for i, scores in per_run.items()},
             "verdict": verdict}
 
