@@ -147,8 +147,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     external, external_info = _external(name, plan, done, selection)
     verdict = chosen_verdict(name, summary, comparisons, metrics, selection, classes, positive_class,
                              len(paths), len(done))
-    decision = deployment.dataset_decision(name, plan, done, predictions, summary, resampled, bootstrap, metrics,
-                                           verdict)
+    decision = deployment.dataset_decision(name, plan, done, predictions, summary, bootstrap, metrics, verdict)
     verdict["decision"] = decision.pop("info")
     verdict.update(learning_curve={"metric": selection, "rule": BEATS_RULE,
                                    "fractions": sorted({row["fraction"] for row in summary}),

@@ -61,10 +61,10 @@ def _name(config) -> str:
 
 
 def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, summary: list[dict],
-                     resampled: dict, bootstrap: st.SharedBootstrap, metrics: list[str], verdict: dict) -> dict:
+                     bootstrap: st.SharedBootstrap, metrics: list[str], verdict: dict) -> dict:
     """One dataset's rows of :data:`DECISION_TABLES` and its ``info`` for the verdict.
-    ``test``: a run's test predictions by its index in the plan; ``resampled``: the
-    configurations' :class:`scripts.comparisons.Resampled` (aggregate's summary)."""
+    ``test``: a run's test predictions by its index in the plan; ``bootstrap``: the dataset's
+    shared test resamples."""
     settings, chosen = plan["config"]["decision"], verdict.get("chosen")
     selection, positive = verdict["selection_metric"], bootstrap.positive
     if chosen is None:
@@ -87,7 +87,8 @@ def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, summ
         ensemble["val_value"] = float(st.bootstrap_metric(selection, labels, probabilities,
                                                           np.arange(len(labels))[None], positive)[0])
     best = max(ensembles, key=lambda e: e["val_value"]) if ensembles else None
-    rows = _ensemble_rows(name, ensembles, best, chosen, resampled, bootstrap, metrics, selection)
+    chosen_test = [test[i][2] for i in runs[config_key(chosen)]]
+    rows = _ensemble_rows(name, ensembles, best, chosen_test, bootstrap, metrics, selection)
     info = {"seed_ensembles": settings["seed_ensembles"], "top_k": settings["top_k"],
             "best": best["name"] if best else None, "chosen": _name(chosen), "note": SEED_ENSEMBLE_NOTE,
             "two_class": positive is not None, "argmax_reason": None if positive is not None else ARGMAX_REASON,
@@ -138,16 +139,18 @@ def _ensembles(candidates: list[dict], runs: dict, test: dict, validated, settin
     return ensembles
 
 
-def _ensemble_rows(name: str, ensembles: list[dict], best: dict | None, chosen: dict, resampled: dict,
+def _ensemble_rows(name: str, ensembles: list[dict], best: dict | None, chosen_test: list[np.ndarray],
                    bootstrap: st.SharedBootstrap, metrics: list[str], selection: str) -> dict:
     """Per ensemble and metric: its test value with a test-image interval, and its paired
-    difference from the chosen configuration with Holm's correction per metric."""
+    difference from the chosen configuration (``chosen_test``: its seeds' test probabilities;
+    the metric averaged over them) with Holm's correction per metric."""
+    reference = {metric: (bootstrap.resampled(metric, chosen_test), bootstrap.estimate(metric, chosen_test))
+                 for metric in metrics}
     rows = []
     for ensemble in ensembles:
         for metric in metrics:
             values = bootstrap.resampled(metric, [ensemble["test"]])
-            reference = resampled[config_key(chosen), metric]
-            differences = values - reference.values
+            differences = values - reference[metric][0]
             test_low, test_high = np.percentile(values, [2.5, 97.5])
             low, high = np.percentile(differences, [2.5, 97.5])
             rows.append({"dataset": name, "ensemble": ensemble["name"], "kind": ensemble["kind"],
@@ -156,7 +159,7 @@ def _ensemble_rows(name: str, ensembles: list[dict], best: dict | None, chosen: 
                          "val_value": ensemble["val_value"], "n_val": len(ensemble["validation"][0]),
                          "metric": metric, "value": bootstrap.estimate(metric, [ensemble["test"]]),
                          "test_low": float(test_low), "test_high": float(test_high),
-                         "difference": bootstrap.estimate(metric, [ensemble["test"]]) - reference.estimate,
+                         "difference": bootstrap.estimate(metric, [ensemble["test"]]) - reference[metric][1],
                          "low": float(low), "high": float(high), "p_value": st.bootstrap_p_value(differences),
                          "best": ensemble is best})
     for metric in metrics:
@@ -167,7 +170,8 @@ def _ensemble_rows(name: str, ensembles: list[dict], best: dict | None, chosen: 
 
 
 def _draws(bootstrap: st.SharedBootstrap) -> np.ndarray:
-    """``(B, n)``: how often each test image is drawn in each of the dataset's shared resamples."""
+    """``(B, n)``: how often each test image is drawn in each of the dataset's shared resamples
+    (from the resamples' index rows)."""
     return dc.image_counts(bootstrap.indices, len(bootstrap.y_true))
 
 
