@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scripts import deployment
 from scripts import stats as st
 from scripts.calibration import CALIBRATION, ECE_BINS, calibration_test_intervals, reliability, run_calibration
 from scripts.comparisons import (
@@ -113,6 +114,8 @@ def aggregate(plan: dict) -> dict:
         "learning_curve": pd.DataFrame(joined("learning_curve"), columns=LEARNING_CURVE_COLUMNS),
         "external": pd.DataFrame(joined("external"), columns=None if joined("external") else EXTERNAL_CONFIG),
         "weights_comparison": pd.DataFrame(joined("weights_comparison"), columns=COMPARISON_COLUMNS),
+        **{table: pd.DataFrame(joined(table), columns=columns)
+           for table, columns in deployment.DECISION_TABLES.items()},
         "verdict": {"datasets": {name: part["verdict"] for name, part in parts.items()},
                     "software": software(runs),
                     "bootstrap": {"resamples": evaluation["bootstrap_resamples"],
@@ -173,6 +176,8 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     external, external_info = _external(name, plan, done, selection, predictions, classes)
     verdict = chosen_verdict(name, summary, comparisons, metrics, selection, classes, positive_class,
                              len(paths), len(done))
+    decision = deployment.dataset_decision(name, plan, done, predictions, summary, bootstrap, metrics, verdict)
+    verdict["decision"] = decision.pop("info")
     verdict.update(learning_curve={"metric": selection, "rule": BEATS_RULE,
                                    "fractions": sorted({row["fraction"] for row in summary}),
                                    "statements": learning_statements(curve)},
@@ -184,7 +189,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
                    calibration={"bins": ECE_BINS, "temperature_scaling": evaluation["temperature_scaling"],
                                 "slope_outcome": _slope_outcome(classes, positive)})
     return {"summary": summary, "comparisons": comparisons, "learning_curve": curve, "external": external,
-            "weights_comparison": versus_random_init(summary, resampled, metrics, bootstrap),
+            **decision, "weights_comparison": versus_random_init(summary, resampled, metrics, bootstrap),
             "per_run": {i: {k: v for k, v in scores.items() if k != "scaled"} for i, scores in per_run.items()},
             "verdict": verdict}
 
@@ -211,7 +216,7 @@ def _empty_dataset(name: str) -> dict:
     verdict = {"dataset": name, "finished": 0, "chosen": None, "learning_curve": None, "shortcut": None,
                "external": {}}
     return {"summary": [], "comparisons": [], "learning_curve": [], "external": [], "weights_comparison": [],
-            "per_run": {}, "verdict": verdict}
+            "per_run": {}, "verdict": verdict, **deployment.empty_tables()}
 
 
 def _run_scores(plan: dict, i: int, test: tuple, classes: list[str], positive: int | None) -> dict:

@@ -42,4 +42,8 @@ TABLES = {
     "learning_curve": "results/learning_curve.csv",
     "external": "results/external.csv",
     "weights_comparison": "results/weights_comparison.csv",
+    # What to deploy: ensembles, the validation-chosen operating point, the decision curve.
+    "ensembles": "results/ensembles.csv",
+    "operating_point": "results/operating_point.csv",
+    "decision_curve": "results/decision_curve.csv",
 }

@@ -22,6 +22,7 @@ import yaml
 from scripts import fsutil, gradcam, plots
 from scripts.aggregate import INTERNAL_MAPPED
 from scripts.config import leaves
+from scripts.deployment import report_section as decision_section
 from scripts.evaluation import positive_index
 from scripts.external import DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR_DUPLICATE_CORRELATION
 from scripts.layout import RUN_FILES
@@ -414,6 +415,7 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
         "calibration": calibration_section(summary, verdict) if len(summary) else None,
         "shortcut": shortcut_section(summary, verdict, configs) if len(summary) else None,
         "weights_comparison": weights_comparison_section(name, summary, tables, selection),
+        "decision": decision_section(name, tables, verdict),
         "settings": {"val_fraction": settings["data"]["val_fraction"],
                      "min_val_per_class": settings["data"]["min_val_per_class"]},
     }

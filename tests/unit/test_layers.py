@@ -21,10 +21,10 @@ LAYERS = [
     {"fsutil", "layout", "tracing"},
     # models: the backbone registry (names, stages, last conv layers); Keras only inside functions
     {"manifest", "images", "splits", "models", "grid", "config", "slurm_site", "snakemake_internals",
-     "weight_files", "download", "evaluation", "stats", "external", "shortcut", "calibration"},
+     "weight_files", "download", "evaluation", "stats", "external", "shortcut", "calibration", "decision"},
     {"input_pipeline", "gradcam", "inference", "runtime", "checkpoint", "objective", "probe", "predictions",
      "training", "edge_vgg16"},
-    {"run_tables", "comparisons", "verdict", "aggregate", "plots", "report"},
+    {"run_tables", "comparisons", "verdict", "aggregate", "plots", "report", "deployment"},
     {"stages", "__main__"},
 ]
 LAYER = {module: rank for rank, modules in enumerate(LAYERS) for module in modules}

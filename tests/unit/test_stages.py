@@ -302,6 +302,6 @@ def test_a_step_given_the_wrong_table_names_names_the_expected_ones(step, tmp_pa
     tables = {"runs": str(tmp_path / "runs.csv"), "summary": str(tmp_path / "summary.csv")}
     call = {"aggregate": lambda: stages.aggregate(str(tmp_path / "plan.json"), tables),
             "report": lambda: stages.report(str(tmp_path / "plan.json"), tables, str(tmp_path / "r.html"))}[step]
-    with pytest.raises(ValueError, match=r"tables: expected the names \['comparisons', 'external', .*"
-                                         r"got \['runs', 'summary'\]"):
+    with pytest.raises(ValueError, match=r"tables: expected the names \['comparisons', 'decision_curve', "
+                                         r"'ensembles', 'external', .*got \['runs', 'summary'\]"):
         call()

@@ -156,6 +156,9 @@ def test_tiny_study_report_contents(tiny_study):
     assert "scratch_cnn × partial" in html and "no pretrained backbone" in html  # skip listed
     assert "Too few seeds to conclude" in html
     assert "Per class (one-vs-rest" in html and "Recall (macro, one-vs-rest)" in html
+    # one seed: no seed ensembles; the 3 configurations averaged; three classes: argmax
+    assert 'id="ensembles-1"' in html and "top-3 by validation <strong>(best ensemble)</strong>" in html
+    assert "each test image goes to its most probable class (argmax)" in html
     assert XSS_CLASS not in html and "&lt;img src=x onerror=alert(1)&gt; &amp; &#34;q&#34;" in html
     assert not re.search(r'(src|href)="(https?:)?//', html)  # self-contained
     assert len(re.findall(r'src="data:image/(png|jpeg);base64,', html)) > 20
