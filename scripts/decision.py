@@ -84,13 +84,6 @@ def threshold_counts(is_positive: np.ndarray, scores_per_seed: Sequence[np.ndarr
     return totals
 
 
-def image_counts(indices: np.ndarray, n: int) -> np.ndarray:
-    """``(B, n)`` draw counts of an index matrix ``(B, n)`` (a row of image indices per resample)."""
-    indices = np.atleast_2d(indices)
-    rows = np.repeat(np.arange(len(indices)), indices.shape[1])
-    return np.bincount(rows * n + indices.ravel(), minlength=len(indices) * n).reshape(len(indices), n)
-
-
 def _share(numerator, denominator) -> np.ndarray:
     numerator, denominator = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
     out = np.full(np.broadcast(numerator, denominator).shape, np.nan)

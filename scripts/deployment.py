@@ -108,7 +108,7 @@ def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, summ
         deployed.append(("best ensemble", best["name"], [best["test"][:, positive]], [best["validation"]]))
     point = settings["operating_point"]
     operating = [row for deploy in deployed
-                 for row in _operating_rows(name, *deploy, positive, y_test, _draws(bootstrap), point, other)]
+                 for row in _operating_rows(name, *deploy, positive, y_test, bootstrap.counts, point, other)]
     curve = _curve_rows(name, deployed, y_test, prevalence["test"], settings["decision_curve"])
     info.update(prevalence=prevalence, other_prevalence=other[0], rule=point["rule"], target=point["target"],
                 positive_class=classes[positive])
@@ -167,12 +167,6 @@ def _ensemble_rows(name: str, ensembles: list[dict], best: dict | None, chosen_t
         for row, adjusted in zip(family, st.holm([row["p_value"] for row in family]), strict=True):
             row["p_holm"] = float(adjusted)
     return {"ensembles": rows}
-
-
-def _draws(bootstrap: st.SharedBootstrap) -> np.ndarray:
-    """``(B, n)``: how often each test image is drawn in each of the dataset's shared resamples
-    (from the resamples' index rows)."""
-    return dc.image_counts(bootstrap.indices, len(bootstrap.y_true))
 
 
 def _validation_shared(validation: dict) -> bool:

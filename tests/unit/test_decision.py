@@ -74,9 +74,8 @@ def test_net_benefit_equals_the_formula_at_two_thresholds():
     assert dc.treat_all_benefit(3 / 8, np.array([0.2, 0.5])) == pytest.approx([3 / 8 - 5 / 8 * 0.25, 3 / 8 - 5 / 8])
 
 
-def test_draw_counts_of_an_index_matrix_and_counts_on_a_resample():
-    draws = dc.image_counts(np.array([[0, 0, 2], [1, 2, 2]]), 3)
-    assert draws.tolist() == [[2, 0, 1], [0, 1, 2]]
+def test_counts_at_a_threshold_on_each_resample_weigh_each_image_by_its_draws():
+    draws = np.array([[2, 0, 1], [0, 1, 2]])  # resample rows of image draw counts
     counted = dc.threshold_counts(np.array([True, False, True]), [np.array([0.9, 0.8, 0.1])], [0.5], draws)
     assert counted["tp"].tolist() == [2, 0] and counted["fp"].tolist() == [0, 1] and counted["fn"].tolist() == [1, 2]
 
