@@ -164,3 +164,15 @@ def test_the_data_checks_list_the_test_copies_and_what_the_policy_did(tmp_path, 
     assert ('<tr><td class="l"><code>test/a/2.png</code></td><td class="l"><code>val/a/7.png</code>\n(val)</td>'
             '<td>0.86</td>\n<td class="l">re-encoded</td></tr>') in checks
     assert "test/b/3.png" not in checks
+
+
+def test_each_pretraining_source_says_what_its_weights_are():
+    """The report names what a source's weights are: the config's description for a
+    named source (the demo's "HED-retrained VGG16, not ImageNet"), a fixed one for
+    the built-in sources, nothing for an undescribed file."""
+    hed = {"name": "hed_vgg16", "description": "HED-retrained VGG16, not ImageNet",
+           "source": {"vgg16": {"path": "resources/weights/vgg16_hed_notop.h5"}}}
+    assert report.source_descriptions(["none", hed, "imagenet", {"name": "rad", "source": "/w.h5"}]) == {
+        "none": "random initialisation: not pretrained", "hed_vgg16": "HED-retrained VGG16, not ImageNet",
+        "imagenet": "Keras ImageNet weights", "rad": ""}
+    assert report.source_descriptions({"vgg16": "/w.h5"}) == {"custom": ""}

@@ -440,7 +440,9 @@ def test_the_report_shows_the_five_questions(tmp_path):
     html = (tmp_path / "r.html").read_text()
     for section in ('id="learning-1"', 'id="calibration-1"', 'id="shortcut-1"', 'id="weights-comparison-1"',
                     'id="shortcut-flags-1"', "15 equal-width bins", "[left, top, right, bottom] = 0.1, 0.1, 0.9, 0.9",
-                    "vgg16 · frozen · weights imagenet</strong>: beats the scratch CNN baseline at every size"):
+                    "vgg16 · frozen · weights imagenet</strong>: beats the scratch CNN baseline at every size",
+                    '<th>imagenet<br><span class="meta">Keras ImageNet weights</span></th>',
+                    '<th>none<br><span class="meta">random initialisation: not pretrained</span></th>'):
         assert section in html, section
     assert html.count("above 0.40: shortcut suspected") == 6  # every configuration
     if CHROMIUM:
