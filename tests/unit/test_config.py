@@ -71,7 +71,8 @@ def test_a_file_without_datasets_changes_only_what_it_names_in_the_default_study
     config = validated(study_config.study_settings({"seeds": [7], "training": {"epochs": 3}}, DEFAULT_STUDY))
     assert list(config["datasets"]) == ["demo"] and config["seeds"] == [7]
     assert (config["training"]["epochs"], config["training"]["image_size"]) == (3, 64)
-    assert config["training"]["early_stopping_patience"] == 0 and config["weights"] == "none"
+    assert config["training"]["early_stopping_patience"] == 0
+    assert [w if isinstance(w, str) else w["name"] for w in config["weights"]] == ["none", "hed_vgg16"]
 
 
 def test_leaves_name_every_value_that_is_not_a_mapping():
