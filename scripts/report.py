@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from scripts import fsutil, gradcam, plots
+from scripts import fsutil, gradcam, grid, plots
 from scripts.aggregate import INTERNAL_MAPPED
 from scripts.config import leaves
 from scripts.deployment import report_section as decision_section
@@ -342,9 +342,23 @@ def shortcut_flag(row: dict, flagged: bool) -> str:
     return "below" if row["cam_informative"] else "uninformative"
 
 
-def weights_comparison_section(name: str, summary: pd.DataFrame, tables: dict, metric: str) -> dict | None:
+# What the built-in pretraining sources are; a named source says it in its config ``description``.
+BUILT_IN_SOURCES = {grid.RANDOM_INIT: "random initialisation: not pretrained",
+                    "imagenet": "Keras ImageNet weights"}
+
+
+def source_descriptions(weights_setting) -> dict[str, str]:
+    """Pretraining source name -> what its weights are, as the config states it."""
+    items = weights_setting if isinstance(weights_setting, list) else [weights_setting]
+    return {source["name"]: (item.get("description", "") if isinstance(item, dict) and "name" in item
+                             else BUILT_IN_SOURCES.get(source["name"], ""))
+            for item, source in zip(items, grid.weights_sources(weights_setting), strict=True)}
+
+
+def weights_comparison_section(name: str, summary: pd.DataFrame, tables: dict, metric: str,
+                               descriptions: dict[str, str]) -> dict | None:
     """Which pretraining: per backbone × strategy × fraction the test ``metric`` of each
-    source, and each source against random init (``none``)."""
+    source (with what its weights are), and each source against random init (``none``)."""
     pretrained = summary[summary["strategy"] != "scratch"] if len(summary) else summary
     sources = sorted(set(pretrained["weights"]) if len(pretrained) else set(), key=lambda w: (w != "none", w))
     if len(sources) < 2:
@@ -359,7 +373,8 @@ def weights_comparison_section(name: str, summary: pd.DataFrame, tables: dict, m
         rows.append({"title": f"{model} · {strategy}{share}", "model": model, "strategy": strategy,
                      "fraction": fraction, "cells": cells, "versus": versus_none})
     rows.sort(key=lambda r: (r["model"], STRATEGY_ORDER.index(r["strategy"]), -float(r["fraction"])))
-    return {"sources": sources, "metric": metric, "rows": rows,
+    return {"sources": sources, "descriptions": {w: descriptions.get(w, "") for w in sources},
+            "metric": metric, "rows": rows,
             "comparisons": comparison_rows(versus) if len(versus) else []}
 
 
@@ -414,7 +429,8 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
         "external": external_sections(name, tables, verdict) if len(summary) else [],
         "calibration": calibration_section(summary, verdict) if len(summary) else None,
         "shortcut": shortcut_section(summary, verdict, configs) if len(summary) else None,
-        "weights_comparison": weights_comparison_section(name, summary, tables, selection),
+        "weights_comparison": weights_comparison_section(name, summary, tables, selection,
+                                                         source_descriptions(settings["weights"])),
         "decision": decision_section(name, tables, verdict),
         "settings": {"val_fraction": settings["data"]["val_fraction"],
                      "min_val_per_class": settings["data"]["min_val_per_class"]},

@@ -15,6 +15,10 @@ import yaml
 
 from scripts import fsutil, tracing
 
+# The HED-retrained VGG16 (``python -m scripts hed-weights``, scripts/edge_vgg16.py): the
+# workflow's rule ``hed_weights`` writes it offline into ``weights_cache`` under this name.
+HED_VGG16_FILE = "vgg16_hed_notop.h5"
+
 
 class WeightsError(Exception):
     """A weights file is missing, unreachable or does not match its hash."""

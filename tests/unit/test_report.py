@@ -241,3 +241,15 @@ def test_the_learning_curve_states_the_validation_images_every_size_also_uses(tm
     verdict = {"learning_curve": {"metric": "f1_macro", "rule": "rule", "fractions": [0.5, 1.0], "statements": []}}
     section = report.learning_section("d", {"learning_curve": curve}, verdict, split)
     assert section["validation"] == {"images": 3, "pool": 12, "share": 0.25}
+
+
+def test_each_pretraining_source_says_what_its_weights_are():
+    """The report names what a source's weights are: the config's description for a
+    named source (the demo's "HED-retrained VGG16, not ImageNet"), a fixed one for
+    the built-in sources, nothing for an undescribed file."""
+    hed = {"name": "hed_vgg16", "description": "HED-retrained VGG16, not ImageNet",
+           "source": {"vgg16": {"path": "resources/weights/vgg16_hed_notop.h5"}}}
+    assert report.source_descriptions(["none", hed, "imagenet", {"name": "rad", "source": "/w.h5"}]) == {
+        "none": "random initialisation: not pretrained", "hed_vgg16": "HED-retrained VGG16, not ImageNet",
+        "imagenet": "Keras ImageNet weights", "rad": ""}
+    assert report.source_descriptions({"vgg16": "/w.h5"}) == {"custom": ""}

@@ -450,7 +450,9 @@ def test_the_report_shows_the_five_questions(tmp_path):
                     'id="shortcut-flags-1"', "15 equal-width bins", "[left, top, right, bottom] = 0.1, 0.1, 0.9, 0.9",
                     'id="families"', 'id="resamples-1"', "95% interval over seeds and test images",
                     "vgg16 · frozen · weights imagenet</strong>: has fewer than 3 seeds paired with the scratch CNN "
-                    "baseline at 10 (50%), 20 (100%) training images: no claim either way"):
+                    "baseline at 10 (50%), 20 (100%) training images: no claim either way",
+                    '<th>imagenet<br><span class="meta">Keras ImageNet weights</span></th>',
+                    '<th>none<br><span class="meta">random initialisation: not pretrained</span></th>'):
         assert section in html, section
     assert html.count("above 10%: shortcut suspected") == 6  # every configuration
     if CHROMIUM:

@@ -36,7 +36,7 @@ from scripts.layout import (  # noqa: E402
 )
 from scripts.models import MODELS  # noqa: E402
 from scripts.snakemake_internals import command_line_configfiles  # noqa: E402
-from scripts.weight_files import file_name, load_registry  # noqa: E402
+from scripts.weight_files import HED_VGG16_FILE, file_name, load_registry  # noqa: E402
 
 
 # ---- The study's settings: scripts/config.py decides, the schema fills in defaults. ----

