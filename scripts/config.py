@@ -116,7 +116,11 @@ def weights_spec(model: str, weights_name: str, sources: dict, registry: dict, w
         return {"source": "none"}
     setting = sources[weights_name]
     if isinstance(setting, dict):
-        setting = setting.get(model, setting.get("default", "imagenet"))
+        if model not in setting and "default" not in setting:
+            # a silent ImageNet fallback would run ImageNet weights under this source's name
+            raise ValueError(f"weights ({weights_name}) names no weights for {model}: add '{model}:' "
+                             "or 'default:' (e.g. default: imagenet) to its source")
+        setting = setting[model] if model in setting else setting["default"]
     if isinstance(setting, dict):
         return {"source": "file", **setting}
     if setting == "none":
@@ -246,7 +250,11 @@ def config_problems(config: dict, sources: dict, registry: dict) -> list[str]:
                     f"training.epochs ({epochs} for {model}) for the partial and full strategies")
     for model in config["models"]:
         for name in sources:
-            spec = weights_spec(model, name, sources, registry, config["weights_cache"])
+            try:
+                spec = weights_spec(model, name, sources, registry, config["weights_cache"])
+            except ValueError as error:
+                problems.append(str(error))
+                continue
             if spec["source"] == "file" and not Path(spec["path"]).is_file() \
                     and not workflow_writes(spec["path"], config["weights_cache"]):
                 problems.append(f"weights ({name}) for {model}: file {spec['path']} does not exist")

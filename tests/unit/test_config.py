@@ -120,13 +120,17 @@ def test_weights_sources_are_named_and_bad_ones_raise():
     ("vgg16", "custom", {"custom": {"vgg16": "none", "default": "imagenet"}}, {"source": "none"}),
     ("resnet50", "custom", {"custom": {"vgg16": "none", "default": "imagenet"}},
      {"source": "imagenet", "path": "cache/resnet50_notop.h5", "md5": "cd34"}),
-    ("resnet50", "custom", {"custom": {"vgg16": "none"}},  # no default: ImageNet
-     {"source": "imagenet", "path": "cache/resnet50_notop.h5", "md5": "cd34"}),
     ("vgg16", "custom", {"custom": {"vgg16": {"path": "/w.h5", "sha256": "ef"}}},
      {"source": "file", "path": "/w.h5", "sha256": "ef"}),
 ])
 def test_weights_spec(model, name, sources, expected):
     assert study_config.weights_spec(model, name, sources, REGISTRY, "cache") == expected
+
+
+def test_a_per_backbone_source_without_the_backbone_or_a_default_is_refused():
+    """Not ImageNet weights run under the source's name (a mislabelled comparison)."""
+    with pytest.raises(ValueError, match=r"weights \(hed\) names no weights for resnet50: add 'resnet50:'"):
+        study_config.weights_spec("resnet50", "hed", {"hed": {"vgg16": "/w.h5"}}, REGISTRY, "cache")
 
 
 def test_project_file_prefers_the_working_directory(tmp_path, monkeypatch):
