@@ -72,6 +72,17 @@ def test_t_interval_needs_two_values():
     assert st.t_interval([])[3] == 0 and np.isnan(st.t_interval([])[0])
 
 
+
+def test_bounded_t_interval_clips_the_ends_to_the_range_and_keeps_the_mean():
+    sensitivity = [1.0, 0.9]  # t-interval 0.95 ± 0.635
+    mean, low, high, n = st.bounded_t_interval(sensitivity, (0.0, 1.0))
+    _, t_low, t_high, _ = st.t_interval(sensitivity)
+    assert t_high > 1 and (mean, n) == (0.95, 2)
+    assert (low, high) == (pytest.approx(t_low), 1.0)
+    assert st.bounded_t_interval([0.0, 0.05], (0.0, 1.0))[1] == 0.0  # an ECE interval does not go below 0
+    assert st.bounded_t_interval([1.9, 2.0], (0.0, 2.0))[2] == 2.0  # Brier's range is [0, 2]
+    _, low, high, _ = st.bounded_t_interval([0.7], (0.0, 1.0))
+    assert np.isnan(low) and np.isnan(high)  # undefined stays undefined
 # --- stratified bootstrap -----------------------------------------------------------------------
 
 def test_stratified_bootstrap_keeps_each_column_in_its_class():
