@@ -442,6 +442,184 @@ def write_figures(datasets: list[dict], directory: str | Path) -> None:
                 tmp.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
 
 
+# --- the decision: what the first screen shows ----------------------------------------------------
+
+def _warning(kind: str, text: str, link: str, level: str = "warn") -> dict:
+    """One qualifier of a dataset's decision: ``level`` "warn" qualifies the claim, "note" adds context."""
+    return {"kind": kind, "text": text, "link": link, "level": level}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def seeds_warnings(d: dict, study: dict) -> list[dict]:
+    chosen = d["verdict"]["chosen"]
+    if not d["verdict"].get("too_few_seeds"):
+        return []
+    width = "undefined" if chosen["n_seeds"] < 2 else "very wide"
+    return [_warning("seeds", f"{_plural(chosen['n_seeds'], 'seed')}: too few to conclude; the interval over seeds is "
+                     f"{width}. Run at least 5 seeds before claiming one configuration beats another.",
+                     f"chosen-{d['index']}")]
+
+
+def pretraining_warnings(d: dict, study: dict) -> list[dict]:
+    chosen, missing = d["verdict"]["chosen"], study["not_pretrained"]
+    if chosen["strategy"] != "scratch" and chosen["model"] in missing:
+        return [_warning("pretraining", f"{chosen['model']} ran from random weights (weights source none): the chosen "
+                         "configuration is not transfer learning.", "not-pretrained")]
+    if missing:
+        return [_warning("pretraining", f"not pretrained: {', '.join(missing)} ran from random weights, so their "
+                         "strategies other than scratch are not transfer learning.", "not-pretrained", "note")]
+    return []
+
+
+def leakage_warnings(d: dict, study: dict) -> list[dict]:
+    leak, link = d["leakage"], f"data-{d['index']}"
+    if leak is None:
+        return [_warning("leakage", "the check for test images that are copies of training images did not run.", link)]
+    if not leak["copies"]:
+        return []
+    copies = f"{len(leak['copies'])} of {leak['n_checked']} test images are copies of training or validation images"
+    if leak["policy"] == "drop":
+        return [_warning("leakage", f"{copies}; they were removed from the test set.", link, "note")]
+    return [_warning("leakage", f"{copies}, kept in the test set: its metrics are optimistic for them.", link)]
+
+
+def shortcut_warnings(d: dict, study: dict) -> list[dict]:
+    info, chosen = d["verdict"]["shortcut"], d["verdict"]["chosen"]
+    link = f"shortcut-{d['index']}"
+    if info["chosen_flagged"]:
+        return [_warning("shortcut", f"shortcut suspected: {chosen['shortcut_score']:.2f} of its Grad-CAM mass lies "
+                         f"outside the lung box (threshold {info['threshold']:.2f}).", link)]
+    if chosen.get("cam_informative") is False:
+        return [_warning("shortcut", f"its Grad-CAM maps ({chosen['cam_cells']} cells) cannot locate anything: the "
+                         "shortcut check cannot judge it.", link)]
+    if info["flagged"]:
+        return [_warning("shortcut", f"{_plural(len(info['flagged']), 'other configuration')} put most of their "
+                         "Grad-CAM mass outside the lung box; the chosen one does not.", link, "note")]
+    return []
+
+
+def calibration_warnings(d: dict, study: dict) -> list[dict]:
+    chosen = d["verdict"]["chosen"]
+    text = (f"ECE {number(chosen['ece'])} {interval(chosen['ece_seed_low'], chosen['ece_seed_high'], 2)} over seeds, "
+            f"Brier {number(chosen['brier'])}")
+    if not np.isnan(chosen.get("ece_scaled", np.nan)):
+        text += f"; after temperature scaling ECE {number(chosen['ece_scaled'])}"
+        low, high = TEMPERATURE_BOUNDS
+        if chosen["temperature"] <= low or chosen["temperature"] >= high:
+            return [_warning("calibration", f"{text}: the fitted temperature sits at its search bound, so the "
+                             "validation predictions carry no usable signal.", f"calibration-{d['index']}")]
+    return [_warning("calibration", f"{text}.", f"calibration-{d['index']}", "note")]
+
+
+def validation_drop_warnings(d: dict, study: dict) -> list[dict]:
+    drop = d["verdict"].get("validation_drop")
+    if not drop or not drop["overestimated"]:
+        return []
+    return [_warning("validation → test", f"{drop['text']} (it drops {drop['drop']:.3f} from validation to test; "
+                     f"the other configurations' median drop is {drop['median_other_drop']:.3f}, the seeds' pooled "
+                     f"standard deviation {drop['pooled_sd']:.3f}).", f"configurations-{d['index']}")]
+
+
+def missing_runs_warnings(d: dict, study: dict) -> list[dict]:
+    if not d["missing"]:
+        return []
+    return [_warning("failed runs", f"{_plural(len(d['missing']), 'run')} failed or did not finish and "
+                     f"{'is' if len(d['missing']) == 1 else 'are'} not in the numbers.", f"runs-{d['index']}")]
+
+
+def external_warnings(d: dict, study: dict) -> list[dict]:
+    metric = d["verdict"]["selection_metric"]
+    return [_warning("external", f"on {x['name']} ({x['n_evaluated']} images) {LABELS[metric]} "
+                     f"{number(x['chosen']['external'][metric])}, internal {number(x['chosen']['internal'][metric])}.",
+                     f"external-{d['index']}-{position}", "note")
+            for position, x in enumerate(d["external"], 1)
+            if x.get("chosen") and x["chosen"]["internal"] and metric in x["chosen"]["external"]]
+
+
+# Every qualifier of a dataset's decision, in the order shown: a new warning is one function here.
+DECISION_WARNINGS = (seeds_warnings, pretraining_warnings, validation_drop_warnings, leakage_warnings,
+                     shortcut_warnings, calibration_warnings, missing_runs_warnings, external_warnings)
+
+
+def decision(d: dict, study: dict) -> dict | None:
+    """The first screen of a dataset: its chosen configuration, the selection metric's
+    comparison with the baseline and every warning that qualifies the choice (None
+    without a chosen configuration)."""
+    verdict = d["verdict"]
+    if not verdict.get("chosen"):
+        return None
+    selection = verdict["selection_metric"]
+    versus = {c["metric"]: c for c in verdict.get("versus") or []}
+    return {"chosen": verdict["chosen"], "title": title(verdict["chosen"]), "selection": selection,
+            "metrics": [{"metric": m, "versus": versus.get(m)} for m in verdict["metrics"]],
+            "is_baseline": verdict.get("is_baseline"),
+            "warnings": [w for check in DECISION_WARNINGS for w in check(d, study)]}
+
+
+# --- the contents: every section, from one list ---------------------------------------------------
+
+# A dataset's sections in page order: (id prefix, title in the contents, whether the dataset has it).
+# The template gives each heading the id ``<prefix>-<dataset index>``; tests/unit/test_report.py
+# checks that every heading's id is in the contents.
+DATASET_SECTIONS = (
+    ("chosen", "verdict", lambda d: True),
+    ("configurations", "all configurations", lambda d: d["summary"]),
+    ("baseline", "against the baseline", lambda d: d["summary"] and d["comparisons"]),
+    ("learning", "learning curve", lambda d: d["learning"]),
+    ("external", "external validation", lambda d: d["external"]),
+    ("calibration", "calibration", lambda d: d["calibration"]),
+    ("shortcut", "shortcut check", lambda d: d["shortcut"]),
+    ("weights-comparison", "which pretraining", lambda d: d["weights_comparison"]),
+    ("by-strategy", "metric by strategy", lambda d: d["figures"]),
+    ("roc", "ROC", lambda d: d["figures"]),
+    ("pr", "precision–recall", lambda d: d["figures"]),
+    ("confusion", "confusion matrices", lambda d: d["figures"]),
+    ("training", "training curves", lambda d: d["figures"]),
+    ("gradcam", "Grad-CAM", lambda d: d["gradcam"]),
+    ("samples", "sample predictions", lambda d: d["samples"]),
+    ("data", "data checks", lambda d: True),
+    ("runs", "every run", lambda d: d["runs"]),
+)
+# The study's sections after the datasets (the decision and the method come first), with their parts.
+STUDY_SECTIONS = (("skipped", "skipped combinations", ()),
+                  ("provenance", "provenance", (("weights-provenance", "backbone weights"), ("software", "software"),
+                                                ("configuration", "configuration"))))
+
+
+def dataset_contents(d: dict) -> list[dict]:
+    """The contents entries of one dataset (its index in ``d["index"]``); an external test
+    set has one section each."""
+    entries = []
+    for prefix, label, present in DATASET_SECTIONS:
+        if not present(d):
+            continue
+        if prefix == "external":
+            entries += [{"id": f"external-{d['index']}-{n}", "title": f"external: {x['name']}"}
+                        for n, x in enumerate(d["external"], 1)]
+        else:
+            entries.append({"id": f"{prefix}-{d['index']}", "title": label})
+    return entries
+
+
+def contents(datasets: list[dict]) -> list[dict]:
+    """The page's contents: the decision, the method, each dataset with its sections, the study's sections."""
+    return [{"id": "decision", "title": "decision", "children": []},
+            {"id": "method", "title": "how the numbers are made", "children": []},
+            *({"id": f"ds-{d['index']}", "title": f"dataset {d['name']}", "children": dataset_contents(d)}
+              for d in datasets),
+            *({"id": key, "title": label, "children": [{"id": part, "title": name} for part, name in parts]}
+              for key, label, parts in STUDY_SECTIONS)]
+
+
+def with_decisions(datasets: list[dict], study: dict) -> list[dict]:
+    """Each dataset section with its index (1, 2, …) and its decision."""
+    indexed = [{**d, "index": index} for index, d in enumerate(datasets, 1)]
+    return [{**d, "decision": decision(d, study)} for d in indexed]
+
+
 def render(plan: dict, tables: dict, output: str | Path, project: str | Path = ".",
            figures: str | Path | None = None) -> None:
     environment = jinja2.Environment(
@@ -454,11 +632,14 @@ def render(plan: dict, tables: dict, output: str | Path, project: str | Path = "
     environment.filters["label"] = lambda metric: LABELS[metric]
     tables = {**{name: pd.DataFrame() for name in FIELD_TABLES}, **tables}
     verdict = tables["verdict"]
+    study = {"not_pretrained": not_pretrained(tables["runs"])}
+    datasets = with_decisions([dataset_section(name, plan, tables) for name in plan["datasets"]], study)
     context = {
         "title": plan["config"]["report"]["title"],
         "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "datasets": [dataset_section(name, plan, tables) for name in plan["datasets"]],
-        "not_pretrained": not_pretrained(tables["runs"]),
+        "datasets": datasets,
+        "contents": contents(datasets),
+        "not_pretrained": study["not_pretrained"],
         "weights": weights_table(tables["runs"]),
         "skipped": plan["skipped"],
         "near_duplicate_check": {"correlation": NEAR_DUPLICATE_CORRELATION, "size": FINGERPRINT_SIZE,
