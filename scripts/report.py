@@ -561,27 +561,19 @@ def decision(d: dict, study: dict) -> dict | None:
 
 # --- the contents: every section, from one list ---------------------------------------------------
 
-# A dataset's sections in page order: (id prefix, title in the contents, whether the dataset has it).
-# The template gives each heading the id ``<prefix>-<dataset index>``; tests/unit/test_report.py
-# checks that every heading's id is in the contents.
+# A dataset's sections in page order: (id prefix, title in the contents, the key of the dataset's
+# section that must be non-empty for it to show; None: always shown). The template gives each
+# heading the id ``<prefix>-<dataset index>``; tests/unit/test_report.py checks that every
+# heading's id is in the contents.
 DATASET_SECTIONS = (
-    ("chosen", "verdict", lambda d: True),
-    ("configurations", "all configurations", lambda d: d["summary"]),
-    ("baseline", "against the baseline", lambda d: d["summary"] and d["comparisons"]),
-    ("learning", "learning curve", lambda d: d["learning"]),
-    ("external", "external validation", lambda d: d["external"]),
-    ("calibration", "calibration", lambda d: d["calibration"]),
-    ("shortcut", "shortcut check", lambda d: d["shortcut"]),
-    ("weights-comparison", "which pretraining", lambda d: d["weights_comparison"]),
-    ("by-strategy", "metric by strategy", lambda d: d["figures"]),
-    ("roc", "ROC", lambda d: d["figures"]),
-    ("pr", "precision–recall", lambda d: d["figures"]),
-    ("confusion", "confusion matrices", lambda d: d["figures"]),
-    ("training", "training curves", lambda d: d["figures"]),
-    ("gradcam", "Grad-CAM", lambda d: d["gradcam"]),
-    ("samples", "sample predictions", lambda d: d["samples"]),
-    ("data", "data checks", lambda d: True),
-    ("runs", "every run", lambda d: d["runs"]),
+    ("chosen", "verdict", None), ("configurations", "all configurations", "summary"),
+    ("baseline", "against the baseline", "comparisons"), ("learning", "learning curve", "learning"),
+    ("external", "external validation", "external"), ("calibration", "calibration", "calibration"),
+    ("shortcut", "shortcut check", "shortcut"), ("weights-comparison", "which pretraining", "weights_comparison"),
+    ("by-strategy", "metric by strategy", "figures"), ("roc", "ROC", "figures"), ("pr", "precision–recall", "figures"),
+    ("confusion", "confusion matrices", "figures"), ("training", "training curves", "figures"),
+    ("gradcam", "Grad-CAM", "gradcam"), ("samples", "sample predictions", "samples"), ("data", "data checks", None),
+    ("runs", "every run", "runs"),
 )
 # The study's sections after the datasets (the decision and the method come first), with their parts.
 STUDY_SECTIONS = (("skipped", "skipped combinations", ()),
@@ -593,8 +585,8 @@ def dataset_contents(d: dict) -> list[dict]:
     """The contents entries of one dataset (its index in ``d["index"]``); an external test
     set has one section each."""
     entries = []
-    for prefix, label, present in DATASET_SECTIONS:
-        if not present(d):
+    for prefix, label, key in DATASET_SECTIONS:
+        if key and not d[key]:
             continue
         if prefix == "external":
             entries += [{"id": f"external-{d['index']}-{n}", "title": f"external: {x['name']}"}
