@@ -72,7 +72,7 @@ PER_RUN = [*CALIBRATION, "shortcut_score"]  # computed here per run, summarised 
 # (stats.bounded_t_interval); a validation metric ("val_" + metric) has its metric's range.
 VALUE_RANGES = {**{metric: (0.0, 1.0) for metric in st.METRICS}, "ece": (0.0, 1.0), "ece_scaled": (0.0, 1.0),
                 "brier": (0.0, 2.0), "brier_scaled": (0.0, 2.0), "temperature": st.TEMPERATURE_BOUNDS,
-                "shortcut_score": (0.0, 1.0)}
+                "shortcut_score": (0.0, 1.0), "shortcut_above_uniform": (0.0, 1.0), "shortcut_no_map": (0.0, 1.0)}
 EXTERNAL_CONFIG = [*CONFIG, "external", "n_seeds", "n_images"]
 
 

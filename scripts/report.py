@@ -9,6 +9,7 @@ without finished runs, or a study without any, still gets its page.
 from __future__ import annotations
 
 import base64
+import collections
 import datetime
 import json
 import subprocess
@@ -433,6 +434,18 @@ def interval(low, high, digits: int = 3, bounded: bool = True, top: float = 1.0)
     return f"[{low:.{digits}f}, {high:.{digits}f}]"
 
 
+KEPT_EPOCHS_LISTED = 10  # more seeds than this: the kept epochs are counted, not listed
+
+
+def kept_epochs(text: str) -> str:
+    """The kept epoch per seed (``"2 0 2"``) as written, or, with many seeds, each epoch
+    with its number of seeds, most frequent first (``"2 ×153, 1 ×1"``): a cell stays one line."""
+    epochs = str(text).split()
+    if len(epochs) <= KEPT_EPOCHS_LISTED:
+        return str(text)
+    return ", ".join(f"{epoch} ×{count}" for epoch, count in collections.Counter(epochs).most_common())
+
+
 def write_figures(datasets: list[dict], directory: str | Path) -> None:
     """Each dataset's figures as ``<dataset>-<figure>.png`` (decoded from the data URIs)."""
     Path(directory).mkdir(parents=True, exist_ok=True)
@@ -490,14 +503,14 @@ def shortcut_warnings(d: dict, study: dict) -> list[dict]:
     info, chosen = d["verdict"]["shortcut"], d["verdict"]["chosen"]
     link = f"shortcut-{d['index']}"
     if info["chosen_flagged"]:
-        return [_warning("shortcut", f"shortcut suspected: {chosen['shortcut_score']:.2f} of its Grad-CAM mass lies "
-                         f"outside the lung box (threshold {info['threshold']:.2f}).", link)]
+        return [_warning("shortcut", "shortcut suspected: its Grad-CAM maps put more of their mass outside the lung "
+                         "box than the shortcut check allows.", link)]
     if chosen.get("cam_informative") is False:
         return [_warning("shortcut", f"its Grad-CAM maps ({chosen['cam_cells']} cells) cannot locate anything: the "
                          "shortcut check cannot judge it.", link)]
     if info["flagged"]:
-        return [_warning("shortcut", f"{_plural(len(info['flagged']), 'other configuration')} put most of their "
-                         "Grad-CAM mass outside the lung box; the chosen one does not.", link, "note")]
+        return [_warning("shortcut", f"the shortcut check flags {_plural(len(info['flagged']), 'other configuration')}"
+                         "; not the chosen one.", link, "note")]
     return []
 
 
@@ -621,6 +634,7 @@ def render(plan: dict, tables: dict, output: str | Path, project: str | Path = "
     )
     environment.filters["num"] = number
     environment.filters["interval"] = interval
+    environment.filters["kept_epochs"] = kept_epochs
     environment.filters["label"] = lambda metric: LABELS[metric]
     tables = {**{name: pd.DataFrame() for name in FIELD_TABLES}, **tables}
     verdict = tables["verdict"]

@@ -52,6 +52,11 @@ def test_interval(low, high, options, expected):
     assert report.interval(low, high, **options) == expected
 
 
+def test_kept_epochs_listed_for_a_few_seeds_counted_for_many():
+    assert report.kept_epochs("2 0 –") == "2 0 –"
+    assert report.kept_epochs(" ".join(["2"] * 150 + ["1", "–", "–"])) == "2 ×150, – ×2, 1 ×1"
+
+
 def test_titles_name_weights_and_share_of_train_only_where_they_apply():
     assert report.title({"model": "vgg16", "strategy": "partial", "weights": "imagenet", "fraction": "0.25"}) == (
         "vgg16 · partial · weights imagenet · 25% of train")
