@@ -82,10 +82,17 @@ from scripts.verdict import (
     learning_curve,
     learning_statements,
     shortcut_verdict,
+    validation_drop,
 )
 
 SHORTCUT = ["shortcut_score", "shortcut_above_uniform", "shortcut_no_map"]  # scripts.run_tables.read_shortcut_score
 PER_RUN = [*CALIBRATION, *SHORTCUT]  # computed here per run, summarised per configuration
+# The range of each value summarised over seeds, to which its seed interval is clipped
+# (stats.bounded_t_interval); a validation metric ("val_" + metric) has its metric's range.
+VALUE_RANGES = {**{metric: (0.0, 1.0) for metric in st.METRICS}, "ece": (0.0, 1.0), "ece_scaled": (0.0, 1.0),
+                "brier": (0.0, 2.0), "brier_scaled": (0.0, 2.0), "temperature": st.TEMPERATURE_BOUNDS,
+                "calibration_slope": (-np.inf, np.inf), "calibration_intercept": (-np.inf, np.inf),
+                **{name: (0.0, 1.0) for name in SHORTCUT}}
 EXTERNAL_CONFIG = [*CONFIG, "external", "n_seeds", "n_images"]
 INTERNAL_MAPPED = "internal_mapped_"  # prefix of the internal metrics on the external test's mapped task
 
@@ -188,6 +195,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
                               "smallest_holm_p": family * st.smallest_p_value(resamples)},
                    calibration={"bins": ECE_BINS, "temperature_scaling": evaluation["temperature_scaling"],
                                 "slope_outcome": _slope_outcome(classes, positive)})
+    verdict["validation_drop"] = validation_drop(summary, verdict.get("chosen"))
     return {"summary": summary, "comparisons": comparisons, "learning_curve": curve, "external": external,
             **decision, "weights_comparison": versus_random_init(summary, resampled, metrics, bootstrap),
             "per_run": {i: {k: v for k, v in scores.items() if k != "scaled"} for i, scores in per_run.items()},
@@ -214,7 +222,7 @@ class _Finished:
 
 def _empty_dataset(name: str) -> dict:
     verdict = {"dataset": name, "finished": 0, "chosen": None, "learning_curve": None, "shortcut": None,
-               "external": {}}
+               "external": {}, "validation_drop": None}
     return {"summary": [], "comparisons": [], "learning_curve": [], "external": [], "weights_comparison": [],
             "per_run": {}, "verdict": verdict, **deployment.empty_tables()}
 
@@ -270,8 +278,10 @@ def summarise_config(group: pd.DataFrame, metrics: list[str], selection: str) ->
     row["n_seeds"] = len(group)
     row["seeds"] = " ".join(str(s) for s in sorted(group["seed"]))
     for metric in [*metrics, f"val_{selection}", *PER_RUN]:
-        mean, low, high, n = st.t_interval(group[metric])
+        mean, low, high, n = st.bounded_t_interval(group[metric], VALUE_RANGES[metric.removeprefix("val_")])
         row.update({metric: mean, f"{metric}_seed_low": low, f"{metric}_seed_high": high, f"{metric}_n": n})
+    change = group[selection] - group[f"val_{selection}"]  # per seed: test minus validation
+    row["val_test_change"], row["val_test_change_sd"] = float(change.mean()), float(change.std(ddof=1))
     for cost in COSTS:
         row[cost] = float(pd.to_numeric(group[cost]).mean())
     kept = group.sort_values("seed")["best_epoch"]
@@ -357,7 +367,8 @@ def _seed_and_test_intervals(metrics: list[str], bootstrap: st.SharedBootstrap, 
     row = {}
     for metric in metrics:
         name = prefix + metric
-        mean, low, high, _ = st.t_interval([bootstrap.estimate(metric, [p]) for p in probabilities])
+        mean, low, high, _ = st.bounded_t_interval([bootstrap.estimate(metric, [p]) for p in probabilities],
+                                                   VALUE_RANGES[metric])
         test_low, test_high = np.percentile(bootstrap.resampled(metric, probabilities), [2.5, 97.5])
         row.update({name: mean, f"{name}_seed_low": low, f"{name}_seed_high": high,
                     f"{name}_test_low": float(test_low), f"{name}_test_high": float(test_high)})

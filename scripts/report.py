@@ -9,6 +9,7 @@ without finished runs, or a study without any, still gets its page.
 from __future__ import annotations
 
 import base64
+import collections
 import datetime
 import json
 import subprocess
@@ -22,7 +23,7 @@ import yaml
 from scripts import fsutil, gradcam, grid, plots
 from scripts.aggregate import INTERNAL_MAPPED
 from scripts.config import leaves
-from scripts.deployment import report_section as decision_section
+from scripts.deployment import report_section as deployment_section
 from scripts.evaluation import positive_index
 from scripts.external import DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR_DUPLICATE_CORRELATION
 from scripts.layout import RUN_FILES
@@ -431,7 +432,7 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
         "shortcut": shortcut_section(summary, verdict, configs) if len(summary) else None,
         "weights_comparison": weights_comparison_section(name, summary, tables, selection,
                                                          source_descriptions(settings["weights"])),
-        "decision": decision_section(name, tables, verdict),
+        "deployment": deployment_section(name, tables, verdict),
         "settings": {"val_fraction": settings["data"]["val_fraction"],
                      "min_val_per_class": settings["data"]["min_val_per_class"]},
     }
@@ -496,6 +497,18 @@ def interval(low, high, digits: int = 3, bounded: bool = True, top: float = 1.0)
     return f"[{low:.{digits}f}, {high:.{digits}f}]"
 
 
+KEPT_EPOCHS_LISTED = 10  # more seeds than this: the kept epochs are counted, not listed
+
+
+def kept_epochs(text: str) -> str:
+    """The kept epoch per seed (``"2 0 2"``) as written, or, with many seeds, each epoch
+    with its number of seeds, most frequent first (``"2 ×153, 1 ×1"``): a cell stays one line."""
+    epochs = str(text).split()
+    if len(epochs) <= KEPT_EPOCHS_LISTED:
+        return str(text)
+    return ", ".join(f"{epoch} ×{count}" for epoch, count in collections.Counter(epochs).most_common())
+
+
 def write_figures(datasets: list[dict], directory: str | Path) -> None:
     """Each dataset's figures as ``<dataset>-<figure>.png`` (decoded from the data URIs)."""
     Path(directory).mkdir(parents=True, exist_ok=True)
@@ -503,6 +516,177 @@ def write_figures(datasets: list[dict], directory: str | Path) -> None:
         for name, uri in section["figures"].items():
             with fsutil.atomic_path(Path(directory, f"{section['name']}-{name}.png")) as tmp:
                 tmp.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+
+
+# --- the decision: what the first screen shows ----------------------------------------------------
+
+def _warning(kind: str, text: str, link: str, level: str = "warn") -> dict:
+    """One qualifier of a dataset's decision: ``level`` "warn" qualifies the claim, "note" adds context."""
+    return {"kind": kind, "text": text, "link": link, "level": level}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def seeds_warnings(d: dict, study: dict) -> list[dict]:
+    chosen = d["verdict"]["chosen"]
+    if not d["verdict"].get("too_few_seeds"):
+        return []
+    width = "undefined" if chosen["n_seeds"] < 2 else "very wide"
+    return [_warning("seeds", f"{_plural(chosen['n_seeds'], 'seed')}: too few to conclude; the interval over seeds is "
+                     f"{width}. Run at least 5 seeds before claiming one configuration beats another.",
+                     f"chosen-{d['index']}")]
+
+
+def pretraining_warnings(d: dict, study: dict) -> list[dict]:
+    chosen, missing = d["verdict"]["chosen"], study["not_pretrained"]
+    if chosen["strategy"] != "scratch" and chosen["model"] in missing:
+        return [_warning("pretraining", f"{chosen['model']} ran from random weights (weights source none): the chosen "
+                         "configuration is not transfer learning.", "not-pretrained")]
+    if missing:
+        return [_warning("pretraining", f"not pretrained: {', '.join(missing)} ran from random weights, so their "
+                         "strategies other than scratch are not transfer learning.", "not-pretrained", "note")]
+    return []
+
+
+def leakage_warnings(d: dict, study: dict) -> list[dict]:
+    leak, link = d["leakage"], f"data-{d['index']}"
+    if leak is None:
+        return [_warning("leakage", "the check for test images that are copies of training images did not run.", link)]
+    if not leak["copies"]:
+        return []
+    copies = f"{len(leak['copies'])} of {leak['n_checked']} test images are copies of training or validation images"
+    if leak["policy"] == "drop":
+        return [_warning("leakage", f"{copies}; they were removed from the test set.", link, "note")]
+    return [_warning("leakage", f"{copies}, kept in the test set: its metrics are optimistic for them.", link)]
+
+
+def shortcut_warnings(d: dict, study: dict) -> list[dict]:
+    info, chosen = d["verdict"]["shortcut"], d["verdict"]["chosen"]
+    link = f"shortcut-{d['index']}"
+    if info["chosen_flagged"]:
+        return [_warning("shortcut", "shortcut suspected: its Grad-CAM maps put more of their mass outside the lung "
+                         "box than the shortcut check allows.", link)]
+    if chosen.get("cam_informative") is False:
+        return [_warning("shortcut", f"its Grad-CAM maps ({chosen['cam_cells']} cells) cannot locate anything: the "
+                         "shortcut check cannot judge it.", link)]
+    if info["flagged"]:
+        return [_warning("shortcut", f"the shortcut check flags {_plural(len(info['flagged']), 'other configuration')}"
+                         "; not the chosen one.", link, "note")]
+    return []
+
+
+def calibration_warnings(d: dict, study: dict) -> list[dict]:
+    chosen = d["verdict"]["chosen"]
+    text = (f"ECE {number(chosen['ece'])} {interval(chosen['ece_seed_low'], chosen['ece_seed_high'], 2)} over seeds, "
+            f"Brier {number(chosen['brier'])}")
+    if not np.isnan(chosen.get("ece_scaled", np.nan)):
+        text += f"; after temperature scaling ECE {number(chosen['ece_scaled'])}"
+        low, high = TEMPERATURE_BOUNDS
+        if chosen["temperature"] <= low or chosen["temperature"] >= high:
+            return [_warning("calibration", f"{text}: the fitted temperature sits at its search bound, so the "
+                             "validation predictions carry no usable signal.", f"calibration-{d['index']}")]
+    return [_warning("calibration", f"{text}.", f"calibration-{d['index']}", "note")]
+
+
+def validation_drop_warnings(d: dict, study: dict) -> list[dict]:
+    drop = d["verdict"].get("validation_drop")
+    if not drop or not drop["overestimated"]:
+        return []
+    return [_warning("validation → test", f"{drop['text']} (it drops {drop['drop']:.3f} from validation to test; "
+                     f"the other configurations' median drop is {drop['median_other_drop']:.3f}, the seeds' pooled "
+                     f"standard deviation {drop['pooled_sd']:.3f}).", f"configurations-{d['index']}")]
+
+
+def missing_runs_warnings(d: dict, study: dict) -> list[dict]:
+    if not d["missing"]:
+        return []
+    return [_warning("failed runs", f"{_plural(len(d['missing']), 'run')} failed or did not finish and "
+                     f"{'is' if len(d['missing']) == 1 else 'are'} not in the numbers.", f"runs-{d['index']}")]
+
+
+def external_warnings(d: dict, study: dict) -> list[dict]:
+    metric = d["verdict"]["selection_metric"]
+    return [_warning("external", f"on {x['name']} ({x['n_evaluated']} images) {LABELS[metric]} "
+                     f"{number(x['chosen']['external'][metric])}, internal {number(x['chosen']['internal'][metric])}.",
+                     f"external-{d['index']}-{position}", "note")
+            for position, x in enumerate(d["external"], 1)
+            if x.get("chosen") and x["chosen"]["internal"] and metric in x["chosen"]["external"]]
+
+
+# Every qualifier of a dataset's decision, in the order shown: a new warning is one function here.
+DECISION_WARNINGS = (seeds_warnings, pretraining_warnings, validation_drop_warnings, leakage_warnings,
+                     shortcut_warnings, calibration_warnings, missing_runs_warnings, external_warnings)
+
+
+def decision(d: dict, study: dict) -> dict | None:
+    """The first screen of a dataset: its chosen configuration, the selection metric's
+    comparison with the baseline and every warning that qualifies the choice (None
+    without a chosen configuration)."""
+    verdict = d["verdict"]
+    if not verdict.get("chosen"):
+        return None
+    selection = verdict["selection_metric"]
+    versus = {c["metric"]: c for c in verdict.get("versus") or []}
+    return {"chosen": verdict["chosen"], "title": title(verdict["chosen"]), "selection": selection,
+            "metrics": [{"metric": m, "versus": versus.get(m)} for m in verdict["metrics"]],
+            "is_baseline": verdict.get("is_baseline"),
+            "warnings": [w for check in DECISION_WARNINGS for w in check(d, study)]}
+
+
+# --- the contents: every section, from one list ---------------------------------------------------
+
+# A dataset's sections in page order: (id prefix, title in the contents, the key of the dataset's
+# section that must be non-empty for it to show; None: always shown). The template gives each
+# heading the id ``<prefix>-<dataset index>``; tests/unit/test_report.py checks that every
+# heading's id is in the contents.
+DATASET_SECTIONS = (
+    ("chosen", "verdict", None), ("configurations", "all configurations", "summary"),
+    ("baseline", "against the baseline", "comparisons"), ("learning", "learning curve", "learning"),
+    ("external", "external validation", "external"), ("calibration", "calibration", "calibration"),
+    ("shortcut", "shortcut check", "shortcut"), ("weights-comparison", "which pretraining", "weights_comparison"),
+    ("deployment", "what to deploy", "deployment"),
+    ("by-strategy", "metric by strategy", "figures"), ("roc", "ROC", "figures"), ("pr", "precision–recall", "figures"),
+    ("confusion", "confusion matrices", "figures"), ("training", "training curves", "figures"),
+    ("gradcam", "Grad-CAM", "gradcam"), ("samples", "sample predictions", "samples"), ("data", "data checks", None),
+    ("runs", "every run", "runs"),
+)
+# The study's sections after the datasets (the decision and the method come first), with their parts.
+STUDY_SECTIONS = (("skipped", "skipped combinations", ()),
+                  ("provenance", "provenance", (("weights-provenance", "backbone weights"), ("software", "software"),
+                                                ("configuration", "configuration"))))
+
+
+def dataset_contents(d: dict) -> list[dict]:
+    """The contents entries of one dataset (its index in ``d["index"]``); an external test
+    set has one section each."""
+    entries = []
+    for prefix, label, key in DATASET_SECTIONS:
+        if key and not d[key]:
+            continue
+        if prefix == "external":
+            entries += [{"id": f"external-{d['index']}-{n}", "title": f"external: {x['name']}"}
+                        for n, x in enumerate(d["external"], 1)]
+        else:
+            entries.append({"id": f"{prefix}-{d['index']}", "title": label})
+    return entries
+
+
+def contents(datasets: list[dict]) -> list[dict]:
+    """The page's contents: the decision, the method, each dataset with its sections, the study's sections."""
+    return [{"id": "decision", "title": "decision", "children": []},
+            {"id": "method", "title": "how the numbers are made", "children": []},
+            *({"id": f"ds-{d['index']}", "title": f"dataset {d['name']}", "children": dataset_contents(d)}
+              for d in datasets),
+            *({"id": key, "title": label, "children": [{"id": part, "title": name} for part, name in parts]}
+              for key, label, parts in STUDY_SECTIONS)]
+
+
+def with_decisions(datasets: list[dict], study: dict) -> list[dict]:
+    """Each dataset section with its index (1, 2, …) and its decision."""
+    indexed = [{**d, "index": index} for index, d in enumerate(datasets, 1)]
+    return [{**d, "decision": decision(d, study)} for d in indexed]
 
 
 def render(plan: dict, tables: dict, output: str | Path, project: str | Path = ".",
@@ -514,14 +698,18 @@ def render(plan: dict, tables: dict, output: str | Path, project: str | Path = "
     )
     environment.filters["num"] = number
     environment.filters["interval"] = interval
+    environment.filters["kept_epochs"] = kept_epochs
     environment.filters["label"] = lambda metric: LABELS[metric]
     tables = {**{name: pd.DataFrame() for name in FIELD_TABLES}, **tables}
     verdict = tables["verdict"]
+    study = {"not_pretrained": not_pretrained(tables["runs"])}
+    datasets = with_decisions([dataset_section(name, plan, tables) for name in plan["datasets"]], study)
     context = {
         "title": plan["config"]["report"]["title"],
         "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "datasets": [dataset_section(name, plan, tables) for name in plan["datasets"]],
-        "not_pretrained": not_pretrained(tables["runs"]),
+        "datasets": datasets,
+        "contents": contents(datasets),
+        "not_pretrained": study["not_pretrained"],
         "weights": weights_table(tables["runs"]),
         "skipped": plan["skipped"],
         "near_duplicate_check": {"correlation": NEAR_DUPLICATE_CORRELATION, "size": FINGERPRINT_SIZE,

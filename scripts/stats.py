@@ -70,6 +70,19 @@ def t_interval(values: Iterable[float | None], level: float = 0.95) -> tuple[flo
     return mean, float(mean - half), float(mean + half), n
 
 
+
+def bounded_t_interval(values: Iterable[float | None], bounds: tuple[float, float],
+                       level: float = 0.95) -> tuple[float, float, float, int]:
+    """:func:`t_interval` with its ends clipped to the value's range ``bounds`` (e.g. [0, 1]
+    for a share). A t-interval of a few seeds near a bound reaches past it (sensitivity
+    1.08); the true mean lies in the range, so clipping drops only impossible values and
+    keeps the interval's coverage. Clipping rather than a logit-scale interval because
+    seeds often score exactly 0 or 1, where the logit is infinite."""
+    lower, upper = bounds
+    mean, low, high, n = t_interval(values, level)
+    return mean, float(np.clip(low, lower, upper)), float(np.clip(high, lower, upper)), n
+
+
 # --- test-sample variation: resampling --------------------------------------------------------
 
 def resample_counts(labels: Sequence, n_resamples: int, seed: int,

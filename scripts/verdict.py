@@ -9,6 +9,9 @@
   shows no significant difference, as a table and as one sentence each.
 * :func:`shortcut_verdict`: the configurations where too many test images have a Grad-CAM
   map that puts more mass outside the lung box than a uniform map does.
+* :func:`validation_drop`: whether the chosen configuration loses much more from
+  validation to test than the others (:data:`OVERESTIMATE_RULE`). It only qualifies the
+  choice; the choice stays the validation's.
 """
 
 from __future__ import annotations
@@ -178,3 +181,35 @@ def shortcut_verdict(summary: list[dict], evaluation: dict, chosen: dict | None)
                for row in summary if row["shortcut_above_uniform"] > threshold]
     return {"threshold": threshold, "box": box, "uniform": shortcut.uniform_score(box), "flagged": flagged,
             "chosen_flagged": bool(chosen) and any(config_key(f) == config_key(chosen) for f in flagged)}
+
+
+# --- does validation predict test -----------------------------------------------------------------
+
+OVERESTIMATE_RULE = ("the chosen configuration's drop from validation to test (mean over seeds of validation minus "
+                     "test selection metric) exceeds the median drop of the other configurations at its training "
+                     "fraction by more than the pooled standard deviation over seeds of the per-seed drops")
+OVERESTIMATE_TEXT = ("validation overestimates this configuration; the test set may differ from the training "
+                     "distribution")
+
+
+def validation_drop(summary: list[dict], chosen: dict | None) -> dict | None:
+    """:data:`OVERESTIMATE_RULE` for the chosen configuration, from the summary's
+    ``val_test_change`` (mean over seeds of test minus validation) and its standard
+    deviation over seeds. ``overestimated`` is None where the rule cannot be applied: no
+    other configuration, or no configuration with two seeds (no spread to compare with)."""
+    if chosen is None:
+        return None
+    peers = [row for row in summary if row["fraction"] == chosen["fraction"]]
+    others = [-row["val_test_change"] for row in peers
+              if config_key(row) != config_key(chosen) and not np.isnan(row["val_test_change"])]
+    spread = [(row["n_seeds"] - 1, row["val_test_change_sd"]) for row in peers
+              if row["n_seeds"] > 1 and not np.isnan(row["val_test_change_sd"])]
+    drop = -chosen["val_test_change"]
+    # The pooled standard deviation (degrees-of-freedom weighted variances) of a one-way layout, by hand:
+    # scipy and statsmodels offer it only inside their ANOVA and t-test routines.
+    pooled = float(np.sqrt(sum(df * sd ** 2 for df, sd in spread) / sum(df for df, _ in spread))) if spread else np.nan
+    median = float(np.median(others)) if others else np.nan
+    judged = not (np.isnan(drop) or np.isnan(median) or np.isnan(pooled))
+    return {"rule": OVERESTIMATE_RULE, "text": OVERESTIMATE_TEXT, "drop": drop, "median_other_drop": median,
+            "pooled_sd": pooled, "n_others": len(others),
+            "overestimated": bool(drop > 0 and drop - median > pooled) if judged else None}

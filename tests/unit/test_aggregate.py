@@ -117,6 +117,24 @@ def test_two_class_headline_is_sensitivity_and_specificity(tmp_path):
     assert verdict["chosen"]["specificity"] == pytest.approx(2 / 3)  # NORMAL recall
 
 
+def test_seed_intervals_in_the_summary_stay_within_each_values_range(tmp_path):
+    """Two seeds with sensitivity 1 and 0.75: the t-interval reaches 2.5; the summary's stops at 1."""
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    plan = fake_plan(tmp_path, ["NORMAL", "PNEUMONIA"], [("scratch_cnn", "scratch", "none", s) for s in (1, 2)],
+                     positive_class="PNEUMONIA")
+    right = np.eye(2)[labels] * 0.98 + 0.01
+    one_missed = right.copy()
+    one_missed[4] = [0.99, 0.01]
+    for run, probs in zip(plan["runs"], (right, one_missed), strict=True):
+        fake_run(run, RUN_FILES, ["NORMAL", "PNEUMONIA"], labels, probs, val_f1=0.5)
+    summary = aggregate(plan)["summary"].iloc[0]
+    assert st.t_interval([1.0, 0.75])[2] > 1
+    assert summary["sensitivity"] == pytest.approx(0.875) and summary["sensitivity_seed_high"] == 1.0
+    for column in [c for c in summary.index if c.endswith(("_seed_low", "_seed_high"))]:
+        top = 2.0 if column.startswith("brier") else 100.0 if column.startswith("temperature") else 1.0
+        assert 0 <= summary[column] <= top or np.isnan(summary[column]), column
+    assert summary["ece_seed_low"] == 0.0  # ECE 0.01 and 0.13: the t-interval goes below 0
+
 def test_the_baseline_is_the_scratch_cnn_trained_from_scratch_only():
     """Fails if a backbone trained from scratch counted as the baseline (it is compared with it)."""
     from scripts.comparisons import is_baseline

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,11 @@ def test_number(value, digits, expected):
 ])
 def test_interval(low, high, options, expected):
     assert report.interval(low, high, **options) == expected
+
+
+def test_kept_epochs_listed_for_a_few_seeds_counted_for_many():
+    assert report.kept_epochs("2 0 –") == "2 0 –"
+    assert report.kept_epochs(" ".join(["2"] * 150 + ["1", "–", "–"])) == "2 ×150, – ×2, 1 ×1"
 
 
 def test_titles_name_weights_and_share_of_train_only_where_they_apply():
@@ -253,3 +260,119 @@ def test_each_pretraining_source_says_what_its_weights_are():
         "none": "random initialisation: not pretrained", "hed_vgg16": "HED-retrained VGG16, not ImageNet",
         "imagenet": "Keras ImageNet weights", "rad": ""}
     assert report.source_descriptions({"vgg16": "/w.h5"}) == {"custom": ""}
+
+
+# --- the decision, the contents and the folded grids, on a rendered study of hand-made runs ---------
+
+@pytest.fixture(scope="module")
+def study_html(tmp_path_factory) -> str:
+    from report_study import hand_made_report
+
+    return hand_made_report(tmp_path_factory.mktemp("study")).read_text()
+
+
+class _Page(HTMLParser):
+    """The ids of headings and sections, whether a heading lacks one, the contents' links,
+    every element id, and each <details> with whether it is open and the images inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.headings, self.unnamed, self.links, self.ids, self.details, self.images = [], [], [], set(), [], []
+        self.in_nav, self.open_details = False, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag in ("h2", "h3", "section"):
+            (self.headings.append(attrs["id"]) if "id" in attrs else self.unnamed.append(tag))
+        if tag == "nav":
+            self.in_nav = True
+        if tag == "a" and self.in_nav:
+            self.links.append(attrs["href"].removeprefix("#"))
+        if tag == "details":
+            self.open_details.append({"open": "open" in attrs, "images": []})
+        if tag == "img":
+            self.images.append((attrs["alt"], [d["open"] for d in self.open_details]))
+
+    def handle_endtag(self, tag):
+        if tag == "nav":
+            self.in_nav = False
+        if tag == "details":
+            self.details.append(self.open_details.pop())
+
+
+def parsed(html: str) -> _Page:
+    page = _Page()
+    page.feed(html)
+    return page
+
+
+def test_every_heading_and_section_is_in_the_contents_and_every_link_lands(study_html):
+    page = parsed(study_html)
+    assert page.unnamed == []  # a heading without an id could not be in the contents
+    assert [h for h in page.headings if h not in page.links] == []
+    assert [link for link in page.links if link not in page.ids] == []
+    for section in ("learning", "external"):  # absent here: one fraction, no external test set
+        assert not any(h.startswith(section) for h in page.headings)
+    for section in ("decision", "chosen-1", "configurations-1", "baseline-1", "calibration-1", "shortcut-1",
+                    "weights-comparison-1", "roc-1", "gradcam-1", "samples-1", "data-1", "runs-1", "configuration"):
+        assert section in page.links, section
+
+
+def test_the_per_configuration_grids_are_folded_away(study_html):
+    page = parsed(study_html)
+    folded = {alt for alt, inside in page.images if inside and not any(inside)}
+    assert {"ROC curves", "precision-recall curves", "confusion matrices", "loss curves", "accuracy curves",
+            "reliability diagrams", "mean Grad-CAM maps with the lung box"} <= folded
+    assert any(alt.startswith("Grad-CAM ") for alt in folded)
+    shown = {alt for alt, inside in page.images if not inside}
+    assert {"macro-F1 per strategy and seed", "AUC per strategy and seed"} <= shown
+
+
+def test_the_decision_comes_first_with_every_warning_that_qualifies_it(study_html):
+    html = study_html
+    decision = html.split('<section id="decision">')[1].split("</section>")[0]
+    assert html.index('<section id="decision">') < html.index('id="contents"') < html.index('<h2 id="ds-1">')
+    assert '<strong class="decision-chosen">vgg16 · frozen · weights imagenet</strong>' in decision
+    assert "Macro-F1</td><td>0.650</td>" in decision and "(2 seeds paired)" in decision
+    kinds = re.findall(r'<li class="qualifier-(\w+)"><strong>([^<]+)</strong>', decision)
+    assert kinds == [("warn", "seeds"), ("warn", "validation → test"), ("warn", "leakage"), ("warn", "shortcut"),
+                     ("note", "calibration")]
+    assert ("validation overestimates this configuration; the test set may differ from the training distribution"
+            in decision)
+    assert "2 of 20 test images are copies of training or validation images, kept in the test set" in decision
+    verdict = html.split('class="verdict"')[1]
+    assert 'id="overestimated-1"' in verdict and "The choice stays the validation's." in verdict
+
+
+def test_the_summary_shows_the_change_from_validation_to_test_per_configuration(study_html):
+    html = study_html
+    table = html.split('<table class="summary">')[1].split("</table>")[0]
+    assert "<th>test − validation Macro-F1</th>" in table
+    changes = [float(x) for x in re.findall(r'<td class="val-test">([-+0-9.]+)</td>', table)]
+    assert len(changes) == 3 and min(changes) < -0.2  # vgg16 frozen · imagenet: 0.95 on validation, 0.65 on test
+
+
+def test_decision_warnings_from_hand_built_sections():
+    chosen = {"model": "vgg16", "strategy": "frozen", "weights": "imagenet", "fraction": 1.0, "n_seeds": 1,
+              "ece": 0.1, "ece_seed_low": np.nan, "ece_seed_high": np.nan, "brier": 0.2, "ece_scaled": 0.05,
+              "temperature": 100.0, "shortcut_score": 0.3, "cam_cells": "2x2", "cam_informative": False}
+    d = {"index": 2, "verdict": {"chosen": chosen, "too_few_seeds": True, "shortcut": {
+        "chosen_flagged": False, "flagged": [], "threshold": 0.4}}, "missing": [{"seed": 3}],
+        "leakage": {"copies": [], "n_checked": 5, "policy": "warn"}, "external": []}
+    study = {"not_pretrained": ["vgg16"]}
+    assert report.seeds_warnings(d, study)[0]["text"].startswith("1 seed: too few to conclude; the interval over "
+                                                                  "seeds is undefined.")
+    assert report.pretraining_warnings(d, study)[0]["level"] == "warn"
+    assert report.pretraining_warnings(d, {"not_pretrained": ["resnet50"]})[0]["level"] == "note"
+    assert report.leakage_warnings(d, study) == []
+    assert report.leakage_warnings({**d, "leakage": None}, study)[0]["text"] == (
+        "the check for test images that are copies of training images did not run.")
+    assert "(2x2 cells) cannot locate anything" in report.shortcut_warnings(d, study)[0]["text"]
+    calibration = report.calibration_warnings(d, study)[0]
+    assert calibration["level"] == "warn" and "search bound" in calibration["text"]
+    assert report.missing_runs_warnings(d, study)[0] == {
+        "kind": "failed runs", "text": "1 run failed or did not finish and is not in the numbers.",
+        "link": "runs-2", "level": "warn"}
+    assert report.validation_drop_warnings(d, study) == []  # no verdict on it: nothing said

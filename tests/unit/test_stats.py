@@ -74,6 +74,17 @@ def test_t_interval_needs_two_values():
 
 # --- resampling: test images or groups, and seeds -----------------------------------------------
 
+def test_bounded_t_interval_clips_the_ends_to_the_range_and_keeps_the_mean():
+    sensitivity = [1.0, 0.9]  # t-interval 0.95 ± 0.635
+    mean, low, high, n = st.bounded_t_interval(sensitivity, (0.0, 1.0))
+    _, t_low, t_high, _ = st.t_interval(sensitivity)
+    assert t_high > 1 and (mean, n) == (0.95, 2)
+    assert (low, high) == (pytest.approx(t_low), 1.0)
+    assert st.bounded_t_interval([0.0, 0.05], (0.0, 1.0))[1] == 0.0  # an ECE interval does not go below 0
+    assert st.bounded_t_interval([1.9, 2.0], (0.0, 2.0))[2] == 2.0  # Brier's range is [0, 2]
+    _, low, high, _ = st.bounded_t_interval([0.7], (0.0, 1.0))
+    assert np.isnan(low) and np.isnan(high)  # undefined stays undefined
+
 def test_resampling_keeps_each_class_count():
     labels = np.array(["b", "a", "b", "c", "a", "b", "b", "c"] * 5)
     counts = st.resample_counts(labels, 300, seed=3)
