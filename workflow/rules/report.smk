@@ -1,7 +1,5 @@
 localrules:
     plan,
-    aggregate,
-    report,
 
 
 rule plan:
@@ -34,6 +32,7 @@ rule aggregate:
         **TABLES,
     log:
         "logs/aggregate.log",
+    localrule: on_login_node("aggregate")
     conda:
         "../../envs/report.yaml"
     params:
@@ -71,6 +70,7 @@ rule report:
         ),
     log:
         "logs/report.log",
+    localrule: on_login_node("report")
     conda:
         "../../envs/report.yaml"
     params:
