@@ -44,12 +44,14 @@ def environment() -> dict:
             "PYTHONPATH": str(PROJECT)}
 
 
-def measure(what: str, command: list[str], log: Path, runs: int) -> dict:
-    """Run ``command`` once under ``/usr/bin/time -v``; record its wall clock, CPU time
-    and peak RSS. Not ``wait4`` here: a child forked from this large process inherits
-    its peak RSS as a floor (Linux keeps it across exec)."""
+def measure(what: str, command: list[str], log: Path, runs: int, cwd: Path | None = None) -> dict:
+    """Run ``command`` once (in ``cwd``: the study's folder, whose relative paths the
+    plan holds) under ``/usr/bin/time -v``; record its wall clock, CPU time and peak RSS.
+    Not ``wait4`` here: a child forked from this large process inherits its peak RSS as
+    a floor (Linux keeps it across exec)."""
     usage = log.with_suffix(".time")
-    result = run_measured([TIME, "-v", "-o", str(usage), *command], log, environment())
+    inside = ["env", "-C", str(cwd)] if cwd else []
+    result = run_measured([TIME, "-v", "-o", str(usage), *inside, *command], log, environment())
     counters = dict(line.strip().rsplit(": ", 1) for line in usage.read_text().splitlines() if ": " in line)
     cpu = float(counters["User time (seconds)"]) + float(counters["System time (seconds)"])
     row = {"measurement": what, "runs": runs, "wall_s": round(result["wall"], 1), "cpu_s": round(cpu, 1),
@@ -109,6 +111,8 @@ def table_paths(work: Path) -> str:
 
 
 def bench_login_node(work: Path, seeds: int) -> None:
+    import pandas as pd
+
     config, runs = fabricated_study(work, seeds)
     logs = work / "logs"
     (work / layout.PLAN).unlink()
@@ -122,11 +126,14 @@ def bench_login_node(work: Path, seeds: int) -> None:
     plan = str(work / layout.PLAN)
     measure("aggregate (python -m scripts aggregate, 1,000 bootstrap resamples)",
             [sys.executable, "-m", "scripts", "aggregate", "--plan", plan, "--tables", table_paths(work)],
-            logs / "aggregate.log", len(runs))
+            logs / "aggregate.log", len(runs), cwd=work)
+    statuses = pd.read_csv(work / layout.TABLES["runs"])["status"]
+    if len(statuses) != len(runs) or (statuses != "ok").any():
+        raise RuntimeError(f"aggregate did not find every fabricated run: {statuses.value_counts().to_dict()}")
     measure("report (python -m scripts report)",
             [sys.executable, "-m", "scripts", "report", "--plan", plan, "--tables", table_paths(work),
              "--output", str(work / "results/report.html"), "--figures", str(work / "results/figures")],
-            logs / "report.log", len(runs))
+            logs / "report.log", len(runs), cwd=work)
 
 
 def bench_dataset_steps(work: Path) -> None:
