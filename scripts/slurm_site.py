@@ -15,6 +15,12 @@ PLACEHOLDER_PREFIX = "your_"
 SLURM_EXECUTOR = "slurm"
 LITERAL = re.compile(r"[\w.,:@+-]+")  # a name, not an expression like "32000 * attempt"
 
+# Rules that read every raw image of a dataset or every run of the study: on the login
+# node by default, a CPU job on the cluster where the profile sizes them (set-resources).
+# The downloads stay on the login node whatever the profile says (compute nodes are
+# offline), and so do plan (it writes what the Snakefile computed) and split (seconds).
+MOVABLE_RULES = ("verify", "leakage", "thumbnails", "external_overlap", "aggregate", "report")
+
 SITE_HELP = (
     "Edit these keys in {profile}: your account (`sacctmgr show assoc user=$USER "
     "format=account`; on a cluster without accounts delete the slurm_account line) and "
@@ -39,6 +45,13 @@ def site_values(resources: dict) -> dict[str, str]:
     "'your_account'", ...}), unquoted."""
     values = {key: literal(value) for key, value in resources.items()}
     return {key: value for key, value in values.items() if value is not None}
+
+
+def cluster_job_rules(resources: dict) -> set[str]:
+    """The rules of ``MOVABLE_RULES`` that the profile sizes (``resources``: by profile
+    key, {"set-resources.aggregate.mem_mb": "16000", ...}): these run as cluster jobs."""
+    sized = {key.split(".")[1] for key in resources if key.startswith("set-resources.")}
+    return sized & set(MOVABLE_RULES)
 
 
 def placeholder_problems(values: dict[str, str]) -> list[str]:

@@ -60,3 +60,16 @@ def test_quick_benchmark_writes_tables(tmp_path):
     markdown = (tmp_path / "benchmark.md").read_text()
     assert "## 3 snakemake -n" in markdown and "## 4 train job cost" in markdown
     assert "| measurement" in markdown and "|:--" in markdown
+
+
+def test_login_node_benchmark_measures_each_step_in_its_own_process(tmp_path):
+    """``python -m benchmarks.login_node`` on a 1-seed grid (65 runs): every step has a
+    row with a positive wall clock and peak RSS (read from GNU time's report), and the
+    grid's rows count its runs. Fails if a step stops being measured or its report is
+    misread, or if aggregate does not find the fabricated runs (the benchmark checks)."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.login_node", "--seeds", "1", "--output",
+                           str(tmp_path)], cwd=PROJECT, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-4000:]
+    table = pd.read_csv(tmp_path / "login_node.csv").set_index("measurement")
+    assert len(table) == 9 and (table[["wall_s", "peak_rss_mb"]] > 0).all().all()
+    assert list(table["runs"]) == [0] * 4 + [65] * 5

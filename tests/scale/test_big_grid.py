@@ -4,55 +4,26 @@ its report stays small enough to open (under 20 MB; figures drawn from summaries
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 import time
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from conftest import CHROMIUM, copy_dataset, fake_run, open_in_chromium, snakemake, write_config
+from conftest import CHROMIUM, open_in_chromium, snakemake
 
-from scripts.layout import RUN_FILES
+from benchmarks.login_node import DATASETS, SEEDS, fabricated_study, finish_runs
 
-DATASETS = 5
-SEEDS = 154  # 5 datasets × (scratch_cnn × scratch + 3 backbones × 4 strategies) × 154 = 10,010 runs
 REPORT_LIMIT_BYTES = 20_000_000  # a self-contained page a browser still opens in seconds
 
 
 @pytest.mark.timeout(3600)  # its Snakemake run alone may take 1,800 s on a loaded machine; the default is 900
 def test_ten_thousand_runs_aggregate_and_report(tmp_path):
-    data = copy_dataset(tmp_path / "data", {"train": 6, "test": 2}, extra=())
-    names = [f"site{i}" for i in range(DATASETS)]
-    datasets = {name: {"path": str(data), "manifest": f"{data}.sha256"} for name in names}
-    config = write_config(tmp_path / "c.yaml", data, datasets=datasets,
-                          models=["scratch_cnn", "vgg16", "resnet50", "efficientnetb0"],
-                          strategies=["scratch", "frozen", "partial", "full"], seeds=list(range(1, SEEDS + 1)),
-                          evaluation={"bootstrap_resamples": 100}, gradcam={"images_per_class": 1})
-    # The real data steps once per dataset, one real split copied to every seed...
-    targets = [f"results/{n}/{f}" for n in names for f in
-               ("data/images_32px.npy", "data/test_thumbnails.npz", "splits/seed1.csv")]
-    snakemake(tmp_path, "--configfile", str(config), "--cores", "2", *targets)
-    for name in names:
-        for seed in range(2, SEEDS + 1):
-            shutil.copyfile(tmp_path / f"results/{name}/splits/seed1.csv",
-                            tmp_path / f"results/{name}/splits/seed{seed}.csv")
-    # ...and every run's files faked from one template (training is not what is tested).
-    index = pd.read_csv(tmp_path / "results/site0/data/index.csv", keep_default_na=False)
-    test = index[index["split"] == "test"]
-    classes = sorted(index["label"].unique())
-    labels = test["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    template = tmp_path / "template"
-    probabilities = np.eye(3)[labels] * 0.6 + 0.4 / 3
-    runs = _planned_runs(tmp_path, config)
+    # The real data steps once per dataset, one real split copied to every seed, and
+    # every run's files faked from one template (training is not what is tested).
+    config, runs = fabricated_study(tmp_path, SEEDS, gradcam={"images_per_class": 1},
+                                    evaluation={"bootstrap_resamples": 100})
     assert len(runs) == 10_010
-    for strategy in ("scratch", "frozen", "partial", "full"):
-        fake_run({"dir": str(template / strategy), "strategy": strategy}, RUN_FILES, classes, labels,
-                 probabilities, val_f1=0.5, paths=list(test["path"]))
-    for run in runs:
-        shutil.copytree(template / run["strategy"], tmp_path / run["dir"])
+    finish_runs(tmp_path, runs)
 
     dry = snakemake(tmp_path, "--configfile", str(config), "-n", "-p")
     commands = re.findall(r"^Shell command: (.*)$", dry.stdout, re.M)
@@ -73,7 +44,3 @@ def test_ten_thousand_runs_aggregate_and_report(tmp_path):
         print(f"Chromium: loaded and screenshot in {time.monotonic() - started:.1f} s")
         assert [i["alt"] for i in page["images"] if not i["ok"]] == [] and page["outside"] == []
 
-
-def _planned_runs(work: Path, config: Path) -> list[dict]:
-    snakemake(work, "--configfile", str(config), "--cores", "1", "results/plan.json")
-    return json.loads((work / "results/plan.json").read_text())["runs"]

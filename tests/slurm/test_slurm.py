@@ -230,11 +230,15 @@ def shipped_profile_run(tmp_path_factory):
 
 def test_literal_profile_name_submits_right_sized_gpu_training(shipped_profile_run):
     """The train job asked Slurm for 8 CPUs (one task), 1 GPU and 12 GB: fails with
-    CPUs/Task=1 if default-resources' cpus_per_task reaches train again."""
+    CPUs/Task=1 if default-resources' cpus_per_task reaches train again. The steps the
+    profile sizes are cluster jobs; plan and split stay on the login node."""
     clone, result = shipped_profile_run
+    output = result.stdout + result.stderr
     assert "Using profile slurm for setting default command line arguments" in result.stderr
-    for rule in ("verify", "split", "aggregate", "report"):  # on the login node
-        assert f"localrule {rule}:" in result.stdout + result.stderr
+    for rule in ("plan", "split"):  # on the login node
+        assert f"localrule {rule}:" in output
+    for rule in ("verify", "leakage", "thumbnails", "aggregate", "report"):  # submitted
+        assert re.search(rf"^rule {rule}:$", output, re.M) and f"localrule {rule}:" not in output
     info = json.loads((clone / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed1/train.json").read_text())
     job = slurm_job(info["environment"]["slurm_job_id"])
     assert job["NumCPUs"] == "8" and job["CPUs/Task"] == "8" and job["NumTasks"] == "1"
@@ -270,7 +274,7 @@ def test_unknown_partition_stops_the_run_before_any_job(tmp_path):
     assert ("default-resources.slurm_partition: partition 'cpu' does not exist on this cluster "
             "(sinfo lists: gpu)") in output
     assert "placeholder" not in output and "set-resources.train.slurm_partition" not in output
-    assert not (clone / "results/tiny").exists()  # verify, a login-node rule, did not run
+    assert not (clone / "results/tiny").exists()  # verify, the first step, did not run
 
 
 def test_requeued_training_job_resumes_in_the_same_slurm_job(tmp_path):

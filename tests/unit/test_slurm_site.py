@@ -48,6 +48,15 @@ def test_placeholders_and_unknown_partitions_are_problems_naming_the_key():
     assert len(slurm_site.site_problems(values, {"gpu"})) == 2
 
 
+def test_cluster_jobs_are_the_movable_rules_the_profile_sizes():
+    """Only set-resources count (default-resources apply to every rule), and only for
+    rules that may leave the login node (the downloads need the internet)."""
+    resources = {**PROFILE_VALUES, "set-resources.aggregate.mem_mb": "8000 * attempt",
+                 "set-resources.verify.runtime": "60", "set-resources.fetch_weights.mem_mb": "1000"}
+    assert slurm_site.cluster_job_rules(resources) == {"aggregate", "verify"}
+    assert slurm_site.cluster_job_rules(PROFILE_VALUES) == set()
+
+
 def test_partitions_from_sinfo_output():
     assert slurm_site.parse_partitions("gpu\ncpu\ngpu\n") == {"gpu", "cpu"}
     assert slurm_site.parse_partitions("\n") is None

@@ -118,6 +118,66 @@ def test_shipped_profile_gives_train_jobs_eight_cpus_one_gpu_and_eight_threads()
     assert profile["set-threads"]["train"] == profile["set-resources"]["train"]["cpus_per_task"] == 8
 
 
+# --- the login node stays light: whole-dataset and study-wide steps as cluster jobs ---------
+
+def fake_slurm_tools(folder: Path) -> Path:
+    """sbatch that records its arguments and refuses the job; sacctmgr that knows the
+    profile's account; sinfo and the status commands fail (no cluster here)."""
+    folder.mkdir()
+    (folder / "sbatch").write_text('#!/bin/sh\necho "$*" >> "$FAKE_SBATCH_LOG"\n'
+                                   'echo "sbatch: error: no cluster here" >&2\nexit 1\n')
+    (folder / "sacctmgr").write_text("#!/bin/sh\necho test_account\n")
+    for tool in ("sinfo", "squeue", "sacct", "scontrol"):
+        (folder / tool).write_text("#!/bin/sh\nexit 1\n")
+    for tool in folder.iterdir():
+        tool.chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize("sized", [True, False])
+def test_slurm_profile_submits_the_rules_it_sizes_and_keeps_the_others_on_the_login_node(tmp_path, sized):
+    """The shipped profile (account filled in) sizes verify: a Slurm run submits it with
+    those resources. The same profile without verify's set-resources runs it on the
+    login node and submits nothing. Fails if verify is a login-node rule whatever the
+    profile says, or a cluster job without resources."""
+    profile = yaml.safe_load((SHIPPED_PROFILE / "config.yaml").read_text())
+    profile["default-resources"]["slurm_account"] = "test_account"
+    if not sized:
+        del profile["set-resources"]["verify"]
+    (tmp_path / "profile").mkdir()
+    (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
+    data = copy_dataset(tmp_path / "data", {"train": 2, "test": 1})
+    config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"])
+    tools = fake_slurm_tools(tmp_path / "tools")
+    submitted = tmp_path / "sbatch.log"
+    result = run([sys.executable, "-m", "snakemake", "--profile", str(tmp_path / "profile"),
+                  "-s", str(PROJECT / "workflow/Snakefile"), "--directory", str(tmp_path), "--configfile",
+                  str(config), "--retries", "0", "results/tiny/data/verify.json"], tmp_path,
+                  PATH=f"{tools}:{BIN}:{os.environ['PATH']}", FAKE_SBATCH_LOG=str(submitted))
+    output = result.stdout + result.stderr
+    if sized:
+        assert result.returncode == 1 and "SLURM sbatch failed" in output, output[-3000:]
+        call = submitted.read_text()
+        assert "--comment rule_verify_wildcards_tiny" in call and "--mem 2000" in call
+        assert "-p cpu" in call and "--cpus-per-task=1" in call and "localrule verify" not in output
+    else:
+        assert result.returncode == 0, output[-3000:]
+        assert "localrule verify:" in output and not submitted.exists()
+        assert (tmp_path / "results/tiny/data/verify.json").is_file()
+
+
+def test_slurm_profile_sizes_every_heavy_login_node_rule():
+    """Every rule that reads all of a dataset's images or all runs is a cluster job on
+    the shipped profile, with memory and time of its own; the downloads, plan and split
+    stay on the login node (fails if an entry is dropped or one of those is added)."""
+    from scripts import slurm_site
+
+    resources = yaml.safe_load((SHIPPED_PROFILE / "config.yaml").read_text())["set-resources"]
+    sized = {name for name, values in resources.items() if {"mem_mb", "runtime"} <= set(values)}
+    assert set(slurm_site.MOVABLE_RULES) <= sized
+    assert not {"download_dataset", "fetch_weights", "plan", "split"} & set(resources)
+
+
 # --- point 3: the user's own config ---------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -143,12 +203,13 @@ def test_own_configfile_runs_exactly_its_datasets(own_data, tmp_path):
 
 
 def test_configfile_without_datasets_extends_the_default_and_config_overrides_apply(own_data, tmp_path):
-    """A settings-only file keeps the demo: (1 + 3 x 5) runs x 1 seed = 16. --config on top of
+    """A settings-only file keeps the demo: the scratch CNN, VGG16 from scratch, and VGG16's 4
+    pretrained strategies x 2 weights sources = 10 runs x 1 seed. --config on top of
     the user's file: 3 runs x 2 seeds = 6."""
     settings = tmp_path / "settings.yaml"
     settings.write_text(yaml.safe_dump({"seeds": [1]}))
     output = dry_run_in_project("--configfile", str(settings))
-    assert train_jobs(output) == 16 and "results/demo/" in output
+    assert train_jobs(output) == 10 and "results/demo/" in output
 
     mine = write_config(tmp_path / "mine.yaml", own_data, seeds=[1])
     output = dry_run_in_project("--configfile", str(mine), "--config", "seeds=[1,2]")

@@ -1,10 +1,6 @@
 localrules:
     download_dataset,
-    verify,
-    leakage,
     split,
-    thumbnails,
-    external_overlap,
 
 
 rule download_dataset:
@@ -37,6 +33,7 @@ rule verify:
         report=DATASET_FILES["verify"],
     log:
         "logs/{dataset}/verify.log",
+    localrule: on_login_node("verify")
     conda:
         "../../envs/data.yaml"
     params:
@@ -84,6 +81,7 @@ rule thumbnails:
         DATASET_FILES["thumbnails"],
     log:
         "logs/{dataset}/thumbnails.log",
+    localrule: on_login_node("thumbnails")
     conda:
         "../../envs/data.yaml"
     params:
@@ -102,6 +100,7 @@ rule leakage:
         DATASET_FILES["leakage"],
     log:
         "logs/{dataset}/leakage.log",
+    localrule: on_login_node("leakage")
     conda:
         "../../envs/data.yaml"
     params:
@@ -144,6 +143,7 @@ rule external_overlap:
         EXTERNAL_OVERLAP,
     log:
         "logs/{dataset}/external_overlap_{external}.log",
+    localrule: on_login_node("external_overlap")
     conda:
         "../../envs/data.yaml"
     params:

@@ -1,7 +1,5 @@
 localrules:
     plan,
-    aggregate,
-    report,
 
 
 rule plan:
@@ -35,6 +33,7 @@ rule aggregate:
         **TABLES,
     log:
         "logs/aggregate.log",
+    localrule: on_login_node("aggregate")
     conda:
         "../../envs/report.yaml"
     params:
@@ -72,6 +71,7 @@ rule report:
         ),
     log:
         "logs/report.log",
+    localrule: on_login_node("report")
     conda:
         "../../envs/report.yaml"
     params:

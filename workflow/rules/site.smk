@@ -12,6 +12,16 @@ from scripts import slurm_site
 from scripts.snakemake_internals import executor_name, profile_file, profile_resources
 
 SITE_VALUES = slurm_site.site_values(profile_resources(workflow))
+# Study-wide and whole-dataset rules that the profile sizes (set-resources) are CPU jobs
+# on a cluster; without resources they run on the login node. A local run runs every
+# rule here either way.
+CLUSTER_JOBS = slurm_site.cluster_job_rules(profile_resources(workflow))
+
+
+def on_login_node(rule_name):
+    """A rule's `localrule:` value: whether a cluster run keeps it on the login node."""
+    return rule_name not in CLUSTER_JOBS
+
 
 # The executor is not known yet while the Snakefile is parsed: dry runs (and local runs
 # with the Slurm profile) only warn; a real Slurm run stops in onstart below.
