@@ -97,7 +97,8 @@ def pack_label(seeds: list[int]) -> str:
 def packs(runs: list[dict], size: int) -> list[dict]:
     """The runs grouped into packs of at most ``size`` runs of one configuration (the
     same dataset, model, strategy, weights and fraction; consecutive seeds in sorted
-    order), each ``{**configuration, "seeds": [...], "label": "first-last"}``. Appending
+    order), each ``{**configuration, "seeds": "first-last", "members": [seed, ...]}``
+    (``seeds``: the pack's name, :func:`pack_label`). Appending
     seeds to a study keeps the earlier packs as they were while they were full."""
     if size < 1:
         raise ValueError(f"runs_per_job must be at least 1, got {size}")
@@ -109,8 +110,8 @@ def packs(runs: list[dict], size: int) -> list[dict]:
         seeds = sorted(set(seeds))
         for start in range(0, len(seeds), size):
             chunk = seeds[start:start + size]
-            grouped.append({**dict(zip(CONFIGURATION_KEYS, configuration, strict=True)), "seeds": chunk,
-                            "label": pack_label(chunk)})
+            grouped.append({**dict(zip(CONFIGURATION_KEYS, configuration, strict=True)),
+                            "seeds": pack_label(chunk), "members": chunk})
     return grouped
 
 

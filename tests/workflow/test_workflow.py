@@ -203,9 +203,9 @@ def test_slurm_profile_dry_run_on_a_machine_without_slurm(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
-    assert job_counts(output)["train"] == 32
+    assert job_counts(output)["train"] == 16  # 32 runs, packed: both seeds of a configuration in a job
     train_jobs = re.findall(r"^rule train:.*?^    resources: (.*?)$", output, re.S | re.M)
-    assert len(train_jobs) == 32
+    assert len(train_jobs) == 16
     assert all("gpu=1" in job and "slurm_partition=gpu" in job for job in train_jobs)
 
 
