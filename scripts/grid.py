@@ -86,6 +86,9 @@ def plan(datasets, models, strategies, pretraining, fractions, seeds, exclude=()
 
 # ---- Packs: several runs of one configuration trained by one job (one process). --------
 CONFIGURATION_KEYS = ("dataset", "model", "strategy", "weights", "fraction")
+# A train job's start before its first run (Snakemake inside the job, TensorFlow's import,
+# the images): about 15 s measured (make benchmark, section 6), rounded up.
+JOB_START_MINUTES = 1
 
 
 def pack_label(seeds: list[int]) -> str:
@@ -125,8 +128,8 @@ def pack_seeds(label: str, planned_seeds: list[int]) -> list[int]:
 
 
 def pack_minutes(per_run_minutes: float, n_runs: int, attempt: int, max_minutes: int | None) -> int:
-    """A pack job's time limit: what one run takes times the pack's runs, times the
-    attempt (1x, 2x, 3x), never more than the site's ``max_minutes`` (a partition's
-    MaxTime rejects a longer job)."""
-    minutes = math.ceil(per_run_minutes * n_runs * attempt)
+    """A pack job's time limit: the job's start (Snakemake, TensorFlow, the images) plus
+    what one run takes times the pack's runs, times the attempt (1x, 2x, 3x), never more
+    than the site's ``max_minutes`` (a partition's MaxTime rejects a longer job)."""
+    minutes = math.ceil((JOB_START_MINUTES + per_run_minutes * n_runs) * attempt)
     return min(minutes, max_minutes) if max_minutes else minutes

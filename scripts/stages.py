@@ -5,6 +5,7 @@ write the step's outputs atomically. The Snakemake rules call these through
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,8 +165,10 @@ def train(run: RunIdentity, images: str, split_path: str, settings: dict, output
     _check_names(outputs, RUN_FILES, "outputs")
     from scripts import training
 
+    started = time.perf_counter()
     inputs = _run_inputs(images, split_path, external_tests)
     _write_run(training.run(run, inputs, settings, checkpoint_dir, feature_cache_dir, threads), outputs)
+    _write_finished(run, images, split_path, settings, external_tests, outputs, started)
 
 
 def _run_inputs(images: str, split_path: str, external_tests, loaded: dict | None = None):
@@ -225,7 +228,6 @@ def train_pack(configuration: dict, members: list[PackMember], images: str, sett
     step then fails naming it, and ``record`` (the pack's) is written only when all
     finished."""
     import contextlib
-    import time
     import traceback
 
     from scripts import training
@@ -260,14 +262,23 @@ def train_pack(configuration: dict, members: list[PackMember], images: str, sett
             print(f"seed {member.seed} failed (log: {member.log}):\n{traceback.format_exc()}", flush=True)
             failed.append(member.seed)
             continue
-        entry = {"identity": identity, "wall_seconds": round(time.perf_counter() - started, 3)}
-        fsutil.write_json(finished, entry)
+        entry = _write_finished(run, images, member.split, settings, external_tests, member.outputs, started)
         done.append({"seed": member.seed, **entry})
         print(f"seed {member.seed}: trained in {entry['wall_seconds']} s (log: {member.log})", flush=True)
     if failed:
         raise PackError(f"pack {configuration}: seeds {failed} failed (see their logs); "
                          f"seeds {[d['seed'] for d in done]} finished and keep their files")
     fsutil.write_json(record, {**configuration, "runs": done})
+
+
+def _write_finished(run: RunIdentity, images: str, split_path: str, settings: dict, external_tests,
+                    outputs: dict[str, str], started: float) -> dict:
+    """The run's :data:`scripts.layout.FINISHED_RUN` record, after all its files: what it
+    was trained from and its wall time (a pack job's time limit is sized from it)."""
+    entry = {"identity": _finished_identity(run, images, split_path, settings, external_tests),
+             "wall_seconds": round(time.perf_counter() - started, 3)}
+    fsutil.write_json(Path(outputs["info"]).parent / FINISHED_RUN, entry)
+    return entry
 
 
 def _finished_identity(run: RunIdentity, images: str, split_path: str, settings: dict,

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from conftest import copy_dataset, fake_run, snakemake, write_config
+from conftest import PROJECT, copy_dataset, fake_run, snakemake, write_config
 
 from scripts.layout import RUN_FILES
 
@@ -18,7 +19,8 @@ DATASETS = 5
 SEEDS = 154  # 5 datasets × (scratch_cnn × scratch + 3 backbones × 4 strategies) × 154 = 10,010 runs
 
 
-def test_ten_thousand_runs_aggregate_and_report(tmp_path):
+def big_grid_config(tmp_path: Path) -> tuple[Path, list[str]]:
+    """The 10,010-run study on a tiny dataset: ``(config file, dataset names)``."""
     data = copy_dataset(tmp_path / "data", {"train": 6, "test": 2}, extra=())
     names = [f"site{i}" for i in range(DATASETS)]
     datasets = {name: {"path": str(data), "manifest": f"{data}.sha256"} for name in names}
@@ -26,6 +28,31 @@ def test_ten_thousand_runs_aggregate_and_report(tmp_path):
                           models=["scratch_cnn", "vgg16", "resnet50", "efficientnetb0"],
                           strategies=["scratch", "frozen", "partial", "full"], seeds=list(range(1, SEEDS + 1)),
                           evaluation={"bootstrap_resamples": 100}, gradcam={"images_per_class": 1})
+    return config, names
+
+
+def test_ten_thousand_runs_are_at_most_a_thousand_slurm_jobs(tmp_path):
+    """The shipped Slurm profile (runs_per_job: 16) on the 10,010-run grid, a dry run: 65
+    configurations × ceil(154 seeds / 16) = 650 train jobs, each asking for one GPU. Also
+    times what each job's own Snakemake pays before training at this size: parsing the
+    study and building the DAG of its one pack."""
+    config, _ = big_grid_config(tmp_path)
+    dry = snakemake(tmp_path, "--configfile", str(config), "-n", "--profile", str(PROJECT / "profiles/slurm"),
+                    timeout=1800)
+    jobs = re.findall(r"^rule train:.*?^    resources: (.*?)$", dry.stdout, re.S | re.M)
+    assert len(jobs) == DATASETS * 13 * 10 == 650 <= 1_000
+    assert all("gpu=1" in job and "runs_per_job=16" in job for job in jobs)
+    assert "seeds145-154.json" in dry.stdout  # the last pack of a configuration: 10 seeds
+    one_pack = "results/site0/packs/vgg16/full/none/frac1.0/seeds1-16.json"
+    started = time.perf_counter()
+    inner = snakemake(tmp_path, "--configfile", str(config), "-n", "--cores", "1", "--set-resources",
+                      "train:runs_per_job=16", one_pack, timeout=600)
+    print(f"one pack job's Snakemake at 10,010 runs (dry run of its target): {time.perf_counter() - started:.1f} s")
+    assert one_pack in inner.stdout
+
+
+def test_ten_thousand_runs_aggregate_and_report(tmp_path):
+    config, names = big_grid_config(tmp_path)
     # The real data steps once per dataset, one real split copied to every seed...
     targets = [f"results/{n}/{f}" for n in names for f in
                ("data/images_32px.npy", "data/test_thumbnails.npz", "splits/seed1.csv")]

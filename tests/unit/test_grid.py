@@ -72,6 +72,7 @@ def test_a_pack_name_gives_back_its_seeds_or_a_clear_error():
 
 
 def test_a_pack_asks_for_its_runs_times_the_attempt_and_never_more_than_the_site_allows():
-    assert [pack_minutes(12.5, 8, attempt, None) for attempt in (1, 2, 3)] == [100, 200, 300]
-    assert [pack_minutes(12.5, 8, attempt, 240) for attempt in (1, 2, 3)] == [100, 200, 240]
-    assert pack_minutes(0.2, 1, 1, None) == 1
+    # 1 minute for the job's start + 8 runs × 12.5 minutes, times the attempt
+    assert [pack_minutes(12.5, 8, attempt, None) for attempt in (1, 2, 3)] == [101, 202, 303]
+    assert [pack_minutes(12.5, 8, attempt, 240) for attempt in (1, 2, 3)] == [101, 202, 240]
+    assert pack_minutes(0.2, 1, 1, None) == 2
