@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -117,7 +118,7 @@ def test_a_24_run_grid_is_4_pack_jobs_and_a_failed_seed_costs_only_its_own_rerun
     """24 seeds of one configuration, 6 per job (the test profile's runs_per_job): 4 Slurm
     jobs. Seed 9's split is corrupt: its pack's other 5 runs finish and keep their files,
     the other packs finish; the rerun submits one job that trains seed 9 only, with a time
-    limit from the measured runs (2 min) instead of the estimate (capped at max_runtime)."""
+    limit from the measured runs instead of the estimate (20 min a run, capped at 60)."""
     seeds = list(range(1, 25))
     data = copy_dataset(tmp_path / "data", {"train": 6, "test": 2})
     config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
@@ -142,7 +143,11 @@ def test_a_24_run_grid_is_4_pack_jobs_and_a_failed_seed_costs_only_its_own_rerun
     result = slurm_snakemake(tmp_path, config)
     assert result.returncode == 0, result.stderr[-4000:]
     new_jobs = [job for job in study_train_jobs(tmp_path) if job["JobId"] not in {j["JobId"] for j in first_jobs}]
-    assert len(new_jobs) == 1 and new_jobs[0]["TimeLimit"] == "00:02:00", new_jobs
+    # 1 min start + one run: 1.5x the longest measured run (the finished.json records), not run_minutes
+    longest = max(json.loads((runs[seed] / "finished.json").read_text())["wall_seconds"]
+                  for seed in seeds if seed != 9)
+    minutes = math.ceil(1 + max(1.0, 1.5 * longest / 60))
+    assert len(new_jobs) == 1 and new_jobs[0]["TimeLimit"] == f"00:{minutes:02d}:00" and minutes < 20, new_jobs
     assert {seed: (runs[seed] / "train.json").stat().st_mtime_ns for seed in siblings} == siblings
     retrained = json.loads((runs[9] / "train.json").read_text())
     assert retrained["environment"]["slurm_job_id"] == new_jobs[0]["JobId"]
