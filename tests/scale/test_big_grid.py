@@ -45,8 +45,8 @@ def test_ten_thousand_runs_are_at_most_a_thousand_slurm_jobs(tmp_path):
     assert "seeds145-154.json" in dry.stdout  # the last pack of a configuration: 10 seeds
     one_pack = "results/site0/packs/vgg16/full/none/frac1.0/seeds1-16.json"
     started = time.perf_counter()
-    inner = snakemake(tmp_path, "--configfile", str(config), "-n", "--cores", "1", "--set-resources",
-                      "train:runs_per_job=16", one_pack, timeout=600)
+    inner = snakemake(tmp_path, one_pack, "--configfile", str(config), "-n", "--cores", "1", "--set-resources",
+                      "train:runs_per_job=16", timeout=600)
     print(f"one pack job's Snakemake at 10,010 runs (dry run of its target): {time.perf_counter() - started:.1f} s")
     assert one_pack in inner.stdout
 
