@@ -15,7 +15,10 @@ some of them and keeps the other sections' rows of an earlier run):
    (peak RSS, anonymous vs file-backed, per phase), ResNet50 partial and scratch CNN;
 5. the seed notebook's study end to end (``benchmarks.notebook_baseline``, one process)
    vs this workflow running the same study from a clean ``results/``, with the
-   per-phase breakdown of both sides.
+   per-phase breakdown of both sides;
+6. a pack of N seeds of one configuration in one process (``train-pack``, what a packed
+   Slurm job runs) vs one train job per seed: each run's cost beyond its training
+   compute (``train_seconds``: start-up, build, tracing, evaluation, writing).
 
 ``--quick`` shrinks everything (1 repeat, 1-2 epochs, 32 px, a small grid) for the
 smoke test. Train jobs of sections 2, 4 and 5 run under a tracer
@@ -50,7 +53,7 @@ DEMO = PROJECT / "resources" / "demo" / "covid19-cxr-3class"
 DEMO_MANIFEST = PROJECT / "config" / "manifests" / "demo.sha256"
 SCHEMA = PROJECT / "workflow" / "schemas" / "config.schema.yaml"
 SECTIONS = {"1": "1 input pipeline", "2": "2 frozen strategy", "3": "3 snakemake -n", "4": "4 train job cost",
-            "5": "5 notebook vs workflow"}
+            "5": "5 notebook vs workflow", "6": "6 runs packed in one job"}
 # Where the train jobs this benchmark starts itself (outside Snakemake) write: the
 # workflow's run folder of one demo run.
 RUN_DIR = layout.RUN_DIR.format(dataset="demo", model="{model}", strategy="{strategy}", weights="none",
@@ -81,12 +84,15 @@ class Scale:
     job_models: tuple[str, ...] = ("resnet50", "scratch_cnn")
     study_sizes: tuple[int, ...] = (64, 224)
     notebook_epochs: int = 5  # per phase: baseline, head, fine-tuning
+    pack_runs: int = 8  # seeds of one configuration in one pack job
+    pack_models: tuple[str, ...] = ("scratch_cnn", "resnet50")
     threads: int = len(os.sched_getaffinity(0))
 
     @classmethod
     def quick(cls) -> Scale:
         return cls(image_size=32, repeats=1, frozen_epochs=1, frozen_seeds=2, grid_datasets=1, grid_seeds=2,
-                   job_sizes=(32,), job_models=("scratch_cnn",), study_sizes=(32,), notebook_epochs=1)
+                   job_sizes=(32,), job_models=("scratch_cnn",), study_sizes=(32,), notebook_epochs=1,
+                   pack_runs=2, pack_models=("scratch_cnn",))
 
 
 def median_seconds(action, repeats: int) -> float:
@@ -219,6 +225,25 @@ def run_train_job(data: DemoData, work: Path, model: str, strategy: str, seed: i
     trace["exited"] = result["exited"]  # the interpreter's exit included
     return {**result, "trace": trace, "info": json.loads((run_dir / layout.RUN_FILES["info"]).read_text()),
             "run_dir": run_dir}
+
+
+def run_pack_job(data: DemoData, work: Path, model: str, strategy: str, seeds: list[int], training: dict,
+                 weights: dict, threads: int) -> dict:
+    """The seeds as one ``train-pack`` job through the workflow's CLI; returns its
+    measurements and each run's ``train.json``."""
+    run_dirs = {seed: work / RUN_DIR.format(model=model, strategy=strategy, seed=seed) for seed in seeds}
+    members = [{"seed": seed, "split": str(data.split(seed)), "checkpoint": str(run_dirs[seed] / "checkpoint"),
+                "log": str(run_dirs[seed] / "train.log"),
+                "outputs": {name: str(run_dirs[seed] / file) for name, file in layout.RUN_FILES.items()}}
+               for seed in seeds]
+    command = [sys.executable, "-m", "scripts", "train-pack", "--dataset", "demo", "--model", model,
+               "--strategy", strategy, "--weights-name", "none", "--fraction", "1.0",
+               "--images", str(data.images(training["image_size"])),
+               "--settings", train_settings(model, training, weights), "--feature-cache", str(work / "features"),
+               "--record", str(work / "pack.json"), "--members", json.dumps(members), "--threads", str(threads)]
+    result = run_measured(command, work / "pack.log", job_environment())
+    return {**result, "infos": [json.loads((run_dirs[seed] / layout.RUN_FILES["info"]).read_text())
+                                for seed in seeds]}
 
 
 # ---- Reading a traced job ----------------------------------------------------------------
@@ -738,6 +763,39 @@ def record_job_row(prefix: str, job: dict) -> None:
                 record("5", f"{prefix}: ... ... {label}: {name}", value, "s")
 
 
+# ---- 6: runs packed in one job ----------------------------------------------------------
+def bench_pack(data: DemoData, work: Path, scale: Scale) -> None:
+    """N seeds of one configuration: N train jobs (one process each) vs one pack job.
+    A run's overhead is its job's wall clock less its ``train_seconds`` (the epochs,
+    feature extraction included); in the pack, the overhead of each run after the first
+    is the pack's overhead less one single job's, spread over the other N - 1 runs."""
+    seeds = list(range(1, scale.pack_runs + 1))
+    weights = stand_in_weights(work / "resnet50_standin_notop.h5") if "resnet50" in scale.pack_models else {}
+    for model in scale.pack_models:
+        strategy, label = JOB_RUNS[model]
+        training = {"image_size": scale.image_size, "batch_size": scale.batch_size, "early_stopping_patience": 0,
+                    "epochs": 2, "warmup_epochs": 1, "partial_stages": 1}
+        run_weights = {"source": "none"} if model == "scratch_cnn" else weights
+        singles = []
+        for seed in seeds:
+            job = run_train_job(data, work / f"single-{model}", model, strategy, seed, training, run_weights,
+                                scale.threads)
+            singles.append(job["wall"] - job["info"]["train_seconds"])
+        pack = run_pack_job(data, work / f"pack-{model}", model, strategy, seeds, training, run_weights,
+                            scale.threads)
+        pack_overhead = pack["wall"] - sum(info["train_seconds"] for info in pack["infos"])
+        single = statistics.median(singles)
+        n = len(seeds)
+        where = f"{label}, {scale.image_size} px, {n} seeds"
+        record("6", f"{where}: one job per run, overhead per run", single, "s",
+               "wall clock less train_seconds, median over the jobs")
+        record("6", f"{where}: one job per run, overhead in all", sum(singles), "s", "summed over the jobs")
+        record("6", f"{where}: pack job, overhead in all", pack_overhead, "s", "wall clock less train_seconds")
+        record("6", f"{where}: pack job, overhead per additional run", (pack_overhead - single) / max(n - 1, 1),
+               "s", "(pack overhead - one job's) / (N - 1)")
+        record("6", f"{where}: pack job, peak RSS", pack["max_rss_mb"], "MB")
+
+
 def describe_machine() -> str:
     from importlib import metadata
 
@@ -802,6 +860,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_train_job(data, work, scale)
         if "5" in sections:
             bench_notebook_study(work, scale, out)
+        if "6" in sections:
+            bench_pack(data, work, scale)
     finally:
         if args.keep:
             print(f"work folder kept: {work}")

@@ -64,21 +64,28 @@ def measure(what: str, command: list[str], log: Path, runs: int, cwd: Path | Non
     return row
 
 
-def fabricated_study(work: Path, seeds: int, gradcam: dict | None = None,
-                     evaluation: dict | None = None) -> tuple[Path, list[dict]]:
-    """A study of 5 copies of a small demo subset x ``seeds`` seeds whose data steps ran
-    for real (one split copied to every seed) and whose runs are fabricated; its config
-    and planned runs. ``gradcam``/``evaluation``: settings other than the defaults."""
-    import numpy as np
-    import pandas as pd
-    from conftest import copy_dataset, fake_run, write_config
+def study_config(work: Path, seeds: int, gradcam: dict | None = None, evaluation: dict | None = None) -> Path:
+    """The config of a study of 5 copies of a small demo subset x ``seeds`` seeds.
+    ``gradcam``/``evaluation``: settings other than the defaults."""
+    from conftest import copy_dataset, write_config
 
     data = copy_dataset(work / "data", {"train": 6, "test": 2}, extra=())
-    names = [f"site{i}" for i in range(DATASETS)]
-    datasets = {name: {"path": str(data), "manifest": f"{data}.sha256"} for name in names}
+    datasets = {f"site{i}": {"path": str(data), "manifest": f"{data}.sha256"} for i in range(DATASETS)}
     extra = {"evaluation": evaluation} if evaluation else {}
-    config = write_config(work / "c.yaml", data, datasets=datasets, models=MODELS, strategies=STRATEGIES,
-                          seeds=list(range(1, seeds + 1)), gradcam=gradcam or {}, **extra)
+    return write_config(work / "c.yaml", data, datasets=datasets, models=MODELS, strategies=STRATEGIES,
+                        seeds=list(range(1, seeds + 1)), gradcam=gradcam or {}, **extra)
+
+
+def fabricated_study(work: Path, seeds: int, gradcam: dict | None = None,
+                     evaluation: dict | None = None) -> tuple[Path, list[dict]]:
+    """:func:`study_config`'s study, its data steps run for real (one split copied to every
+    seed) and its runs fabricated; its config and planned runs."""
+    import numpy as np
+    import pandas as pd
+    from conftest import fake_run
+
+    config = study_config(work, seeds, gradcam, evaluation)
+    names = [f"site{i}" for i in range(DATASETS)]
     targets = [f"results/{n}/{f}" for n in names for f in
                ("data/images_32px.npy", "data/test_thumbnails.npz", "splits/seed1.csv")]
     run_measured(snakemake_command(work, config, "--cores", "2", *targets), work / "logs" / "data.log",

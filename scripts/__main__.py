@@ -71,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--external-tests", default="[]",
                    help="JSON list of external tests: dataset, class_map, images, index")
 
+    p = steps.add_parser("train-pack", help="train several seeds of one configuration in one process")
+    for name in ("dataset", "model", "strategy", "weights-name", "images", "settings", "feature-cache", "record"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--fraction", type=float, required=True)
+    p.add_argument("--members", type=json.loads, required=True,
+                   help="JSON list, per seed: seed, split, checkpoint, log, outputs (a path per run file)")
+    p.add_argument("--threads", type=int, help="CPU threads granted (the allocation may lower it)")
+    p.add_argument("--external-tests", default="[]",
+                   help="JSON list of external tests: dataset, class_map, images, index")
+
     p = steps.add_parser("external-overlap", help="external test images that are near-duplicates of a dataset's")
     for name in ("root", "index", "external-root", "external-index", "output"):
         p.add_argument(f"--{name}", required=True)
@@ -98,6 +108,14 @@ def _train(args) -> None:
                              args.seed)
     stages.train(run, args.images, args.split, json.loads(args.settings), args.outputs, args.checkpoint,
                  args.feature_cache, args.threads, json.loads(args.external_tests))
+
+
+def _train_pack(args) -> None:
+    configuration = {"dataset": args.dataset, "model": args.model, "strategy": args.strategy,
+                     "weights": args.weights_name, "fraction": args.fraction}
+    stages.train_pack(configuration, [stages.PackMember(**member) for member in args.members], args.images,
+                      json.loads(args.settings), args.record, args.feature_cache, args.threads,
+                      json.loads(args.external_tests))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.output}: sha256 {write_vgg16_notop(args.output)}")
         elif args.step == "train":
             _train(args)
+        elif args.step == "train-pack":
+            _train_pack(args)
         elif args.step == "download-kaggle":
             from scripts.download import kaggle_dataset
 
@@ -142,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             stages.aggregate(args.plan, args.tables)
         elif args.step == "report":
             stages.report(args.plan, args.tables, args.output, args.figures)
-    except (DataError, WeightsError, DeviceError) as error:
+    except (DataError, WeightsError, DeviceError, stages.PackError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
     return 0

@@ -6,6 +6,8 @@ TensorFlow-free: the workflow imports it while it builds the job graph.
 
 from __future__ import annotations
 
+import math
+
 from scripts.models import SCRATCH_CNN
 
 # Strategies that start from a backbone's weights (pretrained, or a random-init control).
@@ -80,3 +82,54 @@ def plan(datasets, models, strategies, pretraining, fractions, seeds, exclude=()
                 for s in seeds
             ]
     return runs, skipped
+
+
+# ---- Packs: several runs of one configuration trained by one job (one process). --------
+CONFIGURATION_KEYS = ("dataset", "model", "strategy", "weights", "fraction")
+# A train job's start before its first run (Snakemake inside the job, TensorFlow's import,
+# the images): about 15 s measured (make benchmark, section 6), rounded up.
+JOB_START_MINUTES = 1
+
+
+def pack_label(seeds: list[int]) -> str:
+    """A pack's name in paths: its first and last seed (``3-8``); the seeds between are
+    the configuration's planned seeds in that range."""
+    return f"{seeds[0]}-{seeds[-1]}"
+
+
+def packs(runs: list[dict], size: int) -> list[dict]:
+    """The runs grouped into packs of at most ``size`` runs of one configuration (the
+    same dataset, model, strategy, weights and fraction; consecutive seeds in sorted
+    order), each ``{**configuration, "seeds": "first-last", "members": [seed, ...]}``
+    (``seeds``: the pack's name, :func:`pack_label`). Appending
+    seeds to a study keeps the earlier packs as they were while they were full."""
+    if size < 1:
+        raise ValueError(f"runs_per_job must be at least 1, got {size}")
+    by_configuration: dict[tuple, list[int]] = {}
+    for run in runs:
+        by_configuration.setdefault(tuple(run[key] for key in CONFIGURATION_KEYS), []).append(int(run["seed"]))
+    grouped = []
+    for configuration, seeds in by_configuration.items():
+        seeds = sorted(set(seeds))
+        for start in range(0, len(seeds), size):
+            chunk = seeds[start:start + size]
+            grouped.append({**dict(zip(CONFIGURATION_KEYS, configuration, strict=True)),
+                            "seeds": pack_label(chunk), "members": chunk})
+    return grouped
+
+
+def pack_seeds(label: str, planned_seeds: list[int]) -> list[int]:
+    """The seeds of the pack named ``label`` among a configuration's ``planned_seeds``."""
+    first, _, last = label.partition("-")
+    seeds = [seed for seed in sorted(planned_seeds) if int(first) <= seed <= int(last)]
+    if not seeds or seeds[0] != int(first) or seeds[-1] != int(last):
+        raise ValueError(f"pack {label}: seeds {first} and {last} are not both planned ({sorted(planned_seeds)})")
+    return seeds
+
+
+def pack_minutes(per_run_minutes: float, n_runs: int, attempt: int, max_minutes: int | None) -> int:
+    """A pack job's time limit: the job's start (Snakemake, TensorFlow, the images) plus
+    what one run takes times the pack's runs, times the attempt (1x, 2x, 3x), never more
+    than the site's ``max_minutes`` (a partition's MaxTime rejects a longer job)."""
+    minutes = math.ceil((JOB_START_MINUTES + per_run_minutes * n_runs) * attempt)
+    return min(minutes, max_minutes) if max_minutes else minutes

@@ -10,6 +10,13 @@ SPLIT = "results/{dataset}/splits/seed{seed}.csv"
 FEATURE_CACHE = "results/{dataset}/cache/features"
 RUN_DIR = "results/{dataset}/runs/{model}/{strategy}/{weights}/frac{fraction}/seed{seed}"
 RUN_LOG_DIR = "logs/{dataset}/{model}/{strategy}/{weights}/frac{fraction}/seed{seed}"
+# A pack job (several seeds of one configuration in one process): its record, written
+# once every run of the pack finished, and its log. The runs keep their own RUN_DIR.
+PACK_RECORD = "results/{dataset}/packs/{model}/{strategy}/{weights}/frac{fraction}/seeds{seeds}.json"
+PACK_LOG_DIR = "logs/{dataset}/{model}/{strategy}/{weights}/frac{fraction}/seeds{seeds}"
+# Inside RUN_DIR, written after every RUN_FILES file: what the run was trained from (a
+# pack job that runs again skips a run whose record matches).
+FINISHED_RUN = "finished.json"
 # The files of one training run (inside RUN_DIR), by the name the train step knows them by.
 RUN_FILES = {
     "model": "model.weights.h5",

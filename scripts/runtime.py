@@ -3,6 +3,7 @@ determinism) and its provenance: where and with what the job ran."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -132,7 +133,8 @@ def configure_tensorflow(settings: dict, threads: int) -> dict:
     device = choose_device(settings["device"], os.environ, [gpu.name for gpu in gpus],
                            bool(tf.sysconfig.get_build_info().get("is_cuda_build")), missing_cuda_packages())
     if device["used"] == "cpu" and gpus:
-        tf.config.set_visible_devices([], "GPU")
+        with contextlib.suppress(RuntimeError):  # hidden already by an earlier run of this process (a pack)
+            tf.config.set_visible_devices([], "GPU")
         gpus = []
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)

@@ -125,3 +125,36 @@ def profile_name(argv: list[str], environ: dict[str, str]) -> str | None:
         elif arg == "--profile" and position + 1 < len(argv):
             names.append(argv[position + 1])
     return names[-1] or None
+
+
+# How the `train` rule packs runs into jobs: site values of the profile's
+# set-resources.train (the plugin passes no resource of these names to sbatch).
+PACKING = {"runs_per_job": 1, "run_minutes": 30, "max_runtime": None}
+# A pack's job carries a path per run file of each run on its command line (~1.3 kB a
+# run): 64 runs stay far below Linux's 128 KiB limit on one argument.
+MAX_RUNS_PER_JOB = 64
+
+
+def packing(resources: dict) -> dict:
+    """``runs_per_job`` (runs of one configuration per train job), ``run_minutes``
+    (what one run takes, before any finished) and ``max_runtime`` (the partition's
+    MaxTime in minutes; None: no cap) from ``resources`` (profile key → value as written);
+    a value that is no number of the right range names its key."""
+    settings = dict(PACKING)
+    for name in PACKING:
+        written = resources.get(f"set-resources.train.{name}")
+        if written is None:
+            continue
+        try:
+            value = float(str(written).strip().strip("'\""))
+        except ValueError:
+            value = None
+        wrong = value is None or value <= 0 or (name != "run_minutes" and value != int(value))
+        if name == "runs_per_job" and not wrong:
+            wrong = value > MAX_RUNS_PER_JOB
+        if wrong:
+            limit = f"an integer from 1 to {MAX_RUNS_PER_JOB}" if name == "runs_per_job" else (
+                "a positive number of minutes" if name == "run_minutes" else "a positive integer (minutes)")
+            raise ValueError(f"set-resources.train.{name}: {written!r} is not {limit} (config/README.md)")
+        settings[name] = value if name == "run_minutes" else int(value)
+    return settings

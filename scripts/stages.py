@@ -5,6 +5,7 @@ write the step's outputs atomically. The Snakemake rules call these through
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from scripts import fsutil, manifest
-from scripts.layout import RUN_FILES, TABLES
+from scripts.layout import FINISHED_RUN, RUN_FILES, TABLES
 from scripts.manifest import DataError
 
 THUMBNAIL_SIZE = 160  # px, the report's Grad-CAM panels
@@ -185,13 +186,29 @@ def train(run: RunIdentity, images: str, split_path: str, settings: dict, output
     _check_names(outputs, RUN_FILES, "outputs")
     from scripts import training
 
-    inputs = training.RunInputs(
-        images=np.load(images, mmap_mode="r"), split=pd.read_csv(split_path, keep_default_na=False),
-        images_path=images, split_path=split_path,
-        external_tests=[{**test, "images": np.load(test["images"], mmap_mode="r"),
-                         "index": pd.read_csv(test["index"], keep_default_na=False)} for test in external_tests],
-    )
-    trained = training.run(run, inputs, settings, checkpoint_dir, feature_cache_dir, threads)
+    started = time.perf_counter()
+    inputs = _run_inputs(images, split_path, external_tests)
+    _write_run(training.run(run, inputs, settings, checkpoint_dir, feature_cache_dir, threads), outputs)
+    _write_finished(run, images, split_path, settings, external_tests, outputs, started)
+
+
+def _run_inputs(images: str, split_path: str, external_tests, loaded: dict | None = None):
+    """A run's :class:`scripts.training.RunInputs`; ``loaded``: the images and external
+    tests another run of the same job already opened (a pack reads them once)."""
+    from scripts import training
+
+    if loaded is None:
+        loaded = {"images": np.load(images, mmap_mode="r"),
+                  "external_tests": [{**test, "images": np.load(test["images"], mmap_mode="r"),
+                                      "index": pd.read_csv(test["index"], keep_default_na=False)}
+                                     for test in external_tests]}
+    return training.RunInputs(images=loaded["images"], split=pd.read_csv(split_path, keep_default_na=False),
+                              images_path=images, split_path=split_path, external_tests=loaded["external_tests"])
+
+
+def _write_run(trained, outputs: dict[str, str]) -> None:
+    from scripts import training
+
     results = trained.results
     fsutil.write_csv(outputs["predictions"], results["predictions"])
     fsutil.write_csv(outputs["val_predictions"], results["val_predictions"])
@@ -203,6 +220,94 @@ def train(run: RunIdentity, images: str, split_path: str, settings: dict, output
     fsutil.write_csv(outputs["history"], results["history"])
     fsutil.write_json(outputs["info"], results["info"])
     trained.checkpoint.clear()  # last: a job killed before every file is written resumes from it
+
+
+@dataclass(frozen=True)
+class PackMember:
+    """One run of a pack: its seed, split file, checkpoint folder, log file and a path
+    per name of :data:`scripts.layout.RUN_FILES`."""
+
+    seed: int
+    split: str
+    checkpoint: str
+    log: str
+    outputs: dict
+
+
+class PackError(RuntimeError):
+    """Some runs of a pack failed; the others kept their files."""
+
+
+def train_pack(configuration: dict, members: list[PackMember], images: str, settings: dict, record: str,
+               feature_cache_dir: str, threads: int | None = None, external_tests: list[dict] = ()) -> None:
+    """Train several seeds of one configuration (``configuration``: the run identity
+    but the seed) in this one process: TensorFlow starts and the images and external
+    tests load once. Each run writes its own files, its :data:`scripts.layout.FINISHED_RUN`
+    record and its own log, exactly as :func:`train` alone would; a run whose finished
+    record matches what it would be trained from is skipped (a pack that runs again
+    trains only what failed or is missing). A failed run does not stop the others; the
+    step then fails naming it, and ``record`` (the pack's) is written only when all
+    finished."""
+    import contextlib
+    import traceback
+
+    from scripts import training
+
+    for member in members:
+        _check_names(member.outputs, RUN_FILES, f"outputs of seed {member.seed}")
+    loaded = None
+    done, failed = [], []
+    for member in members:
+        run = RunIdentity(**configuration, seed=member.seed)
+        finished = Path(member.outputs["info"]).parent / FINISHED_RUN
+        identity = _finished_identity(run, images, member.split, settings, external_tests)
+        if finished.exists() and fsutil.read_json(finished).get("identity") == identity:
+            print(f"seed {member.seed}: finished earlier ({finished}), kept")
+            done.append({"seed": member.seed, **fsutil.read_json(finished)})
+            continue
+        started = time.perf_counter()
+        Path(member.log).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(member.log, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                if loaded is None:
+                    loaded = {"images": np.load(images, mmap_mode="r"), "external_tests": _run_inputs(
+                        images, member.split, external_tests).external_tests}
+                else:  # the state of a fresh process: layer names, Keras' global seed generator
+                    import keras
+
+                    keras.backend.clear_session()
+                inputs = _run_inputs(images, member.split, external_tests, loaded)
+                _write_run(training.run(run, inputs, settings, member.checkpoint, feature_cache_dir, threads),
+                           member.outputs)
+        except Exception:  # any error of one run: the others still train
+            print(f"seed {member.seed} failed (log: {member.log}):\n{traceback.format_exc()}", flush=True)
+            failed.append(member.seed)
+            continue
+        entry = _write_finished(run, images, member.split, settings, external_tests, member.outputs, started)
+        done.append({"seed": member.seed, **entry})
+        print(f"seed {member.seed}: trained in {entry['wall_seconds']} s (log: {member.log})", flush=True)
+    if failed:
+        raise PackError(f"pack {configuration}: seeds {failed} failed (see their logs); "
+                         f"seeds {[d['seed'] for d in done]} finished and keep their files")
+    fsutil.write_json(record, {**configuration, "runs": done})
+
+
+def _write_finished(run: RunIdentity, images: str, split_path: str, settings: dict, external_tests,
+                    outputs: dict[str, str], started: float) -> dict:
+    """The run's :data:`scripts.layout.FINISHED_RUN` record, after all its files: what it
+    was trained from and its wall time (a pack job's time limit is sized from it)."""
+    entry = {"identity": _finished_identity(run, images, split_path, settings, external_tests),
+             "wall_seconds": round(time.perf_counter() - started, 3)}
+    fsutil.write_json(Path(outputs["info"]).parent / FINISHED_RUN, entry)
+    return entry
+
+
+def _finished_identity(run: RunIdentity, images: str, split_path: str, settings: dict,
+                       external_tests) -> dict:
+    """What a run is trained from: a run finished from the same is not trained again."""
+    return {"run": vars(run), "settings": settings, "images": images,
+            "images_bytes": Path(images).stat().st_size, "split_sha256": fsutil.file_digest(split_path),
+            "external_tests": list(external_tests)}
 
 
 def aggregate(plan_path: str, outputs: dict[str, str]) -> None:

@@ -223,3 +223,66 @@ def test_class_weights_precision_and_xla_are_applied_and_recorded(prepared):
                         / "train.json").read_text())
     assert plain["class_weights"] == [1.0, 1.0, 1.0]
     assert (plain["precision_policy"], plain["xla"], plain["deterministic_ops"]) == ("mixed_bfloat16", False, True)
+
+
+def train_pack(work: Path, folder: str, seeds: list[int], training: dict, model: str = "scratch_cnn",
+               strategy: str = "scratch") -> subprocess.CompletedProcess:
+    """Several seeds of one configuration in one `python -m scripts train-pack` process,
+    each into ``work/folder/seed<s>``; the pack's record is ``work/folder/pack.json``."""
+    members = [{"seed": seed, "split": str(work / f"results/tiny/splits/seed{seed}.csv"),
+                "checkpoint": str(work / folder / f"seed{seed}/checkpoint"),
+                "log": str(work / folder / f"logs/seed{seed}.log"),
+                "outputs": {name: str(work / folder / f"seed{seed}" / file) for name, file in RUN_FILES.items()}}
+               for seed in seeds]
+    command = [sys.executable, "-m", "scripts", "train-pack", "--dataset", "tiny", "--model", model,
+               "--strategy", strategy, "--weights-name", "none", "--fraction", "1.0",
+               "--images", str(work / "results/tiny/data/images_32px.npy"),
+               "--settings", json.dumps(settings(training)), "--feature-cache", str(work / "cache"),
+               "--threads", "1", "--record", str(work / folder / "pack.json"), "--members", json.dumps(members)]
+    return subprocess.run(command, env={**os.environ, "PYTHONPATH": str(PROJECT)}, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.parametrize(("model", "strategy"), [("scratch_cnn", "scratch"), ("efficientnetb0", "partial")])
+def test_a_packed_run_equals_the_same_run_trained_alone(prepared, model, strategy):
+    """Seed 2 trained after seed 1 in one pack process gives the probabilities, history
+    and metrics of seed 2 trained alone (EfficientNet: dropout and stochastic depth draw
+    from Keras' seed generators, which the pack must reset)."""
+    packed = train_pack(prepared, f"pack-{model}", [1, 2], TINY, model, strategy)
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    alone = train(prepared, f"alone-{model}", 2, TINY, model, strategy)
+    pack_dir = prepared / f"pack-{model}/seed2"
+    for name in ("predictions.csv", "val_predictions.csv"):
+        assert (pack_dir / name).read_text() == (alone / name).read_text()
+    timing = ["seconds"]
+    assert (pd.read_csv(pack_dir / "history.csv").drop(columns=timing)
+            .equals(pd.read_csv(alone / "history.csv").drop(columns=timing)))
+    assert json.loads((pack_dir / "metrics.json").read_text()) == json.loads((alone / "metrics.json").read_text())
+    assert np.load(pack_dir / "gradcam.npz")["cams"].tobytes() == np.load(alone / "gradcam.npz")["cams"].tobytes()
+
+
+def test_a_failed_member_keeps_its_siblings_and_the_rerun_trains_only_it(prepared):
+    """Seed 2's split is corrupt: seed 1 still trains and keeps its files, the pack fails
+    naming seed 2 and writes no record; once the split is right, the same pack trains
+    seed 2 and leaves seed 1 untouched."""
+    work = prepared / "failing"
+    (work / "results/tiny/splits").mkdir(parents=True)
+    (work / "results/tiny/data").mkdir(parents=True)
+    for seed in (1, 2):
+        os.link(prepared / f"results/tiny/splits/seed{seed}.csv", work / f"results/tiny/splits/seed{seed}.csv.good")
+    os.link(prepared / "results/tiny/data/images_32px.npy", work / "results/tiny/data/images_32px.npy")
+    (work / "results/tiny/splits/seed1.csv").write_text((work / "results/tiny/splits/seed1.csv.good").read_text())
+    (work / "results/tiny/splits/seed2.csv").write_text("not,a,split\n")
+    failed = train_pack(work, "pack", [1, 2], TINY)
+    assert failed.returncode == 1 and "seeds [2] failed" in failed.stderr, failed.stderr[-3000:]
+    finished = work / "pack/seed1/train.json"
+    before = finished.stat().st_mtime_ns
+    assert not (work / "pack/seed2/train.json").exists() and not (work / "pack/pack.json").exists()
+    assert "Traceback" in (work / "pack/logs/seed2.log").read_text() + failed.stdout
+
+    (work / "results/tiny/splits/seed2.csv").write_text((work / "results/tiny/splits/seed2.csv.good").read_text())
+    rerun = train_pack(work, "pack", [1, 2], TINY)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert finished.stat().st_mtime_ns == before and "seed 1: finished earlier" in rerun.stdout
+    record = json.loads((work / "pack/pack.json").read_text())
+    assert [run["seed"] for run in record["runs"]] == [1, 2] and (work / "pack/seed2/train.json").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -52,7 +53,7 @@ def test_training_jobs_ran_as_gpu_slurm_jobs(slurm_study):
     runs = pd.read_csv(work / "results/runs.csv", dtype=str)
     assert len(runs) == 2 and (runs["status"] == "ok").all()
     job_ids = set(runs["slurm_job_id"])
-    assert all(j.isdigit() for j in job_ids) and len(job_ids) == 2
+    assert all(j.isdigit() for j in job_ids) and len(job_ids) == 1  # both seeds in one pack job
     assert set(runs["cuda_visible_devices"]) == {"0"}  # the job was granted the (fake) GPU
     # trained on the CPU, as the config says (training.device: cpu: the GPU here is fake)
     devices = [json.loads(info.read_text())["device"] for info in work.glob("results/tiny/runs/**/train.json")]
@@ -103,6 +104,59 @@ def test_failed_job_is_reported_and_rerun_completes_only_what_is_missing(slurm_s
     assert (work / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed3/train.json").exists()
 
 
+def study_train_jobs(workdir: Path) -> list[dict[str, str]]:
+    """The train jobs Slurm still knows (MinJobAge) that ran in ``workdir``: this study's,
+    not another's on the same cluster. (No slurmdbd here, so no sacct.)"""
+    shown = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True, check=True,
+                           timeout=30).stdout
+    jobs = [dict(re.findall(r"(\S+?)=(\S*)", line)) for line in shown.splitlines()]
+    return [job for job in jobs if "rule_train" in job.get("Comment", "")
+            and Path(job.get("WorkDir", "/")).resolve() == workdir.resolve()]
+
+
+def test_a_24_run_grid_is_4_pack_jobs_and_a_failed_seed_costs_only_its_own_rerun(tmp_path):
+    """24 seeds of one configuration, 6 per job (the test profile's runs_per_job): 4 Slurm
+    jobs. Seed 9's split is corrupt: its pack's other 5 runs finish and keep their files,
+    the other packs finish; the rerun submits one job that trains seed 9 only, with a time
+    limit from the measured runs instead of the estimate (20 min a run, capped at 60)."""
+    seeds = list(range(1, 25))
+    data = copy_dataset(tmp_path / "data", {"train": 6, "test": 2})
+    config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
+                          seeds=seeds, training={"image_size": 32, "batch_size": 8, "epochs": 1})
+    snakemake(tmp_path, "--configfile", str(config), "--cores", "2", "--until", "split", "prepare_images")
+    broken = tmp_path / "results/tiny/splits/seed9.csv"
+    broken.write_text("not,a,split\n")
+    os.utime(broken, (time.time() + 60, time.time() + 60))
+    result = slurm_snakemake(tmp_path, config, "--rerun-triggers", "mtime", "--keep-going")
+    assert result.returncode != 0
+    (tmp_path / "first.log").write_text(result.stdout + result.stderr)
+    first_jobs = study_train_jobs(tmp_path)
+    assert len(first_jobs) == 4 and {job["TimeLimit"] for job in first_jobs} == {"01:00:00"}, first_jobs
+    runs = {seed: tmp_path / f"results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed{seed}" for seed in seeds}
+    assert [seed for seed in seeds if not (runs[seed] / "train.json").exists()] == [9]
+    packs = tmp_path / "results/tiny/packs/scratch_cnn/scratch/none/frac1.0"
+    assert sorted(p.name for p in packs.iterdir()) == ["seeds1-6.json", "seeds13-18.json", "seeds19-24.json"]
+    siblings = {seed: (runs[seed] / "train.json").stat().st_mtime_ns for seed in (7, 8, 10, 11, 12)}
+    assert all((runs[seed] / "model.weights.h5").exists() for seed in siblings)
+
+    broken.unlink()  # the split rule writes it again
+    result = slurm_snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    new_jobs = [job for job in study_train_jobs(tmp_path) if job["JobId"] not in {j["JobId"] for j in first_jobs}]
+    # 1 min start + one run: 1.5x the longest measured run (the finished.json records), not run_minutes
+    longest = max(json.loads((runs[seed] / "finished.json").read_text())["wall_seconds"]
+                  for seed in seeds if seed != 9)
+    minutes = math.ceil(1 + max(1.0, 1.5 * longest / 60))
+    assert len(new_jobs) == 1 and new_jobs[0]["TimeLimit"] == f"00:{minutes:02d}:00" and minutes < 20, new_jobs
+    assert {seed: (runs[seed] / "train.json").stat().st_mtime_ns for seed in siblings} == siblings
+    retrained = json.loads((runs[9] / "train.json").read_text())
+    assert retrained["environment"]["slurm_job_id"] == new_jobs[0]["JobId"]
+    log = (tmp_path / "logs/tiny/scratch_cnn/scratch/none/frac1.0/seeds7-12/train.log").read_text()
+    assert all(f"seed {seed}: finished earlier" in log for seed in siblings)
+    table = pd.read_csv(tmp_path / "results/runs.csv")
+    assert len(table) == 24 and (table["status"] == "ok").all()
+
+
 def start_until_checkpoint(tmp_path: Path, epochs: int):
     """A one-run study (scratch CNN, a checkpoint every epoch) started through the test
     profile, returned once its train job has checkpointed epoch 1: ``(snakemake process,
@@ -148,9 +202,10 @@ def test_cancelled_slurm_job_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_a_failed_attempt_is_resubmitted_with_more_memory_and_time(tmp_path):
-    """With retries, attempt 2 asks Slurm for 2x memory and 2x time ("3000 * attempt",
-    "20 * attempt" in the test profile, like the shipped one's): the split file is corrupt,
-    so both attempts fail, and both submissions are read back from scontrol."""
+    """With retries, attempt 2 asks Slurm for 2x memory and 2x time ("3000 * attempt";
+    1 min start + 20 min run_minutes, times the attempt, in the test profile, like the
+    shipped one's): the split file is corrupt, so both attempts fail, and both submissions
+    are read back from scontrol."""
     data = copy_dataset(tmp_path / "data", {"train": 6, "test": 2})
     config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
                           training={"image_size": 32, "batch_size": 8, "epochs": 1})
@@ -163,7 +218,7 @@ def test_a_failed_attempt_is_resubmitted_with_more_memory_and_time(tmp_path):
     logs = sorted((tmp_path / ".snakemake/slurm_logs/rule_train").rglob("*.log"), key=lambda p: int(p.stem))
     jobs = [slurm_job(log.stem) for log in logs]
     assert [(j["TimeLimit"], re.search(r"mem=(\w+)", j["TRES"])[1]) for j in jobs] == [
-        ("00:20:00", "3000M"), ("00:40:00", "6000M")]
+        ("00:21:00", "3000M"), ("00:42:00", "6000M")]
 
 
 # --- the shipped profile, as a new user runs it ----------------------------------------

@@ -2,7 +2,7 @@
 
 import pytest
 
-from scripts.grid import plan, weights_sources
+from scripts.grid import pack_minutes, pack_seeds, packs, plan, weights_sources
 
 
 def test_scratch_cnn_only_runs_from_scratch_and_skips_are_explained():
@@ -44,3 +44,35 @@ def test_excluded_combinations_are_skipped_with_their_reason():
     runs, _ = plan({"a": {}}, ["vgg16", "resnet50"], ["scratch", "frozen"], ["none"], [1.0], [1],
                    exclude=[{"strategy": "scratch"}])
     assert {r["strategy"] for r in runs} == {"frozen"}
+
+
+def test_packs_hold_consecutive_seeds_of_one_configuration():
+    runs, _ = plan({"a": {}}, ["scratch_cnn", "vgg16"], ["scratch"], ["none"], [0.5, 1], [3, 1, 2, 7, 5])
+    grouped = packs(runs, 2)
+    # 4 configurations (2 models × 2 fractions) × ceil(5 seeds / 2) = 12 packs
+    assert len(grouped) == 12 and sum(len(p["members"]) for p in grouped) == len(runs)
+    first = [p for p in grouped if p["model"] == "vgg16" and p["fraction"] == "0.5"]
+    assert [(p["seeds"], p["members"]) for p in first] == [("1-2", [1, 2]), ("3-5", [3, 5]), ("7-7", [7])]
+    assert {k: first[0][k] for k in ("dataset", "strategy", "weights")} == {
+        "dataset": "a", "strategy": "scratch", "weights": "none"}
+    assert len(packs(runs, 1)) == len(runs) and len(packs(runs, 64)) == 4
+
+
+def test_appending_seeds_keeps_the_full_packs():
+    before, _ = plan({"a": {}}, ["scratch_cnn"], ["scratch"], ["none"], [1], [1, 2, 3, 4])
+    after, _ = plan({"a": {}}, ["scratch_cnn"], ["scratch"], ["none"], [1], [1, 2, 3, 4, 5, 6])
+    assert [p["seeds"] for p in packs(before, 4)] == ["1-4"]
+    assert [p["seeds"] for p in packs(after, 4)] == ["1-4", "5-6"]
+
+
+def test_a_pack_name_gives_back_its_seeds_or_a_clear_error():
+    assert pack_seeds("3-7", [1, 2, 3, 5, 7, 9]) == [3, 5, 7]
+    with pytest.raises(ValueError, match="pack 4-7: seeds 4 and 7 are not both planned"):
+        pack_seeds("4-7", [1, 2, 3, 5, 7])
+
+
+def test_a_pack_asks_for_its_runs_times_the_attempt_and_never_more_than_the_site_allows():
+    # 1 minute for the job's start + 8 runs × 12.5 minutes, times the attempt
+    assert [pack_minutes(12.5, 8, attempt, None) for attempt in (1, 2, 3)] == [101, 202, 303]
+    assert [pack_minutes(12.5, 8, attempt, 240) for attempt in (1, 2, 3)] == [101, 202, 240]
+    assert pack_minutes(0.2, 1, 1, None) == 2

@@ -31,10 +31,10 @@ def default_dry_run():
 
 def test_default_dry_run_lists_one_train_job_per_valid_combination(default_dry_run):
     counts = job_counts(default_dry_run.stdout)
-    # (scratch_cnn × scratch + 3 backbones × 5 strategies) × 2 seeds
-    assert counts["train"] == 32
+    # (scratch_cnn × scratch + vgg16 × scratch + vgg16 × 4 strategies × 2 weights sources) × 3 seeds
+    assert counts["train"] == 30
     assert counts["verify"] == counts["leakage"] == counts["plan"] == counts["thumbnails"] == counts["report"] == 1
-    assert counts["split"] == 2
+    assert counts["split"] == 3 and counts["hed_weights"] == 1
     for strategy in ("frozen", "partial", "full"):
         message = f"skipped scratch_cnn x {strategy}: scratch_cnn has no pretrained backbone"
         assert message in default_dry_run.stdout + default_dry_run.stderr
@@ -42,14 +42,15 @@ def test_default_dry_run_lists_one_train_job_per_valid_combination(default_dry_r
 
 def test_nothing_large_travels_on_a_command_line(default_dry_run):
     commands = re.findall(r"^Shell command: (.*)$", default_dry_run.stdout, re.M)
-    assert len(commands) > 32
+    assert len(commands) > 30
     assert max(len(c) for c in commands) < 4000
 
 
 def test_per_model_training_settings_reach_each_run():
     override = ('training={"epochs": {"default": 4, "scratch_cnn": 2}, "warmup_epochs": 1,'
                 ' "partial_stages": {"default": 1, "vgg16": 2}}')
-    result = snakemake(PROJECT, "-n", "-p", "--forceall", "--config", override)
+    result = snakemake(PROJECT, "-n", "-p", "--forceall", "--config", override, "weights=none",
+                       "models=[scratch_cnn,vgg16,resnet50,efficientnetb0]")
     runs = {}
     for command in re.findall(r"^Shell command: (python -m scripts train .*)$", result.stdout, re.M):
         model = re.search(r"--model (\S+)", command)[1]
@@ -59,8 +60,8 @@ def test_per_model_training_settings_reach_each_run():
 
 
 def test_config_overrides_on_the_command_line():
-    result = snakemake(PROJECT, "-n", "--forceall", "--config", "seeds=[1]", "models=[scratch_cnn,vgg16]")
-    assert job_counts(result.stdout)["train"] == 1 + 5  # scratch_cnn × scratch + vgg16 × 5 strategies
+    result = snakemake(PROJECT, "-n", "--forceall", "--config", "seeds=[1]", "strategies=[scratch,frozen]")
+    assert job_counts(result.stdout)["train"] == 1 + 1 + 2  # both models × scratch + vgg16 × frozen × 2 weights
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -206,9 +207,9 @@ def test_slurm_profile_dry_run_on_a_machine_without_slurm(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
-    assert job_counts(output)["train"] == 32
+    assert job_counts(output)["train"] == 10  # 30 runs, packed: the 3 seeds of a configuration in a job
     train_jobs = re.findall(r"^rule train:.*?^    resources: (.*?)$", output, re.S | re.M)
-    assert len(train_jobs) == 32
+    assert len(train_jobs) == 10
     assert all("gpu=1" in job and "slurm_partition=gpu" in job for job in train_jobs)
 
 

@@ -21,12 +21,16 @@ sys.path.insert(0, str(PROJECT))
 
 from scripts import config as study_config  # noqa: E402  (TensorFlow-free)
 from scripts import grid  # noqa: E402
+from scripts import slurm_site  # noqa: E402
 
 # Every path the workflow writes.
 from scripts.layout import (  # noqa: E402
     DATASET_FILES,
     EXTERNAL_OVERLAP,
     FEATURE_CACHE,
+    FINISHED_RUN,
+    PACK_LOG_DIR,
+    PACK_RECORD,
     PLAN,
     RUN_DIR,
     RUN_FILES,
@@ -35,7 +39,10 @@ from scripts.layout import (  # noqa: E402
     TABLES,
 )
 from scripts.models import MODELS  # noqa: E402
-from scripts.snakemake_internals import command_line_configfiles  # noqa: E402
+from scripts.snakemake_internals import (  # noqa: E402
+    command_line_configfiles,
+    profile_resources,
+)
 from scripts.weight_files import HED_VGG16_FILE, file_name, load_registry  # noqa: E402
 
 
@@ -123,6 +130,7 @@ wildcard_constraints:
     weights=alternatives([grid.RANDOM_INIT, *SOURCES]),
     fraction=alternatives(grid.fraction_label(f) for f in config["train_fractions"]),
     seed=r"\d+",
+    seeds=r"\d+-\d+",
     size=r"\d+",
     external=alternatives(config["datasets"]),
     file_name=alternatives(file_name(e["url"]) for e in WEIGHTS_REGISTRY.values()),
@@ -153,7 +161,11 @@ def finished_only(paths):
 
 
 def run_files(kind):
-    """One output file (``RUN_FILES`` key) of every planned run."""
+    """One output file (``RUN_FILES`` key) of every planned run; with packed train jobs,
+    the record of every pack (a pack job writes its runs' files, which are no output of
+    it: a failed run never makes Snakemake delete its siblings')."""
+    if RUNS_PER_JOB > 1:
+        return finished_only([PACK_RECORD.format(**pack) for pack in PACKS])
     return finished_only([f"{run['dir']}/{RUN_FILES[kind]}" for run in RUNS])
 
 
@@ -318,3 +330,85 @@ def registry_entry(wildcards):
         if file_name(entry["url"]) == wildcards.file_name:
             return entry
     raise WorkflowError(f"{wildcards.file_name} is not in {config['weights_registry']}")
+
+
+# ---- Packed train jobs: several seeds of one configuration in one job (one process). ----
+# The `train` rule's site values (runs per job, what one run takes, the partition's time
+# limit), from the profile's set-resources like the other site values.
+try:
+    PACKING = slurm_site.packing(profile_resources(workflow))
+except ValueError as error:
+    raise WorkflowError(str(error))
+RUNS_PER_JOB = PACKING["runs_per_job"]
+PACKS = grid.packs(RUNS, RUNS_PER_JOB)
+PLANNED_SEEDS = {}
+for planned_run in RUNS:
+    PLANNED_SEEDS.setdefault(
+        tuple(planned_run[key] for key in grid.CONFIGURATION_KEYS), []
+    ).append(planned_run["seed"])
+
+
+def pack_runs(wildcards):
+    """The planned runs of the pack named by the wildcards, in seed order."""
+    configuration = {key: wildcards[key] for key in grid.CONFIGURATION_KEYS}
+    planned = PLANNED_SEEDS.get(tuple(configuration.values()), [])
+    try:
+        seeds = grid.pack_seeds(wildcards.seeds, planned)
+    except ValueError as error:
+        raise WorkflowError(str(error))
+    return [{**configuration, "seed": seed} for seed in seeds]
+
+
+def pack_splits(wildcards):
+    return [SPLIT.format(**run) for run in pack_runs(wildcards)]
+
+
+def pack_members(wildcards):
+    """Per seed of the pack: its split, checkpoint, log and run files, as JSON."""
+    return json.dumps(
+        [
+            {
+                "seed": run["seed"],
+                "split": SPLIT.format(**run),
+                "checkpoint": f"{RUN_DIR.format(**run)}/checkpoint",
+                "log": f"{RUN_LOG_DIR.format(**run)}/train.log",
+                "outputs": {
+                    name: f"{RUN_DIR.format(**run)}/{file}"
+                    for name, file in RUN_FILES.items()
+                },
+            }
+            for run in pack_runs(wildcards)
+        ]
+    )
+
+
+def measured_run_minutes(runs):
+    """The longest wall time of the configuration's runs that finished in a pack job
+    (their FINISHED_RUN records), in minutes; None before any finished."""
+    configuration = {key: runs[0][key] for key in grid.CONFIGURATION_KEYS}
+    seconds = []
+    for seed in PLANNED_SEEDS[tuple(configuration.values())]:
+        record = Path(RUN_DIR.format(**configuration, seed=seed)) / FINISHED_RUN
+        if record.exists():
+            seconds.append(json.loads(record.read_text())["wall_seconds"])
+    return max(seconds) / 60 if seconds else None
+
+
+def pack_runtime(wildcards, attempt):
+    """Minutes for the runs of the pack still to train: what one run of the
+    configuration measurably took (1.5x: another node may be slower), else the site's
+    run_minutes, times those runs and the attempt; at most the site's max_runtime."""
+    runs = pack_runs(wildcards)
+    to_train = [
+        run for run in runs if not (Path(RUN_DIR.format(**run)) / FINISHED_RUN).exists()
+    ]
+    measured = measured_run_minutes(runs)
+    per_run = PACKING["run_minutes"] if measured is None else max(1.0, 1.5 * measured)
+    return grid.pack_minutes(
+        per_run, max(1, len(to_train)), attempt, PACKING["max_runtime"]
+    )
+
+
+def run_runtime(wildcards, attempt):
+    """Minutes for one run's job: the site's run_minutes times the attempt, capped."""
+    return grid.pack_minutes(PACKING["run_minutes"], 1, attempt, PACKING["max_runtime"])

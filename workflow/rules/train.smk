@@ -1,30 +1,71 @@
-rule train:
-    """Fit one run (resuming from its checkpoint), then evaluate it on the validation
-    and test sets with Grad-CAM, and on every external test set, in the same process."""
-    input:
-        images=images_cache,
-        split=SPLIT,
-        verified=DATASET_FILES["verify"],
-        weights=weights_input,
-        external=external_inputs,
-    output:
-        **{kind: f"{RUN_DIR}/{name}" for kind, name in RUN_FILES.items()},
-    log:
-        f"{RUN_LOG_DIR}/train.log",
-    conda:
-        "../../envs/tensorflow.yaml"
-    threads: TRAIN_THREADS
-    params:
-        settings=run_settings,
-        checkpoint=lambda w: f"{run_dir(w)}/checkpoint",
-        feature_cache=FEATURE_CACHE,
-        external=external_settings,
-        outputs=named_paths("output"),
-    shell:
-        "python -m scripts train --dataset {wildcards.dataset} --model {wildcards.model}"
-        " --strategy {wildcards.strategy} --weights-name {wildcards.weights}"
-        " --fraction {wildcards.fraction} --seed {wildcards.seed}"
-        " --images {input.images} --split {input.split} --settings {params.settings:q}"
-        " --checkpoint {params.checkpoint} --feature-cache {params.feature_cache}"
-        " --external-tests {params.external:q} --outputs {params.outputs:q}"
-        " --threads {threads} > {log} 2>&1"
+if RUNS_PER_JOB == 1:
+
+    rule train:
+        """Fit one run (resuming from its checkpoint), then evaluate it on the validation
+        and test sets with Grad-CAM, and on every external test set, in the same process.
+        """
+        input:
+            images=images_cache,
+            split=SPLIT,
+            verified=DATASET_FILES["verify"],
+            weights=weights_input,
+            external=external_inputs,
+        output:
+            **{kind: f"{RUN_DIR}/{name}" for kind, name in RUN_FILES.items()},
+        log:
+            f"{RUN_LOG_DIR}/train.log",
+        conda:
+            "../../envs/tensorflow.yaml"
+        threads: TRAIN_THREADS
+        resources:
+            runtime=run_runtime,
+        params:
+            settings=run_settings,
+            checkpoint=lambda w: f"{run_dir(w)}/checkpoint",
+            feature_cache=FEATURE_CACHE,
+            external=external_settings,
+            outputs=named_paths("output"),
+        shell:
+            "python -m scripts train --dataset {wildcards.dataset} --model {wildcards.model}"
+            " --strategy {wildcards.strategy} --weights-name {wildcards.weights}"
+            " --fraction {wildcards.fraction} --seed {wildcards.seed}"
+            " --images {input.images} --split {input.split} --settings {params.settings:q}"
+            " --checkpoint {params.checkpoint} --feature-cache {params.feature_cache}"
+            " --external-tests {params.external:q} --outputs {params.outputs:q}"
+            " --threads {threads} > {log} 2>&1"
+
+else:
+
+    rule train:
+        """Fit and evaluate the runs of one pack (several seeds of one configuration) in
+        one process, as the one-run rule does each. Every run writes its own files, log
+        and checkpoint; the pack's record, the job's only output, comes once all finished.
+        A failed run leaves its siblings' files in place (they are no output of the job),
+        and the pack's next job skips the runs that finished."""
+        input:
+            images=images_cache,
+            splits=pack_splits,
+            verified=DATASET_FILES["verify"],
+            weights=weights_input,
+            external=external_inputs,
+        output:
+            PACK_RECORD,
+        log:
+            f"{PACK_LOG_DIR}/train.log",
+        conda:
+            "../../envs/tensorflow.yaml"
+        threads: TRAIN_THREADS
+        resources:
+            runtime=pack_runtime,
+        params:
+            settings=run_settings,
+            members=pack_members,
+            feature_cache=FEATURE_CACHE,
+            external=external_settings,
+        shell:
+            "python -m scripts train-pack --dataset {wildcards.dataset} --model {wildcards.model}"
+            " --strategy {wildcards.strategy} --weights-name {wildcards.weights}"
+            " --fraction {wildcards.fraction} --images {input.images}"
+            " --settings {params.settings:q} --members {params.members:q}"
+            " --feature-cache {params.feature_cache} --external-tests {params.external:q}"
+            " --record {output} --threads {threads} > {log} 2>&1"
