@@ -541,7 +541,7 @@ def seeds_warnings(d: dict, study: dict) -> list[dict]:
 
 def pretraining_warnings(d: dict, study: dict) -> list[dict]:
     chosen, missing = d["verdict"]["chosen"], study["not_pretrained"]
-    if chosen["strategy"] != "scratch" and chosen["model"] in missing:
+    if chosen["strategy"] != "scratch" and (chosen["model"] in missing or chosen["weights"] == grid.RANDOM_INIT):
         return [_warning("pretraining", f"{chosen['model']} ran from random weights (weights source none): the chosen "
                          "configuration is not transfer learning.", "not-pretrained")]
     if missing:

@@ -247,6 +247,8 @@ def test_the_report_names_each_family_as_the_code_computes_it_and_claims_nothing
     assert "over 2 paired seeds" in prespecified
     assert "no claim</strong>: a claim needs at least 3 seeds paired with the baseline" in prespecified
     assert "it beats the baseline" not in page
+    first_screen = page.split('id="decision-claim-1"')[1].split("</p>")[0]
+    assert "over 2 paired seeds" in first_screen and "no claim</strong>" in first_screen
     assert "95% interval over seeds and test images" in page and "prespecified (1)" in page
 
 

@@ -366,6 +366,8 @@ def test_decision_warnings_from_hand_built_sections():
                                                                   "seeds is undefined.")
     assert report.pretraining_warnings(d, study)[0]["level"] == "warn"
     assert report.pretraining_warnings(d, {"not_pretrained": ["resnet50"]})[0]["level"] == "note"
+    random_init = {**d, "verdict": {**d["verdict"], "chosen": {**chosen, "weights": "none"}}}
+    assert report.pretraining_warnings(random_init, {"not_pretrained": []})[0]["level"] == "warn"  # another source ran
     assert report.leakage_warnings(d, study) == []
     assert report.leakage_warnings({**d, "leakage": None}, study)[0]["text"] == (
         "the check for test images that are copies of training images did not run.")
