@@ -14,7 +14,8 @@ from conftest import PROJECT
 
 from scripts.manifest import DataError  # noqa: F401  (the package imports without TensorFlow)
 
-RULE = re.compile(r"^rule (\w+):(.*?)(?=^rule |\Z)", re.S | re.M)
+# A rule may sit inside an ``if`` (train: one run per job, or packed seeds): indented.
+RULE = re.compile(r"^[ \t]*rule (\w+):(.*?)(?=^[ \t]*rule |\Z)", re.S | re.M)
 
 
 def requirement_pins() -> dict[str, str]:
