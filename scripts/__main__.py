@@ -71,13 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--external-tests", default="[]",
                    help="JSON list of external tests: dataset, class_map, images, index")
 
-    p = steps.add_parser("train-pack", help="train several seeds of one configuration in one process")
+    p = steps.add_parser("train-pack", help="train several seeds of one configuration in one job")
     for name in ("dataset", "model", "strategy", "weights-name", "images", "settings", "feature-cache", "record"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--fraction", type=float, required=True)
     p.add_argument("--members", type=json.loads, required=True,
                    help="JSON list, per seed: seed, split, checkpoint, log, outputs (a path per run file)")
     p.add_argument("--threads", type=int, help="CPU threads granted (the allocation may lower it)")
+    p.add_argument("--runs-at-once", type=int, default=1,
+                   help="processes training seeds side by side, sharing the threads and the GPU")
     p.add_argument("--external-tests", default="[]",
                    help="JSON list of external tests: dataset, class_map, images, index")
 
@@ -115,7 +117,7 @@ def _train_pack(args) -> None:
                      "weights": args.weights_name, "fraction": args.fraction}
     stages.train_pack(configuration, [stages.PackMember(**member) for member in args.members], args.images,
                       json.loads(args.settings), args.record, args.feature_cache, args.threads,
-                      json.loads(args.external_tests))
+                      json.loads(args.external_tests), args.runs_at_once)
 
 
 def main(argv: list[str] | None = None) -> int:

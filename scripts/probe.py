@@ -12,7 +12,7 @@ import numpy as np
 
 from scripts import fsutil, tracing
 from scripts.checkpoint import EarlyStopping, fingerprint
-from scripts.objective import compile_model, weighted_scores
+from scripts.objective import weighted_scores
 
 PROBE_C = tuple(10.0 ** np.arange(-4, 3))  # logistic-regression inverse L2 strengths tried
 
@@ -63,11 +63,12 @@ def feature_cache_path(directory: str | Path, images_path: str | Path, model: st
 
 
 @tracing.traced("linear probe + head epochs on cached features")
-def fit_head(model, train_features, y_train, val_features, y_val, settings, weights_by_class,
+def fit_head(model, shared, train_features, y_train, val_features, y_val, settings, weights_by_class,
              epochs: int, state: dict) -> dict:
     """Standardise the features in the head, fit the linear probe into it, then train
     the head ``epochs`` more epochs with Adam and dropout, keeping the weights with the
-    best validation loss (the probe's included). Fills ``state``'s history."""
+    best validation loss (the probe's included). Fills ``state``'s history; ``shared``
+    (:class:`scripts.training.SharedModel`) makes and compiles the head."""
     import keras
 
     from scripts.models import set_feature_statistics
@@ -80,8 +81,8 @@ def fit_head(model, train_features, y_train, val_features, y_val, settings, weig
     kernel, bias, c, grid = linear_probe(z_train, y_train, z_val, y_val, n_classes, weights_by_class,
                                          settings["class_weight"])
     model.get_layer("logits").set_weights([kernel, bias])
-    head = head_model(model)
-    compile_model(head, settings["learning_rate"], settings["xla"])
+    head = shared.head(model)
+    shared.compile(head, "head", settings["learning_rate"], settings["xla"])
     stopping = EarlyStopping(state, settings["early_stopping_patience"])
 
     def record(epoch: int, phase: str, logs: dict, seconds: float) -> None:

@@ -129,17 +129,21 @@ def profile_name(argv: list[str], environ: dict[str, str]) -> str | None:
 
 # How the `train` rule packs runs into jobs: site values of the profile's
 # set-resources.train (the plugin passes no resource of these names to sbatch).
-PACKING = {"runs_per_job": 1, "run_minutes": 30, "max_runtime": None}
+PACKING = {"runs_per_job": 1, "runs_at_once": 1, "run_minutes": 30, "max_runtime": None}
 # A pack's job carries a path per run file of each run on its command line (~1.3 kB a
 # run): 64 runs stay far below Linux's 128 KiB limit on one argument.
 MAX_RUNS_PER_JOB = 64
 
 
 def packing(resources: dict) -> dict:
-    """``runs_per_job`` (runs of one configuration per train job), ``run_minutes``
-    (what one run takes, before any finished) and ``max_runtime`` (the partition's
-    MaxTime in minutes; None: no cap) from ``resources`` (profile key → value as written);
-    a value that is no number of the right range names its key."""
+    """``runs_per_job`` (runs of one configuration per train job), ``runs_at_once``
+    (processes of a job training side by side on its GPU), ``run_minutes`` (what one
+    run takes, before any finished) and ``max_runtime`` (the partition's MaxTime in
+    minutes; None: no cap) from ``resources`` (profile key → value as written); a value
+    that is no number of the right range names its key."""
+    limits = {"runs_per_job": f"an integer from 1 to {MAX_RUNS_PER_JOB}",
+              "runs_at_once": f"an integer from 1 to {MAX_RUNS_PER_JOB}",
+              "run_minutes": "a positive number of minutes", "max_runtime": "a positive integer (minutes)"}
     settings = dict(PACKING)
     for name in PACKING:
         written = resources.get(f"set-resources.train.{name}")
@@ -150,11 +154,9 @@ def packing(resources: dict) -> dict:
         except ValueError:
             value = None
         wrong = value is None or value <= 0 or (name != "run_minutes" and value != int(value))
-        if name == "runs_per_job" and not wrong:
+        if name in ("runs_per_job", "runs_at_once") and not wrong:
             wrong = value > MAX_RUNS_PER_JOB
         if wrong:
-            limit = f"an integer from 1 to {MAX_RUNS_PER_JOB}" if name == "runs_per_job" else (
-                "a positive number of minutes" if name == "run_minutes" else "a positive integer (minutes)")
-            raise ValueError(f"set-resources.train.{name}: {written!r} is not {limit} (config/README.md)")
+            raise ValueError(f"set-resources.train.{name}: {written!r} is not {limits[name]} (config/README.md)")
         settings[name] = value if name == "run_minutes" else int(value)
     return settings

@@ -5,6 +5,8 @@ write the step's outputs atomically. The Snakemake rules call these through
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,31 +241,82 @@ class PackError(RuntimeError):
 
 
 def train_pack(configuration: dict, members: list[PackMember], images: str, settings: dict, record: str,
-               feature_cache_dir: str, threads: int | None = None, external_tests: list[dict] = ()) -> None:
-    """Train several seeds of one configuration (``configuration``: the run identity
-    but the seed) in this one process: TensorFlow starts and the images and external
-    tests load once. Each run writes its own files, its :data:`scripts.layout.FINISHED_RUN`
+               feature_cache_dir: str, threads: int | None = None, external_tests: list[dict] = (),
+               at_once: int = 1) -> None:
+    """Train several seeds of one configuration (``configuration``: the run identity but
+    the seed) in one job. Each run writes its own files, its :data:`scripts.layout.FINISHED_RUN`
     record and its own log, exactly as :func:`train` alone would; a run whose finished
     record matches what it would be trained from is skipped (a pack that runs again
     trains only what failed or is missing). A failed run does not stop the others; the
     step then fails naming it, and ``record`` (the pack's) is written only when all
-    finished."""
+    finished.
+
+    ``at_once``: processes that train the seeds side by side (the seeds dealt out in
+    turn), each with its share of the ``threads``: several small runs share one GPU,
+    whose memory each process grows as it needs (``scripts.runtime``)."""
+    for member in members:
+        _check_names(member.outputs, RUN_FILES, f"outputs of seed {member.seed}")
+    shares = [members[start::at_once] for start in range(min(at_once, len(members)))]
+    if len(shares) <= 1:
+        done, failed = _train_members(configuration, members, images, settings, feature_cache_dir, threads,
+                                      external_tests)
+    else:
+        done, failed = _train_side_by_side(configuration, shares, images, settings, feature_cache_dir,
+                                           max(1, (threads or 1) // len(shares)), external_tests)
+    if failed:
+        raise PackError(f"pack {configuration}: seeds {sorted(failed)} failed (see their logs); "
+                         f"seeds {sorted(d['seed'] for d in done)} finished and keep their files")
+    fsutil.write_json(record, {**configuration, "runs": sorted(done, key=lambda entry: entry["seed"])})
+
+
+def _train_side_by_side(configuration: dict, shares: list[list[PackMember]], images: str, settings: dict,
+                        feature_cache_dir: str, threads: int, external_tests) -> tuple[list, list]:
+    """Each share's seeds in a process of its own (spawned: a forked TensorFlow is
+    unusable); a process that dies fails the seeds it had not finished."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from scripts.runtime import DeviceError
+
+    done, failed = [], []
+    with ProcessPoolExecutor(len(shares), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [(share, pool.submit(_train_members, configuration, share, images, settings, feature_cache_dir,
+                                       threads, external_tests)) for share in shares]
+        for share, future in futures:
+            try:
+                share_done, share_failed = future.result()
+            except DeviceError:
+                raise
+            except Exception as error:  # the process itself died (killed for memory, a crash)
+                print(f"the process of seeds {[m.seed for m in share]} died: {error!r}", flush=True)
+                share_done = [entry for member in share if (entry := _finished_entry(
+                    RunIdentity(**configuration, seed=member.seed), images, member, settings, external_tests))]
+                finished = {entry["seed"] for entry in share_done}
+                share_failed = [member.seed for member in share if member.seed not in finished]
+            done += share_done
+            failed += share_failed
+    return done, failed
+
+
+def _train_members(configuration: dict, members: list[PackMember], images: str, settings: dict,
+                   feature_cache_dir: str, threads: int | None, external_tests) -> tuple[list, list]:
+    """Train ``members`` one after another in this process: TensorFlow starts, the
+    images and external tests load, and the model is built and traced
+    (:class:`scripts.training.SharedModel`) once. Returns ``(finished entries, failed seeds)``."""
     import contextlib
     import traceback
 
     from scripts import training
+    from scripts.runtime import DeviceError
 
-    for member in members:
-        _check_names(member.outputs, RUN_FILES, f"outputs of seed {member.seed}")
     loaded = None
+    shared = training.SharedModel()  # built and traced by the first run that trains
     done, failed = [], []
     for member in members:
         run = RunIdentity(**configuration, seed=member.seed)
-        finished = Path(member.outputs["info"]).parent / FINISHED_RUN
-        identity = _finished_identity(run, images, member.split, settings, external_tests)
-        if finished.exists() and fsutil.read_json(finished).get("identity") == identity:
-            print(f"seed {member.seed}: finished earlier ({finished}), kept")
-            done.append({"seed": member.seed, **fsutil.read_json(finished)})
+        if entry := _finished_entry(run, images, member, settings, external_tests):
+            print(f"seed {member.seed}: finished earlier, kept")
+            done.append(entry)
             continue
         started = time.perf_counter()
         Path(member.log).parent.mkdir(parents=True, exist_ok=True)
@@ -277,8 +330,10 @@ def train_pack(configuration: dict, members: list[PackMember], images: str, sett
 
                     keras.backend.clear_session()
                 inputs = _run_inputs(images, member.split, external_tests, loaded)
-                _write_run(training.run(run, inputs, settings, member.checkpoint, feature_cache_dir, threads),
-                           member.outputs)
+                _write_run(training.run(run, inputs, settings, member.checkpoint, feature_cache_dir, threads,
+                                        shared), member.outputs)
+        except DeviceError:  # the job's device, not this run: no other run can train either
+            raise
         except Exception:  # any error of one run: the others still train
             print(f"seed {member.seed} failed (log: {member.log}):\n{traceback.format_exc()}", flush=True)
             failed.append(member.seed)
@@ -286,18 +341,31 @@ def train_pack(configuration: dict, members: list[PackMember], images: str, sett
         entry = _write_finished(run, images, member.split, settings, external_tests, member.outputs, started)
         done.append({"seed": member.seed, **entry})
         print(f"seed {member.seed}: trained in {entry['wall_seconds']} s (log: {member.log})", flush=True)
-    if failed:
-        raise PackError(f"pack {configuration}: seeds {failed} failed (see their logs); "
-                         f"seeds {[d['seed'] for d in done]} finished and keep their files")
-    fsutil.write_json(record, {**configuration, "runs": done})
+    return done, failed
+
+
+def _finished_entry(run: RunIdentity, images: str, member: PackMember, settings: dict,
+                    external_tests) -> dict | None:
+    """The run's finished record with its seed, if it finished from what it would be
+    trained from now; else None."""
+    finished = Path(member.outputs["info"]).parent / FINISHED_RUN
+    if not finished.exists():
+        return None
+    entry = fsutil.read_json(finished)
+    if entry.get("identity") != _finished_identity(run, images, member.split, settings, external_tests):
+        return None
+    return {"seed": member.seed, **entry}
 
 
 def _write_finished(run: RunIdentity, images: str, split_path: str, settings: dict, external_tests,
                     outputs: dict[str, str], started: float) -> dict:
     """The run's :data:`scripts.layout.FINISHED_RUN` record, after all its files: what it
-    was trained from and its wall time (a pack job's time limit is sized from it)."""
+    was trained from, its wall time (a pack job's time limit is sized from it), when it
+    started (Unix time) and the host and process that trained it."""
+    wall = time.perf_counter() - started
     entry = {"identity": _finished_identity(run, images, split_path, settings, external_tests),
-             "wall_seconds": round(time.perf_counter() - started, 3)}
+             "wall_seconds": round(wall, 3), "started_at": round(time.time() - wall, 3),
+             "host": platform.node(), "pid": os.getpid()}
     fsutil.write_json(Path(outputs["info"]).parent / FINISHED_RUN, entry)
     return entry
 

@@ -90,12 +90,63 @@ class TrainedRun:
     checkpoint: Checkpoint
 
 
+class SharedModel:
+    """One configuration's model, its compiled optimizers and its traced functions (the
+    train steps, the inference pass, Grad-CAM), built once and reused by every seed a
+    pack trains in one process: tracing a large backbone costs seconds of Python per
+    run on a CPU host. Each seed still starts where a run trained alone starts: the
+    weights of a fresh build under its seed (``load``), and each optimizer's initial
+    state (``compile``). A run trained alone uses a new one, so both take one path."""
+
+    def __init__(self):
+        self.key = self.model = self.backbone = self.inference = None
+        self.heads: dict[int, object] = {}
+        self.optimizer_states: dict[tuple, list] = {}
+
+    def load(self, key: tuple, build, gradcam_layer: str, batch_size: int):
+        """``(model, backbone layer names, inference pass)`` with the weights of
+        ``build()`` (a fresh build under the run's seed); ``key``: what the model's
+        architecture depends on (another key starts over)."""
+        from scripts.inference import InferencePass
+
+        model, backbone = build()
+        if key != self.key:
+            self.__init__()
+            self.key, self.model, self.backbone = key, model, backbone
+            self.inference = InferencePass(model, gradcam_layer, batch_size)
+        else:  # the random layers' generator states too, which the weights leave out
+            for variable, value in zip(self.model.variables, model.variables, strict=True):
+                variable.assign(value)
+        return self.model, self.backbone, self.inference
+
+    def head(self, model):
+        """The new head alone (:func:`scripts.probe.head_model`), made once."""
+        from scripts.probe import head_model
+
+        if id(model) not in self.heads:
+            self.heads[id(model)] = head_model(model)
+        return self.heads[id(model)]
+
+    def compile(self, model, phase: str, learning_rate: float, xla) -> None:
+        """Compile ``model`` for ``phase`` with a new Adam the first time; later seeds
+        reset that optimizer to its initial state, keeping the traced train step."""
+        key = (id(model), phase)
+        if key not in self.optimizer_states:
+            compile_model(model, learning_rate, xla)
+            model.optimizer.build(model.trainable_variables)
+            self.optimizer_states[key] = [v.numpy() for v in model.optimizer.variables]
+        else:
+            for variable, value in zip(model.optimizer.variables, self.optimizer_states[key], strict=True):
+                variable.assign(value)
+
+
 def run(identity, inputs: RunInputs, settings: dict, checkpoint_dir: str, feature_cache_dir: str,
-        threads: int | None = None) -> TrainedRun:
+        threads: int | None = None, shared: SharedModel | None = None) -> TrainedRun:
     """Fit one run (``identity``: its dataset, model, strategy, weights, fraction and
     seed) and evaluate it on the validation and test sets with Grad-CAM, and on every
     external test set. ``settings``: the run's ``training``, ``weights``, ``positive_class``
-    and ``gradcam`` (``min_cells``); ``threads``: the CPU threads granted."""
+    and ``gradcam`` (``min_cells``); ``threads``: the CPU threads granted; ``shared``: the
+    model the pack's earlier seeds built (see :class:`SharedModel`)."""
     from scripts.models import explained_layer
     from scripts.predictions import evaluate, evaluate_external
     from scripts.runtime import allocated_threads, configure_tensorflow, environment
@@ -125,6 +176,7 @@ def run(identity, inputs: RunInputs, settings: dict, checkpoint_dir: str, featur
         train_rows=rows["train"], val_rows=rows["val"],
         gradcam_layer=explained_layer(identity.model, train_settings["image_size"],
                                       settings["gradcam"]["min_cells"])[0],
+        shared=shared or SharedModel(),
     )
     results = evaluate(inference, identity, inputs.images, label_ids, split_table, rows, classes,
                        settings["positive_class"])
@@ -170,29 +222,31 @@ def shared_feature_cache(identity, inputs: RunInputs, directory: str, settings: 
 def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, seed: int,
           n_classes: int, settings: dict, weights: str | None, checkpoint: Checkpoint,
           feature_cache: FeatureCache | None, train_rows: np.ndarray, val_rows: np.ndarray,
-          gradcam_layer: str):
+          gradcam_layer: str, shared: SharedModel):
     """Fit one run; returns ``(model, inference, history rows, summary dict)``.
 
     ``feature_cache`` (pretrained strategies) holds the pooled features of the training
     pool, one row per image; ``train_rows``/``val_rows`` pick this run's rows from it.
-    ``gradcam_layer``: the layer the inference pass explains.
+    ``gradcam_layer``: the layer the inference pass explains; ``shared``: the model and
+    traced functions to reuse (see :class:`SharedModel`).
     """
     import keras
 
-    from scripts.inference import InferencePass
     from scripts.models import build_model, trainable_share
 
     keras.utils.set_random_seed(seed)
-    model, backbone = build_model(model_name, settings["image_size"], n_classes, weights,
-                                  dropout=settings["dropout"], bn_momentum=settings["scratch_bn_momentum"])
-    inference = InferencePass(model, gradcam_layer, settings["batch_size"])
+    model, backbone, inference = shared.load(
+        (model_name, settings["image_size"], n_classes, weights, gradcam_layer),
+        lambda: build_model(model_name, settings["image_size"], n_classes, weights, dropout=settings["dropout"],
+                            bn_momentum=settings["scratch_bn_momentum"]),
+        gradcam_layer, settings["batch_size"])
     weights_by_class = class_weights(y_train, n_classes, settings["class_weight"])
     state = checkpoint.load() or new_state()
     resumed_from = state["epoch"]
     extra = {}
     if feature_cache is not None and not state["history"]:
         features, extraction, reused = feature_cache.load_or_compute(inference)
-        extra = fit_head(model, features[train_rows], y_train, features[val_rows], y_val, settings,
+        extra = fit_head(model, shared, features[train_rows], y_train, features[val_rows], y_val, settings,
                          weights_by_class, head_epochs(strategy, settings), state)
         state["history"][0]["seconds"] += round(extraction, 3)
         extra.update(feature_cache=str(feature_cache.path) if feature_cache.path else None,
@@ -200,7 +254,7 @@ def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, see
         if end_to_end_phases(strategy, settings):
             continue_after_warm_up(state)
     trainable = train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val, strategy, seed,
-                                 settings, weights_by_class, checkpoint, state, resumed_from)
+                                 settings, weights_by_class, checkpoint, state, resumed_from, shared)
     history = state["history"]
     timed = [row for row in history if row.get("images")]
     summary = {
@@ -225,7 +279,7 @@ def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, see
 
 @tracing.traced("end-to-end epochs")
 def train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val, strategy, seed,
-                     settings, weights_by_class, checkpoint, state, resumed_from: int) -> dict:
+                     settings, weights_by_class, checkpoint, state, resumed_from: int, shared: SharedModel) -> dict:
     """Train through the backbone, checkpointing as due, keeping the best epoch's weights;
     returns the trainable parameter counts (of the head alone when nothing trains end to end)."""
     from scripts.input_pipeline import augmentation, train_dataset
@@ -241,9 +295,8 @@ def train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val,
         checkpoint.restore(model, state["epoch"])
     set_trainable(model, backbone, phase.trainable, settings["partial_stages"],
                   bn_momentum=settings["scratch_bn_momentum"])
-    compile_model(model, settings[phase.learning_rate_key], settings["xla"])
+    shared.compile(model, phase.name, settings[phase.learning_rate_key], settings["xla"])
     if resumed:  # and now Adam's moments too
-        model.optimizer.build(model.trainable_variables)
         checkpoint.restore(model, state["epoch"])
         print(f"resuming from checkpoint after epoch {state['epoch']}")
     # The best epoch's weights, kept in memory (on disk only when a checkpoint is saved).

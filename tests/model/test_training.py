@@ -100,14 +100,28 @@ def test_same_seed_same_model_other_seed_differs_on_the_same_split(prepared):
     assert predictions[2] != predictions[0]  # only the seed differs: same split file
 
 
+SLURM_GPU_JOB = {"SLURM_GPUS_ON_NODE": "1", "SLURM_JOB_GPUS": "0", "CUDA_VISIBLE_DEVICES": "0"}
+
+
 def test_a_job_granted_a_gpu_trains_on_the_cpu_when_told_to(prepared):
     """A Slurm ``--gpus=1`` job's variables with this CPU-only TensorFlow: ``device: cpu``
     trains (``auto`` stops: tests/unit/test_runtime.py) and train.json says why."""
-    slurm_gpu_job = {"SLURM_GPUS_ON_NODE": "1", "SLURM_JOB_GPUS": "0", "CUDA_VISIBLE_DEVICES": "0"}
-    run_dir = train(prepared, "cpu", 1, {**TINY, "device": "cpu"}, environ=slurm_gpu_job)
+    run_dir = train(prepared, "cpu", 1, {**TINY, "device": "cpu"}, environ=SLURM_GPU_JOB)
     info = json.loads((run_dir / "train.json").read_text())
     assert (info["device"]["setting"], info["device"]["used"], info["devices"]) == ("cpu", "cpu", ["CPU"])
-    assert info["device"]["granted"] == slurm_gpu_job and info["settings"]["device"] == "cpu"
+    assert info["device"]["granted"] == SLURM_GPU_JOB and info["settings"]["device"] == "cpu"
+
+
+@pytest.mark.parametrize("runs_at_once", [1, 2])
+def test_a_pack_granted_a_gpu_it_cannot_use_stops_before_training(prepared, runs_at_once):
+    """The same job with ``device: auto``: the pack stops at its first run with the
+    device's message (the job's problem, not one seed's), and no run trains."""
+    folder = f"no-gpu-{runs_at_once}"
+    stopped = train_pack(prepared, folder, [1, 2], TINY, runs_at_once=runs_at_once, environ=SLURM_GPU_JOB)
+    assert stopped.returncode == 1
+    assert stopped.stderr.count("ERROR: this job was granted a GPU (SLURM_GPUS_ON_NODE=1") == 1, stopped.stderr
+    assert "TensorFlow sees none" in stopped.stderr and "failed (see their logs)" not in stopped.stderr
+    assert not list((prepared / folder).glob("seed*/train.json"))
 
 
 def parent_pid(pid: int) -> int:
@@ -226,8 +240,9 @@ def test_class_weights_precision_and_xla_are_applied_and_recorded(prepared):
 
 
 def train_pack(work: Path, folder: str, seeds: list[int], training: dict, model: str = "scratch_cnn",
-               strategy: str = "scratch") -> subprocess.CompletedProcess:
-    """Several seeds of one configuration in one `python -m scripts train-pack` process,
+               strategy: str = "scratch", runs_at_once: int = 1,
+               environ: dict | None = None) -> subprocess.CompletedProcess:
+    """Several seeds of one configuration in one `python -m scripts train-pack` job,
     each into ``work/folder/seed<s>``; the pack's record is ``work/folder/pack.json``."""
     members = [{"seed": seed, "split": str(work / f"results/tiny/splits/seed{seed}.csv"),
                 "checkpoint": str(work / folder / f"seed{seed}/checkpoint"),
@@ -238,9 +253,10 @@ def train_pack(work: Path, folder: str, seeds: list[int], training: dict, model:
                "--strategy", strategy, "--weights-name", "none", "--fraction", "1.0",
                "--images", str(work / "results/tiny/data/images_32px.npy"),
                "--settings", json.dumps(settings(training)), "--feature-cache", str(work / "cache"),
-               "--threads", "1", "--record", str(work / folder / "pack.json"), "--members", json.dumps(members)]
-    return subprocess.run(command, env={**os.environ, "PYTHONPATH": str(PROJECT)}, capture_output=True,
-                          text=True, timeout=600)
+               "--threads", "1", "--record", str(work / folder / "pack.json"), "--members", json.dumps(members),
+               "--runs-at-once", str(runs_at_once)]
+    return subprocess.run(command, env={**os.environ, "PYTHONPATH": str(PROJECT), **(environ or {})},
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize(("model", "strategy"), [("scratch_cnn", "scratch"), ("efficientnetb0", "partial")])
@@ -259,6 +275,20 @@ def test_a_packed_run_equals_the_same_run_trained_alone(prepared, model, strateg
             .equals(pd.read_csv(alone / "history.csv").drop(columns=timing)))
     assert json.loads((pack_dir / "metrics.json").read_text()) == json.loads((alone / "metrics.json").read_text())
     assert np.load(pack_dir / "gradcam.npz")["cams"].tobytes() == np.load(alone / "gradcam.npz")["cams"].tobytes()
+
+
+def test_runs_side_by_side_train_at_the_same_time_and_equal_runs_trained_alone(prepared):
+    """runs_at_once 2: seeds 1 and 2 train in two processes of one job at the same time
+    (as several small runs share a GPU), each as it trains alone."""
+    packed = train_pack(prepared, "side-by-side", [1, 2], TINY, runs_at_once=2)
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    runs = json.loads((prepared / "side-by-side/pack.json").read_text())["runs"]
+    assert [run["seed"] for run in runs] == [1, 2] and runs[0]["pid"] != runs[1]["pid"]
+    spans = [(run["started_at"], run["started_at"] + run["wall_seconds"]) for run in runs]
+    assert max(start for start, _ in spans) < min(end for _, end in spans), spans
+    alone = train(prepared, "alone-seed1", 1, TINY)
+    for name in ("predictions.csv", "val_predictions.csv", "metrics.json"):
+        assert (prepared / "side-by-side/seed1" / name).read_text() == (alone / name).read_text()
 
 
 def test_a_failed_member_keeps_its_siblings_and_the_rerun_trains_only_it(prepared):

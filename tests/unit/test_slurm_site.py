@@ -142,15 +142,18 @@ def test_profile_file_is_found_like_snakemake_finds_it(tmp_path, monkeypatch):
 
 
 def test_packing_reads_the_train_rules_site_values_with_defaults():
-    assert slurm_site.packing({}) == {"runs_per_job": 1, "run_minutes": 30, "max_runtime": None}
+    assert slurm_site.packing({}) == {"runs_per_job": 1, "runs_at_once": 1, "run_minutes": 30, "max_runtime": None}
     written = {"set-resources.train.runs_per_job": 16, "set-resources.train.run_minutes": "'7.5'",
-               "set-resources.train.max_runtime": "2880", "set-resources.train.gpu": 1}
-    assert slurm_site.packing(written) == {"runs_per_job": 16, "run_minutes": 7.5, "max_runtime": 2880}
+               "set-resources.train.max_runtime": "2880", "set-resources.train.gpu": 1,
+               "set-resources.train.runs_at_once": "4"}
+    assert slurm_site.packing(written) == {"runs_per_job": 16, "runs_at_once": 4, "run_minutes": 7.5,
+                                           "max_runtime": 2880}
 
 
 @pytest.mark.parametrize(("name", "value", "expected"), [
     ("runs_per_job", 0, "an integer from 1 to 64"), ("runs_per_job", 65, "an integer from 1 to 64"),
-    ("runs_per_job", "2.5", "an integer from 1 to 64"), ("run_minutes", "soon", "a positive number of minutes"),
+    ("runs_per_job", "2.5", "an integer from 1 to 64"), ("runs_at_once", 0, "an integer from 1 to 64"),
+    ("run_minutes", "soon", "a positive number of minutes"),
     ("max_runtime", "2-00:00:00", "a positive integer (minutes)")])
 def test_packing_names_a_wrong_value_and_its_key(name, value, expected):
     with pytest.raises(ValueError, match=rf"set-resources\.train\.{name}: .* is not {re.escape(expected)}"):

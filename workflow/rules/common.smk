@@ -1,4 +1,5 @@
 import json
+import math
 import re
 import shlex
 import sys
@@ -397,16 +398,16 @@ def measured_run_minutes(runs):
 def pack_runtime(wildcards, attempt):
     """Minutes for the runs of the pack still to train: what one run of the
     configuration measurably took (1.5x: another node may be slower), else the site's
-    run_minutes, times those runs and the attempt; at most the site's max_runtime."""
+    run_minutes, times the turns those runs take (runs_at_once train side by side) and
+    the attempt; at most the site's max_runtime."""
     runs = pack_runs(wildcards)
     to_train = [
         run for run in runs if not (Path(RUN_DIR.format(**run)) / FINISHED_RUN).exists()
     ]
     measured = measured_run_minutes(runs)
     per_run = PACKING["run_minutes"] if measured is None else max(1.0, 1.5 * measured)
-    return grid.pack_minutes(
-        per_run, max(1, len(to_train)), attempt, PACKING["max_runtime"]
-    )
+    turns = math.ceil(max(1, len(to_train)) / PACKING["runs_at_once"])
+    return grid.pack_minutes(per_run, turns, attempt, PACKING["max_runtime"])
 
 
 def run_runtime(wildcards, attempt):

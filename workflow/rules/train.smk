@@ -38,10 +38,11 @@ else:
 
     rule train:
         """Fit and evaluate the runs of one pack (several seeds of one configuration) in
-        one process, as the one-run rule does each. Every run writes its own files, log
-        and checkpoint; the pack's record, the job's only output, comes once all finished.
-        A failed run leaves its siblings' files in place (they are no output of the job),
-        and the pack's next job skips the runs that finished."""
+        one job, as the one-run rule does each, runs_at_once of them side by side. Every
+        run writes its own files, log and checkpoint; the pack's record, the job's only
+        output, comes once all finished. A failed run leaves its siblings' files in place
+        (they are no output of the job), and the pack's next job skips the runs that
+        finished."""
         input:
             images=images_cache,
             splits=pack_splits,
@@ -60,6 +61,7 @@ else:
         params:
             settings=run_settings,
             members=pack_members,
+            runs_at_once=PACKING["runs_at_once"],
             feature_cache=FEATURE_CACHE,
             external=external_settings,
         shell:
@@ -68,4 +70,5 @@ else:
             " --fraction {wildcards.fraction} --images {input.images}"
             " --settings {params.settings:q} --members {params.members:q}"
             " --feature-cache {params.feature_cache} --external-tests {params.external:q}"
-            " --record {output} --threads {threads} > {log} 2>&1"
+            " --record {output} --threads {threads}"
+            " --runs-at-once {params.runs_at_once} > {log} 2>&1"
