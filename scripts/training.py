@@ -93,30 +93,38 @@ class TrainedRun:
 class SharedModel:
     """One configuration's model, its compiled optimizers and its traced functions (the
     train steps, the inference pass, Grad-CAM), built once and reused by every seed a
-    pack trains in one process: tracing a large backbone costs seconds of Python per
-    run on a CPU host. Each seed still starts where a run trained alone starts: the
-    weights of a fresh build under its seed (``load``), and each optimizer's initial
-    state (``compile``). A run trained alone uses a new one, so both take one path."""
+    pack trains in one process: building and tracing a large backbone costs seconds of
+    Python per run on a CPU host. Each seed still starts where a run trained alone
+    starts (``load``, ``compile``). A run trained alone uses a new one, so both take
+    one path."""
 
     def __init__(self):
-        self.key = self.model = self.backbone = self.inference = None
+        self.key = self.model = self.backbone = self.inference = self.initial = None
         self.heads: dict[int, object] = {}
         self.optimizer_states: dict[tuple, list] = {}
 
-    def load(self, key: tuple, build, gradcam_layer: str, batch_size: int):
-        """``(model, backbone layer names, inference pass)`` with the weights of
-        ``build()`` (a fresh build under the run's seed); ``key``: what the model's
-        architecture depends on (another key starts over)."""
+    def load(self, key: tuple, build, gradcam_layer: str, batch_size: int, seed_free: bool):
+        """``(model, backbone layer names, inference pass)`` at the weights a fresh
+        ``build()`` under the run's seed has. ``key``: what the architecture depends on
+        (another key starts over); ``seed_free``: the build's weights do not depend on
+        the seed (a weights file's backbone under a strategy whose head the linear probe
+        sets; the random layers' generators are reseeded by the caller), so later seeds
+        restore the first build's weights instead of building again."""
         from scripts.inference import InferencePass
 
-        model, backbone = build()
-        if key != self.key:
-            self.__init__()
-            self.key, self.model, self.backbone = key, model, backbone
-            self.inference = InferencePass(model, gradcam_layer, batch_size)
-        else:  # the random layers' generator states too, which the weights leave out
-            for variable, value in zip(self.model.variables, model.variables, strict=True):
-                variable.assign(value)
+        if key == self.key and seed_free:
+            values = self.initial
+        else:
+            model, backbone = build()
+            if key != self.key:
+                self.__init__()
+                self.key, self.model, self.backbone = key, model, backbone
+                self.inference = InferencePass(model, gradcam_layer, batch_size)
+                self.initial = [v.numpy() for v in model.variables] if seed_free else None
+                return self.model, self.backbone, self.inference
+            values = [v.numpy() for v in model.variables]  # the generators' states too
+        for variable, value in zip(self.model.variables, values, strict=True):
+            variable.assign(value)
         return self.model, self.backbone, self.inference
 
     def head(self, model):
@@ -239,7 +247,8 @@ def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, see
         (model_name, settings["image_size"], n_classes, weights, gradcam_layer),
         lambda: build_model(model_name, settings["image_size"], n_classes, weights, dropout=settings["dropout"],
                             bn_momentum=settings["scratch_bn_momentum"]),
-        gradcam_layer, settings["batch_size"])
+        gradcam_layer, settings["batch_size"], seed_free=weights is not None and strategy in PRETRAINED_STRATEGIES)
+    reseed_random_layers(model, epoch_seed(seed, -1))  # the head's dropout before any end-to-end epoch
     weights_by_class = class_weights(y_train, n_classes, settings["class_weight"])
     state = checkpoint.load() or new_state()
     resumed_from = state["epoch"]

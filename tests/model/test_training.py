@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PROJECT, copy_dataset, snakemake, validated, write_config
+from conftest import PROJECT, copy_dataset, random_notop_file, snakemake, validated, write_config
 
 from scripts.layout import RUN_FILES
 from scripts.objective import weighted_scores
@@ -240,8 +240,8 @@ def test_class_weights_precision_and_xla_are_applied_and_recorded(prepared):
 
 
 def train_pack(work: Path, folder: str, seeds: list[int], training: dict, model: str = "scratch_cnn",
-               strategy: str = "scratch", runs_at_once: int = 1,
-               environ: dict | None = None) -> subprocess.CompletedProcess:
+               strategy: str = "scratch", runs_at_once: int = 1, environ: dict | None = None,
+               weights: dict | None = None) -> subprocess.CompletedProcess:
     """Several seeds of one configuration in one `python -m scripts train-pack` job,
     each into ``work/folder/seed<s>``; the pack's record is ``work/folder/pack.json``."""
     members = [{"seed": seed, "split": str(work / f"results/tiny/splits/seed{seed}.csv"),
@@ -252,21 +252,26 @@ def train_pack(work: Path, folder: str, seeds: list[int], training: dict, model:
     command = [sys.executable, "-m", "scripts", "train-pack", "--dataset", "tiny", "--model", model,
                "--strategy", strategy, "--weights-name", "none", "--fraction", "1.0",
                "--images", str(work / "results/tiny/data/images_32px.npy"),
-               "--settings", json.dumps(settings(training)), "--feature-cache", str(work / "cache"),
+               "--settings", json.dumps(settings(training, weights)), "--feature-cache", str(work / "cache"),
                "--threads", "1", "--record", str(work / folder / "pack.json"), "--members", json.dumps(members),
                "--runs-at-once", str(runs_at_once)]
     return subprocess.run(command, env={**os.environ, "PYTHONPATH": str(PROJECT), **(environ or {})},
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize(("model", "strategy"), [("scratch_cnn", "scratch"), ("efficientnetb0", "partial")])
-def test_a_packed_run_equals_the_same_run_trained_alone(prepared, model, strategy):
+@pytest.mark.parametrize(("model", "strategy", "weights_file"),
+                         [("scratch_cnn", "scratch", False), ("efficientnetb0", "partial", True)])
+def test_a_packed_run_equals_the_same_run_trained_alone(prepared, model, strategy, weights_file):
     """Seed 2 trained after seed 1 in one pack process gives the probabilities, history
-    and metrics of seed 2 trained alone (EfficientNet: dropout and stochastic depth draw
-    from Keras' seed generators, which the pack must reset)."""
-    packed = train_pack(prepared, f"pack-{model}", [1, 2], TINY, model, strategy)
+    and metrics of seed 2 trained alone: the scratch CNN is built again for seed 2; the
+    EfficientNet from a weights file is not (its weights do not depend on the seed), and
+    its dropout and stochastic depth draw from Keras' seed generators, which the pack
+    must reset."""
+    weights = {"source": "file", "path": random_notop_file(prepared / f"{model}_notop.h5", model)} \
+        if weights_file else None
+    packed = train_pack(prepared, f"pack-{model}", [1, 2], TINY, model, strategy, weights=weights)
     assert packed.returncode == 0, packed.stderr[-3000:]
-    alone = train(prepared, f"alone-{model}", 2, TINY, model, strategy)
+    alone = train(prepared, f"alone-{model}", 2, TINY, model, strategy, weights=weights)
     pack_dir = prepared / f"pack-{model}/seed2"
     for name in ("predictions.csv", "val_predictions.csv"):
         assert (pack_dir / name).read_text() == (alone / name).read_text()
