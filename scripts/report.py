@@ -32,7 +32,7 @@ from scripts.models import SCRATCH_CNN
 from scripts.plots import STRATEGY_ORDER
 from scripts.run_tables import csv_boolean
 from scripts.splits import has_groups
-from scripts.stats import TEMPERATURE_BOUNDS
+from scripts.stats import SLOPE_SE_LIMIT, TEMPERATURE_BOUNDS
 from scripts.verdict import TOO_FEW_SEEDS
 
 LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "f1_macro": "Macro-F1",
@@ -313,6 +313,7 @@ def calibration_section(summary: pd.DataFrame, verdict: dict) -> dict | None:
         return None
     panels = [{"title": row["title"], **json.loads(row["reliability"])} for row in rows]
     return {"rows": rows, "figure": plots.reliability_grid(panels), "temperature_bounds": TEMPERATURE_BOUNDS,
+            "slope_se_limit": SLOPE_SE_LIMIT,
             **verdict["calibration"]}
 
 

@@ -48,6 +48,9 @@ TEMPERATURE_BOUNDS = (1e-2, 1e2)
 # it alike: a probability that underflowed to 0 would give a label log p = -inf, which makes
 # every temperature infinitely bad.
 PROBABILITY_FLOOR = 1e-12
+# A calibration slope with a larger standard error cannot tell slope 1 from slope 0 within one
+# standard error: no number is reported (calibration_slope_intercept).
+SLOPE_SE_LIMIT = 1.0
 
 
 # --- seed variation ---------------------------------------------------------------------------
@@ -469,7 +472,11 @@ def calibration_slope_intercept(y_true: np.ndarray, probabilities: np.ndarray,
     "the most probable class is right" and the logit that of the largest probability.
     Probabilities are floored at :data:`PROBABILITY_FLOOR` from 0 and 1. NaN, NaN when the
     fit does not exist: one outcome only, or outcomes separated by the logit (the maximum
-    likelihood slope is then infinite).
+    likelihood slope is then infinite); and when it carries no information: the slope's
+    standard error (observed Fisher information) above :data:`SLOPE_SE_LIMIT`, i.e. the fit
+    cannot tell a calibrated model (slope 1) from one without discrimination (slope 0) within
+    one standard error. That is the case of outcomes separated but for one or two images
+    (a huge, unstable slope) and of logits of almost no spread (the same probability for all).
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -488,7 +495,24 @@ def calibration_slope_intercept(y_true: np.ndarray, probabilities: np.ndarray,
         return np.nan, np.nan
     # C = inf: no penalty; Newton-Cholesky: exact Newton steps, fast for one feature
     fit = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-10, max_iter=100).fit(logit[:, None], outcome)
-    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    slope, intercept = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    if not _slope_standard_error(logit, intercept + slope * logit) <= SLOPE_SE_LIMIT:
+        return np.nan, np.nan
+    return slope, intercept
+
+
+def _slope_standard_error(logit: np.ndarray, fitted: np.ndarray) -> float:
+    """The slope's standard error of the logistic fit of an outcome on ``logit`` (fitted
+    linear predictor ``fitted``): from the inverse observed Fisher information X' W X,
+    W = p (1 - p). By hand: scikit-learn gives no standard errors, and statsmodels is not a
+    dependency for two lines of algebra. Infinite where the information is singular."""
+    p = special.expit(fitted)
+    weights = p * (1.0 - p)
+    design = np.column_stack([np.ones_like(logit), logit])
+    information = design.T @ (design * weights[:, None])
+    determinant = np.linalg.det(information)
+    # the (slope, slope) entry of the inverse of a 2 x 2 matrix
+    return float(np.sqrt(information[0, 0] / determinant)) if determinant > 0 else np.inf
 
 
 def reliability_bins(y_true: np.ndarray, probabilities: np.ndarray, n_bins: int = 15) -> list[dict]:

@@ -378,3 +378,30 @@ def test_decision_warnings_from_hand_built_sections():
         "kind": "failed runs", "text": "1 run failed or did not finish and is not in the numbers.",
         "link": "runs-2", "level": "warn"}
     assert report.validation_drop_warnings(d, study) == []  # no verdict on it: nothing said
+
+
+def test_a_calibration_slope_without_a_usable_fit_is_a_dash_that_says_why(tmp_path, monkeypatch):
+    """One configuration with no usable calibration fit on any seed, one with a fit on one
+    of its two seeds: a dash whose title says why, and the number of seeds the mean is over;
+    never "nan"."""
+    import report_study
+
+    from scripts.aggregate import aggregate
+
+    def with_unusable_fits(plan):
+        tables = aggregate(plan)
+        summary = tables["summary"]
+        none, one = summary.index[:2]
+        for value in ("calibration_slope", "calibration_intercept"):
+            summary.loc[none, [value, f"{value}_seed_low", f"{value}_seed_high"]] = np.nan
+            summary.loc[one, [f"{value}_seed_low", f"{value}_seed_high"]] = np.nan
+            summary.loc[none, f"{value}_n"], summary.loc[one, f"{value}_n"] = 0, 1
+        return tables
+
+    monkeypatch.setattr(report_study, "aggregate", with_unusable_fits)
+    html = report_study.hand_made_report(tmp_path).read_text()
+    table = html[html.index('id="calibration-table-1"'):]
+    table = table[:table.index("</table>")]
+    assert "nan" not in table.lower()
+    assert table.count('title="no seed gives a calibration fit with a usable standard error">–') == 2
+    assert table.count("(1 of 2 seeds)") == 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import special
+from scipy import optimize, special
 from sklearn import metrics as skm
 
 from scripts import stats as st
@@ -495,3 +495,51 @@ def test_top_label_calibration_slope_for_three_classes_and_no_fit_when_separated
     assert (slope, intercept) == pytest.approx((1.0, 0.0), abs=0.06)
     separated = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]])
     assert np.isnan(st.calibration_slope_intercept(np.array([0, 0, 1, 1]), separated, None)).all()
+
+
+def _two_class(logit: np.ndarray) -> np.ndarray:
+    predicted = special.expit(logit)
+    return np.column_stack([1 - predicted, predicted])
+
+
+def test_no_calibration_slope_where_the_fit_carries_no_information():
+    """A low-confidence model (probabilities 0.38-0.62) whose outcomes the logit separates
+    but for two images at the boundary: the maximum-likelihood slope is about 50 with a
+    standard error larger still. A model that gives every image about the same probability
+    (logit spread 0.01) whose outcomes follow it: slope in the hundreds. Neither says
+    anything about calibration: NaN, NaN."""
+    logit = np.linspace(-0.5, 0.5, 40)
+    outcome = (logit > 0).astype(int)
+    outcome[[19, 20]] = outcome[[20, 19]]  # the two images beside the boundary swap sides
+    assert np.isnan(st.calibration_slope_intercept(outcome, _two_class(logit), positive=1)).all()
+    rng = np.random.default_rng(0)
+    flat = rng.normal(0, 0.01, 57)
+    outcome = (rng.random(57) < special.expit(300 * flat)).astype(int)
+    assert np.isnan(st.calibration_slope_intercept(outcome, _two_class(flat), positive=1)).all()
+
+
+def test_a_calibration_slope_with_a_usable_standard_error_is_the_maximum_likelihood_fit():
+    """57 test images (the demo's test set), calibrated predictions of a useful model (logit
+    sd 2) and of a weak one (sd 0.5): both keep their slope, the maximum of the likelihood
+    (scipy.optimize on the negative log-likelihood), and its standard error is the inverse
+    of the likelihood's curvature (finite differences), below the limit."""
+    rng = np.random.default_rng(3)
+    for spread in (2.0, 0.5):
+        logit = rng.normal(0, spread, 57)
+        outcome = rng.random(57) < special.expit(logit)
+
+        def nll(params, logit=logit, outcome=outcome):
+            eta = params[1] + params[0] * logit
+            return float(np.sum(np.logaddexp(0, eta) - outcome * eta))
+
+        best = optimize.minimize(nll, [1.0, 0.0], method="Nelder-Mead",
+                                 options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 5000}).x
+        slope, intercept = st.calibration_slope_intercept(outcome.astype(int), _two_class(logit), positive=1)
+        assert (slope, intercept) == pytest.approx(tuple(best), abs=1e-4)
+        step = 1e-4
+        hessian = np.array([[(nll(best + step * (e_i + e_j)) - nll(best + step * (e_i - e_j))
+                              - nll(best - step * (e_i - e_j)) + nll(best - step * (e_i + e_j))) / (4 * step ** 2)
+                             for e_j in np.eye(2)] for e_i in np.eye(2)])
+        expected_se = np.sqrt(np.linalg.inv(hessian)[0, 0])
+        assert st._slope_standard_error(logit, intercept + slope * logit) == pytest.approx(expected_se, rel=1e-3)
+        assert expected_se < st.SLOPE_SE_LIMIT
