@@ -112,17 +112,17 @@ class SharedModel:
         restore the first build's weights instead of building again."""
         from scripts.inference import InferencePass
 
-        if key == self.key and seed_free:
-            values = self.initial
-        else:
-            model, backbone = build()
-            if key != self.key:
-                self.__init__()
-                self.key, self.model, self.backbone = key, model, backbone
-                self.inference = InferencePass(model, gradcam_layer, batch_size)
-                self.initial = [v.numpy() for v in model.variables] if seed_free else None
-                return self.model, self.backbone, self.inference
-            values = [v.numpy() for v in model.variables]  # the generators' states too
+        key = (*key, seed_free)
+        if key != self.key:  # the pack's first run, or another architecture: start over
+            self.heads.clear()
+            self.optimizer_states.clear()
+            self.key = key
+            self.model, self.backbone = build()
+            self.inference = InferencePass(self.model, gradcam_layer, batch_size)
+            self.initial = [v.numpy() for v in self.model.variables] if seed_free else None
+            return self.model, self.backbone, self.inference
+        # a fresh build's values, the random layers' generator states too
+        values = self.initial if seed_free else [v.numpy() for v in build()[0].variables]
         for variable, value in zip(self.model.variables, values, strict=True):
             variable.assign(value)
         return self.model, self.backbone, self.inference
