@@ -180,7 +180,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     prespecified = (config_key(chosen), selection) if chosen and not is_baseline(chosen) else None
     comparisons = versus_baseline(summary, resampled, metrics, bootstrap, prespecified)
     curve = learning_curve(summary, comparisons, selection)
-    external, external_info = _external(name, plan, done, selection, predictions, classes)
+    external, external_info = _external(name, plan, done, selection, predictions, classes, groups)
     verdict = chosen_verdict(name, summary, comparisons, metrics, selection, classes, positive_class,
                              len(paths), len(done))
     decision = deployment.dataset_decision(name, plan, done, predictions, summary, bootstrap, metrics, verdict)
@@ -309,13 +309,14 @@ def _check_same_test_set(plan: dict, indices, predictions: dict, paths: list[str
 # --- does it generalise -------------------------------------------------------------------------
 
 def _external(name: str, plan: dict, done: pd.DataFrame, selection: str, internal: dict,
-              trained: list[str]) -> tuple[list[dict], dict]:
+              trained: list[str], internal_groups: np.ndarray | None) -> tuple[list[dict], dict]:
     """Per configuration and external test set: mean over seeds of each metric on the
     external test images (near-duplicates of the trained dataset's images left out unless
     ``near_duplicates: keep``), with seed and test-image intervals, and the same on the
     internal test set (``internal``: the runs' test predictions over the ``trained`` classes)
-    mapped by the same class map (columns ``internal_mapped_<metric>``); and per external
-    test set what was evaluated."""
+    mapped by the same class map (columns ``internal_mapped_<metric>``, its test images drawn
+    by patient like the dataset's own intervals: ``internal_groups``, None without groups);
+    and per external test set what was evaluated."""
     evaluation = plan["config"]["evaluation"]
     rows, info = [], {}
     for test in plan["config"]["datasets"][name]["external_tests"]:
@@ -346,7 +347,7 @@ def _external(name: str, plan: dict, done: pd.DataFrame, selection: str, interna
         # the internal test set on the same mapped task, so that the gap compares like with like
         mapped_labels = collapse_labels(internal[done.index[0]][1], trained, test["class_map"])
         internal_bootstrap = st.SharedBootstrap(mapped_labels, evaluation["bootstrap_resamples"],
-                                                evaluation["bootstrap_seed"], positive)
+                                                evaluation["bootstrap_seed"], positive, internal_groups)
         for _, group in done.groupby(CONFIG, sort=True):
             ordered = group.sort_values("seed").index
             _check_same_test_set(plan, ordered, predictions, paths, f"{external} test set")
@@ -367,7 +368,7 @@ def _seed_and_test_intervals(metrics: list[str], bootstrap: st.SharedBootstrap, 
     row = {}
     for metric in metrics:
         name = prefix + metric
-        mean, low, high, _ = st.bounded_t_interval([bootstrap.estimate(metric, [p]) for p in probabilities],
+        mean, low, high, _ = st.bounded_t_interval(bootstrap.per_seed_estimate(metric, probabilities),
                                                    VALUE_RANGES[metric])
         test_low, test_high = np.percentile(bootstrap.resampled(metric, probabilities), [2.5, 97.5])
         row.update({name: mean, f"{name}_seed_low": low, f"{name}_seed_high": high,

@@ -31,6 +31,7 @@ from scripts import plots
 from scripts import stats as st
 from scripts.layout import RUN_FILES
 from scripts.run_tables import CONFIG, config_key, read_predictions
+from scripts.verdict import ranked_candidates
 
 ENSEMBLE_COLUMNS = ["dataset", "ensemble", "kind", "members", "n_runs", "fraction", "val_metric", "val_value",
                     "n_val", "metric", "value", "test_low", "test_high", "difference", "low", "high", "p_value",
@@ -69,9 +70,7 @@ def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, summ
     selection, positive = verdict["selection_metric"], bootstrap.positive
     if chosen is None:
         return {**empty_tables(), "info": None}
-    candidates = sorted((row for row in summary if row["fraction"] == verdict["fraction"]
-                         and not np.isnan(row[f"val_{selection}"])),
-                        key=lambda row: (-row[f"val_{selection}"], row["trainable_params"]))
+    candidates = ranked_candidates(summary, selection)  # in the order the choice ranks them
     runs = {key: list(group.sort_values("seed").index) for key, group in done.groupby(CONFIG, sort=False)}
     classes = verdict["classes"]
     validation = {}  # read only for the runs an ensemble or the operating point needs

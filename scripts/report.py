@@ -407,13 +407,14 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
     comparisons = tables["comparisons"]
     selection = tables["verdict"]["selection_metric"]
     ordered = summary.sort_values(f"val_{selection}", ascending=False) if len(summary) else summary
+    split = split_counts(paths["split"])
     return {
         "name": name,
         "classes": classes,
         "positive_class": positive,
         "verify": verify,
         "conversions": conversions,
-        "split": split_counts(paths["split"]),
+        "split": split,
         "leakage": leakage_section(paths["leakage"], settings["data"]["leakage"]),
         "verdict": verdict,
         "metrics": verdict.get("metrics") or [],
@@ -427,7 +428,7 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
         "samples": sample_predictions(thumbnails, chosen_config) if chosen_config and thumbnails else [],
         "chosen_title": chosen_config["title"] if chosen_config else None,
         "curve_seeds": CURVE_SEEDS,
-        "learning": learning_section(name, tables, verdict, split_counts(paths["split"])),
+        "learning": learning_section(name, tables, verdict, split),
         "external": external_sections(name, tables, verdict) if len(summary) else [],
         "calibration": calibration_section(summary, verdict) if len(summary) else None,
         "shortcut": shortcut_section(summary, verdict, configs) if len(summary) else None,
@@ -536,7 +537,8 @@ def seeds_warnings(d: dict, study: dict) -> list[dict]:
         return []
     width = "undefined" if chosen["n_seeds"] < 2 else "very wide"
     return [_warning("seeds", f"{_plural(chosen['n_seeds'], 'seed')}: too few to conclude; the interval over seeds is "
-                     f"{width}. Run at least 5 seeds before claiming one configuration beats another.",
+                     f"{width}. Run at least {TOO_FEW_SEEDS} seeds before claiming one configuration beats "
+                     "another.",
                      f"chosen-{d['index']}")]
 
 

@@ -45,7 +45,7 @@ def chosen_verdict(name: str, summary: list[dict], comparisons: list[dict], metr
     largest = max(row["fraction"] for row in summary)
     verdict = {"dataset": name, "finished": finished, "classes": classes, "positive_class": positive_class,
                "n_test": n_test, "metrics": metrics, "selection_metric": selection, "fraction": largest,
-               "n_candidates": len(_candidates(summary, selection)), "chosen": None, "min_seeds": TOO_FEW_SEEDS}
+               "n_candidates": len(ranked_candidates(summary, selection)), "chosen": None, "min_seeds": TOO_FEW_SEEDS}
     chosen = chosen_config(summary, selection)
     if chosen is None:
         return verdict
@@ -63,18 +63,21 @@ def chosen_verdict(name: str, summary: list[dict], comparisons: list[dict], metr
     return verdict
 
 
-def _candidates(summary: list[dict], selection: str) -> list[dict]:
+def ranked_candidates(summary: list[dict], selection: str) -> list[dict]:
+    """The summary rows at the largest training fraction with a validation ``selection``
+    metric, best mean first (ties: fewer trainable parameters first)."""
+    if not summary:
+        return []
     largest = max(row["fraction"] for row in summary)
-    return [row for row in summary if row["fraction"] == largest and not np.isnan(row[f"val_{selection}"])]
+    return sorted((row for row in summary if row["fraction"] == largest and not np.isnan(row[f"val_{selection}"])),
+                  key=lambda row: (-row[f"val_{selection}"], row["trainable_params"]))
 
 
 def chosen_config(summary: list[dict], selection: str) -> dict | None:
     """The summary row with the best mean validation ``selection`` metric at the largest
     training fraction (ties: fewer trainable parameters); None without one."""
-    candidates = _candidates(summary, selection) if summary else []
-    if not candidates:
-        return None
-    return max(candidates, key=lambda row: (row[f"val_{selection}"], -row["trainable_params"]))
+    candidates = ranked_candidates(summary, selection)
+    return candidates[0] if candidates else None
 
 
 # --- how much labelled data -----------------------------------------------------------------------

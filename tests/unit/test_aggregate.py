@@ -254,8 +254,9 @@ def test_the_report_names_each_family_as_the_code_computes_it_and_claims_nothing
 
 def test_a_dataset_with_patients_draws_them_whole_in_its_test_bootstrap(tmp_path):
     """Errors clustered by patient (8 images each): the interval that draws patients whole is
-    wider than the one that draws images, which treats the 8 as independent."""
-    def accuracy_interval(grouped: bool) -> float:
+    wider than the one that draws images, which treats the 8 as independent; so is the
+    internal test set's interval beside an external test (the same task, mapped)."""
+    def accuracy_intervals(grouped: bool) -> tuple[float, float]:
         root = tmp_path / ("grouped" if grouped else "images")
         labels = np.repeat([0, 1], [240, 240])
         patients = np.arange(len(labels)) // 8
@@ -268,14 +269,28 @@ def test_a_dataset_with_patients_draws_them_whole_in_its_test_bootstrap(tmp_path
         split.parent.mkdir(parents=True)
         pd.DataFrame({"path": paths, "subset": "test",
                       "group": [f"p{p}" for p in patients] if grouped else ""}).to_csv(split, index=False)
+        overlap = root / "overlap.csv"
+        pd.DataFrame({"path": ["ext/a.png", "ext/b.png"], "near_duplicate": False}).to_csv(overlap, index=False)
+        plan["config"]["datasets"]["tiny"]["external_tests"] = [
+            {"dataset": "other", "class_map": {"NORMAL": "NORMAL", "PNEUMONIA": "PNEUMONIA"},
+             "near_duplicates": "exclude"}]
+        plan["datasets"]["tiny"]["external"] = {"other": {"overlap": str(overlap), "verify": str(root / "v.json"),
+                                                          "positive_class": "PNEUMONIA"}}
         wrong = np.isin(patients, np.random.default_rng(0).choice(patients.max() + 1, 12, replace=False))
         for run in plan["runs"]:
             probs = np.eye(2)[np.where(wrong, 1 - labels, labels)] * 0.8 + 0.1
             fake_run(run, RUN_FILES, ["NORMAL", "PNEUMONIA"], labels, probs, val_f1=0.5, paths=paths)
-        row = aggregate(plan)["summary"].iloc[0]
-        return row["accuracy_seeds_images_high"] - row["accuracy_seeds_images_low"]
+            pd.DataFrame({"dataset": "other", "path": ["ext/a.png", "ext/b.png"], "label": ["NORMAL", "PNEUMONIA"],
+                          "predicted": ["NORMAL", "PNEUMONIA"], "p_NORMAL": [1.0, 0.0], "p_PNEUMONIA": [0.0, 1.0]}
+                         ).to_csv(Path(run["dir"]) / RUN_FILES["external"], index=False)
+        tables = aggregate(plan)
+        row, external = tables["summary"].iloc[0], tables["external"].iloc[0]
+        return (row["accuracy_seeds_images_high"] - row["accuracy_seeds_images_low"],
+                external["internal_mapped_accuracy_test_high"] - external["internal_mapped_accuracy_test_low"])
 
-    assert accuracy_interval(grouped=True) > 2 * accuracy_interval(grouped=False)
+    (grouped, grouped_internal), (by_image, by_image_internal) = accuracy_intervals(True), accuracy_intervals(False)
+    assert grouped > 2 * by_image
+    assert grouped_internal > 2 * by_image_internal
 
 
 def test_the_external_gap_compares_the_same_mapped_task(tmp_path):
