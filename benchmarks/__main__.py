@@ -23,7 +23,7 @@ some of them and keeps the other sections' rows of an earlier run):
 ``--quick`` shrinks everything (1 repeat, 1-2 epochs, 32 px, a small grid) for the
 smoke test. Train jobs of sections 2, 4 and 5 run under a tracer
 (``benchmarks.tracer``) that times the phases the project's code marks
-(``scripts.tracing``) and samples the job's memory.
+(``scripts.common.tracing``) and samples the job's memory.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 from benchmarks.tracer import TRACE_BOOT, python_shim, read_traces
-from scripts import layout
+from scripts.common import layout
 
 # numpy, pandas, yaml, TensorFlow and the project's modules other than layout are
 # imported inside the functions that use them: ``--help`` and the sections that do not
@@ -159,8 +159,8 @@ class DemoData:
         import numpy as np
         import pandas as pd
 
-        from scripts.splits import training_rows
-        from scripts.training import classes_of
+        from scripts.data.splits import training_rows
+        from scripts.train.training import classes_of
 
         split = pd.read_csv(self.split(seed), keep_default_na=False)
         labels = split["label"].map({c: i for i, c in enumerate(classes_of(split))}).to_numpy(np.int32)
@@ -323,7 +323,7 @@ def start_up_seconds(trace: dict) -> float:
 def bench_input_pipelines(data: DemoData, scale: Scale) -> None:
     import numpy as np
 
-    from scripts.input_pipeline import augmentation, train_dataset
+    from scripts.train.input_pipeline import augmentation, train_dataset
 
     x, y = data.training_set(scale.image_size)
     weights = np.ones(len(y), np.float32)
@@ -347,7 +347,7 @@ def compiled_model(name: str, image_size: int, n_classes: int):
     """``scratch_cnn`` all trainable, or ResNet50 with its backbone frozen."""
     import keras
 
-    from scripts.models import build_model, set_trainable
+    from scripts.train.models import build_model, set_trainable
 
     keras.utils.set_random_seed(1)
     model, backbone = build_model(name, image_size, n_classes, None, dropout=0.3, bn_momentum=0.7)
@@ -376,7 +376,7 @@ def bench_one_model(name: str, x, y, augment, scale: Scale) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from scripts.input_pipeline import train_dataset
+    from scripts.train.input_pipeline import train_dataset
 
     n_classes, size = int(y.max()) + 1, scale.image_size
     label = f"{name} ({'all trainable' if name == 'scratch_cnn' else 'frozen backbone'}), {size} px"
@@ -812,7 +812,7 @@ def describe_machine() -> str:
 def write_results(out: Path, sections: set[str], only: bool, machine: str) -> None:
     import pandas as pd
 
-    from scripts import fsutil
+    from scripts.common import fsutil
 
     table = pd.DataFrame(ROWS, columns=["section", "measurement", "value", "unit", "note", "measured"])
     if only and (out / "benchmark.csv").exists():  # keep the sections not rerun

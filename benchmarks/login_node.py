@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks.__main__ import PROJECT, describe_machine, run_measured
-from scripts import layout
+from scripts.common import layout
 
 sys.path.insert(0, str(PROJECT / "tests"))  # fake_run and the small dataset copy of the tests
 
@@ -174,7 +174,7 @@ def bench_dataset_steps(work: Path) -> None:
 def write_rows(out: Path, machine: str) -> None:
     import pandas as pd
 
-    from scripts import fsutil
+    from scripts.common import fsutil
 
     table = pd.DataFrame(ROWS)
     fsutil.write_csv(out / "login_node.csv", table)

@@ -1,5 +1,5 @@
 """Tracing a workflow job from inside: the phases the project's code marks
-(``scripts.tracing``) timed, with the job's memory sampled every 20 ms.
+(``scripts.common.tracing``) timed, with the job's memory sampled every 20 ms.
 
 A traced job starts as ``python -c TRACE_BOOT -m scripts <step> …``: this module is
 imported before the job's own code and must not pay for numpy, pandas or TensorFlow
@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from scripts import tracing
+from scripts.common import tracing
 
 TRACE_BOOT = ("import sys, time; started = time.time(); from benchmarks.tracer import traced_job; "
               "status = traced_job(sys.argv[1:], started); from scripts.__main__ import leave; leave(status)")

@@ -12,9 +12,9 @@ import os
 import sys
 
 from scripts import stages
-from scripts.manifest import DataError
-from scripts.runtime import DeviceError
-from scripts.weight_files import WeightsError
+from scripts.data.manifest import DataError
+from scripts.train.runtime import DeviceError
+from scripts.weights.weight_files import WeightsError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
                  "checkpoint", "feature-cache"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--outputs", type=json.loads, required=True,
-                   help="JSON: a path per run file (the keys of scripts.layout.RUN_FILES)")
+                   help="JSON: a path per run file (the keys of scripts.common.layout.RUN_FILES)")
     p.add_argument("--fraction", type=float, required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--threads", type=int, help="CPU threads granted (the allocation may lower it)")
@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--subfolder", default="", help="folder inside the archive that holds train/ and test/")
 
-    tables_help = "JSON: a path per table (the keys of scripts.layout.TABLES)"
+    tables_help = "JSON: a path per table (the keys of scripts.common.layout.TABLES)"
     p = steps.add_parser("aggregate", help="tables, intervals, comparisons and the verdict")
     p.add_argument("--plan", required=True)
     p.add_argument("--tables", type=json.loads, required=True, help=tables_help)
@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.step == "manifest":
-            from scripts.fsutil import write_text
-            from scripts.manifest import make_manifest
+            from scripts.common.fsutil import write_text
+            from scripts.data.manifest import make_manifest
 
             text = make_manifest(args.root)
             write_text(args.output, text) if args.output else sys.stdout.write(text)
@@ -143,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.step == "split":
             stages.split(args.index, args.leakage_table, args.seed, json.loads(args.settings), args.output)
         elif args.step == "fetch-weights":
-            from scripts.weight_files import fetch
+            from scripts.weights.weight_files import fetch
 
             print(f"{args.output}: sha256 {fetch(args.url, args.md5, args.output)}")
         elif args.step == "hed-weights":
-            from scripts.edge_vgg16 import write_vgg16_notop
+            from scripts.weights.edge_vgg16 import write_vgg16_notop
 
             print(f"{args.output}: sha256 {write_vgg16_notop(args.output)}")
         elif args.step == "train":
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.step == "train-pack":
             _train_pack(args)
         elif args.step == "download-kaggle":
-            from scripts.download import kaggle_dataset
+            from scripts.data.download import kaggle_dataset
 
             kaggle_dataset(args.slug, args.subfolder, args.root, args.manifest, args.marker)
         elif args.step == "external-overlap":

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scripts import fsutil, manifest
-from scripts.layout import FINISHED_RUN, RUN_FILES, TABLES
-from scripts.manifest import DataError
+from scripts.common import fsutil
+from scripts.common.layout import FINISHED_RUN, RUN_FILES, TABLES
+from scripts.data import manifest
+from scripts.data.manifest import DataError
 
 THUMBNAIL_SIZE = 160  # px, the report's Grad-CAM panels
 
@@ -25,8 +26,8 @@ def verify(dataset: str, root: str, manifest_path: str, leakage: str, positive_c
            index_out: str, report_out: str, groups: dict | None = None) -> dict:
     """Hash check, class layout, duplicates and leakage; writes the image index, with
     each image's group (patient) from ``groups`` (``datasets.<dataset>.groups``; empty
-    without: :func:`scripts.splits.image_groups`)."""
-    from scripts.splits import image_groups
+    without: :func:`scripts.data.splits.image_groups`)."""
+    from scripts.data.splits import image_groups
 
     records = manifest.verify_dataset(root, manifest_path)
     classes = manifest.check_classes(records)
@@ -78,7 +79,7 @@ def prepare(root: str, index_path: str, image_size: int, images_out: str, conver
             colour: dict) -> None:
     """Decode every indexed image once into a ``uint8`` array (index order); ``colour``
     is the config's ``data.colour_overlays``."""
-    from scripts.images import colour_summary, load_images
+    from scripts.data.images import colour_summary, load_images
 
     index = pd.read_csv(index_path, keep_default_na=False)
     array, conversions = load_images(root, index["path"].tolist(), image_size,
@@ -93,7 +94,7 @@ def prepare(root: str, index_path: str, image_size: int, images_out: str, conver
 
 def thumbnails(root: str, index_path: str, out: str, size: int = THUMBNAIL_SIZE) -> None:
     """The test images at display size (RGB uint8) with their paths."""
-    from scripts.images import load_image
+    from scripts.data.images import load_image
 
     index = pd.read_csv(index_path, keep_default_na=False)
     paths = index.loc[index["split"] == "test", "path"].tolist()
@@ -127,9 +128,9 @@ def leakage(root: str, index_path: str, policy: str, out: str) -> None:
 
 
 def split(index_path: str, leakage_path: str, seed: int, settings: dict, out: str) -> None:
-    """The seed's split (:func:`scripts.splits.make_split`); ``leakage_path``: the
+    """The seed's split (:func:`scripts.data.splits.make_split`); ``leakage_path``: the
     :func:`leakage` table, whose near-duplicates ``leakage: drop`` leaves out."""
-    from scripts.splits import make_split
+    from scripts.data.splits import make_split
 
     checked = pd.read_csv(leakage_path, keep_default_na=False)
     near_copies = frozenset(checked.loc[checked["near_duplicate"].eq(True), "path"])
@@ -140,8 +141,8 @@ def split(index_path: str, leakage_path: str, seed: int, settings: dict, out: st
 
 def _fingerprints(root: str, paths: list[str]) -> np.ndarray:
     """The near-duplicate fingerprints of the images at ``paths`` under ``root``."""
-    from scripts import external
-    from scripts.images import load_image
+    from scripts.data import external
+    from scripts.data.images import load_image
 
     images = [load_image(Path(root) / path, external.FINGERPRINT_SIZE)[0] for path in paths]
     return external.fingerprints(images)
@@ -180,13 +181,13 @@ class RunIdentity:
 def train(run: RunIdentity, images: str, split_path: str, settings: dict, outputs: dict[str, str],
           checkpoint_dir: str, feature_cache_dir: str, threads: int | None = None,
           external_tests: list[dict] = ()) -> None:
-    """Fit one run and evaluate it (:func:`scripts.training.run`), then write its files.
+    """Fit one run and evaluate it (:func:`scripts.train.training.run`), then write its files.
     ``settings``: the run's ``training``, ``weights``, ``positive_class`` and ``gradcam``; ``outputs``:
-    a path per name of :data:`scripts.layout.RUN_FILES`; ``external_tests``: per external
+    a path per name of :data:`scripts.common.layout.RUN_FILES`; ``external_tests``: per external
     dataset its ``dataset`` name, ``class_map``, and the paths of its decoded ``images``
     and its ``index``."""
     _check_names(outputs, RUN_FILES, "outputs")
-    from scripts import training
+    from scripts.train import training
 
     started = time.perf_counter()
     inputs = _run_inputs(images, split_path, external_tests)
@@ -195,9 +196,9 @@ def train(run: RunIdentity, images: str, split_path: str, settings: dict, output
 
 
 def _run_inputs(images: str, split_path: str, external_tests, loaded: dict | None = None):
-    """A run's :class:`scripts.training.RunInputs`; ``loaded``: the images and external
+    """A run's :class:`scripts.train.training.RunInputs`; ``loaded``: the images and external
     tests another run of the same job already opened (a pack reads them once)."""
-    from scripts import training
+    from scripts.train import training
 
     if loaded is None:
         loaded = {"images": np.load(images, mmap_mode="r"),
@@ -209,7 +210,7 @@ def _run_inputs(images: str, split_path: str, external_tests, loaded: dict | Non
 
 
 def _write_run(trained, outputs: dict[str, str]) -> None:
-    from scripts import training
+    from scripts.train import training
 
     results = trained.results
     fsutil.write_csv(outputs["predictions"], results["predictions"])
@@ -227,7 +228,7 @@ def _write_run(trained, outputs: dict[str, str]) -> None:
 @dataclass(frozen=True)
 class PackMember:
     """One run of a pack: its seed, split file, checkpoint folder, log file and a path
-    per name of :data:`scripts.layout.RUN_FILES`."""
+    per name of :data:`scripts.common.layout.RUN_FILES`."""
 
     seed: int
     split: str
@@ -244,7 +245,7 @@ def train_pack(configuration: dict, members: list[PackMember], images: str, sett
                feature_cache_dir: str, threads: int | None = None, external_tests: list[dict] = (),
                at_once: int = 1) -> None:
     """Train several seeds of one configuration (``configuration``: the run identity but
-    the seed) in one job. Each run writes its own files, its :data:`scripts.layout.FINISHED_RUN`
+    the seed) in one job. Each run writes its own files, its :data:`scripts.common.layout.FINISHED_RUN`
     record and its own log, exactly as :func:`train` alone would; a run whose finished
     record matches what it would be trained from is skipped (a pack that runs again
     trains only what failed or is missing). A failed run does not stop the others; the
@@ -253,7 +254,7 @@ def train_pack(configuration: dict, members: list[PackMember], images: str, sett
 
     ``at_once``: processes that train the seeds side by side (the seeds dealt out in
     turn), each with its share of the ``threads``: several small runs share one GPU,
-    whose memory each process grows as it needs (``scripts.runtime``)."""
+    whose memory each process grows as it needs (``scripts.train.runtime``)."""
     for member in members:
         _check_names(member.outputs, RUN_FILES, f"outputs of seed {member.seed}")
     shares = [members[start::at_once] for start in range(min(at_once, len(members)))]
@@ -276,7 +277,7 @@ def _train_side_by_side(configuration: dict, shares: list[list[PackMember]], ima
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from scripts.runtime import DeviceError
+    from scripts.train.runtime import DeviceError
 
     done, failed = [], []
     with ProcessPoolExecutor(len(shares), mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -302,12 +303,12 @@ def _train_members(configuration: dict, members: list[PackMember], images: str, 
                    feature_cache_dir: str, threads: int | None, external_tests) -> tuple[list, list]:
     """Train ``members`` one after another in this process: TensorFlow starts, the
     images and external tests load, and the model is built and traced
-    (:class:`scripts.training.SharedModel`) once. Returns ``(finished entries, failed seeds)``."""
+    (:class:`scripts.train.training.SharedModel`) once. Returns ``(finished entries, failed seeds)``."""
     import contextlib
     import traceback
 
-    from scripts import training
-    from scripts.runtime import DeviceError
+    from scripts.train import training
+    from scripts.train.runtime import DeviceError
 
     loaded = None
     shared = training.SharedModel()  # built and traced by the first run that trains
@@ -359,7 +360,7 @@ def _finished_entry(run: RunIdentity, images: str, member: PackMember, settings:
 
 def _write_finished(run: RunIdentity, images: str, split_path: str, settings: dict, external_tests,
                     outputs: dict[str, str], started: float) -> dict:
-    """The run's :data:`scripts.layout.FINISHED_RUN` record, after all its files: what it
+    """The run's :data:`scripts.common.layout.FINISHED_RUN` record, after all its files: what it
     was trained from, its wall time (a pack job's time limit is sized from it), when it
     started (Unix time) and the host and process that trained it."""
     wall = time.perf_counter() - started
@@ -382,8 +383,8 @@ def aggregate(plan_path: str, outputs: dict[str, str]) -> None:
     """Every planned run (missing ones flagged), per-configuration summaries,
     comparisons with the baseline, the learning curve, external validation, the
     pretraining comparison and the validation-chosen verdict. ``outputs``: a path per
-    name of :data:`scripts.layout.TABLES`."""
-    from scripts import aggregate as agg
+    name of :data:`scripts.common.layout.TABLES`."""
+    from scripts.report import aggregate as agg
 
     _check_names(outputs, TABLES, "tables")
     tables = agg.aggregate(fsutil.read_json(plan_path))
@@ -393,9 +394,9 @@ def aggregate(plan_path: str, outputs: dict[str, str]) -> None:
 
 def report(plan_path: str, tables: dict[str, str], output: str, figures: str | None = None) -> None:
     """The HTML report from the plan and the aggregate stage's tables (``tables``: a path
-    per name of :data:`scripts.layout.TABLES`); the key figures are also written as PNGs
+    per name of :data:`scripts.common.layout.TABLES`); the key figures are also written as PNGs
     to ``figures`` for ``snakemake --report``."""
-    from scripts import report as rep
+    from scripts.report import report as rep
 
     _check_names(tables, TABLES, "tables")
     rep.render(fsutil.read_json(plan_path), rep.read_tables(tables), output,

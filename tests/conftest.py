@@ -37,7 +37,7 @@ def copy_dataset(target: Path, per_class: dict[str, int] | None = None,
                  rename: dict[str, str] | None = None, extra: tuple[str, ...] = LEAKED) -> Path:
     """A copy of the demo data (optionally the first N images of each split/class plus
     ``extra`` files, optionally with classes renamed) and a fresh manifest next to it."""
-    from scripts.manifest import make_manifest
+    from scripts.data.manifest import make_manifest
 
     rename = rename or {}
     for split_dir in sorted(DEMO.iterdir()):
@@ -137,7 +137,7 @@ def fake_run(run: dict, run_files: dict, classes: list[str], labels, probabiliti
     import numpy as np
     import pandas as pd
 
-    from scripts.evaluation import compute_metrics
+    from scripts.stats.evaluation import compute_metrics
 
     folder = Path(run["dir"])
     folder.mkdir(parents=True, exist_ok=True)
@@ -213,7 +213,7 @@ def random_notop_file(path, name: str) -> str:
     import numpy as np
     from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
 
-    from scripts.models import BACKBONES
+    from scripts.train.models import BACKBONES
 
     keras.utils.set_random_seed(11)
     rng = np.random.default_rng(11)
@@ -296,7 +296,7 @@ def kermany_patients(target: Path) -> Path:
     images (IM-… and NORMAL2-IM-… names) and the two of patient IM-0437 from its train/;
     test/: that one person83 image (a patient in train and test), 10 other PNEUMONIA and
     20 other NORMAL images."""
-    from scripts.manifest import make_manifest
+    from scripts.data.manifest import make_manifest
 
     def copy(files, folder):
         (target / folder).mkdir(parents=True, exist_ok=True)

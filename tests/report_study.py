@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from conftest import fake_plan, fake_run
 
-from scripts import report
-from scripts.aggregate import aggregate
-from scripts.layout import RUN_FILES
+from scripts.common.layout import RUN_FILES
+from scripts.report import report
+from scripts.report.aggregate import aggregate
 
 
 def hand_made_report(root: Path) -> Path:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import random_notop_file
 
-from scripts.models import BACKBONES, MODELS, build_model, explained_layer
+from scripts.train.models import BACKBONES, MODELS, build_model, explained_layer
 
 keras = pytest.importorskip("keras")
 HEAD = {"dropout": 0.3, "bn_momentum": 0.7}  # any valid head settings: these tests are about the backbone
@@ -61,7 +61,7 @@ def test_pretrained_backbone_is_the_graph_keras_builds_for_imagenet(name, tmp_pa
 def test_every_model_explains_a_map_of_at_least_7_cells_at_64_px(name):
     """The last convolutional layer of ResNet50, EfficientNetB0 and DenseNet121 is 2 x 2 at
     64 px; the inference pass explains the deepest layer of 7 x 7 cells or more instead."""
-    from scripts.inference import InferencePass
+    from scripts.train.inference import InferencePass
 
     keras.utils.set_random_seed(1)
     model, _ = build_model(name, 64, 2, None, **HEAD)
@@ -92,7 +92,7 @@ def test_gradcam_finds_the_patch_that_decides_the_class():
     random map puts 0.25 there. Measured with these seeds: median share 0.78, 88% of
     maps above 0.5 (other seeds 0.78-0.83, 81-97%). At 32 px it cannot work: a cell of
     the last conv layer (4x4) then sees the whole image (receptive field 38 px)."""
-    from scripts.inference import InferencePass
+    from scripts.train.inference import InferencePass
 
     keras.utils.set_random_seed(7)
     x_train, y_train = patch_dataset(256, seed=1)

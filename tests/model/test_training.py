@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from conftest import PROJECT, copy_dataset, random_notop_file, snakemake, validated, write_config
 
-from scripts.layout import RUN_FILES
-from scripts.objective import weighted_scores
-from scripts.probe import feature_cache_path
-from scripts.training import end_to_end_phases, phases
+from scripts.common.layout import RUN_FILES
+from scripts.train.objective import weighted_scores
+from scripts.train.probe import feature_cache_path
+from scripts.train.training import end_to_end_phases, phases
 
 TINY = {"image_size": 32, "batch_size": 16, "epochs": 2, "warmup_epochs": 1,
         "learning_rate": 1e-3, "finetune_learning_rate": 1e-4, "partial_stages": 1,

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from conftest import PROJECT, copy_dataset, random_notop_file, snakemake, validated, write_config
 
-from scripts.layout import RUN_FILES
-from scripts.weight_files import WeightsError, fetch
+from scripts.common.layout import RUN_FILES
+from scripts.weights.weight_files import WeightsError, fetch
 
 
 class Handler(SimpleHTTPRequestHandler):
@@ -57,7 +57,7 @@ def backbone_weights_unchanged(run_dir: Path, weights_file: Path, n_classes: int
     import keras
     import numpy as np
 
-    from scripts.models import build_model
+    from scripts.train.models import build_model
 
     model, backbone = build_model("efficientnetb0", 32, n_classes, None, dropout=0.3, bn_momentum=0.7)
     model.load_weights(run_dir / "model.weights.h5")
@@ -177,8 +177,8 @@ def test_registry_names_the_file_and_md5_keras_itself_asks_for(name, monkeypatch
     import keras
     from keras.src.utils import file_utils
 
-    from scripts.models import BACKBONES
-    from scripts.weight_files import file_name, load_registry
+    from scripts.train.models import BACKBONES
+    from scripts.weights.weight_files import file_name, load_registry
 
     asked = {}
 

@@ -11,9 +11,9 @@ import pytest
 from conftest import fake_plan, fake_run
 from scipy import stats
 
-from scripts import stats as st
-from scripts.aggregate import aggregate
-from scripts.layout import RUN_FILES
+from scripts.common.layout import RUN_FILES
+from scripts.report.aggregate import aggregate
+from scripts.stats import stats as st
 
 CLASSES = ["a", "b", "c"]
 LABELS = np.array([0] * 4 + [1] * 4 + [2] * 4)
@@ -137,7 +137,7 @@ def test_seed_intervals_in_the_summary_stay_within_each_values_range(tmp_path):
 
 def test_the_baseline_is_the_scratch_cnn_trained_from_scratch_only():
     """Fails if a backbone trained from scratch counted as the baseline (it is compared with it)."""
-    from scripts.comparisons import is_baseline
+    from scripts.stats.comparisons import is_baseline
 
     assert is_baseline({"model": "scratch_cnn", "strategy": "scratch"})
     assert not is_baseline({"model": "vgg16", "strategy": "scratch"})
@@ -145,7 +145,7 @@ def test_the_baseline_is_the_scratch_cnn_trained_from_scratch_only():
 
 def test_the_test_images_patients_are_read_from_the_split_in_the_order_asked(tmp_path):
     """For a bootstrap that draws patients whole; None where no groups are declared."""
-    from scripts.run_tables import read_test_groups
+    from scripts.stats.run_tables import read_test_groups
 
     split = pd.DataFrame({"path": ["train/a/1.png", "test/a/2.png", "test/b/3.png", "test/b/4.png"],
                           "subset": ["train", "test", "test", "dropped"], "group": ["p1", "p1", "p2", "p3"]})
@@ -156,7 +156,7 @@ def test_the_test_images_patients_are_read_from_the_split_in_the_order_asked(tmp
 
 
 def test_csv_booleans_read_back_as_true_false_or_none():
-    from scripts.run_tables import csv_boolean
+    from scripts.stats.run_tables import csv_boolean
 
     assert [csv_boolean(text) for text in ("True", "False", "")] == [True, False, None]
     with pytest.raises(KeyError):
@@ -218,7 +218,7 @@ def test_three_seeds_that_all_win_beat_the_baseline(tmp_path):
 
 
 def test_resamples_are_raised_for_a_large_family_and_the_verdict_says_so(tmp_path, monkeypatch):
-    import scripts.aggregate as aggregate_module
+    import scripts.report.aggregate as aggregate_module
 
     monkeypatch.setattr(aggregate_module, "largest_family", lambda configs: 52)
     study = binary_study(tmp_path, {("scratch_cnn", "scratch"): (0.85,), ("vgg16", "frozen"): (0.9,)}, resamples=1000)
@@ -232,8 +232,8 @@ def test_the_report_names_each_family_as_the_code_computes_it_and_claims_nothing
     import html as html_module
     import json
 
-    from scripts import report
-    from scripts.comparisons import FAMILIES
+    from scripts.report import report
+    from scripts.stats.comparisons import FAMILIES
 
     plan = binary_study(tmp_path, {("scratch_cnn", "scratch"): (0.85, 0.85), ("vgg16", "frozen"): (0.96, 0.84)},
                         resamples=200)
@@ -298,7 +298,7 @@ def test_the_external_gap_compares_the_same_mapped_task(tmp_path):
     two-class task NORMAL vs PNEUMONIA, internally and externally: no gap."""
     import pandas as pd
 
-    from scripts.report import external_sections
+    from scripts.report.report import external_sections
 
     trained = ["Covid", "Normal", "Viral"]
     class_map = {"Covid": "PNEUMONIA", "Normal": "NORMAL", "Viral": "PNEUMONIA"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scripts.checkpoint import EarlyStopping, continue_after_warm_up, new_state
+from scripts.train.checkpoint import EarlyStopping, continue_after_warm_up, new_state
 
 
 def test_the_warm_up_epoch_kept_stays_the_kept_epoch_into_fine_tuning():

@@ -11,7 +11,7 @@ import pytest
 from conftest import PROJECT, copy_dataset
 
 from scripts.__main__ import main
-from scripts.manifest import make_manifest
+from scripts.data.manifest import make_manifest
 
 
 @pytest.fixture(scope="module")

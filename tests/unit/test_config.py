@@ -1,4 +1,4 @@
-"""scripts/config.py: the study's settings, their problems and the plan, without Snakemake."""
+"""scripts/plan/config.py: the study's settings, their problems and the plan, without Snakemake."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import PROJECT, validated
 
-from scripts import config as study_config
+from scripts.plan import config as study_config
 
 DEFAULT_STUDY = yaml.safe_load((PROJECT / "config" / "config.yaml").read_text())
 REGISTRY = {"vgg16": {"url": "https://example.org/keras/vgg16_notop.h5", "md5": "ab12"},
@@ -217,8 +217,8 @@ def test_the_schema_takes_groups_of_a_pattern_and_a_table(tmp_path):
 @pytest.mark.parametrize("example", ["kermany-pneumonia.yaml", "kermany-subset-two-class.yaml"])
 def test_the_kermany_examples_give_every_bundled_image_its_patient(example):
     """The bundled subset's README: 147 + 141 patients in train, 60 + 47 in test, none in both."""
-    from scripts.manifest import read_manifest
-    from scripts.splits import image_groups
+    from scripts.data.manifest import read_manifest
+    from scripts.data.splits import image_groups
 
     given = yaml.safe_load((PROJECT / "config" / "examples" / example).read_text())
     groups = validated(given)["datasets"]["kermany"]["groups"]
@@ -344,8 +344,8 @@ def test_the_report_marks_user_set_values_and_schema_defaults(tmp_path):
     import pandas as pd
     from conftest import fake_plan
 
-    from scripts import report as rep
-    from scripts.aggregate import aggregate
+    from scripts.report import report as rep
+    from scripts.report.aggregate import aggregate
 
     plan = fake_plan(tmp_path, ["a", "b", "c"], [("scratch_cnn", "scratch", "none", 1)])
     plan["settings"] = {"files": ["mine.yaml"], "user_set": ["datasets.tiny.path", "seeds"]}

@@ -9,9 +9,9 @@ import pytest
 from conftest import fake_plan, fake_run
 from sklearn.metrics import f1_score
 
-from scripts import decision as dc
-from scripts.aggregate import aggregate
-from scripts.layout import RUN_FILES
+from scripts.common.layout import RUN_FILES
+from scripts.report.aggregate import aggregate
+from scripts.stats import decision as dc
 
 CLASSES = ["NORMAL", "PNEUMONIA"]
 
@@ -171,8 +171,9 @@ def test_more_classes_use_argmax_and_say_why(tmp_path):
 
 
 def test_the_report_shows_the_ensembles_the_operating_point_and_the_decision_curve(complementary, tmp_path):
-    from scripts import fsutil, stages
-    from scripts.layout import TABLES
+    from scripts import stages
+    from scripts.common import fsutil
+    from scripts.common.layout import TABLES
 
     plan_path = tmp_path / "plan.json"
     fsutil.write_json(plan_path, complementary)
@@ -188,7 +189,7 @@ def test_the_report_shows_the_ensembles_the_operating_point_and_the_decision_cur
 def test_a_decision_curve_from_high_to_low_is_refused_naming_the_key(tmp_path):
     from conftest import validated
 
-    from scripts import config as study_config
+    from scripts.plan import config as study_config
 
     config = validated({"datasets": {"tiny": {"path": str(tmp_path), "manifest": str(tmp_path / "m.sha256")}},
                         "models": ["scratch_cnn"], "strategies": ["scratch"], "seeds": [1], "weights": "none",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scripts.evaluation import compute_metrics, per_class_specificity
+from scripts.stats.evaluation import compute_metrics, per_class_specificity
 
 THREE_CLASS_Y = np.array([0, 0, 0, 1, 1, 2])
 THREE_CLASS_P = np.array([[.8, .1, .1], [.6, .3, .1], [.2, .7, .1], [.1, .8, .1], [.5, .4, .1], [.1, .2, .7]])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import DEMO
 
-from scripts import external
+from scripts.data import external
 
 TRAIN_NORMAL = sorted((DEMO / "train" / "Normal").iterdir())[:4]
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from scripts.fsutil import atomic_path, file_digest, write_text
+from scripts.common.fsutil import atomic_path, file_digest, write_text
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
@@ -15,15 +15,15 @@ def test_atomic_writes_follow_the_umask_not_mkstemps_0600(tmp_path, umask, mode)
     hide them. The module reads the umask once, at import, so each case imports it anew."""
     import importlib
 
-    import scripts.fsutil
+    import scripts.common.fsutil
 
     previous = os.umask(umask)
     try:
-        module = importlib.reload(scripts.fsutil)
+        module = importlib.reload(scripts.common.fsutil)
         module.write_text(tmp_path / "report.html", "x")
     finally:
         os.umask(previous)
-        importlib.reload(scripts.fsutil)
+        importlib.reload(scripts.common.fsutil)
     assert (tmp_path / "report.html").stat().st_mode & 0o777 == mode
 
 

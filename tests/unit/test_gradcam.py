@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import region_images, region_model
 
-from scripts.gradcam import grad_cam, overlay
+from scripts.train.gradcam import grad_cam, overlay
 
 pytest.importorskip("tensorflow")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from scripts.grid import pack_minutes, pack_seeds, packs, plan, weights_sources
+from scripts.plan.grid import pack_minutes, pack_seeds, packs, plan, weights_sources
 
 
 def test_scratch_cnn_only_runs_from_scratch_and_skips_are_explained():

@@ -11,8 +11,8 @@ import pytest
 from conftest import DEMO
 from PIL import Image
 
-from scripts.images import colour_share, colour_summary, load_image, load_images
-from scripts.manifest import DataError
+from scripts.data.images import colour_share, colour_summary, load_image, load_images
+from scripts.data.manifest import DataError
 
 SOURCE = DEMO / "train" / "Normal" / "01.jpeg"
 # The recommended data.colour_overlays settings (see the lead's config schema): real grey
@@ -99,7 +99,7 @@ def test_huge_image_is_decoded_reduced_without_exhausting_memory(tmp_path):
     big = np.full((10_000, 10_000), 128, np.uint8)
     cv2.imwrite(str(tmp_path / "huge.jpg"), big)
     del big
-    code = ("import resource, sys; from scripts.images import load_image; "
+    code = ("import resource, sys; from scripts.data.images import load_image; "
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
             "image, conversions = load_image(sys.argv[1], 64); "
             "print(image.shape, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024); "

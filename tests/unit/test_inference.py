@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import BRIGHT, REGION, region_images, region_model
 
-from scripts.inference import InferencePass
+from scripts.train.inference import InferencePass
 
 pytest.importorskip("tensorflow")
 

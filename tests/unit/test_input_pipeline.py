@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scripts.input_pipeline import augmentation, epoch_order, padded_batches, train_dataset
+from scripts.train.input_pipeline import augmentation, epoch_order, padded_batches, train_dataset
 
 AUGMENT = {"enabled": True, "flip": True, "rotation": 0.05, "shift": 0.1, "zoom": 0.1}
 

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from conftest import DEMO, copy_dataset
 
-from scripts import external, stages
-from scripts.images import load_image
-from scripts.manifest import (
+from scripts import stages
+from scripts.data import external
+from scripts.data.images import load_image
+from scripts.data.manifest import (
     DataError,
     check_classes,
     copies_of,

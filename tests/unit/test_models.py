@@ -9,7 +9,7 @@ import functools
 import numpy as np
 import pytest
 
-from scripts.models import (
+from scripts.train.models import (
     BACKBONES,
     MODELS,
     build_model,
@@ -44,7 +44,7 @@ def test_models_are_flat_with_reachable_last_conv(name):
 
 
 def test_a_missing_weights_file_is_named(tmp_path):
-    from scripts.weight_files import WeightsError
+    from scripts.weights.weight_files import WeightsError
 
     with pytest.raises(WeightsError, match="nothing_notop.h5 does not exist"):
         build_model("vgg16", 32, 2, tmp_path / "nothing_notop.h5", **HEAD)
@@ -165,7 +165,7 @@ def test_inference_pass_matches_the_closed_form_through_standardised_features():
     standardisation and Dense. Fails if the CAM explains the softmax probability, if
     the standardisation is left out of the graph, or if statistics set after the pass
     was traced are ignored (Keras's own Normalization keeps them as constants)."""
-    from scripts.inference import InferencePass
+    from scripts.train.inference import InferencePass
 
     keras.utils.set_random_seed(3)
     rng = np.random.default_rng(0)

@@ -14,7 +14,7 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.patches import Rectangle
 
-from scripts import plots
+from scripts.report import plots
 
 
 @pytest.fixture

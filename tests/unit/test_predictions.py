@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from scripts.predictions import evaluate_external
+from scripts.train.predictions import evaluate_external
 
 
 class ImageIdInference:

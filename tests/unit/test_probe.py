@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from scripts.probe import linear_probe
+from scripts.train.probe import linear_probe
 
 
 def separable(n: int, seed: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +65,7 @@ def test_grad_cam_of_a_probed_head_has_a_map_for_either_predicted_class():
     pytest.importorskip("tensorflow")
     from conftest import REGION
 
-    from scripts.inference import InferencePass
+    from scripts.train.inference import InferencePass
 
     rng = np.random.default_rng(3)
     images = rng.integers(40, 80, (40, 8, 8, 3)).astype(np.uint8)

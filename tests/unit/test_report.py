@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scripts import report
+from scripts.report import report
 
 
 def test_read_tables_keeps_identifiers_as_text_and_only_empty_cells_missing(tmp_path):
@@ -145,7 +145,7 @@ def render_data_checks(tmp_path, policy: str, groups: list[str] | None) -> str:
     copies left out of it under ``policy`` drop."""
     from conftest import fake_plan
 
-    from scripts.aggregate import aggregate
+    from scripts.report.aggregate import aggregate
 
     plan = fake_plan(tmp_path, ["a", "b"], [("scratch_cnn", "scratch", "none", 1)])
     plan["config"]["data"]["leakage"] = policy
@@ -386,7 +386,7 @@ def test_a_calibration_slope_without_a_usable_fit_is_a_dash_that_says_why(tmp_pa
     never "nan"."""
     import report_study
 
-    from scripts.aggregate import aggregate
+    from scripts.report.aggregate import aggregate
 
     def with_unusable_fits(plan):
         tables = aggregate(plan)

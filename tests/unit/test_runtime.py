@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import PROJECT
 
-from scripts.layout import RUN_FILES
-from scripts.runtime import DeviceError, choose_device, granted_gpus, missing_cuda_packages
+from scripts.common.layout import RUN_FILES
+from scripts.train.runtime import DeviceError, choose_device, granted_gpus, missing_cuda_packages
 
 SLURM_GPU_JOB = {"SLURM_GPUS_ON_NODE": "1", "SLURM_JOB_GPUS": "0", "CUDA_VISIBLE_DEVICES": "0"}
 GPU = ["/physical_device:GPU:0"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scripts import shortcut
+from scripts.stats import shortcut
 
 BOX = [0.3, 0.1, 0.7, 0.6]  # left, top, right, bottom: area 0.4 x 0.5 = 0.2
 # A 4 x 5 map: rows of height 0.25 overlap [0.1, 0.6] by (0.15, 0.25, 0.1, 0) -> shares (0.6, 1, 0.4, 0);
@@ -76,8 +76,8 @@ def test_a_marker_on_30_percent_of_one_class_is_flagged(tmp_path):
     maps put more mass outside the box than a uniform map (default flag above 10%)."""
     from conftest import validated
 
-    from scripts.run_tables import read_shortcut_score
-    from scripts.verdict import shortcut_verdict
+    from scripts.stats.run_tables import read_shortcut_score
+    from scripts.stats.verdict import shortcut_verdict
 
     evaluation = validated({"datasets": {"d": {"path": ".", "manifest": "m"}}, "models": ["scratch_cnn"],
                             "strategies": ["scratch"], "seeds": [1]})["evaluation"]
@@ -102,7 +102,7 @@ def test_a_uniform_map_is_not_above_itself_and_no_map_is_no_score():
 
 
 def test_a_configuration_without_any_map_has_no_score_not_a_pass():
-    from scripts.report import shortcut_flag
+    from scripts.report.report import shortcut_flag
 
     scored = {"shortcut_above_uniform": 0.02, "cam_informative": True}
     assert shortcut_flag(scored, flagged=False) == "below"

@@ -1,5 +1,5 @@
-"""scripts/slurm_site.py (the Slurm profile's site values) and
-scripts/snakemake_internals.py, the one place that reads Snakemake internals: run on the
+"""scripts/site/slurm_site.py (the Slurm profile's site values) and
+scripts/site/snakemake_internals.py, the one place that reads Snakemake internals: run on the
 installed Snakemake's own classes, these tests fail on a release that changes them."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from scripts import slurm_site
-from scripts import snakemake_internals as internals
+from scripts.site import slurm_site
+from scripts.site import snakemake_internals as internals
 
 PROFILE_VALUES = {"default-resources.slurm_account": "'your_account'",
                   "default-resources.slurm_partition": '"cpu"',

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from conftest import DEMO, KERMANY_GROUPS, SHARED_PATIENT, kermany_patients
 
-from scripts.manifest import DataError, verify_dataset
-from scripts.splits import groups_of_test_images, image_groups, make_split, training_rows
+from scripts.data.manifest import DataError, verify_dataset
+from scripts.data.splits import groups_of_test_images, image_groups, make_split, training_rows
 
 SETTINGS = {"val_fraction": 0.15, "leakage": "warn", "val_folder": "auto", "min_val_per_class": 20}
 

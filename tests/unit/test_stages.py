@@ -17,8 +17,8 @@ import pytest
 from conftest import DEMO, KERMANY_GROUPS, LEAKED, SHARED_PATIENT, copy_dataset, kermany_patients
 
 from scripts import stages
-from scripts.images import load_image
-from scripts.manifest import DataError, make_manifest
+from scripts.data.images import load_image
+from scripts.data.manifest import DataError, make_manifest
 
 COLOUR = {"policy": "warn", "tolerance": 32, "min_share": 0.0005}
 

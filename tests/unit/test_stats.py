@@ -11,7 +11,7 @@ import pytest
 from scipy import optimize, special
 from sklearn import metrics as skm
 
-from scripts import stats as st
+from scripts.stats import stats as st
 
 T_975_DF2 = 4.302652729911275  # t-table: 97.5th percentile, 2 degrees of freedom
 

@@ -6,7 +6,7 @@ import contextlib
 
 import pytest
 
-from scripts import tracing
+from scripts.common import tracing
 
 
 class Recorder:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from conftest import fake_plan, fake_run
 
-from scripts.aggregate import aggregate
-from scripts.layout import RUN_FILES
-from scripts.verdict import OVERESTIMATE_TEXT, validation_drop
+from scripts.common.layout import RUN_FILES
+from scripts.report.aggregate import aggregate
+from scripts.stats.verdict import OVERESTIMATE_TEXT, validation_drop
 
 
 def row(model: str, change: float, sd: float = 0.02, n_seeds: int = 3, fraction: float = 1.0) -> dict:

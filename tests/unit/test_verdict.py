@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scripts.comparisons import largest_family
-from scripts.verdict import TOO_FEW_SEEDS, beats, learning_statements, outcome
+from scripts.stats.comparisons import largest_family
+from scripts.stats.verdict import TOO_FEW_SEEDS, beats, learning_statements, outcome
 
 
 def point(fraction: float, n_train: int, difference: float, p_holm: float, n_pairs: int = 5) -> dict:

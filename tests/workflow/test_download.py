@@ -13,8 +13,8 @@ import pytest
 import yaml
 from conftest import copy_dataset, snakemake, write_config
 
-from scripts.download import kaggle_dataset
-from scripts.manifest import DataError
+from scripts.data.download import kaggle_dataset
+from scripts.data.manifest import DataError
 
 FAKE_KAGGLE = """#!/bin/sh
 # kaggle datasets download -d SLUG -p DIR --unzip, served from $FAKE_KAGGLE_ZIP

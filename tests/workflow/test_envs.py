@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import PROJECT
 
-from scripts.manifest import DataError  # noqa: F401  (the package imports without TensorFlow)
+from scripts.data.manifest import DataError  # noqa: F401  (the package imports without TensorFlow)
 
 # A rule may sit inside an ``if`` (train: one run per job, or packed seeds): indented.
 RULE = re.compile(r"^[ \t]*rule (\w+):(.*?)(?=^[ \t]*rule |\Z)", re.S | re.M)
@@ -97,6 +97,6 @@ def test_gpu_requirements_resolve_from_the_same_pins():
     moved = {name: f"{pins[name]} -> {version}" for name, version in resolved.items()
              if name in pins and version != pins[name]}
     assert moved == {}
-    from scripts.runtime import missing_cuda_packages
+    from scripts.train.runtime import missing_cuda_packages
 
     assert set(missing_cuda_packages()) <= set(resolved)  # every CUDA library TensorFlow lacks here

@@ -19,13 +19,16 @@ import pandas as pd
 import pytest
 from conftest import CHROMIUM, DEMO, PROJECT, copy_dataset, fake_run, snakemake, validated, write_config
 
-from scripts import external, fsutil, shortcut, stages
-from scripts import stats as st
-from scripts.aggregate import aggregate
-from scripts.calibration import run_calibration
-from scripts.layout import RUN_FILES, TABLES
-from scripts.run_tables import read_shortcut_score
-from scripts.verdict import learning_curve, shortcut_verdict
+from scripts import stages
+from scripts.common import fsutil
+from scripts.common.layout import RUN_FILES, TABLES
+from scripts.data import external
+from scripts.report.aggregate import aggregate
+from scripts.stats import shortcut
+from scripts.stats import stats as st
+from scripts.stats.calibration import run_calibration
+from scripts.stats.run_tables import read_shortcut_score
+from scripts.stats.verdict import learning_curve, shortcut_verdict
 
 CLASSES = ["a", "b", "c"]
 LABELS = np.repeat([0, 1, 2], 20)  # 60 test images
@@ -208,7 +211,7 @@ def test_probabilities_collapse_by_summing_over_the_mapped_classes():
 def test_near_duplicates_find_the_same_radiograph_in_another_collection_not_a_different_one():
     """Real bundled images: the demo's test/Normal/0103.jpeg is Kermany's IM-0086-0001
     (another decoding and size); Kermany's IM-0001-0001 is another child."""
-    from scripts.images import load_image
+    from scripts.data.images import load_image
 
     kermany = PROJECT / "resources" / "kermany-pneumonia-subset" / "test" / "NORMAL"
     demo = load_image(DEMO / "test" / "Normal" / "0103.jpeg", 64)[0]
@@ -270,7 +273,7 @@ def test_external_metrics_keep_near_duplicates_when_asked(tmp_path):
 
 def test_external_data_checks_that_did_not_finish_are_reported_not_guessed(tmp_path):
     """allow_missing_runs: the near-duplicate check of the external set never ran."""
-    from scripts import report as rep
+    from scripts.report import report as rep
 
     plan = external_study(tmp_path, "exclude")
     Path(plan["datasets"]["tiny"]["external"]["ext"]["overlap"]).unlink()
@@ -381,8 +384,8 @@ def test_shortcut_score_flags_a_model_that_learned_a_corner_marker(tmp_path, cor
     Fails if the score counted mass inside the box, or the verdict compared it the wrong
     way round."""
     keras = pytest.importorskip("keras")
-    from scripts.inference import InferencePass
-    from scripts.models import build_model, explained_layer
+    from scripts.train.inference import InferencePass
+    from scripts.train.models import build_model, explained_layer
 
     keras.utils.set_random_seed(7)
     x_train, y_train = marker_dataset(256, 1, corner)
@@ -441,7 +444,7 @@ def test_the_report_shows_the_five_questions(tmp_path):
         cams[:, 0, 0] = 1.0  # every map in the corner: 0.64 outside, above a uniform map's 0.36
         write_run(run, right(quality[run["weights"]] if run["model"] == "vgg16" else 0.5, run["seed"]),
                   n_train=10 if run["fraction"] == "0.5" else 20, cams=cams)
-    from scripts import report as rep
+    from scripts.report import report as rep
 
     tables = aggregate(plan)
     rep.render(plan, {**tables, "verdict": json.loads(json.dumps(tables["verdict"]))}, tmp_path / "r.html")
@@ -468,7 +471,7 @@ def test_external_validation_through_the_workflow(tmp_path):
     """The external dataset is a renamed copy of the trained dataset's own test images, so
     each external probability must equal the sum of the run's internal probabilities of
     the classes mapped onto it, and the overlap check must find every image."""
-    from scripts.manifest import make_manifest
+    from scripts.data.manifest import make_manifest
 
     data = copy_dataset(tmp_path / "data", {"train": 10, "test": 3}, extra=())
     other = tmp_path / "other"

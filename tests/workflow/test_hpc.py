@@ -170,7 +170,7 @@ def test_slurm_profile_sizes_every_heavy_login_node_rule():
     """Every rule that reads all of a dataset's images or all runs is a cluster job on
     the shipped profile, with memory and time of its own; the downloads, plan and split
     stay on the login node (fails if an entry is dropped or one of those is added)."""
-    from scripts import slurm_site
+    from scripts.site import slurm_site
 
     resources = yaml.safe_load((SHIPPED_PROFILE / "config.yaml").read_text())["set-resources"]
     sized = {name for name, values in resources.items() if {"mem_mb", "runtime"} <= set(values)}

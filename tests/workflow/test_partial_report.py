@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import CHROMIUM, copy_dataset, fake_run, open_in_chromium, snakemake, write_config
 
-from scripts.layout import RUN_FILES
+from scripts.common.layout import RUN_FILES
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,8 @@ def test_the_template_renders_from_minimal_inputs(tmp_path):
     """Every value the template reads is present (StrictUndefined would raise otherwise)."""
     from conftest import fake_plan
 
-    from scripts import report as rep
-    from scripts.aggregate import aggregate
+    from scripts.report import report as rep
+    from scripts.report.aggregate import aggregate
 
     plan = fake_plan(tmp_path, ["a", "b", "c"], [("scratch_cnn", "scratch", "none", 1)])
     tables = aggregate(plan)

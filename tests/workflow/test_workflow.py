@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import PROJECT, XSS_CLASS, copy_dataset, snakemake, write_config
 
-from scripts.layout import RUN_FILES
+from scripts.common.layout import RUN_FILES
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -93,7 +93,7 @@ def test_two_class_datasets_need_a_positive_class(tmp_path, positive, expected):
     data = copy_dataset(tmp_path / "data", {"train": 2, "test": 1}, extra=())
     shutil.rmtree(data / "train" / "Viral Pneumonia")
     shutil.rmtree(data / "test" / "Viral Pneumonia")
-    from scripts.manifest import make_manifest
+    from scripts.data.manifest import make_manifest
 
     (tmp_path / "data.sha256").write_text(make_manifest(data))
     config = write_config(tmp_path / "c.yaml", data)
@@ -226,7 +226,7 @@ def test_a_val_folder_and_leakage_drop_end_to_end(tmp_path):
     """A real val/ folder big enough to use, and `leakage: drop`: the val/ images are the
     validation set, the test copy of a training image is left out of the test metrics,
     and the report counts what was evaluated, not what is on disk."""
-    from scripts.manifest import make_manifest
+    from scripts.data.manifest import make_manifest
 
     data = copy_dataset(tmp_path / "data", {"train": 8, "test": 3})  # + COVID-00012 in train and test
     for class_dir in (data / "train").iterdir():

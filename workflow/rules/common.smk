@@ -20,12 +20,12 @@ if not hasattr(workflow.current_basedir, "__fspath__"):
 PROJECT = Path(str(workflow.current_basedir)).parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from scripts import config as study_config  # noqa: E402  (TensorFlow-free)
-from scripts import grid  # noqa: E402
-from scripts import slurm_site  # noqa: E402
+from scripts.plan import config as study_config  # noqa: E402  (TensorFlow-free)
+from scripts.plan import grid  # noqa: E402
+from scripts.site import slurm_site  # noqa: E402
 
 # Every path the workflow writes.
-from scripts.layout import (  # noqa: E402
+from scripts.common.layout import (  # noqa: E402
     DATASET_FILES,
     EXTERNAL_OVERLAP,
     FEATURE_CACHE,
@@ -39,15 +39,19 @@ from scripts.layout import (  # noqa: E402
     SPLIT,
     TABLES,
 )
-from scripts.models import MODELS  # noqa: E402
-from scripts.snakemake_internals import (  # noqa: E402
+from scripts.train.models import MODELS  # noqa: E402
+from scripts.site.snakemake_internals import (  # noqa: E402
     command_line_configfiles,
     profile_resources,
 )
-from scripts.weight_files import HED_VGG16_FILE, file_name, load_registry  # noqa: E402
+from scripts.weights.weight_files import (
+    HED_VGG16_FILE,
+    file_name,
+    load_registry,
+)  # noqa: E402
 
 
-# ---- The study's settings: scripts/config.py decides, the schema fills in defaults. ----
+# ---- The study's settings: scripts/plan/config.py decides, the schema fills in defaults. ----
 def read_default_study():
     """config/config.yaml, the default study, from the working directory."""
     path = Path(study_config.DEFAULT_STUDY)
@@ -143,7 +147,7 @@ PLAN_DIGEST = study_config.plan_digest(STUDY_PLAN)
 
 
 def write_plan(path):
-    from scripts.fsutil import write_json
+    from scripts.common.fsutil import write_json
 
     write_json(path, STUDY_PLAN)
 
@@ -266,7 +270,7 @@ def images_cache(wildcards):
 def named_paths(kind, names=None):
     """A params function: the job's named inputs or outputs (``kind``), only ``names``
     if given, as one JSON mapping. The step reads its files by these names (the keys of
-    scripts/layout.py), so no second list of options repeats them."""
+    scripts/common/layout.py), so no second list of options repeats them."""
 
     def paths(wildcards, input, output):
         files = {"input": input, "output": output}[kind]

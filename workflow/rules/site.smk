@@ -1,15 +1,19 @@
-# The Slurm profile's site values (scripts/slurm_site.py): placeholders ("your_...") and
+# The Slurm profile's site values (scripts/site/slurm_site.py): placeholders ("your_...") and
 # partitions that the cluster does not have stop a real Slurm run before anything is
 # submitted (onstart: after the DAG is built and before any job runs, login-node rules
 # included); a dry run only warns. What Snakemake does not document is read in
-# scripts/snakemake_internals.py.
+# scripts/site/snakemake_internals.py.
 import os
 import sys
 
 from snakemake.exceptions import WorkflowError
 
-from scripts import slurm_site
-from scripts.snakemake_internals import executor_name, profile_file, profile_resources
+from scripts.site import slurm_site
+from scripts.site.snakemake_internals import (
+    executor_name,
+    profile_file,
+    profile_resources,
+)
 
 SITE_VALUES = slurm_site.site_values(profile_resources(workflow))
 # Study-wide and whole-dataset rules that the profile sizes (set-resources) are CPU jobs

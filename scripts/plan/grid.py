@@ -1,0 +1,135 @@
+"""The study grid: which runs exist (dataset × model × strategy × pretraining ×
+training fraction × seed), and why some model × strategy combinations don't.
+
+TensorFlow-free: the workflow imports it while it builds the job graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+# The baseline: a small CNN trained from scratch, the one model that is not a backbone.
+SCRATCH_CNN = "scratch_cnn"
+# Strategies that start from a backbone's weights (pretrained, or a random-init control).
+PRETRAINED_STRATEGIES = ("frozen", "partial", "full", "linear_probe")
+STRATEGIES = ("scratch", *PRETRAINED_STRATEGIES)
+RANDOM_INIT = "none"  # the pretraining label of every run that starts from random weights
+
+
+def skip_reason(model: str, strategy: str) -> str | None:
+    if model == SCRATCH_CNN and strategy != "scratch":
+        return f"{SCRATCH_CNN} has no pretrained backbone to freeze, probe or fine-tune; only 'scratch' applies"
+    return None
+
+
+def excluded(model: str, strategy: str, exclude) -> str | None:
+    for rule in exclude:
+        if rule.get("model", model) == model and rule.get("strategy", strategy) == strategy:
+            return "excluded in the config (exclude)"
+    return None
+
+
+def weights_sources(setting) -> list[dict]:
+    """The config's ``weights`` as a list of named pretraining sources.
+
+    One source (``imagenet``, ``none``, a file, or a per-backbone mapping) or a list of
+    them; each gets a name used in folder names and the report.
+    """
+    items = setting if isinstance(setting, list) else [setting]
+    sources = []
+    for item in items:
+        if isinstance(item, dict) and "name" in item:
+            sources.append({"name": item["name"], "spec": item["source"]})
+        elif item in ("imagenet", RANDOM_INIT):
+            sources.append({"name": item, "spec": item})
+        else:
+            sources.append({"name": "custom", "spec": item})
+    names = [s["name"] for s in sources]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"weights: pretraining sources need distinct names; repeated: {duplicates}")
+    for source in sources:
+        if (source["name"] == RANDOM_INIT) != (source["spec"] == RANDOM_INIT):
+            raise ValueError(f"weights: the name {RANDOM_INIT!r} is reserved for random initialisation")
+    return sources
+
+
+def fraction_label(fraction: float) -> str:
+    return repr(float(fraction))
+
+
+def plan(datasets, models, strategies, pretraining, fractions, seeds, exclude=()) -> tuple[list[dict], list[dict]]:
+    """Every valid run, and every skipped model × strategy with its reason.
+
+    ``pretraining`` are the names of the weights sources; runs of the ``scratch``
+    strategy do not depend on them and exist once, as random init. ``exclude``: the
+    config's list of ``{model, strategy}`` (either may be left out: any) not to run.
+    """
+    runs, skipped = [], []
+    for model in models:
+        for strategy in strategies:
+            reason = skip_reason(model, strategy) or excluded(model, strategy, exclude)
+            if reason:
+                skipped.append({"model": model, "strategy": strategy, "reason": reason})
+                continue
+            sources = pretraining if strategy in PRETRAINED_STRATEGIES else [RANDOM_INIT]
+            runs += [
+                {"dataset": d, "model": model, "strategy": strategy, "weights": w,
+                 "fraction": fraction_label(f), "seed": s}
+                for d in datasets
+                for w in dict.fromkeys(sources)
+                for f in fractions
+                for s in seeds
+            ]
+    return runs, skipped
+
+
+# ---- Packs: several runs of one configuration trained by one job (one process). --------
+CONFIGURATION_KEYS = ("dataset", "model", "strategy", "weights", "fraction")
+# A train job's start before its first run (Snakemake inside the job, TensorFlow's import,
+# the images): about 15 s measured (make benchmark, section 6), rounded up.
+JOB_START_MINUTES = 1
+
+
+def pack_label(seeds: list[int]) -> str:
+    """A pack's name in paths: its first and last seed (``3-8``); the seeds between are
+    the configuration's planned seeds in that range."""
+    return f"{seeds[0]}-{seeds[-1]}"
+
+
+def packs(runs: list[dict], size: int) -> list[dict]:
+    """The runs grouped into packs of at most ``size`` runs of one configuration (the
+    same dataset, model, strategy, weights and fraction; consecutive seeds in sorted
+    order), each ``{**configuration, "seeds": "first-last", "members": [seed, ...]}``
+    (``seeds``: the pack's name, :func:`pack_label`). Appending
+    seeds to a study keeps the earlier packs as they were while they were full."""
+    if size < 1:
+        raise ValueError(f"runs_per_job must be at least 1, got {size}")
+    by_configuration: dict[tuple, list[int]] = {}
+    for run in runs:
+        by_configuration.setdefault(tuple(run[key] for key in CONFIGURATION_KEYS), []).append(int(run["seed"]))
+    grouped = []
+    for configuration, seeds in by_configuration.items():
+        seeds = sorted(set(seeds))
+        for start in range(0, len(seeds), size):
+            chunk = seeds[start:start + size]
+            grouped.append({**dict(zip(CONFIGURATION_KEYS, configuration, strict=True)),
+                            "seeds": pack_label(chunk), "members": chunk})
+    return grouped
+
+
+def pack_seeds(label: str, planned_seeds: list[int]) -> list[int]:
+    """The seeds of the pack named ``label`` among a configuration's ``planned_seeds``."""
+    first, _, last = label.partition("-")
+    seeds = [seed for seed in sorted(planned_seeds) if int(first) <= seed <= int(last)]
+    if not seeds or seeds[0] != int(first) or seeds[-1] != int(last):
+        raise ValueError(f"pack {label}: seeds {first} and {last} are not both planned ({sorted(planned_seeds)})")
+    return seeds
+
+
+def pack_minutes(per_run_minutes: float, n_runs: int, attempt: int, max_minutes: int | None) -> int:
+    """A pack job's time limit: the job's start (Snakemake, TensorFlow, the images) plus
+    what one run takes times the pack's runs, times the attempt (1x, 2x, 3x), never more
+    than the site's ``max_minutes`` (a partition's MaxTime rejects a longer job)."""
+    minutes = math.ceil((JOB_START_MINUTES + per_run_minutes * n_runs) * attempt)
+    return min(minutes, max_minutes) if max_minutes else minutes

@@ -1,0 +1,1 @@
+"""The aggregate and report steps (workflow/rules/report.smk): tables, figures, the HTML report."""

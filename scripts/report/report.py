@@ -1,0 +1,734 @@
+"""The study report: one self-contained HTML file (Jinja2, autoescaped, images inline).
+
+It renders what the aggregate stage computed (``runs``, ``summary``, ``comparisons``,
+``verdict``) and draws the figures from the finished runs' files named in the plan. It
+never computes a statistic of its own, and it renders whatever finished: a dataset
+without finished runs, or a study without any, still gets its page.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import datetime
+import json
+import subprocess
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+import yaml
+
+from scripts.common import fsutil
+from scripts.common.layout import RUN_FILES
+from scripts.data.external import DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR_DUPLICATE_CORRELATION
+from scripts.data.manifest import copies_of, groups_in_training
+from scripts.data.splits import has_groups
+from scripts.plan import grid
+from scripts.plan.config import leaves
+from scripts.plan.grid import SCRATCH_CNN
+from scripts.report import plots
+from scripts.report.aggregate import INTERNAL_MAPPED
+from scripts.report.deployment import report_section as deployment_section
+from scripts.report.plots import STRATEGY_ORDER
+from scripts.stats.evaluation import positive_index
+from scripts.stats.run_tables import csv_boolean
+from scripts.stats.stats import SLOPE_SE_LIMIT, TEMPERATURE_BOUNDS
+from scripts.stats.verdict import TOO_FEW_SEEDS
+from scripts.train import gradcam
+
+LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "f1_macro": "Macro-F1",
+          "auc": "AUC-ROC", "sensitivity": "Sensitivity", "specificity": "Specificity",
+          "recall_macro": "Recall (macro, one-vs-rest)", "specificity_macro": "Specificity (macro, one-vs-rest)",
+          "precision_macro": "Precision (macro)"}
+
+
+# The aggregate tables of the field's questions; a caller that has none passes nothing.
+FIELD_TABLES = ("learning_curve", "external", "weights_comparison")
+# Columns of the aggregate tables that hold True, False or nothing (None: e.g. not compared).
+BOOLEAN_COLUMNS = ("beats", "cam_informative")
+
+
+def read_tables(paths: dict[str, str]) -> dict:
+    """The aggregate stage's csv tables as DataFrames and its verdict; ``paths``: a path
+    per table name (``runs``, ``summary``, ``comparisons``, :data:`FIELD_TABLES`, ``verdict``).
+    :data:`BOOLEAN_COLUMNS` are read as True, False or None, whatever else their column holds."""
+    def csv(path):
+        try:
+            return pd.read_csv(path, dtype={"slurm_job_id": str, "cuda_visible_devices": str, "cam_cells": str},
+                               converters={column: csv_boolean for column in BOOLEAN_COLUMNS},
+                               keep_default_na=False, na_values=[""])
+        except pd.errors.EmptyDataError:  # no finished run: the table has no columns
+            return pd.DataFrame()
+
+    return {**{name: csv(path) for name, path in paths.items() if name != "verdict"},
+            "verdict": fsutil.read_json(paths["verdict"])}
+
+
+def git_commit(directory: Path) -> str:
+    def git(*args):
+        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True,
+                              text=True, check=False).stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return "unknown (not a git checkout)"
+    return commit + (" (with uncommitted changes)" if git("status", "--porcelain") else "")
+
+
+def title(row) -> str:
+    parts = [row["model"], row["strategy"]]
+    if row["strategy"] != "scratch":
+        parts.append(f"weights {row['weights']}")
+    if float(row["fraction"]) < 1:
+        parts.append(f"{float(row['fraction']):.0%} of train")
+    return " · ".join(parts)
+
+
+def order_key(row) -> tuple:
+    return (row["model"] != SCRATCH_CNN, row["model"], STRATEGY_ORDER.index(row["strategy"]),
+            row["weights"], -float(row["fraction"]))
+
+
+def _read_optional_json(path: str) -> dict | None:
+    return fsutil.read_json(path) if Path(path).exists() else None
+
+
+CURVE_SEEDS = 10  # seeds drawn per panel of the ROC, PR and training curves
+
+
+def load_configs(plan: dict, runs: pd.DataFrame, classes: list[str]) -> list[dict]:
+    """Per configuration: the confusion matrices of all its seeds, the predictions and
+    histories of its first ``CURVE_SEEDS`` (a 150-seed grid would draw 150 curves a
+    panel), and the Grad-CAM maps of its first finished seed (files named by the plan)."""
+    files = RUN_FILES
+    configs = []
+    for _, group in runs.groupby(["model", "strategy", "weights", "fraction"], sort=False):
+        first = group.iloc[0]
+        config = {"key": {k: first[k] for k in ("model", "strategy", "weights", "fraction")},
+                  "title": title(first), "predictions": [], "confusion": [], "histories": []}
+        for position, (_, row) in enumerate(group.sort_values("seed").iterrows()):
+            folder = Path(row["dir"])
+            metrics = fsutil.read_json(folder / files["metrics"])
+            config["confusion"].append(metrics["test"]["confusion_matrix"])
+            if position >= CURVE_SEEDS:
+                continue
+            predictions = pd.read_csv(folder / files["predictions"], keep_default_na=False)
+            probabilities = predictions[[f"p_{c}" for c in classes]].to_numpy()
+            y_true = predictions["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+            config["predictions"].append((y_true, probabilities))
+            config["histories"].append((row["seed"], pd.read_csv(folder / files["history"])))
+            if position == 0:
+                with np.load(folder / files["gradcam"]) as saved:
+                    config["cams"] = dict(zip(saved["paths"], saved["cams"], strict=True))
+                config["cam_seed"], config["cam_layer"] = row["seed"], metrics["gradcam_layer"]
+                config["table"] = predictions.set_index("path")
+        configs.append(config)
+    return sorted(configs, key=lambda c: order_key(c["key"]))
+
+
+def choose_gradcam_images(configs: list[dict], classes: list[str], per_class: int) -> list[str]:
+    """The same test images for every row: per class, the image most often misclassified
+    across configurations first, then the most often correct (ties by path)."""
+    if not configs:
+        return []
+    tables = [c["table"] for c in configs]
+    correct = sum((t["label"] == t["predicted"]).astype(int) for t in tables)
+    frame = pd.DataFrame({"label": tables[0]["label"], "correct": correct}).reset_index()
+    chosen = []
+    for label in classes:
+        rows = frame[frame["label"] == label].sort_values(["correct", "path"])
+        if rows.empty:
+            continue
+        hardest = rows.head(1) if rows["correct"].iloc[0] < len(tables) else rows.head(0)
+        easiest = rows.sort_values(["correct", "path"], ascending=[False, True])
+        picks = list(hardest["path"]) + [p for p in easiest["path"] if p not in set(hardest["path"])]
+        chosen += picks[:per_class]
+    return chosen
+
+
+def explained_layers(configs: list[dict]) -> list[dict]:
+    """Per model, the layer its Grad-CAM maps explain and their cells (``HxW``)."""
+    layers = set()
+    for config in configs:
+        if config["cams"]:
+            height, width = next(iter(config["cams"].values())).shape
+            layers.add((config["key"]["model"], config["cam_layer"], f"{height}x{width}"))
+    return [{"model": model, "layer": layer, "cells": cells} for model, layer, cells in sorted(layers)]
+
+
+def gradcam_panel(thumbnails: dict, configs: list[dict], paths: list[str], min_cells: int) -> dict:
+    """The grid of Grad-CAM overlays (a row per configuration, a column per image in
+    ``paths``) and the layer each model explains, chosen by ``min_cells``."""
+    rows = []
+    for config in configs:
+        cells = []
+        for path in paths:
+            pred = config["table"].loc[path]
+            cells.append({
+                "image": plots.jpeg_data_uri(gradcam.overlay(thumbnails[path], config["cams"][path])),
+                "true": pred["label"], "predicted": pred["predicted"],
+                "probability": float(pred[f"p_{pred['predicted']}"]),
+                "correct": pred["label"] == pred["predicted"],
+            })
+        rows.append({"title": config["title"], "seed": int(config["cam_seed"]), "cells": cells})
+    columns = [{"path": p, "image": plots.jpeg_data_uri(thumbnails[p])} for p in paths]
+    return {"columns": columns, "rows": rows, "layers": explained_layers(configs), "min_cells": min_cells}
+
+
+def sample_predictions(thumbnails: dict, config: dict, per_class: int = 4) -> list[dict]:
+    table = config["table"].reset_index()
+    picks = table.groupby("label", sort=True).head(per_class)
+    return [{
+        "image": plots.jpeg_data_uri(thumbnails[row["path"]]),
+        "path": row["path"], "true": row["label"], "predicted": row["predicted"],
+        "probability": float(row[f"p_{row['predicted']}"]),
+        "correct": row["label"] == row["predicted"],
+    } for _, row in picks.iterrows()]
+
+
+def split_counts(path: str) -> dict:
+    """Images per subset and class in the first seed's split, where validation came
+    from, and the patients per subset where the dataset declares groups."""
+    if not Path(path).exists():
+        return {"counts": {}, "val_source": None, "n_test": None, "groups": None}
+    split = pd.read_csv(path, keep_default_na=False)
+    counts = split.groupby(["subset", "label"]).size().unstack(fill_value=0)
+    return {"counts": {subset: {k: int(v) for k, v in row.items()} for subset, row in counts.iterrows()},
+            "val_source": split["val_source"].iloc[0],
+            "n_test": int((split["subset"] == "test").sum()),
+            "groups": group_counts(split)}
+
+
+def group_counts(split: pd.DataFrame) -> dict[str, int] | None:
+    """Groups (patients) per subset of a split table; None where the dataset declares
+    none (each image is then taken to be its own patient)."""
+    if not has_groups(split):
+        return None
+    return {subset: int(n) for subset, n in split.groupby("subset", sort=False)["group"].nunique().items()}
+
+
+def leakage_section(path: str, policy: str) -> dict | None:
+    """The test images that are copies of a training or validation image (byte-identical
+    or re-encoded), with their partners, and what ``data.leakage`` (``policy``) did with
+    them; the groups (patients) with test and training images; None where the check did
+    not run."""
+    if not Path(path).exists():
+        return None
+    table = pd.read_csv(path, keep_default_na=False)
+    copies = copies_of(table)
+    return {"policy": policy, "n_checked": len(table), "copies": _records(copies),
+            "n_identical": int(copies["identical"].sum()),
+            "shared_groups": _records(groups_in_training(table)),
+            "n_test_groups": int(table.loc[table["group"].ne(""), "group"].nunique())}
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """DataFrame rows as dicts with NaN as None (the template tests for None)."""
+    return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+            for row in frame.to_dict("records")]
+
+
+def comparison_rows(comparisons: pd.DataFrame) -> list[dict]:
+    """One row per configuration, one cell (difference, interval, Holm p) per metric."""
+    rows = []
+    for _, group in comparisons.groupby(["model", "strategy", "weights", "fraction"], sort=False):
+        first = group.iloc[0]
+        rows.append({"title": title(first), "cells": {r["metric"]: r for r in _records(group)}})
+    return rows
+
+
+def config_title(model: str, strategy: str, weights: str) -> str:
+    return title({"model": model, "strategy": strategy, "weights": weights, "fraction": 1.0})
+
+
+def _of_dataset(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    return frame[frame["dataset"] == name] if len(frame) else frame
+
+
+def validation_pool(split: dict) -> dict | None:
+    """The validation images of the first seed's split (:func:`split_counts`) and their
+    share of the training pool (train + validation): held out before the training fractions
+    are drawn, the same at every fraction. None without the split."""
+    counts = split["counts"]
+    n_val, n_train = sum(counts.get("val", {}).values()), sum(counts.get("train", {}).values())
+    if not n_val + n_train:
+        return None
+    return {"images": n_val, "pool": n_val + n_train, "share": n_val / (n_val + n_train)}
+
+
+def learning_section(name: str, tables: dict, verdict: dict, split: dict) -> dict | None:
+    """How much labelled data: the curve, its table and one statement per pretrained
+    configuration (None with a single training fraction); ``split``: the first seed's
+    :func:`split_counts`, for the validation images every fraction also uses."""
+    info = verdict.get("learning_curve")
+    curve = _of_dataset(tables["learning_curve"], name)
+    if not info or len(info["fractions"]) < 2 or curve.empty:
+        return None
+    rows = sorted(_records(curve), key=lambda row: (*order_key(row)[:4], float(row["fraction"])))
+    validation = validation_pool(split)
+    figure = plots.learning_curve(curve, LABELS[info["metric"]], validation)
+    return {"metric": info["metric"], "rule": info["rule"], "figure": figure, "min_seeds": TOO_FEW_SEEDS,
+            "validation": validation,
+            "rows": [{**row, "title": config_title(row["model"], row["strategy"], row["weights"])} for row in rows],
+            "statements": [{**s, "title": config_title(s["model"], s["strategy"], s["weights"])}
+                           for s in info["statements"]]}
+
+
+def external_sections(name: str, tables: dict, verdict: dict) -> list[dict]:
+    """Per external test set: its data checks, what was evaluated, every configuration's
+    internal and external metrics side by side, and the chosen configuration's pair."""
+    table = _of_dataset(tables["external"], name)
+    sections = []
+    for external, info in verdict.get("external", {}).items():
+        rows = table[table["external"] == external] if len(table) else table
+        pairs = [{"title": title(row), "key": row, "external": row, "internal": internal_mapped(row)}
+                 for row in _records(rows)]
+        chosen = verdict["chosen"]
+        chosen_pair = next((p for p in pairs if chosen and all(str(p["key"][k]) == str(chosen[k]) for k in KEY)),
+                           None)
+        if info["missing"]:
+            sections.append({**info, "name": external, "verify": _read_optional_json(info["verify"])})
+            continue
+        sections.append({**info, "name": external, "verify": _read_optional_json(info["verify"]),
+                         "rows": sorted(pairs, key=lambda pair: order_key(pair["key"])), "chosen": chosen_pair,
+                         "common": info["metrics"]})
+    return sections
+
+
+def internal_mapped(row: dict) -> dict:
+    """An external table row's internal metrics (on the internal test set mapped by the
+    external test's class map), keyed like the external ones."""
+    return {key[len(INTERNAL_MAPPED):]: value for key, value in row.items() if key.startswith(INTERNAL_MAPPED)}
+
+
+KEY = ("model", "strategy", "weights", "fraction")
+
+
+def _ordered(summary: pd.DataFrame) -> list[dict]:
+    return sorted(({**row, "title": title(row)} for row in _records(summary)), key=order_key)
+
+
+def calibration_section(summary: pd.DataFrame, verdict: dict) -> dict | None:
+    rows = _ordered(summary)
+    if not rows:
+        return None
+    panels = [{"title": row["title"], **json.loads(row["reliability"])} for row in rows]
+    return {"rows": rows, "figure": plots.reliability_grid(panels), "temperature_bounds": TEMPERATURE_BOUNDS,
+            "slope_se_limit": SLOPE_SE_LIMIT,
+            **verdict["calibration"]}
+
+
+def shortcut_section(summary: pd.DataFrame, verdict: dict, configs: list[dict]) -> dict | None:
+    rows = _ordered(summary)
+    if not rows:
+        return None
+    info = verdict["shortcut"]
+    flagged = {tuple(str(f[k]) for k in KEY) for f in info["flagged"]}
+    for row in rows:
+        row["flagged"] = tuple(str(row[k]) for k in KEY) in flagged
+        row["flag"] = shortcut_flag(row, row["flagged"])
+    scores = {tuple(str(row[k]) for k in KEY): row["shortcut_score"] for row in rows}
+    panels = [{"title": c["title"], "cam": np.mean([cam.astype(float) for cam in c["cams"].values()], axis=0),
+               "score": scores.get(tuple(str(c["key"][k]) for k in KEY))} for c in configs if c.get("cams")]
+    return {**info, "rows": rows, "uninformative": sorted({r["cam_cells"] for r in rows if not r["cam_informative"]}),
+            "figure": plots.mean_heatmap_grid(panels, info["box"]) if panels else None}
+
+
+def shortcut_flag(row: dict, flagged: bool) -> str:
+    """What the shortcut table says of a configuration: ``flagged``, ``no score`` (no test
+    image had a map with any mass: nothing was checked, so nothing is cleared),
+    ``uninformative`` (maps too coarse to locate anything) or ``below``."""
+    if flagged:
+        return "flagged"
+    if pd.isna(row["shortcut_above_uniform"]):
+        return "no score"
+    return "below" if row["cam_informative"] else "uninformative"
+
+
+# What the built-in pretraining sources are; a named source says it in its config ``description``.
+BUILT_IN_SOURCES = {grid.RANDOM_INIT: "random initialisation: not pretrained",
+                    "imagenet": "Keras ImageNet weights"}
+
+
+def source_descriptions(weights_setting) -> dict[str, str]:
+    """Pretraining source name -> what its weights are, as the config states it."""
+    items = weights_setting if isinstance(weights_setting, list) else [weights_setting]
+    return {source["name"]: (item.get("description", "") if isinstance(item, dict) and "name" in item
+                             else BUILT_IN_SOURCES.get(source["name"], ""))
+            for item, source in zip(items, grid.weights_sources(weights_setting), strict=True)}
+
+
+def weights_comparison_section(name: str, summary: pd.DataFrame, tables: dict, metric: str,
+                               descriptions: dict[str, str]) -> dict | None:
+    """Which pretraining: per backbone × strategy × fraction the test ``metric`` of each
+    source (with what its weights are), and each source against random init (``none``)."""
+    pretrained = summary[summary["strategy"] != "scratch"] if len(summary) else summary
+    sources = sorted(set(pretrained["weights"]) if len(pretrained) else set(), key=lambda w: (w != "none", w))
+    if len(sources) < 2:
+        return None
+    versus = _of_dataset(tables["weights_comparison"], name)
+    by_key = {(*(str(row[k]) for k in KEY), row["metric"]): row for row in _records(versus)}
+    rows = []
+    for (model, strategy, fraction), group in pretrained.groupby(["model", "strategy", "fraction"], sort=False):
+        cells = {row["weights"]: row for row in _records(group)}
+        share = f" · {float(fraction):.0%} of train" if float(fraction) < 1 else ""
+        versus_none = {w: by_key.get((model, strategy, w, str(fraction), metric)) for w in sources}
+        rows.append({"title": f"{model} · {strategy}{share}", "model": model, "strategy": strategy,
+                     "fraction": fraction, "cells": cells, "versus": versus_none})
+    rows.sort(key=lambda r: (r["model"], STRATEGY_ORDER.index(r["strategy"]), -float(r["fraction"])))
+    return {"sources": sources, "descriptions": {w: descriptions.get(w, "") for w in sources},
+            "metric": metric, "rows": rows,
+            "comparisons": comparison_rows(versus) if len(versus) else []}
+
+
+def dataset_section(name: str, plan: dict, tables: dict) -> dict:
+    """Everything the template shows for one dataset; every key is always present."""
+    paths = plan["datasets"][name]
+    settings = plan["config"]
+    verify = _read_optional_json(paths["verify"])
+    conversions = _read_optional_json(paths["conversions"])
+    verdict = tables["verdict"]["datasets"][name]
+    runs = tables["runs"][tables["runs"]["dataset"] == name]
+    done = runs[runs["status"] == "ok"] if len(runs) else runs
+    summary = tables["summary"]
+    if len(summary):
+        summary = summary[summary["dataset"] == name]
+    classes = verdict.get("classes") or (verify["classes"] if verify else [])
+    positive = settings["datasets"][name].get("positive_class")
+    configs = load_configs(plan, done, classes) if len(done) else []
+    thumbnails = {}
+    if configs and Path(paths["thumbnails"]).exists():
+        with np.load(paths["thumbnails"]) as saved:
+            thumbnails = dict(zip(saved["paths"], saved["images"], strict=True))
+    picked = choose_gradcam_images(configs, classes, settings["gradcam"]["images_per_class"])
+    chosen = verdict["chosen"]
+    chosen_config = next((c for c in configs if chosen and all(
+        str(c["key"][k]) == str(chosen[k]) for k in ("model", "strategy", "weights"))
+        and float(c["key"]["fraction"]) == float(chosen["fraction"])), None)
+    comparisons = tables["comparisons"]
+    selection = tables["verdict"]["selection_metric"]
+    ordered = summary.sort_values(f"val_{selection}", ascending=False) if len(summary) else summary
+    split = split_counts(paths["split"])
+    return {
+        "name": name,
+        "classes": classes,
+        "positive_class": positive,
+        "verify": verify,
+        "conversions": conversions,
+        "split": split,
+        "leakage": leakage_section(paths["leakage"], settings["data"]["leakage"]),
+        "verdict": verdict,
+        "metrics": verdict.get("metrics") or [],
+        "summary": _records(ordered),
+        "comparisons": comparison_rows(comparisons[comparisons["dataset"] == name]) if len(comparisons) else [],
+        "missing": _records(runs[runs["status"] != "ok"]) if len(runs) else [],
+        "runs": _records(runs.sort_values(["model", "strategy", "weights", "fraction", "seed"])),
+        "figures": _figures(done, configs, classes, positive_index(classes, positive)) if configs else {},
+        "gradcam": (gradcam_panel(thumbnails, configs, picked, settings["gradcam"]["min_cells"])
+                    if picked and thumbnails else None),
+        "samples": sample_predictions(thumbnails, chosen_config) if chosen_config and thumbnails else [],
+        "chosen_title": chosen_config["title"] if chosen_config else None,
+        "curve_seeds": CURVE_SEEDS,
+        "learning": learning_section(name, tables, verdict, split),
+        "external": external_sections(name, tables, verdict) if len(summary) else [],
+        "calibration": calibration_section(summary, verdict) if len(summary) else None,
+        "shortcut": shortcut_section(summary, verdict, configs) if len(summary) else None,
+        "weights_comparison": weights_comparison_section(name, summary, tables, selection,
+                                                         source_descriptions(settings["weights"])),
+        "deployment": deployment_section(name, tables, verdict),
+        "settings": {"val_fraction": settings["data"]["val_fraction"],
+                     "min_val_per_class": settings["data"]["min_val_per_class"]},
+    }
+
+
+def _figures(done: pd.DataFrame, configs: list[dict], classes: list[str], positive: int | None) -> dict:
+    return {
+        "metric_f1": plots.metric_by_strategy(done, "f1_macro", "macro-F1"),
+        "metric_auc": plots.metric_by_strategy(done, "auc", "AUC-ROC"),
+        "roc": plots.curve_grid(configs, classes, "roc", positive),
+        "pr": plots.curve_grid(configs, classes, "pr", positive),
+        "confusion": plots.confusion_grid(configs, classes),
+        "loss": plots.history_grid(configs, "loss"),
+        "accuracy": plots.history_grid(configs, "accuracy"),
+    }
+
+
+def weights_table(runs: pd.DataFrame) -> list[dict]:
+    """Backbone × pretraining source: where its weights came from (runs that used them)."""
+    if runs.empty or "weights_source" not in runs:
+        return []
+    done = runs[(runs["status"] == "ok") & (runs["strategy"] != "scratch")]
+    return _records(done[["model", "weights", "weights_source", "weights_sha256"]].drop_duplicates()
+                    .sort_values(["model", "weights"]))
+
+
+def configuration_section(plan: dict) -> dict:
+    """The settings as run, each marked as set (by the study's config files or --config)
+    or as the schema's default, and the whole config as YAML."""
+    user_set = set(plan["settings"]["user_set"])
+    return {
+        "files": plan["settings"]["files"],
+        "rows": [{"key": key, "value": value if isinstance(value, str) else json.dumps(value),
+                  "user_set": key in user_set} for key, value in leaves(plan["config"])],
+        "yaml": yaml.safe_dump(json.loads(json.dumps(plan["config"])), sort_keys=False),
+    }
+
+
+def not_pretrained(runs: pd.DataFrame) -> list[str]:
+    """Backbones whose pretrained strategies ran only from random weights."""
+    if runs.empty or "weights_source" not in runs:
+        return []
+    done = runs[(runs["status"] == "ok") & (runs["strategy"] != "scratch")]
+    pretrained = set(done.loc[done["weights_source"] != "none", "model"])
+    return sorted(set(done["model"]) - pretrained)
+
+
+def number(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def interval(low, high, digits: int = 3, bounded: bool = True, top: float = 1.0) -> str:
+    """An interval as ``[low, high]``; "n/a" when it is undefined (e.g. one seed).
+    ``bounded``: a metric's interval is clipped to its range [0, ``top``] (a t-interval from
+    two seeds is often wider than the range); differences are not clipped."""
+    if low is None or high is None or np.isnan(low) or np.isnan(high):
+        return "n/a"
+    if bounded:
+        low, high = max(0.0, low), min(top, high)
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+KEPT_EPOCHS_LISTED = 10  # more seeds than this: the kept epochs are counted, not listed
+
+
+def kept_epochs(text: str) -> str:
+    """The kept epoch per seed (``"2 0 2"``) as written, or, with many seeds, each epoch
+    with its number of seeds, most frequent first (``"2 ×153, 1 ×1"``): a cell stays one line."""
+    epochs = str(text).split()
+    if len(epochs) <= KEPT_EPOCHS_LISTED:
+        return str(text)
+    return ", ".join(f"{epoch} ×{count}" for epoch, count in collections.Counter(epochs).most_common())
+
+
+def write_figures(datasets: list[dict], directory: str | Path) -> None:
+    """Each dataset's figures as ``<dataset>-<figure>.png`` (decoded from the data URIs)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for section in datasets:
+        for name, uri in section["figures"].items():
+            with fsutil.atomic_path(Path(directory, f"{section['name']}-{name}.png")) as tmp:
+                tmp.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+
+
+# --- the decision: what the first screen shows ----------------------------------------------------
+
+def _warning(kind: str, text: str, link: str, level: str = "warn") -> dict:
+    """One qualifier of a dataset's decision: ``level`` "warn" qualifies the claim, "note" adds context."""
+    return {"kind": kind, "text": text, "link": link, "level": level}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def seeds_warnings(d: dict, study: dict) -> list[dict]:
+    chosen = d["verdict"]["chosen"]
+    if not d["verdict"].get("too_few_seeds"):
+        return []
+    width = "undefined" if chosen["n_seeds"] < 2 else "very wide"
+    return [_warning("seeds", f"{_plural(chosen['n_seeds'], 'seed')}: too few to conclude; the interval over seeds is "
+                     f"{width}. Run at least {TOO_FEW_SEEDS} seeds before claiming one configuration beats "
+                     "another.",
+                     f"chosen-{d['index']}")]
+
+
+def pretraining_warnings(d: dict, study: dict) -> list[dict]:
+    chosen, missing = d["verdict"]["chosen"], study["not_pretrained"]
+    if chosen["strategy"] != "scratch" and (chosen["model"] in missing or chosen["weights"] == grid.RANDOM_INIT):
+        return [_warning("pretraining", f"{chosen['model']} ran from random weights (weights source none): the chosen "
+                         "configuration is not transfer learning.", "not-pretrained")]
+    if missing:
+        return [_warning("pretraining", f"not pretrained: {', '.join(missing)} ran from random weights, so their "
+                         "strategies other than scratch are not transfer learning.", "not-pretrained", "note")]
+    return []
+
+
+def leakage_warnings(d: dict, study: dict) -> list[dict]:
+    leak, link = d["leakage"], f"data-{d['index']}"
+    if leak is None:
+        return [_warning("leakage", "the check for test images that are copies of training images did not run.", link)]
+    if not leak["copies"]:
+        return []
+    copies = f"{len(leak['copies'])} of {leak['n_checked']} test images are copies of training or validation images"
+    if leak["policy"] == "drop":
+        return [_warning("leakage", f"{copies}; they were removed from the test set.", link, "note")]
+    return [_warning("leakage", f"{copies}, kept in the test set: its metrics are optimistic for them.", link)]
+
+
+def shortcut_warnings(d: dict, study: dict) -> list[dict]:
+    info, chosen = d["verdict"]["shortcut"], d["verdict"]["chosen"]
+    link = f"shortcut-{d['index']}"
+    if info["chosen_flagged"]:
+        return [_warning("shortcut", "shortcut suspected: its Grad-CAM maps put more of their mass outside the lung "
+                         "box than the shortcut check allows.", link)]
+    if chosen.get("cam_informative") is False:
+        return [_warning("shortcut", f"its Grad-CAM maps ({chosen['cam_cells']} cells) cannot locate anything: the "
+                         "shortcut check cannot judge it.", link)]
+    if info["flagged"]:
+        return [_warning("shortcut", f"the shortcut check flags {_plural(len(info['flagged']), 'other configuration')}"
+                         "; not the chosen one.", link, "note")]
+    return []
+
+
+def calibration_warnings(d: dict, study: dict) -> list[dict]:
+    chosen = d["verdict"]["chosen"]
+    text = (f"ECE {number(chosen['ece'])} {interval(chosen['ece_seed_low'], chosen['ece_seed_high'], 2)} over seeds, "
+            f"Brier {number(chosen['brier'])}")
+    if not np.isnan(chosen.get("ece_scaled", np.nan)):
+        text += f"; after temperature scaling ECE {number(chosen['ece_scaled'])}"
+        low, high = TEMPERATURE_BOUNDS
+        if chosen["temperature"] <= low or chosen["temperature"] >= high:
+            return [_warning("calibration", f"{text}: the fitted temperature sits at its search bound, so the "
+                             "validation predictions carry no usable signal.", f"calibration-{d['index']}")]
+    return [_warning("calibration", f"{text}.", f"calibration-{d['index']}", "note")]
+
+
+def validation_drop_warnings(d: dict, study: dict) -> list[dict]:
+    drop = d["verdict"].get("validation_drop")
+    if not drop or not drop["overestimated"]:
+        return []
+    return [_warning("validation → test", f"{drop['text']} (it drops {drop['drop']:.3f} from validation to test; "
+                     f"the other configurations' median drop is {drop['median_other_drop']:.3f}, the seeds' pooled "
+                     f"standard deviation {drop['pooled_sd']:.3f}).", f"configurations-{d['index']}")]
+
+
+def missing_runs_warnings(d: dict, study: dict) -> list[dict]:
+    if not d["missing"]:
+        return []
+    return [_warning("failed runs", f"{_plural(len(d['missing']), 'run')} failed or did not finish and "
+                     f"{'is' if len(d['missing']) == 1 else 'are'} not in the numbers.", f"runs-{d['index']}")]
+
+
+def external_warnings(d: dict, study: dict) -> list[dict]:
+    metric = d["verdict"]["selection_metric"]
+    return [_warning("external", f"on {x['name']} ({x['n_evaluated']} images) {LABELS[metric]} "
+                     f"{number(x['chosen']['external'][metric])}, internal {number(x['chosen']['internal'][metric])}.",
+                     f"external-{d['index']}-{position}", "note")
+            for position, x in enumerate(d["external"], 1)
+            if x.get("chosen") and x["chosen"]["internal"] and metric in x["chosen"]["external"]]
+
+
+# Every qualifier of a dataset's decision, in the order shown: a new warning is one function here.
+DECISION_WARNINGS = (seeds_warnings, pretraining_warnings, validation_drop_warnings, leakage_warnings,
+                     shortcut_warnings, calibration_warnings, missing_runs_warnings, external_warnings)
+
+
+def decision(d: dict, study: dict) -> dict | None:
+    """The first screen of a dataset: its chosen configuration, the selection metric's
+    comparison with the baseline and every warning that qualifies the choice (None
+    without a chosen configuration)."""
+    verdict = d["verdict"]
+    if not verdict.get("chosen"):
+        return None
+    selection = verdict["selection_metric"]
+    versus = {c["metric"]: c for c in verdict.get("versus") or []}
+    return {"chosen": verdict["chosen"], "title": title(verdict["chosen"]), "selection": selection,
+            "metrics": [{"metric": m, "versus": versus.get(m)} for m in verdict["metrics"]],
+            "is_baseline": verdict.get("is_baseline"),
+            "warnings": [w for check in DECISION_WARNINGS for w in check(d, study)]}
+
+
+# --- the contents: every section, from one list ---------------------------------------------------
+
+# A dataset's sections in page order: (id prefix, title in the contents, the key of the dataset's
+# section that must be non-empty for it to show; None: always shown). The template gives each
+# heading the id ``<prefix>-<dataset index>``; tests/unit/test_report.py checks that every
+# heading's id is in the contents.
+DATASET_SECTIONS = (
+    ("chosen", "verdict", None), ("configurations", "all configurations", "summary"),
+    ("baseline", "against the baseline", "comparisons"), ("learning", "learning curve", "learning"),
+    ("external", "external validation", "external"), ("calibration", "calibration", "calibration"),
+    ("shortcut", "shortcut check", "shortcut"), ("weights-comparison", "which pretraining", "weights_comparison"),
+    ("deployment", "what to deploy", "deployment"),
+    ("by-strategy", "metric by strategy", "figures"), ("roc", "ROC", "figures"), ("pr", "precision–recall", "figures"),
+    ("confusion", "confusion matrices", "figures"), ("training", "training curves", "figures"),
+    ("gradcam", "Grad-CAM", "gradcam"), ("samples", "sample predictions", "samples"), ("data", "data checks", None),
+    ("runs", "every run", "runs"),
+)
+# The study's sections after the datasets (the decision and the method come first), with their parts.
+STUDY_SECTIONS = (("skipped", "skipped combinations", ()),
+                  ("provenance", "provenance", (("weights-provenance", "backbone weights"), ("software", "software"),
+                                                ("configuration", "configuration"))))
+
+
+def dataset_contents(d: dict) -> list[dict]:
+    """The contents entries of one dataset (its index in ``d["index"]``); an external test
+    set has one section each."""
+    entries = []
+    for prefix, label, key in DATASET_SECTIONS:
+        if key and not d[key]:
+            continue
+        if prefix == "external":
+            entries += [{"id": f"external-{d['index']}-{n}", "title": f"external: {x['name']}"}
+                        for n, x in enumerate(d["external"], 1)]
+        else:
+            entries.append({"id": f"{prefix}-{d['index']}", "title": label})
+    return entries
+
+
+def contents(datasets: list[dict]) -> list[dict]:
+    """The page's contents: the decision, the method, each dataset with its sections, the study's sections."""
+    return [{"id": "decision", "title": "decision", "children": []},
+            {"id": "method", "title": "how the numbers are made", "children": []},
+            *({"id": f"ds-{d['index']}", "title": f"dataset {d['name']}", "children": dataset_contents(d)}
+              for d in datasets),
+            *({"id": key, "title": label, "children": [{"id": part, "title": name} for part, name in parts]}
+              for key, label, parts in STUDY_SECTIONS)]
+
+
+def with_decisions(datasets: list[dict], study: dict) -> list[dict]:
+    """Each dataset section with its index (1, 2, …) and its decision."""
+    indexed = [{**d, "index": index} for index, d in enumerate(datasets, 1)]
+    return [{**d, "decision": decision(d, study)} for d in indexed]
+
+
+def render(plan: dict, tables: dict, output: str | Path, project: str | Path = ".",
+           figures: str | Path | None = None) -> None:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("scripts.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.filters["num"] = number
+    environment.filters["interval"] = interval
+    environment.filters["kept_epochs"] = kept_epochs
+    environment.filters["label"] = lambda metric: LABELS[metric]
+    tables = {**{name: pd.DataFrame() for name in FIELD_TABLES}, **tables}
+    verdict = tables["verdict"]
+    study = {"not_pretrained": not_pretrained(tables["runs"])}
+    datasets = with_decisions([dataset_section(name, plan, tables) for name in plan["datasets"]], study)
+    context = {
+        "title": plan["config"]["report"]["title"],
+        "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "datasets": datasets,
+        "contents": contents(datasets),
+        "not_pretrained": study["not_pretrained"],
+        "weights": weights_table(tables["runs"]),
+        "skipped": plan["skipped"],
+        "near_duplicate_check": {"correlation": NEAR_DUPLICATE_CORRELATION, "size": FINGERPRINT_SIZE,
+                                 "different_below": DIFFERENT_RADIOGRAPHS_BELOW},
+        "software": verdict["software"],
+        "bootstrap": verdict["bootstrap"],
+        "selection_metric": verdict["selection_metric"],
+        "configuration": configuration_section(plan),
+        "commit": git_commit(Path(project)),
+        "n_ok": verdict["finished"],
+        "n_runs": verdict["planned"],
+    }
+    html = environment.get_template("report.html.j2").render(**context)
+    if figures:
+        write_figures(context["datasets"], figures)
+    fsutil.write_text(output, html)

@@ -1,0 +1,1 @@
+"""The Slurm site values (workflow/rules/site.smk) and what they read from Snakemake."""

@@ -1,0 +1,67 @@
+"""Every use of Snakemake internals, one small function each.
+
+Snakemake documents no interface for what these read (the profile's resources, the
+executor, the command-line config files, the profile in use);
+tests/unit/test_slurm_site.py runs each of them on the installed Snakemake's own
+classes and fails on a release that changes them. The rules use documented interfaces
+for everything else (``config``, ``workflow.cores``, ``workflow.current_basedir``,
+``onstart``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from scripts.site.slurm_site import profile_name
+
+
+def raw_resource(resource) -> object:
+    """A resource's value as written: Snakemake 9 keeps it as ``raw``, 8 as ``orig_arg``."""
+    return getattr(resource, "raw", None) or getattr(resource, "orig_arg", None) or resource
+
+
+def profile_resources(workflow) -> dict[str, object]:
+    """The resources of `--default-resources` and `--set-resources` (a profile's
+    `default-resources:` and `set-resources:`) as written, by profile key:
+    {"default-resources.slurm_account": "'your_account'", "set-resources.train.gpu": "1", ...}."""
+    settings = workflow.resource_settings
+    values = {}
+    if settings.default_resources is not None:
+        for arg in settings.default_resources.args:
+            name, _, value = arg.partition("=")
+            values[f"default-resources.{name}"] = value
+    for rule_name, resources in settings.overwrite_resources.items():
+        for name, resource in resources.items():
+            values[f"set-resources.{rule_name}.{name}"] = raw_resource(resource)
+    return values
+
+
+def executor_name(workflow) -> str | None:
+    """The executor plugin's name ("slurm", "local", ...); None before it is chosen
+    (while the Snakefile is parsed, in a dry run)."""
+    plugin = workflow.executor_plugin
+    return None if plugin is None else plugin.name
+
+
+def command_line_configfiles(workflow) -> list[str]:
+    """The `--configfile` files, in the order Snakemake merged them."""
+    return [str(path) for path in workflow.overwrite_configfiles or []]
+
+
+def profile_file(argv: list[str], environ: dict[str, str]) -> str | None:
+    """The config file of the profile this run uses (`--profile NAME` or
+    $SNAKEMAKE_PROFILE), resolved like Snakemake does; None without a profile."""
+    from snakemake.cli import get_profile_dir
+
+    name = profile_name(argv, environ)
+    if not name:
+        return None
+    # A relative name is looked up from where Snakemake started: the working directory,
+    # unless --directory changed it; then $PWD, where the shell was.
+    for start in (os.getcwd(), environ.get("PWD")):
+        with contextlib.suppress(OSError, TypeError), contextlib.chdir(start):
+            found = get_profile_dir(name)
+            if found:
+                return str(found[1])
+    return f"profile {name}"

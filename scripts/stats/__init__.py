@@ -1,0 +1,1 @@
+"""Statistics the aggregate step computes: metrics, intervals, comparisons, the verdict."""

@@ -1,0 +1,1 @@
+"""The train step (workflow/rules/train.smk): models, training, inference and Grad-CAM."""
