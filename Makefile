@@ -48,8 +48,11 @@ profile:
 # Sets up without running anything: on a login node, neither training nor the test suite.
 install: $(INSTALLED) profile
 
+# The demo study alone: --replace-workflow-config keeps config/config.yaml (your study) out of it.
+DEMO := --configfile config/demo.yaml --replace-workflow-config
+
 demo: $(INSTALLED) profile
-	. $(VENV)/bin/activate && snakemake --profile profiles/local
+	. $(VENV)/bin/activate && snakemake --profile profiles/local $(DEMO)
 
 test: $(INSTALLED) profile
 	. $(VENV)/bin/activate && bash tests/run.sh
@@ -59,7 +62,7 @@ test-fast: $(STAMP)
 	. $(VENV)/bin/activate && python -m pytest tests/unit -q
 
 lint: $(STAMP)
-	. $(VENV)/bin/activate && ruff check . && snakefmt --check workflow && snakemake --lint
+	. $(VENV)/bin/activate && ruff check . && snakefmt --check workflow && snakemake --lint $(DEMO)
 
 benchmark: $(STAMP)
 	. $(VENV)/bin/activate && python -m benchmarks

@@ -81,7 +81,7 @@ def prepare(root: str, index_path: str, image_size: int, images_out: str, conver
     is the config's ``data.colour_overlays``."""
     from scripts.data.images import colour_summary, load_images
 
-    index = pd.read_csv(index_path, keep_default_na=False)
+    index = fsutil.read_table(index_path)
     array, conversions = load_images(root, index["path"].tolist(), image_size,
                                      colour_policy=colour["policy"], colour_tolerance=colour["tolerance"],
                                      colour_min_share=colour["min_share"])
@@ -96,7 +96,7 @@ def thumbnails(root: str, index_path: str, out: str, size: int = THUMBNAIL_SIZE)
     """The test images at display size (RGB uint8) with their paths."""
     from scripts.data.images import load_image
 
-    index = pd.read_csv(index_path, keep_default_na=False)
+    index = fsutil.read_table(index_path)
     paths = index.loc[index["split"] == "test", "path"].tolist()
     images = np.stack([load_image(Path(root) / path, size)[0] for path in paths])
     with fsutil.atomic_path(out) as tmp, open(tmp, "wb") as handle:
@@ -109,7 +109,7 @@ def leakage(root: str, index_path: str, policy: str, out: str) -> None:
     index has groups, the groups (patients) with images in both. ``policy`` is
     ``data.leakage``: ``fail`` names every copy and writes nothing (a shared group is
     reported, never dropped: which file names mean one patient is the config's claim)."""
-    index = pd.read_csv(index_path, keep_default_na=False)
+    index = fsutil.read_table(index_path)
     table = manifest.leakage_table(index, _fingerprints(root, list(index["path"])))
     copies = manifest.copies_of(table)
     if len(copies) and policy == "fail":
@@ -132,9 +132,9 @@ def split(index_path: str, leakage_path: str, seed: int, settings: dict, out: st
     :func:`leakage` table, whose near-duplicates ``leakage: drop`` leaves out."""
     from scripts.data.splits import make_split
 
-    checked = pd.read_csv(leakage_path, keep_default_na=False)
+    checked = fsutil.read_table(leakage_path)
     near_copies = frozenset(checked.loc[checked["near_duplicate"].eq(True), "path"])
-    table, note = make_split(pd.read_csv(index_path, keep_default_na=False), seed, settings, near_copies)
+    table, note = make_split(fsutil.read_table(index_path), seed, settings, near_copies)
     print(note)
     fsutil.write_csv(out, table)
 
@@ -152,8 +152,8 @@ def external_overlap(root: str, index_path: str, external_root: str, external_in
                      out: str) -> None:
     """Per test image of the external dataset, the most similar image of the trained
     dataset (any split) and whether it is the same radiograph (a near-duplicate)."""
-    index = pd.read_csv(index_path, keep_default_na=False)
-    tests = pd.read_csv(external_index_path, keep_default_na=False)
+    index = fsutil.read_table(index_path)
+    tests = fsutil.read_table(external_index_path)
     tests = tests[tests["split"] == "test"]
     table = manifest.most_similar(tests, _fingerprints(external_root, list(tests["path"])),
                                   index, _fingerprints(root, list(index["path"])))
@@ -203,9 +203,9 @@ def _run_inputs(images: str, split_path: str, external_tests, loaded: dict | Non
     if loaded is None:
         loaded = {"images": np.load(images, mmap_mode="r"),
                   "external_tests": [{**test, "images": np.load(test["images"], mmap_mode="r"),
-                                      "index": pd.read_csv(test["index"], keep_default_na=False)}
+                                      "index": fsutil.read_table(test["index"])}
                                      for test in external_tests]}
-    return training.RunInputs(images=loaded["images"], split=pd.read_csv(split_path, keep_default_na=False),
+    return training.RunInputs(images=loaded["images"], split=fsutil.read_table(split_path),
                               images_path=images, split_path=split_path, external_tests=loaded["external_tests"])
 
 

@@ -13,6 +13,7 @@ import pytest
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEMO = PROJECT / "resources" / "demo" / "covid19-cxr-3class"
+DEMO_STUDY = PROJECT / "config" / "demo.yaml"  # the demo's settings (`make demo`)
 XSS_CLASS = '<img src=x onerror=alert(1)> & "q"'
 sys.path.insert(0, str(PROJECT))
 

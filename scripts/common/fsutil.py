@@ -63,3 +63,15 @@ def read_json(path: str | os.PathLike):
 def write_csv(path: str | os.PathLike, frame) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+# Columns that hold names, never numbers: class folders ("0", "1" in MedMNIST exports),
+# patient ids, image paths and dataset names.
+NAME_COLUMNS = ("path", "label", "predicted", "group", "dataset", "most_similar")
+
+
+def read_table(path: str | os.PathLike, **options):
+    """A table the workflow wrote, its name columns as strings and empty cells as ""."""
+    import pandas as pd
+
+    return pd.read_csv(path, dtype=dict.fromkeys(NAME_COLUMNS, str), keep_default_na=False, **options)

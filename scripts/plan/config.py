@@ -8,7 +8,6 @@ turns the problems they return into one WorkflowError. Paths: scripts/common/lay
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -20,56 +19,68 @@ from scripts.plan import grid
 from scripts.plan.grid import SCRATCH_CNN
 from scripts.weights.weight_files import HED_VGG16_FILE, file_name
 
-# The default study, read from the working directory as Snakemake reads `configfile:`.
-DEFAULT_STUDY = "config/config.yaml"
+NO_STUDY = (
+    "the study names no dataset under datasets: name yours in config/config.yaml or in a file given "
+    "with --configfile (config/README.md, \"Your study\"); `make demo` runs the bundled demo study, "
+    "config/demo.yaml")
 
 
 # ---- Which settings the study runs with ---------------------------------------------
-def coerce_scalars(value):
-    """`--config` values arrive as strings (`seeds=[1]` gives ['1']); restore numbers
-    and booleans so that overrides validate like the same values in a YAML file."""
-    if isinstance(value, dict):
-        return {key: coerce_scalars(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [coerce_scalars(item) for item in value]
-    if isinstance(value, str):
-        for parse in (int, float):
+def schema_alternatives(schema: dict, root: dict) -> list[dict]:
+    """The plain schemas a value may match at ``schema``: its $ref resolved and its
+    oneOf/anyOf alternatives listed."""
+    if "$ref" in schema:
+        target = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return schema_alternatives(target, root)
+    alternatives = [item for key in ("oneOf", "anyOf") for item in schema.get(key, [])]
+    if not alternatives:
+        return [schema]
+    return [schema, *(plain for item in alternatives for plain in schema_alternatives(item, root))]
+
+
+def _typed_scalar(text: str, schemas: list[dict]):
+    """``text`` as the first of integer, number, boolean that the schemas allow and that
+    parses; unchanged where a string is allowed or nothing parses."""
+    types = set()
+    for schema in schemas:
+        declared = schema.get("type", [])
+        types |= {declared} if isinstance(declared, str) else set(declared)
+        if text in schema.get("enum", []):
+            return text
+    if "string" in types:
+        return text
+    parsers = {"integer": int, "number": float,
+               "boolean": lambda value: {"true": True, "false": False}[value.lower()]}
+    for kind in ("integer", "number", "boolean"):
+        if kind in types:
             try:
-                return parse(value)
-            except ValueError:
+                return parsers[kind](text)
+            except (KeyError, ValueError):
                 pass
-        if value.lower() in ("true", "false"):
-            return value.lower() == "true"
+    return text
+
+
+def typed_by_schema(value, schema: dict, root: dict | None = None):
+    """`--config` values typed as the schema declares them. Snakemake reads nested
+    `--config` values as strings (`training={epochs: 1}` gives '1'); a YAML file's values
+    keep the types YAML gave them and never pass through here."""
+    root = schema if root is None else root
+    schemas = schema_alternatives(schema, root)
+    if isinstance(value, dict):
+        typed = {}
+        for key, item in value.items():
+            inner = [s["properties"][key] for s in schemas if key in s.get("properties", {})]
+            inner += [s["additionalProperties"] for s in schemas if isinstance(s.get("additionalProperties"), dict)]
+            typed[key] = typed_by_schema(item, {"anyOf": inner}, root) if inner else item
+        return typed
+    if isinstance(value, list):
+        inner = [s["items"] for s in schemas if isinstance(s.get("items"), dict)]
+        return [typed_by_schema(item, {"anyOf": inner}, root) if inner else item for item in value]
+    if isinstance(value, str):
+        return _typed_scalar(value, schemas)
     return value
-
-
-def merge(base: dict, override: dict) -> dict:
-    """A copy of ``base`` with ``override`` on top, mappings merged key by key (as
-    Snakemake merges config files)."""
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def is_complete_study(given: dict) -> bool:
-    """A config that names its own datasets is a whole study: the default study's
-    settings would otherwise slip into it unseen (its demo epochs, its early stopping)."""
-    return "datasets" in given
-
-
-def study_settings(given: dict, default_study: dict) -> dict:
-    """The settings the study runs with, before the schema fills in its defaults.
-
-    ``given``: the user's config files merged, `--config` on top. A complete study is
-    exactly that; otherwise it changes only what it names in ``default_study``.
-    """
-    if is_complete_study(given):
-        return copy.deepcopy(given)
-    return merge(default_study, given)
 
 
 def leaves(settings: dict, prefix: str = "") -> list[tuple[str, object]]:
@@ -79,29 +90,6 @@ def leaves(settings: dict, prefix: str = "") -> list[tuple[str, object]]:
         name = f"{prefix}{key}"
         found += leaves(value, f"{name}.") if isinstance(value, dict) else [(name, value)]
     return found
-
-
-def user_set_keys(given: dict, default_study: dict) -> list[str]:
-    """The settings some file or `--config` set; every other one is a schema default."""
-    keys = {key for key, _ in leaves(given)}
-    if not is_complete_study(given):
-        keys |= {key for key, _ in leaves(default_study)}
-    return sorted(keys)
-
-
-def settings_files(given: dict, user_files: list[str]) -> list[str]:
-    """The config files the study's settings come from, in the order they merge."""
-    files = [str(path) for path in user_files]
-    return files if is_complete_study(given) else [DEFAULT_STUDY, *files]
-
-
-def settings_message(given: dict, user_files: list[str]) -> str:
-    """One log line: where the study's settings come from."""
-    files = ", ".join(settings_files(given, user_files)) or "the config given to the workflow"
-    if is_complete_study(given):
-        return (f"study settings from {files} (it names its own datasets: every key it omits "
-                "takes the schema default)")
-    return f"study settings from {files} (each later file and --config change only what they name)"
 
 
 # ---- Pretraining sources --------------------------------------------------------------
@@ -250,6 +238,8 @@ def config_problems(config: dict, sources: dict, registry: dict) -> list[str]:
                     f"training.epochs ({epochs} for {model}) for the partial and full strategies")
     for model in config["models"]:
         for name in sources:
+            if grid.missing_weights(model, name, sources[name]):
+                continue  # a skipped combination (planned_runs), not a problem
             try:
                 spec = weights_spec(model, name, sources, registry, config["weights_cache"])
             except ValueError as error:
@@ -271,7 +261,7 @@ def workflow_writes(weights_path: str, weights_cache: str) -> bool:
 def planned_runs(config: dict, sources: dict) -> tuple[list[dict], list[dict]]:
     """Every run of the grid with its folder and log folder, and every skipped
     model × strategy with its reason."""
-    runs, skipped = grid.plan(trained_datasets(config), config["models"], config["strategies"], list(sources),
+    runs, skipped = grid.plan(trained_datasets(config), config["models"], config["strategies"], sources,
                               config["train_fractions"], config["seeds"], config["exclude"])
     for run in runs:
         run.update(dir=RUN_DIR.format(**run), log_dir=RUN_LOG_DIR.format(**run))

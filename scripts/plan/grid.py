@@ -58,12 +58,21 @@ def fraction_label(fraction: float) -> str:
     return repr(float(fraction))
 
 
-def plan(datasets, models, strategies, pretraining, fractions, seeds, exclude=()) -> tuple[list[dict], list[dict]]:
-    """Every valid run, and every skipped model × strategy with its reason.
+def missing_weights(model: str, name: str, spec) -> str | None:
+    """Why source ``name`` cannot initialise ``model``: a per-backbone mapping that names
+    neither the model nor a default (a silent ImageNet fallback would run ImageNet weights
+    under this source's name)."""
+    if isinstance(spec, dict) and model not in spec and "default" not in spec:
+        return f"weights source {name!r} names no weights for {model} (add '{model}:' or 'default:' to it)"
+    return None
 
-    ``pretraining`` are the names of the weights sources; runs of the ``scratch``
-    strategy do not depend on them and exist once, as random init. ``exclude``: the
-    config's list of ``{model, strategy}`` (either may be left out: any) not to run.
+
+def plan(datasets, models, strategies, sources: dict, fractions, seeds, exclude=()) -> tuple[list[dict], list[dict]]:
+    """Every valid run, and every skipped model × strategy (× weights source) with its reason.
+
+    ``sources``: the weights sources, name -> setting; runs of the ``scratch`` strategy
+    do not depend on them and exist once, as random init. ``exclude``: the config's list
+    of ``{model, strategy}`` (either may be left out: any) not to run.
     """
     runs, skipped = [], []
     for model in models:
@@ -72,12 +81,16 @@ def plan(datasets, models, strategies, pretraining, fractions, seeds, exclude=()
             if reason:
                 skipped.append({"model": model, "strategy": strategy, "reason": reason})
                 continue
-            sources = pretraining if strategy in PRETRAINED_STRATEGIES else [RANDOM_INIT]
+            names = list(sources) if strategy in PRETRAINED_STRATEGIES else [RANDOM_INIT]
+            for name in names:
+                reason = missing_weights(model, name, sources.get(name))
+                if reason:
+                    skipped.append({"model": model, "strategy": strategy, "weights": name, "reason": reason})
             runs += [
                 {"dataset": d, "model": model, "strategy": strategy, "weights": w,
                  "fraction": fraction_label(f), "seed": s}
                 for d in datasets
-                for w in dict.fromkeys(sources)
+                for w in dict.fromkeys(names) if not missing_weights(model, w, sources.get(w))
                 for f in fractions
                 for s in seeds
             ]

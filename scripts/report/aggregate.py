@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scripts.common import fsutil
 from scripts.common.layout import RUN_FILES
 from scripts.data.external import collapse, collapse_labels, external_classes
 from scripts.report import deployment
@@ -326,8 +327,7 @@ def _external(name: str, plan: dict, done: pd.DataFrame, selection: str, interna
         if not Path(described["overlap"]).exists():  # allow_missing_runs: its data checks did not finish
             info[external] = {"missing": True, "verify": described["verify"], "class_map": test["class_map"]}
             continue
-        overlap = pd.read_csv(described["overlap"], keep_default_na=False,
-                              converters={"near_duplicate": csv_boolean})
+        overlap = fsutil.read_table(described["overlap"], converters={"near_duplicate": csv_boolean})
         duplicates = overlap[overlap["near_duplicate"].eq(True)]
         excluded = frozenset(duplicates["path"]) if test["near_duplicates"] == "exclude" else frozenset()
         classes = external_classes(test["class_map"])

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scripts.common import fsutil
 from scripts.common.layout import RUN_FILES
 from scripts.report import plots
 from scripts.stats import decision as dc
@@ -178,7 +179,7 @@ def _train_prevalence(split_path: str, positive_class: str) -> float | None:
     """Share of the positive class among the first seed's training images (None without the split)."""
     if not Path(split_path).exists():
         return None
-    split = pd.read_csv(split_path, keep_default_na=False)
+    split = fsutil.read_table(split_path)
     train = split[split["subset"] == "train"]
     return float((train["label"] == positive_class).mean()) if len(train) else None
 

@@ -56,7 +56,8 @@ def read_tables(paths: dict[str, str]) -> dict:
     :data:`BOOLEAN_COLUMNS` are read as True, False or None, whatever else their column holds."""
     def csv(path):
         try:
-            return pd.read_csv(path, dtype={"slurm_job_id": str, "cuda_visible_devices": str, "cam_cells": str},
+            text = dict.fromkeys((*fsutil.NAME_COLUMNS, "slurm_job_id", "cuda_visible_devices", "cam_cells"), str)
+            return pd.read_csv(path, dtype=text,
                                converters={column: csv_boolean for column in BOOLEAN_COLUMNS},
                                keep_default_na=False, na_values=[""])
         except pd.errors.EmptyDataError:  # no finished run: the table has no columns
@@ -114,7 +115,7 @@ def load_configs(plan: dict, runs: pd.DataFrame, classes: list[str]) -> list[dic
             config["confusion"].append(metrics["test"]["confusion_matrix"])
             if position >= CURVE_SEEDS:
                 continue
-            predictions = pd.read_csv(folder / files["predictions"], keep_default_na=False)
+            predictions = fsutil.read_table(folder / files["predictions"])
             probabilities = predictions[[f"p_{c}" for c in classes]].to_numpy()
             y_true = predictions["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
             config["predictions"].append((y_true, probabilities))
@@ -193,7 +194,7 @@ def split_counts(path: str) -> dict:
     from, and the patients per subset where the dataset declares groups."""
     if not Path(path).exists():
         return {"counts": {}, "val_source": None, "n_test": None, "groups": None}
-    split = pd.read_csv(path, keep_default_na=False)
+    split = fsutil.read_table(path)
     counts = split.groupby(["subset", "label"]).size().unstack(fill_value=0)
     return {"counts": {subset: {k: int(v) for k, v in row.items()} for subset, row in counts.iterrows()},
             "val_source": split["val_source"].iloc[0],
@@ -216,7 +217,7 @@ def leakage_section(path: str, policy: str) -> dict | None:
     not run."""
     if not Path(path).exists():
         return None
-    table = pd.read_csv(path, keep_default_na=False)
+    table = fsutil.read_table(path)
     copies = copies_of(table)
     return {"policy": policy, "n_checked": len(table), "copies": _records(copies),
             "n_identical": int(copies["identical"].sum()),

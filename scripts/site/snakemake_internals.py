@@ -44,9 +44,21 @@ def executor_name(workflow) -> str | None:
     return None if plugin is None else plugin.name
 
 
-def command_line_configfiles(workflow) -> list[str]:
-    """The `--configfile` files, in the order Snakemake merged them."""
-    return [str(path) for path in workflow.overwrite_configfiles or []]
+def config_files(workflow) -> list[str]:
+    """The config files the study's settings come from, in the order Snakemake merged
+    them: the Snakefile's `configfile:` (unless --replace-workflow-config dropped it),
+    then each `--configfile`."""
+    given = [str(path) for path in workflow.overwrite_configfiles or []]
+    settings = workflow.config_settings
+    if given and getattr(settings, "replace_workflow_config", False):
+        return given
+    return [str(path) for path in workflow.configfiles if str(path) not in given] + given
+
+
+def command_line_config(workflow) -> dict:
+    """The `--config` values, as Snakemake parsed them; none for a module, which gets
+    its config from the workflow that imports it."""
+    return {} if workflow.modifier.skip_configfile else dict(workflow.config_settings.config)
 
 
 def profile_file(argv: list[str], environ: dict[str, str]) -> str | None:

@@ -141,4 +141,4 @@ def read_test_groups(split_path: str, paths: list[str]) -> np.ndarray | None:
     at ``split_path`` (any seed's: the test set and its groups are the same for all), for
     a test bootstrap that draws patients whole; None where the dataset declares no groups
     (each image is then its own patient)."""
-    return groups_of_test_images(pd.read_csv(split_path, keep_default_na=False), paths)
+    return groups_of_test_images(fsutil.read_table(split_path), paths)

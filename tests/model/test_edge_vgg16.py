@@ -90,7 +90,7 @@ def test_the_file_is_byte_reproducible_and_pinned_in_the_example_and_the_demo(he
     assert list(tmp_path.iterdir()) == [again]  # written atomically, no temporary left
     example = yaml.safe_load((PROJECT / "config/examples/demo-hed-vgg16.yaml").read_text())
     assert example["weights"]["vgg16"]["sha256"] == sha256
-    demo = yaml.safe_load((PROJECT / "config/config.yaml").read_text())
+    demo = yaml.safe_load((PROJECT / "config/demo.yaml").read_text())
     (hed,) = [source for source in demo["weights"] if isinstance(source, dict)]
     assert hed["source"]["vgg16"]["sha256"] == sha256 and "not ImageNet" in hed["description"]
 

@@ -10,7 +10,8 @@ from conftest import PROJECT, validated
 
 from scripts.plan import config as study_config
 
-DEFAULT_STUDY = yaml.safe_load((PROJECT / "config" / "config.yaml").read_text())
+DEMO_STUDY = yaml.safe_load((PROJECT / "config" / "demo.yaml").read_text())
+SCHEMA = yaml.safe_load((PROJECT / "workflow" / "schemas" / "config.schema.yaml").read_text())
 REGISTRY = {"vgg16": {"url": "https://example.org/keras/vgg16_notop.h5", "md5": "ab12"},
             "resnet50": {"url": "https://example.org/keras/resnet50_notop.h5", "md5": "cd34"}}
 
@@ -39,66 +40,44 @@ def study(tmp_path: Path, **settings) -> dict:
 
 # ---- Which settings the study runs with ------------------------------------------------
 
-def test_coerce_scalars_restores_numbers_and_booleans_of_command_line_values():
-    given = {"seeds": ["1", "2"], "training": {"learning_rate": "1e-3", "deterministic": "False"},
-             "models": ["vgg16"], "weights": "none"}
-    assert study_config.coerce_scalars(given) == {
-        "seeds": [1, 2], "training": {"learning_rate": 0.001, "deterministic": False},
-        "models": ["vgg16"], "weights": "none"}
+def test_command_line_strings_are_typed_as_the_schema_declares_them():
+    """What Snakemake's --config gives for nested values (strings), typed by the schema:
+    numbers and booleans where the schema wants them, strings where it allows strings."""
+    given = {"seeds": ["1", "2"], "training": {"learning_rate": "1e-3", "deterministic": "False", "epochs": "3"},
+             "models": ["vgg16"], "weights": "none", "report": {"title": "2024"},
+             "datasets": {"d": {"positive_class": "1", "train": "false"}}}
+    assert study_config.typed_by_schema(given, SCHEMA) == {
+        "seeds": [1, 2], "training": {"learning_rate": 0.001, "deterministic": False, "epochs": 3},
+        "models": ["vgg16"], "weights": "none", "report": {"title": "2024"},
+        "datasets": {"d": {"positive_class": "1", "train": False}}}
 
 
-def test_merge_overrides_key_by_key_and_leaves_its_inputs_alone():
-    base = {"seeds": [1, 2], "training": {"epochs": 2, "image_size": 64}}
-    merged = study_config.merge(base, {"seeds": [3], "training": {"image_size": 32}})
-    assert merged == {"seeds": [3], "training": {"epochs": 2, "image_size": 32}}
-    assert base == {"seeds": [1, 2], "training": {"epochs": 2, "image_size": 64}}
+def test_a_per_model_setting_and_a_string_that_is_no_number_stay_as_the_user_wrote_them():
+    given = {"training": {"epochs": {"default": "4", "vgg16": "2"}, "image_size": "big"}, "unknown": "1"}
+    assert study_config.typed_by_schema(given, SCHEMA) == {
+        "training": {"epochs": {"default": 4, "vgg16": 2}, "image_size": "big"}, "unknown": "1"}
 
 
-def test_a_file_with_its_own_datasets_takes_schema_defaults_never_the_demo_settings():
-    """The reproduction: datasets and training.image_size only. The demo trains 2 epochs
-    without early stopping; the schema (config/README.md) says 20 and patience 5."""
+def test_the_shipped_study_file_names_no_dataset_and_sets_nothing_else():
+    """config/config.yaml is the user's study: a --configfile merged on top of it gets
+    nothing from it, and the demo is a file of its own."""
+    assert yaml.safe_load((PROJECT / "config" / "config.yaml").read_text()) == {"datasets": {}}
+    assert list(DEMO_STUDY["datasets"]) == ["demo"]
+
+
+def test_a_study_takes_schema_defaults_for_what_it_omits_never_the_demo_settings():
+    """The demo trains 2 epochs without early stopping; the schema says 20 and patience 5."""
     given = {"datasets": {"mine": {"path": "/data/mine", "manifest": "mine.sha256"}},
              "models": ["vgg16"], "strategies": ["scratch"], "seeds": [1], "training": {"image_size": 32}}
-    assert (DEFAULT_STUDY["training"]["epochs"], DEFAULT_STUDY["training"]["early_stopping_patience"]) == (2, 0)
-    config = validated(study_config.study_settings(given, DEFAULT_STUDY))
-    assert list(config["datasets"]) == ["mine"]
-    training = config["training"]
+    assert (DEMO_STUDY["training"]["epochs"], DEMO_STUDY["training"]["early_stopping_patience"]) == (2, 0)
+    training = validated(given)["training"]
     assert (training["epochs"], training["early_stopping_patience"], training["image_size"]) == (20, 5, 32)
-    assert (training["learning_rate"], training["warmup_epochs"], config["weights"]) == (1e-4, 3, "imagenet")
-
-
-def test_a_file_without_datasets_changes_only_what_it_names_in_the_default_study():
-    config = validated(study_config.study_settings({"seeds": [7], "training": {"epochs": 3}}, DEFAULT_STUDY))
-    assert list(config["datasets"]) == ["demo"] and config["seeds"] == [7]
-    assert (config["training"]["epochs"], config["training"]["image_size"]) == (3, 64)
-    assert config["training"]["early_stopping_patience"] == 0
-    assert [w if isinstance(w, str) else w["name"] for w in config["weights"]] == ["none", "hed_vgg16"]
 
 
 def test_leaves_name_every_value_that_is_not_a_mapping():
     settings = {"seeds": [1, 2], "training": {"epochs": {"default": 4, "vgg16": 2}, "augmentation": {}}}
     assert study_config.leaves(settings) == [
         ("seeds", [1, 2]), ("training.epochs.default", 4), ("training.epochs.vgg16", 2)]
-
-
-def test_user_set_keys_of_a_complete_study_are_its_own_of_an_extension_also_the_defaults():
-    own = {"datasets": {"mine": {"path": "/d", "manifest": "m"}}, "training": {"image_size": 32}}
-    assert study_config.user_set_keys(own, {"seeds": [1]}) == [
-        "datasets.mine.manifest", "datasets.mine.path", "training.image_size"]
-    extension = {"training": {"epochs": 3}}
-    assert study_config.user_set_keys(extension, {"seeds": [1], "training": {"image_size": 64}}) == [
-        "seeds", "training.epochs", "training.image_size"]
-
-
-def test_settings_files_and_the_log_line_name_where_the_settings_come_from():
-    own = {"datasets": {"mine": {}}}
-    assert study_config.settings_files(own, ["mine.yaml"]) == ["mine.yaml"]
-    assert study_config.settings_files({"seeds": [1]}, ["s.yaml"]) == ["config/config.yaml", "s.yaml"]
-    assert study_config.settings_message(own, ["mine.yaml"]) == (
-        "study settings from mine.yaml (it names its own datasets: every key it omits takes the schema default)")
-    assert study_config.settings_message({}, []) == (
-        "study settings from config/config.yaml (each later file and --config change only what they name)")
-    assert study_config.settings_message(own, []).startswith("study settings from the config given to the workflow")
 
 
 # ---- Pretraining sources -----------------------------------------------------------------
@@ -131,6 +110,23 @@ def test_a_per_backbone_source_without_the_backbone_or_a_default_is_refused():
     """Not ImageNet weights run under the source's name (a mislabelled comparison)."""
     with pytest.raises(ValueError, match=r"weights \(hed\) names no weights for resnet50: add 'resnet50:'"):
         study_config.weights_spec("resnet50", "hed", {"hed": {"vgg16": "/w.h5"}}, REGISTRY, "cache")
+
+
+def test_a_source_without_weights_for_a_backbone_skips_its_runs_with_the_reason(tmp_path):
+    """The demo's sources (random init, HED VGG16) with ResNet50 added: ResNet50 trains
+    from random init only, and each pretrained strategy under hed_vgg16 is a skipped
+    combination, not a stop, and never a run under ImageNet weights."""
+    config = study(tmp_path, models=["scratch_cnn", "vgg16", "resnet50"], strategies=["scratch", "frozen"],
+                   weights=DEMO_STUDY["weights"])
+    sources = study_config.weights_sources(config)
+    runs, skipped = study_config.planned_runs(config, sources)
+    assert sorted({(r["model"], r["strategy"], r["weights"]) for r in runs}) == [
+        ("resnet50", "frozen", "none"), ("resnet50", "scratch", "none"), ("scratch_cnn", "scratch", "none"),
+        ("vgg16", "frozen", "hed_vgg16"), ("vgg16", "frozen", "none"), ("vgg16", "scratch", "none")]
+    assert [s for s in skipped if "weights" in s] == [{
+        "model": "resnet50", "strategy": "frozen", "weights": "hed_vgg16",
+        "reason": "weights source 'hed_vgg16' names no weights for resnet50 (add 'resnet50:' or 'default:' to it)"}]
+    assert not [p for p in study_config.config_problems(config, sources, REGISTRY) if "resnet50" in p]
 
 
 def test_project_file_prefers_the_working_directory(tmp_path, monkeypatch):
@@ -198,10 +194,10 @@ def test_group_problems_name_the_key(tmp_path):
 
 def test_test_copies_of_training_images_are_dropped_unless_a_config_keeps_them(tmp_path):
     """Keeping contaminated test images is an opt-in: the schema drops them, and the
-    default study (the demo: 9 copies among 66 test images) does too."""
+    demo study (9 copies among 66 test images) does too."""
     assert study(tmp_path)["data"]["leakage"] == "drop"
     assert study(tmp_path / "kept", data={"leakage": "warn"})["data"]["leakage"] == "warn"
-    assert DEFAULT_STUDY["data"]["leakage"] == "drop"
+    assert DEMO_STUDY["data"]["leakage"] == "drop"
 
 
 def test_the_schema_takes_groups_of_a_pattern_and_a_table(tmp_path):

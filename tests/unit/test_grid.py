@@ -6,7 +6,7 @@ from scripts.plan.grid import pack_minutes, pack_seeds, packs, plan, weights_sou
 
 
 def test_scratch_cnn_only_runs_from_scratch_and_skips_are_explained():
-    runs, skipped = plan({"a": {}, "b": {}}, ["scratch_cnn", "vgg16"], ["scratch", "frozen"], ["imagenet"],
+    runs, skipped = plan({"a": {}, "b": {}}, ["scratch_cnn", "vgg16"], ["scratch", "frozen"], {"imagenet": "imagenet"},
                          [1.0], [1, 2])
     assert len(runs) == 2 * 3 * 2  # (cnn×scratch + vgg×2) × datasets × seeds
     assert skipped == [{"model": "scratch_cnn", "strategy": "frozen",
@@ -16,8 +16,8 @@ def test_scratch_cnn_only_runs_from_scratch_and_skips_are_explained():
 
 
 def test_pretraining_sources_and_fractions_are_axes_of_the_pretrained_strategies_only():
-    runs, _ = plan({"a": {}}, ["scratch_cnn", "vgg16"], ["scratch", "linear_probe"], ["imagenet", "none"],
-                   [0.5, 1], [1])
+    runs, _ = plan({"a": {}}, ["scratch_cnn", "vgg16"], ["scratch", "linear_probe"],
+                   {"imagenet": "imagenet", "none": "none"}, [0.5, 1], [1])
     keys = sorted((r["model"], r["strategy"], r["weights"], r["fraction"]) for r in runs)
     assert keys == [("scratch_cnn", "scratch", "none", "0.5"), ("scratch_cnn", "scratch", "none", "1.0"),
                     ("vgg16", "linear_probe", "imagenet", "0.5"), ("vgg16", "linear_probe", "imagenet", "1.0"),
@@ -37,17 +37,17 @@ def test_weights_sources_are_named():
 
 
 def test_excluded_combinations_are_skipped_with_their_reason():
-    runs, skipped = plan({"a": {}}, ["scratch_cnn", "resnet50"], ["scratch", "partial"], ["none"], [1.0], [1],
+    runs, skipped = plan({"a": {}}, ["scratch_cnn", "resnet50"], ["scratch", "partial"], {"none": "none"}, [1.0], [1],
                          exclude=[{"model": "resnet50", "strategy": "scratch"}])
     assert sorted((r["model"], r["strategy"]) for r in runs) == [("resnet50", "partial"), ("scratch_cnn", "scratch")]
     assert {"model": "resnet50", "strategy": "scratch", "reason": "excluded in the config (exclude)"} in skipped
-    runs, _ = plan({"a": {}}, ["vgg16", "resnet50"], ["scratch", "frozen"], ["none"], [1.0], [1],
+    runs, _ = plan({"a": {}}, ["vgg16", "resnet50"], ["scratch", "frozen"], {"none": "none"}, [1.0], [1],
                    exclude=[{"strategy": "scratch"}])
     assert {r["strategy"] for r in runs} == {"frozen"}
 
 
 def test_packs_hold_consecutive_seeds_of_one_configuration():
-    runs, _ = plan({"a": {}}, ["scratch_cnn", "vgg16"], ["scratch"], ["none"], [0.5, 1], [3, 1, 2, 7, 5])
+    runs, _ = plan({"a": {}}, ["scratch_cnn", "vgg16"], ["scratch"], {"none": "none"}, [0.5, 1], [3, 1, 2, 7, 5])
     grouped = packs(runs, 2)
     # 4 configurations (2 models × 2 fractions) × ceil(5 seeds / 2) = 12 packs
     assert len(grouped) == 12 and sum(len(p["members"]) for p in grouped) == len(runs)
@@ -59,8 +59,8 @@ def test_packs_hold_consecutive_seeds_of_one_configuration():
 
 
 def test_appending_seeds_keeps_the_full_packs():
-    before, _ = plan({"a": {}}, ["scratch_cnn"], ["scratch"], ["none"], [1], [1, 2, 3, 4])
-    after, _ = plan({"a": {}}, ["scratch_cnn"], ["scratch"], ["none"], [1], [1, 2, 3, 4, 5, 6])
+    before, _ = plan({"a": {}}, ["scratch_cnn"], ["scratch"], {"none": "none"}, [1], [1, 2, 3, 4])
+    after, _ = plan({"a": {}}, ["scratch_cnn"], ["scratch"], {"none": "none"}, [1], [1, 2, 3, 4, 5, 6])
     assert [p["seeds"] for p in packs(before, 4)] == ["1-4"]
     assert [p["seeds"] for p in packs(after, 4)] == ["1-4", "5-6"]
 

@@ -114,11 +114,22 @@ def test_workflow_still_has_the_attributes_the_internals_read(tmp_path, monkeypa
     from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
 
     monkeypatch.chdir(tmp_path)
+    Path("study.yaml").write_text("datasets: {}\n")
     Path("mine.yaml").write_text("seeds: [1]\n")
-    workflow = Workflow(config_settings=ConfigSettings(configfiles=[Path("mine.yaml")]),
-                        resource_settings=ResourceSettings(cores=2), workflow_settings=WorkflowSettings(),
-                        storage_settings=StorageSettings(), logger_manager=None)
-    assert internals.command_line_configfiles(workflow) == [str(tmp_path / "mine.yaml")]
+
+    def workflow_with(**config_settings):
+        workflow = Workflow(config_settings=ConfigSettings(configfiles=[Path("mine.yaml")], **config_settings),
+                            resource_settings=ResourceSettings(cores=2), workflow_settings=WorkflowSettings(),
+                            storage_settings=StorageSettings(), logger_manager=None)
+        workflow.configfile("study.yaml")  # the Snakefile's `configfile:`
+        return workflow
+
+    workflow = workflow_with(config={"training": {"epochs": "1"}})
+    assert internals.config_files(workflow) == ["study.yaml", str(tmp_path / "mine.yaml")]
+    assert internals.command_line_config(workflow) == {"training": {"epochs": "1"}}
+    assert workflow.config == {"datasets": {}, "seeds": [1], "training": {"epochs": "1"}}
+    replaced = workflow_with(replace_workflow_config=True)
+    assert internals.config_files(replaced) == [str(tmp_path / "mine.yaml")] and replaced.config == {"seeds": [1]}
     assert internals.executor_name(workflow) is None  # not chosen while the Snakefile is parsed
     assert {f.name for f in dataclasses.fields(Workflow)} >= {"resource_settings", "config_settings"}
     slurm = ExecutorPluginRegistry().get_plugin(slurm_site.SLURM_EXECUTOR)

@@ -21,6 +21,10 @@ BIN = Path(sys.executable).parent
 SHIPPED_PROFILE = PROJECT / "profiles" / "slurm"
 
 
+# The demo study, as `make demo` passes it.
+DEMO = ("--configfile", "config/demo.yaml", "--replace-workflow-config")
+
+
 def run(command: list[str], cwd: Path, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
     """``command`` with this interpreter's tools first on PATH; ``PWD`` follows ``cwd``
     like a shell's would."""
@@ -70,7 +74,7 @@ def test_make_profile_links_the_slurm_profile_so_that_the_bare_name_works(tmp_pa
     assert again.returncode == 0 and again.stdout == again.stderr == ""
 
     # Snakemake's own lookup of the bare name, from the repository root, dry run.
-    dry = run([sys.executable, "-m", "snakemake", "-n", "--profile", "slurm"], PROJECT,
+    dry = run([sys.executable, "-m", "snakemake", "-n", "--profile", "slurm", *DEMO], PROJECT,
               XDG_CONFIG_HOME=str(config_home))
     assert dry.returncode == 0, dry.stderr[-3000:]
     output = dry.stdout + dry.stderr
@@ -104,7 +108,7 @@ def test_make_profile_uses_home_config_and_never_replaces_another_profile(tmp_pa
 def test_shipped_profile_gives_train_jobs_eight_cpus_one_gpu_and_eight_threads():
     """Fails if default-resources' cpus_per_task: 1 reaches train again (the plugin then
     submits --cpus-per-task=1) or if set-threads and the CPU request disagree."""
-    result = run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--profile", "profiles/slurm"],
+    result = run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--profile", "profiles/slurm", *DEMO],
                  PROJECT)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = re.findall(r"^rule train:.*?^    resources: (.*?)$", result.stdout, re.S | re.M)
@@ -185,11 +189,12 @@ def own_data(tmp_path_factory):
     return copy_dataset(tmp_path_factory.mktemp("own") / "data", {"train": 2, "test": 1})
 
 
-def dry_run_in_project(*args: str) -> str:
-    """A dry run from the repository root, where the Snakefile's configfile (the demo)
-    is found: the situation of a user following the README."""
+def dry_run_in_project(*args: str, returncode: int = 0) -> str:
+    """A dry run from the repository root, where the Snakefile's configfile
+    (config/config.yaml, which names no dataset as shipped) is found: the situation of a
+    user following the README."""
     result = run([sys.executable, "-m", "snakemake", "-n", "--forceall", *args], PROJECT)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == returncode, result.stderr[-3000:]
     return result.stdout + result.stderr
 
 
@@ -202,13 +207,13 @@ def test_own_configfile_runs_exactly_its_datasets(own_data, tmp_path):
     assert "results/tiny/runs/" in output and "results/demo/" not in output
 
 
-def test_configfile_without_datasets_extends_the_default_and_config_overrides_apply(own_data, tmp_path):
-    """A settings-only file keeps the demo: the scratch CNN, VGG16 from scratch, and VGG16's 4
-    pretrained strategies x 2 weights sources = 10 runs x 1 seed. --config on top of
-    the user's file: 3 runs x 2 seeds = 6."""
+def test_configfiles_merge_in_order_and_config_overrides_apply(own_data, tmp_path):
+    """A settings-only file after the demo's changes what it names: the scratch CNN, VGG16
+    from scratch, and VGG16's 4 pretrained strategies x 2 weights sources = 10 runs x 1
+    seed. --config on top of the user's file: 3 runs x 2 seeds = 6."""
     settings = tmp_path / "settings.yaml"
     settings.write_text(yaml.safe_dump({"seeds": [1]}))
-    output = dry_run_in_project("--configfile", str(settings))
+    output = dry_run_in_project("--configfile", "config/demo.yaml", str(settings))  # one flag, files in order
     assert train_jobs(output) == 10 and "results/demo/" in output
 
     mine = write_config(tmp_path / "mine.yaml", own_data, seeds=[1])
@@ -224,16 +229,16 @@ def train_settings(output: str) -> dict[str, dict]:
 
 
 def test_own_configfile_with_datasets_takes_schema_defaults_not_the_demo_settings(own_data, tmp_path):
-    """The reproduction: a mine.yaml with its own datasets and `training: {image_size: 32}`,
-    from the repository root. The demo's config/config.yaml trains 2 epochs without early
-    stopping; the schema (config/README.md) says 20 epochs, patience 5. Fails when the
-    demo's training settings reach the user's study."""
+    """A mine.yaml with its own datasets and `training: {image_size: 32}`, from the
+    repository root. The demo trains 2 epochs without early stopping; the schema
+    (config/README.md) says 20 epochs, patience 5. Fails when the demo's training settings
+    reach the user's study."""
     mine = tmp_path / "mine.yaml"
     mine.write_text(yaml.safe_dump({
         "datasets": {"tiny": {"path": str(own_data), "manifest": f"{own_data}.sha256"}},
         "models": ["scratch_cnn"], "strategies": ["scratch"], "seeds": [1], "training": {"image_size": 32}}))
     output = dry_run_in_project("-p", "--configfile", str(mine))
-    assert f"study settings from {mine} (it names its own datasets" in output
+    assert f"study settings from config/config.yaml, {mine}" in output
     training = train_settings(output)["scratch_cnn"]
     assert (training["epochs"], training["early_stopping_patience"], training["image_size"]) == (20, 5, 32)
     assert (training["learning_rate"], training["warmup_epochs"]) == (1e-4, 3)
@@ -248,14 +253,12 @@ def test_own_configfile_with_datasets_takes_schema_defaults_not_the_demo_setting
     assert plan["config"]["training"]["epochs"] == 20 and plan["config"]["weights"] == "imagenet"
 
 
-def test_configfile_without_datasets_keeps_the_default_study_settings(tmp_path):
-    """A settings-only file changes what it names; the rest stays config/config.yaml's."""
+def test_a_study_without_datasets_stops_naming_the_key_and_the_demo(tmp_path):
+    """A settings-only file on the shipped config/config.yaml: nothing to train."""
     settings = tmp_path / "settings.yaml"
     settings.write_text(yaml.safe_dump({"seeds": [1], "training": {"image_size": 32}}))
-    output = dry_run_in_project("-p", "--configfile", str(settings))
-    assert f"study settings from config/config.yaml, {settings} (each later file" in output
-    training = train_settings(output)["vgg16"]
-    assert (training["epochs"], training["early_stopping_patience"], training["image_size"]) == (2, 0, 32)
+    output = dry_run_in_project("--configfile", str(settings), returncode=1)
+    assert "the study names no dataset under datasets" in output and "config/demo.yaml" in output
 
 
 # --- point 5: site values checked before anything is submitted --------------------------
@@ -269,7 +272,7 @@ def without_slurm_path(tmp_path: Path) -> str:
 
 
 def test_placeholder_account_is_a_warning_in_a_dry_run(tmp_path):
-    result = run([sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/slurm"], PROJECT,
+    result = run([sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/slurm", *DEMO], PROJECT,
                  PATH=without_slurm_path(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert ("Slurm profile (profiles/slurm/config.yaml) default-resources.slurm_account: still the "
@@ -314,7 +317,7 @@ def test_lowest_supported_snakemake_dry_runs_the_workflow_and_the_slurm_profile(
     declared = re.search(r'min_version\("([\d.]+)"\)', (PROJECT / "workflow/Snakefile").read_text())[1]
     assert version.startswith(declared), (version, declared)
     for args in ([], ["--profile", "profiles/slurm"]):
-        result = run([oldest, "-n", "--forceall", *args], PROJECT)
+        result = run([oldest, "-n", "--forceall", "--configfile", "config/demo.yaml", *args], PROJECT)
         assert result.returncode == 0, result.stderr[-3000:]
         assert train_jobs(result.stdout + result.stderr) == 32
 

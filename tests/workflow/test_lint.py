@@ -17,7 +17,7 @@ BIN = Path(sys.executable).parent
 @pytest.mark.parametrize("command", [
     [str(BIN / "ruff"), "check", "."],
     [str(BIN / "snakefmt"), "--check", "workflow"],
-    [sys.executable, "-m", "snakemake", "--lint"],
+    [sys.executable, "-m", "snakemake", "--lint", "--configfile", "config/demo.yaml"],
 ], ids=["ruff", "snakefmt", "snakemake-lint"])
 def test_clean(command):
     result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=300)

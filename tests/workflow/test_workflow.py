@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import PROJECT, XSS_CLASS, copy_dataset, snakemake, write_config
+from conftest import DEMO_STUDY, KERMANY, PROJECT, XSS_CLASS, copy_dataset, snakemake, write_config
 
 from scripts.common.layout import RUN_FILES
 
@@ -26,7 +26,7 @@ def job_counts(output: str) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def default_dry_run():
     """One dry run of the default study, shared by the checks that only read it."""
-    return snakemake(PROJECT, "-n", "--forceall", "-p")
+    return snakemake(PROJECT, "--configfile", str(DEMO_STUDY), "-n", "--forceall", "-p")
 
 
 def test_default_dry_run_lists_one_train_job_per_valid_combination(default_dry_run):
@@ -49,8 +49,8 @@ def test_nothing_large_travels_on_a_command_line(default_dry_run):
 def test_per_model_training_settings_reach_each_run():
     override = ('training={"epochs": {"default": 4, "scratch_cnn": 2}, "warmup_epochs": 1,'
                 ' "partial_stages": {"default": 1, "vgg16": 2}}')
-    result = snakemake(PROJECT, "-n", "-p", "--forceall", "--config", override, "weights=none",
-                       "models=[scratch_cnn,vgg16,resnet50,efficientnetb0]")
+    result = snakemake(PROJECT, "--configfile", str(DEMO_STUDY), "-n", "-p", "--forceall", "--config", override,
+                       "weights=none", "models=[scratch_cnn,vgg16,resnet50,efficientnetb0]")
     runs = {}
     for command in re.findall(r"^Shell command: (python -m scripts train .*)$", result.stdout, re.M):
         model = re.search(r"--model (\S+)", command)[1]
@@ -60,7 +60,8 @@ def test_per_model_training_settings_reach_each_run():
 
 
 def test_config_overrides_on_the_command_line():
-    result = snakemake(PROJECT, "-n", "--forceall", "--config", "seeds=[1]", "strategies=[scratch,frozen]")
+    result = snakemake(PROJECT, "--configfile", str(DEMO_STUDY), "-n", "--forceall",
+                       "--config", "seeds=[1]", "strategies=[scratch,frozen]")
     assert job_counts(result.stdout)["train"] == 1 + 1 + 2  # both models × scratch + vgg16 × frozen × 2 weights
 
 
@@ -103,6 +104,35 @@ def test_two_class_datasets_need_a_positive_class(tmp_path, positive, expected):
     config.write_text(yaml.safe_dump(settings))
     result = snakemake(tmp_path, "--configfile", str(config), "-n", check=False)
     assert result.returncode != 0 and re.search(expected, result.stdout + result.stderr), result.stderr[-2000:]
+
+
+def test_numbered_class_folders_name_class_1_positive_with_its_prevalence(tmp_path):
+    """Class folders 0 and 1, as MedMNIST exports and many Kaggle sets name them, and
+    `positive_class: "1"` in the YAML file: the study plans, runs, and the report names
+    class 1 as positive with the training split's prevalence of it (0.0 when a label
+    column is read as numbers)."""
+    from scripts.data.manifest import make_manifest
+
+    data = tmp_path / "data"
+    for split, sizes in {"train": {"NORMAL": 10, "PNEUMONIA": 20}, "test": {"NORMAL": 6, "PNEUMONIA": 6}}.items():
+        for name, label in (("NORMAL", "0"), ("PNEUMONIA", "1")):
+            (data / split / label).mkdir(parents=True)
+            for image in sorted((KERMANY / split / name).iterdir())[:sizes[name]]:
+                shutil.copy2(image, data / split / label / image.name)
+    (tmp_path / "data.sha256").write_text(make_manifest(data))
+    config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"], seeds=[1, 2])
+    config.write_text(config.read_text().replace("manifest:", "positive_class: '1'\n    manifest:"))
+    assert yaml.safe_load(config.read_text())["datasets"]["tiny"]["positive_class"] == "1"
+
+    snakemake(tmp_path, "--configfile", str(config), "--cores", "2")
+    assert json.loads((tmp_path / "results/plan.json").read_text())["config"]["datasets"]["tiny"][
+        "positive_class"] == "1"
+    split = pd.read_csv(tmp_path / "results/tiny/splits/seed1.csv", dtype={"label": str})
+    prevalence = (split.loc[split["subset"] == "train", "label"] == "1").mean()
+    assert 0.6 < prevalence < 0.7
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", (tmp_path / "results/report.html").read_text()))
+    assert "positive class (sensitivity): 1" in text
+    assert f"Prevalence of 1: training {prevalence:.3f}, validation" in text
 
 
 def test_bad_data_stops_at_verify_naming_the_file(tmp_path):
@@ -203,7 +233,8 @@ def test_slurm_profile_dry_run_on_a_machine_without_slurm(tmp_path):
     (tmp_path / "which").symlink_to(shutil.which("which"))
     env = {"HOME": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{tmp_path}"}
     result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--profile",
-                             "profiles/slurm"], cwd=PROJECT, env=env, capture_output=True, text=True,
+                             "profiles/slurm", "--configfile", "config/demo.yaml"],
+                            cwd=PROJECT, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr

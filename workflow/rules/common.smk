@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 
 if not hasattr(workflow.current_basedir, "__fspath__"):
     raise WorkflowError(
@@ -41,7 +41,8 @@ from scripts.common.layout import (  # noqa: E402
 )
 from scripts.train.models import MODELS  # noqa: E402
 from scripts.site.snakemake_internals import (  # noqa: E402
-    command_line_configfiles,
+    command_line_config,
+    config_files,
     profile_resources,
 )
 from scripts.weights.weight_files import (
@@ -50,33 +51,27 @@ from scripts.weights.weight_files import (
     load_registry,
 )  # noqa: E402
 
-
-# ---- The study's settings: scripts/plan/config.py decides, the schema fills in defaults. ----
-def read_default_study():
-    """config/config.yaml, the default study, from the working directory."""
-    path = Path(study_config.DEFAULT_STUDY)
-    if not path.is_file():
-        raise WorkflowError(
-            f"{path} is not in {Path.cwd()}: run from the project root, or pass a "
-            "--configfile that names its datasets (see config/README.md)"
-        )
-    return study_config.coerce_scalars(yaml.safe_load(path.read_text()) or {})
-
-
-# Snakemake's config: the --configfile files merged, --config on top (or the config a
-# workflow importing this one as a module passes).
-GIVEN = study_config.coerce_scalars(config)
-USER_FILES = command_line_configfiles(workflow)
-DEFAULT_SETTINGS = {} if study_config.is_complete_study(GIVEN) else read_default_study()
-config.clear()
-config.update(study_config.study_settings(GIVEN, DEFAULT_SETTINGS))
-logger.info(study_config.settings_message(GIVEN, USER_FILES))
+# ---- The study's settings: Snakemake's config, the schema fills in defaults. ----------
+# config/config.yaml (the Snakefile's `configfile:`), each --configfile merged on top,
+# --config last, as Snakemake merges them; only --config strings are typed by the schema.
+SCHEMA_FILE = (
+    Path(str(workflow.current_basedir)).parent / "schemas" / "config.schema.yaml"
+)
+update_config(
+    config,
+    study_config.typed_by_schema(
+        command_line_config(workflow), yaml.safe_load(SCHEMA_FILE.read_text())
+    ),
+)
+if not config.get("datasets"):
+    raise WorkflowError(study_config.NO_STUDY)
+SETTINGS = {
+    "files": config_files(workflow),
+    "user_set": sorted(key for key, _ in study_config.leaves(config)),
+}
+logger.info(f"study settings from {', '.join(SETTINGS['files']) or 'the config given'}")
 # Fills in every default: the schema is the one place defaults live.
 validate(config, "../schemas/config.schema.yaml")
-SETTINGS = {
-    "files": study_config.settings_files(GIVEN, USER_FILES),
-    "user_set": study_config.user_set_keys(GIVEN, DEFAULT_SETTINGS),
-}
 
 # Every step runs `python -m scripts <step>` from the project package.
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(PROJECT))}; ")
@@ -121,7 +116,10 @@ def available_cores():
 
 TRAIN_THREADS = study_config.train_threads(available_cores(), len(RUNS))
 for skip in SKIPPED:
-    logger.info(f"skipped {skip['model']} x {skip['strategy']}: {skip['reason']}")
+    combination = " x ".join(
+        skip[key] for key in ("model", "strategy", "weights") if key in skip
+    )
+    logger.info(f"skipped {combination}: {skip['reason']}")
 
 
 def alternatives(values):
