@@ -11,6 +11,7 @@ from sklearn.metrics import f1_score
 
 from scripts.common.layout import RUN_FILES
 from scripts.report.aggregate import aggregate
+from scripts.report.deployment import DECISION_CURVE_THRESHOLDS
 from scripts.stats import decision as dc
 
 CLASSES = ["NORMAL", "PNEUMONIA"]
@@ -186,16 +187,10 @@ def test_the_report_shows_the_ensembles_the_operating_point_and_the_decision_cur
     assert 'alt="decision curve"' in html and "Prevalence of PNEUMONIA: training" in html
 
 
-def test_a_decision_curve_from_high_to_low_is_refused_naming_the_key(tmp_path):
-    from conftest import validated
-
-    from scripts.plan import config as study_config
-
-    config = validated({"datasets": {"tiny": {"path": str(tmp_path), "manifest": str(tmp_path / "m.sha256")}},
-                        "models": ["scratch_cnn"], "strategies": ["scratch"], "seeds": [1], "weights": "none",
-                        "decision": {"decision_curve": {"low": 0.6, "high": 0.2}}})
-    problems = study_config.config_problems(config, study_config.weights_sources(config), {})
-    assert "decision.decision_curve: low (0.6) must not exceed high (0.2)" in problems
+def test_the_decision_curve_has_every_hundredth_from_0_01_to_0_99_as_threshold():
+    thresholds = DECISION_CURVE_THRESHOLDS
+    assert len(thresholds) == 99 and (thresholds[0], thresholds[-1]) == (0.01, 0.99)
+    assert np.allclose(np.diff(thresholds), 0.01) and list(thresholds[:3]) == [0.01, 0.02, 0.03]
 
 
 def test_ensembles_are_scored_on_their_own_validation_images_not_the_test_set_size(complementary):
