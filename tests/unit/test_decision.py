@@ -11,7 +11,6 @@ from sklearn.metrics import f1_score
 
 from scripts.common.layout import RUN_FILES
 from scripts.report.aggregate import aggregate
-from scripts.report.deployment import DECISION_CURVE_THRESHOLDS
 from scripts.stats import decision as dc
 
 CLASSES = ["NORMAL", "PNEUMONIA"]
@@ -185,12 +184,6 @@ def test_the_report_shows_the_ensembles_the_operating_point_and_the_decision_cur
     assert 'id="ensembles-1"' in html and "top-2 by validation <strong>(best ensemble)</strong>" in html
     assert 'id="operating-point-1"' in html and "chosen configuration: vgg16 · frozen · weights imagenet" in html
     assert 'alt="decision curve"' in html and "Prevalence of PNEUMONIA: training" in html
-
-
-def test_the_decision_curve_has_every_hundredth_from_0_01_to_0_99_as_threshold():
-    thresholds = DECISION_CURVE_THRESHOLDS
-    assert len(thresholds) == 99 and (thresholds[0], thresholds[-1]) == (0.01, 0.99)
-    assert np.allclose(np.diff(thresholds), 0.01) and list(thresholds[:3]) == [0.01, 0.02, 0.03]
 
 
 def test_ensembles_are_scored_on_their_own_validation_images_not_the_test_set_size(complementary):
