@@ -1,7 +1,18 @@
 """Where the workflow's files live: every path pattern and file name, in one place.
 
 The rules (workflow/rules/common.smk), the steps, the benchmark and the tests import
-these; Python steps still receive explicit paths and never rebuild a path themselves.
+these. Who turns a pattern into a path:
+
+* the rules, for every declared input and output;
+* the plan (scripts/plan/config.py), for every run's folder (``RUN_DIR``, ``RUN_LOG_DIR``)
+  and each trained dataset's files (``DATASET_FILES``, ``SPLIT``, ``EXTERNAL_OVERLAP``),
+  written to ``PLAN``;
+* the steps that read every run (scripts/report/aggregate.py, deployment.py, report.py):
+  they receive the plan, not a path per file, and join a ``RUN_FILES`` name to each
+  run's planned folder;
+* the train step (scripts/stages.py): ``FINISHED_RUN`` beside the run's outputs.
+
+Every other step receives explicit paths.
 """
 
 from __future__ import annotations

@@ -222,9 +222,6 @@ def config_problems(config: dict, sources: dict, registry: dict) -> list[str]:
         problems.append(
             f"evaluation.lung_box: {[left, top, right, bottom]} is not [left, top, right, bottom] "
             "with left < right and top < bottom")
-    curve = config["decision"]["decision_curve"]
-    if curve["low"] > curve["high"]:
-        problems.append(f"decision.decision_curve: low ({curve['low']}) must not exceed high ({curve['high']})")
     for name, dataset in config["datasets"].items():
         problems += dataset_problems(name, dataset)
         problems += external_test_problems(name, config["datasets"])

@@ -27,7 +27,7 @@ The questions a transfer-learning study is judged on:
   reliability bins per configuration (:mod:`scripts.stats.calibration`);
 * shortcuts (``runs``, ``summary``, verdict): the share of Grad-CAM mass outside the
   central lung box (:mod:`scripts.stats.shortcut`), flagged above a threshold;
-* ``pretraining``: each pretraining source against random init (``none``) for the same
+* ``weights_comparison``: each pretraining source against random init (``none``) for the same
   backbone, strategy and fraction (paired bootstrap, Holm).
 
 This module reads each dataset's runs and puts the tables together; reading a run's
@@ -101,7 +101,8 @@ INTERNAL_MAPPED = "internal_mapped_"  # prefix of the internal metrics on the ex
 
 def aggregate(plan: dict) -> dict:
     """The study's tables (DataFrames) ``runs``, ``summary``, ``comparisons``,
-    ``learning_curve``, ``external``, ``pretraining``, and the ``verdict`` (dict).
+    ``learning_curve``, ``external``, ``weights_comparison``, those of
+    :data:`scripts.report.deployment.DECISION_TABLES`, and the ``verdict`` (dict).
 
     The datasets are those the plan trains on (``plan["datasets"]``); test-only
     datasets appear in the ``external`` table of the datasets that name them.

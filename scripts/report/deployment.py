@@ -41,6 +41,10 @@ OPERATING_POINT_COLUMNS = ["dataset", "deployed", "name", "rule", "target", "thr
                            "val_sensitivity", "val_specificity", "measure", "prevalence", "prevalence_of",
                            "value", "low", "high"]
 DECISION_CURVE_COLUMNS = ["dataset", "strategy", "threshold", "net_benefit"]
+# The decision curve's threshold probabilities: every hundredth from 0.01 to 0.99, all of
+# the open interval where net benefit is defined; the reader takes the clinically relevant
+# range off the figure or the table, so no setting narrows it.
+DECISION_CURVE_THRESHOLDS = np.round(np.arange(0.01, 0.99 + 0.01 / 2, 0.01), 10)
 DECISION_TABLES = {"ensembles": ENSEMBLE_COLUMNS, "operating_point": OPERATING_POINT_COLUMNS,
                    "decision_curve": DECISION_CURVE_COLUMNS}
 ARGMAX_REASON = ("With more than two classes there is no single threshold to move: each test image goes to "
@@ -109,7 +113,7 @@ def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, summ
     point = settings["operating_point"]
     operating = [row for deploy in deployed
                  for row in _operating_rows(name, *deploy, positive, y_test, bootstrap.counts, point, other)]
-    curve = _curve_rows(name, deployed, y_test, prevalence["test"], settings["decision_curve"])
+    curve = _curve_rows(name, deployed, y_test, prevalence["test"])
     info.update(prevalence=prevalence, other_prevalence=other[0], rule=point["rule"], target=point["target"],
                 positive_class=classes[positive])
     return {**rows, "operating_point": operating, "decision_curve": curve, "info": info}
@@ -217,9 +221,9 @@ def _operating_rows(name: str, deployed: str, title: str, test_scores: list[np.n
     return rows
 
 
-def _curve_rows(name: str, deployed: list[tuple], y_test: np.ndarray, prevalence: float, grid: dict) -> list[dict]:
-    """Net benefit over the threshold probabilities of ``grid`` (low, high, step)."""
-    thresholds = np.round(np.arange(grid["low"], grid["high"] + grid["step"] / 2, grid["step"]), 10)
+def _curve_rows(name: str, deployed: list[tuple], y_test: np.ndarray, prevalence: float) -> list[dict]:
+    """Net benefit at :data:`DECISION_CURVE_THRESHOLDS`."""
+    thresholds = DECISION_CURVE_THRESHOLDS
     curves = {f"{deploy[0]}: {deploy[1]}": np.mean([dc.net_benefit(y_test, s, thresholds) for s in deploy[2]], axis=0)
               for deploy in deployed}
     curves["treat all"] = dc.treat_all_benefit(prevalence, thresholds)

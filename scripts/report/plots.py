@@ -10,12 +10,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Patch
 from sklearn import metrics as skm
 
 from scripts.plan.grid import SCRATCH_CNN
 from scripts.stats.comparisons import BASELINE
 
 STRATEGY_ORDER = ["scratch", "linear_probe", "frozen", "partial", "full"]
+UNTRAINED_COLOUR = "#dcdcdc"  # bars of runs without pretrained weights: no source colour
 
 
 def to_data_uri(figure) -> str:
@@ -48,27 +50,46 @@ def _grid(n_panels: int, columns: int = 4, size: float = 2.8):
 
 def metric_by_strategy(table, metric: str, label: str):
     """One panel per model: the metric of every seed (points) and the mean (bar) per
-    strategy (× pretraining source, when there are several), at the largest training fraction."""
+    strategy, at the largest training fraction. With several pretraining sources the
+    strategy's bars stand side by side, one colour per source (legend above); the
+    x axis names strategies only, so its labels stay apart at any number of sources."""
     table = table[table["fraction"] == table["fraction"].max()]
-    several_sources = table.loc[table["strategy"] != "scratch", "weights"].nunique() > 1
+    sources = sorted(table.loc[table["strategy"] != "scratch", "weights"].unique())
+    several_sources = len(sources) > 1
+    colours = dict(zip(sources, plt.cm.Pastel1.colors if several_sources else ["#cfd8e3"], strict=False))
     models = sorted(table["model"].unique())
-    figure, axes = _grid(len(models), columns=len(models), size=2.6)
+    strategies = {model: [s for s in STRATEGY_ORDER if (table.loc[table["model"] == model, "strategy"] == s).any()]
+                  for model in models}
+    # Each strategy gets a slot wide enough for its horizontal label ("linear_probe" at
+    # 8 pt) and its bars side by side; panels share the figure in proportion.
+    slot_inches = max(0.95, 0.25 * len(sources) + 0.35)
+    slots = [max(len(strategies[model]), 1) for model in models]
+    figure, axes = plt.subplots(1, len(models), figsize=(sum(slot_inches * n + 0.6 for n in slots), 2.8),
+                                squeeze=False, gridspec_kw={"width_ratios": slots})
+    axes = list(axes.flat)
+    width = 0.7 / max(len(sources), 1)
     for ax, model in zip(axes, models, strict=False):
         runs = table[table["model"] == model]
-        groups = sorted(runs.groupby(["strategy", "weights"]).groups,
-                        key=lambda key: (STRATEGY_ORDER.index(key[0]), key[1]))
-        for x, (strategy, weights) in enumerate(groups):
-            chosen = (runs["strategy"] == strategy) & (runs["weights"] == weights)
-            values = runs.loc[chosen, metric].dropna().to_numpy(dtype=float)
-            jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0]
-            ax.bar(x, values.mean() if len(values) else 0, color="#cfd8e3", width=0.6)
-            ax.scatter(x + np.asarray(jitter), values, color="#1f4e79", s=18, zorder=3)
-        names = [f"{s}\n({w})" if several_sources and s != "scratch" else s for s, w in groups]
-        ax.set_xticks(range(len(groups)), names, rotation=40, ha="right", fontsize=8)
+        for x, strategy in enumerate(strategies[model]):
+            present = sorted(runs.loc[runs["strategy"] == strategy, "weights"].unique())
+            for number, weights in enumerate(present):
+                centre = x + (number - (len(present) - 1) / 2) * width
+                chosen = (runs["strategy"] == strategy) & (runs["weights"] == weights)
+                values = runs.loc[chosen, metric].dropna().to_numpy(dtype=float)
+                jitter = np.linspace(-0.2, 0.2, len(values)) * width if len(values) > 1 else [0]
+                ax.bar(centre, values.mean() if len(values) else 0, width=width * 0.9,
+                       color=colours.get(weights, UNTRAINED_COLOUR), edgecolor="#8a9bb0", lw=0.5)
+                ax.scatter(centre + np.asarray(jitter), values, color="#1f4e79", s=14, zorder=3)
+        ax.set_xticks(range(len(strategies[model])), strategies[model], fontsize=8)
+        ax.set_xlim(-0.6, len(strategies[model]) - 0.4)
         ax.set_ylim(0, 1)
         ax.set_title(model, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel(label)
+    if several_sources:
+        handles = [Patch(facecolor=colours[s], edgecolor="#8a9bb0", label=s) for s in sources]
+        figure.legend(handles=handles, title="pretraining", fontsize=8, title_fontsize=8, loc="lower center",
+                      ncol=len(sources), bbox_to_anchor=(0.5, 1.0))
     return to_data_uri(figure)
 
 

@@ -176,12 +176,18 @@ def set_feature_statistics(model, mean, variance) -> None:
     layer.set_weights([np.asarray(mean, np.float32), np.asarray(variance, np.float32), count])
 
 
+# BatchNorm momentum of networks trained from scratch (the scratch CNN, random-init
+# backbones): Keras's default 0.99 needs hundreds of steps before the moving statistics
+# used at inference mean anything; a small dataset gives tens, and the model then predicts
+# one class. 0.1 had the best validation macro-F1 on the demo (config/README.md,
+# *BatchNorm of networks trained from scratch*).
+SCRATCH_BN_MOMENTUM = 0.1
+
+
 def build_scratch_cnn(image_size: int, n_classes: int, dropout: float, bn_momentum: float):
     """Four conv-BN-ReLU-pool blocks: the small baseline every backbone must beat.
 
-    ``bn_momentum`` (``training.scratch_bn_momentum``): Keras's default 0.99 needs
-    hundreds of steps before the moving statistics used at inference mean anything; a
-    small dataset gives tens, and the model then predicts one class.
+    ``bn_momentum``: the training step passes :data:`SCRATCH_BN_MOMENTUM`.
     """
     import keras
 

@@ -240,13 +240,13 @@ def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, see
     """
     import keras
 
-    from scripts.train.models import build_model, trainable_share
+    from scripts.train.models import SCRATCH_BN_MOMENTUM, build_model, trainable_share
 
     keras.utils.set_random_seed(seed)
     model, backbone, inference = shared.load(
         (model_name, settings["image_size"], n_classes, weights, gradcam_layer),
         lambda: build_model(model_name, settings["image_size"], n_classes, weights, dropout=settings["dropout"],
-                            bn_momentum=settings["scratch_bn_momentum"]),
+                            bn_momentum=SCRATCH_BN_MOMENTUM),
         gradcam_layer, settings["batch_size"], seed_free=weights is not None and strategy in PRETRAINED_STRATEGIES)
     reseed_random_layers(model, epoch_seed(seed, -1))  # the head's dropout before any end-to-end epoch
     weights_by_class = class_weights(y_train, n_classes, settings["class_weight"])
@@ -292,7 +292,7 @@ def train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val,
     """Train through the backbone, checkpointing as due, keeping the best epoch's weights;
     returns the trainable parameter counts (of the head alone when nothing trains end to end)."""
     from scripts.train.input_pipeline import augmentation, train_dataset
-    from scripts.train.models import count_params, set_trainable
+    from scripts.train.models import SCRATCH_BN_MOMENTUM, count_params, set_trainable
 
     plan = end_to_end_phases(strategy, settings)
     if not plan:  # linear_probe, frozen on cached features
@@ -303,7 +303,7 @@ def train_end_to_end(model, backbone, inference, x_train, y_train, x_val, y_val,
     if resumed:  # an uncompiled model skips the optimizer variables stored in the file
         checkpoint.restore(model, state["epoch"])
     set_trainable(model, backbone, phase.trainable, settings["partial_stages"],
-                  bn_momentum=settings["scratch_bn_momentum"])
+                  bn_momentum=SCRATCH_BN_MOMENTUM)
     shared.compile(model, phase.name, settings[phase.learning_rate_key], settings["xla"])
     if resumed:  # and now Adam's moments too
         checkpoint.restore(model, state["epoch"])

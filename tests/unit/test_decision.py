@@ -186,18 +186,6 @@ def test_the_report_shows_the_ensembles_the_operating_point_and_the_decision_cur
     assert 'alt="decision curve"' in html and "Prevalence of PNEUMONIA: training" in html
 
 
-def test_a_decision_curve_from_high_to_low_is_refused_naming_the_key(tmp_path):
-    from conftest import validated
-
-    from scripts.plan import config as study_config
-
-    config = validated({"datasets": {"tiny": {"path": str(tmp_path), "manifest": str(tmp_path / "m.sha256")}},
-                        "models": ["scratch_cnn"], "strategies": ["scratch"], "seeds": [1], "weights": "none",
-                        "decision": {"decision_curve": {"low": 0.6, "high": 0.2}}})
-    problems = study_config.config_problems(config, study_config.weights_sources(config), {})
-    assert "decision.decision_curve: low (0.6) must not exceed high (0.2)" in problems
-
-
 def test_ensembles_are_scored_on_their_own_validation_images_not_the_test_set_size(complementary):
     """Seed 1 held out six validation images, none of them a test image: A scores them all
     right and B none, so the top-2 ensemble's out-of-bag macro-F1 is that of their mean."""

@@ -52,7 +52,7 @@ def test_three_class_auc_is_the_mean_of_one_vs_rest_mann_whitney_counts():
     assert m["auc"] == pytest.approx((8 / 9 + 7 / 8 + 1) / 3)
 
 
-def test_reviewer_case_sensitivity_and_specificity_are_the_two_class_recalls():
+def test_sensitivity_and_specificity_are_the_two_class_recalls_not_balanced_accuracy():
     # NORMAL 234 (224 right, 10 called pneumonia), PNEUMONIA 390 (330 right, 60 called normal)
     y_true, probs = images_with_confusion([[224, 10], [60, 330]])
     m = compute_metrics(y_true, probs, ["NORMAL", "PNEUMONIA"], positive_class="PNEUMONIA")

@@ -81,11 +81,31 @@ def test_metric_by_strategy_one_panel_per_model_bars_are_seed_means(drawn):
     assert scratch.get_ylabel() == "macro-F1"
 
 
-def test_metric_by_strategy_names_the_source_when_there_are_several(drawn):
+def test_metric_by_strategy_colours_the_sources_side_by_side_and_names_them_in_the_legend(drawn):
     table = runs_table([("vgg16", "partial", "imagenet", 1.0, 0.7), ("vgg16", "partial", "hed", 1.0, 0.5)])
     plots.metric_by_strategy(table, "f1_macro", "macro-F1")
     (vgg,) = panels(drawn[0])
-    assert [label.get_text() for label in vgg.get_xticklabels()] == ["partial\n(hed)", "partial\n(imagenet)"]
+    assert [label.get_text() for label in vgg.get_xticklabels()] == ["partial"]
+    hed, imagenet = vgg.patches
+    assert (hed.get_height(), imagenet.get_height()) == pytest.approx((0.5, 0.7))
+    assert hed.get_x() < imagenet.get_x() and hed.get_facecolor() != imagenet.get_facecolor()
+    (legend,) = drawn[0].legends
+    assert [text.get_text() for text in legend.get_texts()] == ["hed", "imagenet"]
+
+
+def test_metric_by_strategy_tick_labels_do_not_overlap_at_five_strategies_by_three_sources(drawn):
+    rows = [("vgg16", "scratch", "none", 1.0, 0.5)] + [
+        ("vgg16", strategy, source, 1.0, 0.7) for strategy in plots.STRATEGY_ORDER[1:]
+        for source in ("hed", "imagenet", "radimagenet")]
+    plots.metric_by_strategy(runs_table(rows), "f1_macro", "macro-F1")
+    figure = drawn[0]
+    figure.canvas.draw()
+    (vgg,) = panels(figure)
+    labels = vgg.get_xticklabels()
+    assert [label.get_text() for label in labels] == plots.STRATEGY_ORDER
+    boxes = [label.get_window_extent() for label in labels]
+    assert all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert len(vgg.patches) == 1 + 4 * 3
 
 
 def perfect_run(title: str, seeds: int, labels: list[int]) -> dict:

@@ -290,7 +290,7 @@ def test_paired_bootstrap_p_value_is_two_over_b_plus_one_for_a_model_that_always
     assert st.smallest_p_value(250) == pytest.approx(2 / 251)
 
 
-def review_example(accuracies: tuple[float, ...], n: int = 624, seed: int = 0) -> list[np.ndarray]:
+def seeds_at_accuracies(accuracies: tuple[float, ...], n: int = 624, seed: int = 0) -> list[np.ndarray]:
     """Binary test probabilities of one seed per accuracy, each wrong on its own random images."""
     y_true = np.repeat([0, 1], [234, 390])
     rng = np.random.default_rng(seed)
@@ -302,11 +302,11 @@ def review_example(accuracies: tuple[float, ...], n: int = 624, seed: int = 0) -
     return seeds
 
 
-def test_the_reviews_two_seed_example_is_not_significant():
+def test_two_seeds_of_which_one_loses_are_not_significant_once_seeds_are_drawn():
     """624 test images, 2 seeds: the configuration scores 0.96 and 0.84, the baseline 0.85 and
     0.85. One seed loses; the test images alone (seeds held fixed) give p near 0.001."""
     y_true = np.repeat([0, 1], [234, 390])
-    config, baseline = review_example((0.96, 0.84), seed=1), review_example((0.85, 0.85), seed=2)
+    config, baseline = seeds_at_accuracies((0.96, 0.84), seed=1), seeds_at_accuracies((0.85, 0.85), seed=2)
     result = st.paired_bootstrap(y_true, config, baseline, "accuracy", 1000, seed=0)
     assert result["difference"] == pytest.approx(0.05, abs=0.002)
     assert result["p_value"] > 0.2  # a quarter of the resamples draw the losing seed twice

@@ -1,0 +1,65 @@
+"""A run's calibration values and a configuration's reliability bins and test intervals,
+on hand-made predictions whose ECE and Brier score are worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scripts.stats import calibration
+from scripts.stats import stats as st
+
+# Four images, two classes: each predicted at confidence 0.9; three of the four are right.
+LABELS = np.array([0, 0, 1, 1])
+OVERCONFIDENT = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.9, 0.1]])
+
+
+def test_ece_and_brier_of_a_run_by_hand_and_nothing_scaled_without_validation():
+    values, scaled = calibration.run_calibration((None, LABELS, OVERCONFIDENT), None, positive=1)
+    # one bin (0.9): accuracy 3/4 against confidence 0.9
+    assert values["ece"] == pytest.approx(0.15)
+    # right images: 0.1² + 0.1²; the wrong one: 0.9² + 0.9²
+    assert values["brier"] == pytest.approx((3 * 0.02 + 1.62) / 4)
+    assert scaled is None
+    assert all(np.isnan(values[key]) for key in ("temperature", "ece_scaled", "brier_scaled"))
+    assert set(values) == set(calibration.CALIBRATION)
+
+
+def test_empty_validation_predictions_fit_no_temperature():
+    empty = (None, np.array([], int), np.zeros((0, 2)))
+    values, scaled = calibration.run_calibration((None, LABELS, OVERCONFIDENT), empty, positive=1)
+    assert scaled is None and np.isnan(values["temperature"])
+
+
+def test_a_temperature_fitted_on_overconfident_validation_softens_the_test_probabilities():
+    values, scaled = calibration.run_calibration((None, LABELS, OVERCONFIDENT), (None, LABELS, OVERCONFIDENT),
+                                                 positive=1)
+    assert values["temperature"] > 1  # over-confident: T above 1 softens
+    assert scaled.shape == OVERCONFIDENT.shape and np.allclose(scaled.sum(axis=1), 1)
+    assert scaled.max() < 0.9 and (scaled.argmax(axis=1) == OVERCONFIDENT.argmax(axis=1)).all()
+    assert values["ece_scaled"] < values["ece"] and values["brier_scaled"] < values["brier"]
+    assert values["ece_scaled"] == pytest.approx(st.expected_calibration_error(LABELS, scaled, calibration.ECE_BINS))
+
+
+def test_test_intervals_are_the_percentiles_of_the_mean_over_seeds_per_resample():
+    counts = np.array([[1, 1, 1, 1], [2, 0, 2, 0], [0, 0, 0, 4]])  # all images; right ones only; the wrong one
+    perfect = np.eye(2)[LABELS]
+    row = calibration.calibration_test_intervals([(None, LABELS, OVERCONFIDENT), (None, LABELS, perfect)], counts)
+    # the perfect seed's ECE and Brier score are 0 on every resample: the mean halves the other's
+    ece = np.array([0.15, 0.1, 0.9]) / 2
+    brier = np.array([(3 * 0.02 + 1.62) / 4, 0.02, 1.62]) / 2
+    assert row["ece_test_low"] == pytest.approx(np.percentile(ece, 2.5))
+    assert row["ece_test_high"] == pytest.approx(np.percentile(ece, 97.5))
+    assert row["brier_test_low"] == pytest.approx(np.percentile(brier, 2.5))
+    assert row["brier_test_high"] == pytest.approx(np.percentile(brier, 97.5))
+
+
+def test_reliability_pools_the_seeds_and_shows_after_only_when_every_seed_was_rescaled():
+    tests = [(None, LABELS, OVERCONFIDENT), (None, LABELS, np.eye(2)[LABELS] * 0.6 + 0.2)]
+    bins = calibration.reliability(tests, [None, None])
+    filled = [b for b in bins["before"] if b["count"]]
+    assert len(bins["before"]) == calibration.ECE_BINS and bins["after"] is None
+    assert [(b["count"], b["accuracy"]) for b in filled] == [(4, 1.0), (4, 0.75)]  # at 0.8, at 0.9
+    assert calibration.reliability(tests, [OVERCONFIDENT, None])["after"] is None
+    after = calibration.reliability(tests, [OVERCONFIDENT, OVERCONFIDENT])["after"]
+    assert sum(b["count"] for b in after) == 8
