@@ -28,14 +28,13 @@ def verify(dataset: str, root: str, manifest_path: str, leakage: str, positive_c
     each image's group (patient) from ``groups`` (``datasets.<dataset>.groups``; empty
     without: :func:`scripts.data.splits.image_groups`)."""
     from scripts.data.splits import image_groups
+    from scripts.plan.config import positive_class_problems
 
     records = manifest.verify_dataset(root, manifest_path)
     classes = manifest.check_classes(records)
-    if len(classes) == 2 and not positive_class:
-        raise DataError(f"datasets.{dataset}.positive_class is required for a two-class dataset "
-                        f"(one of {classes})")
-    if positive_class and positive_class not in classes:
-        raise DataError(f"datasets.{dataset}.positive_class: {positive_class!r} is not one of {classes}")
+    problems = positive_class_problems(dataset, classes, positive_class)
+    if problems:
+        raise DataError("\n".join(problems))
     duplicates = manifest.find_duplicates(records)
     leaks = [group for group in duplicates if group["cross_split"]]
     if leaks and leakage == "fail":

@@ -208,7 +208,7 @@ def _slope_outcome(classes: list[str], positive: int | None) -> str | None:
     (:func:`scripts.stats.stats.calibration_slope_intercept`); None: top-label (more classes)."""
     if len(classes) != 2:
         return None
-    return classes[1 if positive is None else positive]
+    return classes[st.positive_column(positive)]
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,12 @@ PROBABILITY_FLOOR = 1e-12
 SLOPE_SE_LIMIT = 1.0
 
 
+def positive_column(positive: int | None) -> int:
+    """The probability column of a two-class outcome: the positive class's (``positive``),
+    the second class's without one."""
+    return 1 if positive is None else positive
+
+
 # --- seed variation ---------------------------------------------------------------------------
 
 def t_interval(values: Iterable[float | None], level: float = 0.95) -> tuple[float, float, float, int]:
@@ -218,7 +224,7 @@ def _auc(y_true: np.ndarray, probabilities: np.ndarray, counts: np.ndarray,
     where a class is missing."""
     k = probabilities.shape[1]
     if k == 2:
-        column = 1 if positive is None else positive
+        column = positive_column(positive)
         return _mann_whitney_auc(probabilities[:, column], y_true == column, counts)
     per_class = [_mann_whitney_auc(probabilities[:, c], y_true == c, counts) for c in range(k)]
     return np.mean(per_class, axis=0)
@@ -483,7 +489,7 @@ def calibration_slope_intercept(y_true: np.ndarray, probabilities: np.ndarray,
     probabilities = np.asarray(probabilities, dtype=float)
     y_true = np.asarray(y_true)
     if probabilities.shape[1] == 2:
-        column = 1 if positive is None else positive
+        column = positive_column(positive)
         p, outcome = probabilities[:, column], y_true == column
     else:
         p, outcome = _top_label(y_true, probabilities)

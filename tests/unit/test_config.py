@@ -182,7 +182,7 @@ def test_dataset_problems_name_the_key(tmp_path):
         "sensitivity is the recall of this class, specificity that of the other"]
     assert study_config.dataset_problems("two", {**two, "positive_class": "Sick"}) == []
     assert study_config.dataset_problems("two", {**two, "positive_class": "Ill"}) == [
-        f"datasets.two.positive_class: 'Ill' is not a class of {two['path']} (['Normal', 'Sick'])"]
+        "datasets.two.positive_class: 'Ill' is not one of ['Normal', 'Sick']"]
 
 
 def test_group_problems_name_the_key(tmp_path):
