@@ -10,15 +10,18 @@ import math
 
 # The baseline: a small CNN trained from scratch, the one model that is not a backbone.
 SCRATCH_CNN = "scratch_cnn"
+SCRATCH = "scratch"  # the strategy that trains every weight from random initialisation
+# Every strategy, in the order the report shows them: from scratch, then from the least to
+# the most of a backbone trained.
+STRATEGIES = (SCRATCH, "linear_probe", "frozen", "partial", "full")
 # Strategies that start from a backbone's weights (pretrained, or a random-init control).
-PRETRAINED_STRATEGIES = ("frozen", "partial", "full", "linear_probe")
-STRATEGIES = ("scratch", *PRETRAINED_STRATEGIES)
+PRETRAINED_STRATEGIES = STRATEGIES[1:]
 RANDOM_INIT = "none"  # the pretraining label of every run that starts from random weights
 
 
 def skip_reason(model: str, strategy: str) -> str | None:
-    if model == SCRATCH_CNN and strategy != "scratch":
-        return f"{SCRATCH_CNN} has no pretrained backbone to freeze, probe or fine-tune; only 'scratch' applies"
+    if model == SCRATCH_CNN and strategy != SCRATCH:
+        return f"{SCRATCH_CNN} has no pretrained backbone to freeze, probe or fine-tune; only {SCRATCH!r} applies"
     return None
 
 

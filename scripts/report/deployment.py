@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from scripts.common.layout import RUN_FILES
+from scripts.plan.grid import SCRATCH
 from scripts.report import plots
 from scripts.stats import decision as dc
 from scripts.stats import stats as st
@@ -56,7 +57,7 @@ def empty_tables() -> dict[str, list]:
 
 def _name(config) -> str:
     parts = [config["model"], config["strategy"]]
-    if config["strategy"] != "scratch":
+    if config["strategy"] != SCRATCH:
         parts.append(f"weights {config['weights']}")
     return " · ".join(parts)
 

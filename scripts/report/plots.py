@@ -12,10 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn import metrics as skm
 
-from scripts.plan.grid import SCRATCH_CNN
+from scripts.plan.grid import SCRATCH, SCRATCH_CNN, STRATEGIES
 from scripts.stats.comparisons import BASELINE
-
-STRATEGY_ORDER = ["scratch", "linear_probe", "frozen", "partial", "full"]
 
 
 def to_data_uri(figure) -> str:
@@ -50,20 +48,20 @@ def metric_by_strategy(table, metric: str, label: str):
     """One panel per model: the metric of every seed (points) and the mean (bar) per
     strategy (× pretraining source, when there are several), at the largest training fraction."""
     table = table[table["fraction"] == table["fraction"].max()]
-    several_sources = table.loc[table["strategy"] != "scratch", "weights"].nunique() > 1
+    several_sources = table.loc[table["strategy"] != SCRATCH, "weights"].nunique() > 1
     models = sorted(table["model"].unique())
     figure, axes = _grid(len(models), columns=len(models), size=2.6)
     for ax, model in zip(axes, models, strict=False):
         runs = table[table["model"] == model]
         groups = sorted(runs.groupby(["strategy", "weights"]).groups,
-                        key=lambda key: (STRATEGY_ORDER.index(key[0]), key[1]))
+                        key=lambda key: (STRATEGIES.index(key[0]), key[1]))
         for x, (strategy, weights) in enumerate(groups):
             chosen = (runs["strategy"] == strategy) & (runs["weights"] == weights)
             values = runs.loc[chosen, metric].dropna().to_numpy(dtype=float)
             jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0]
             ax.bar(x, values.mean() if len(values) else 0, color="#cfd8e3", width=0.6)
             ax.scatter(x + np.asarray(jitter), values, color="#1f4e79", s=18, zorder=3)
-        names = [f"{s}\n({w})" if several_sources and s != "scratch" else s for s, w in groups]
+        names = [f"{s}\n({w})" if several_sources and s != SCRATCH else s for s, w in groups]
         ax.set_xticks(range(len(groups)), names, rotation=40, ha="right", fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_title(model, fontsize=10)
@@ -144,7 +142,7 @@ def history_grid(runs: list[dict], metric: str):
 
 
 def _source_label(strategy: str, weights: str) -> str:
-    return strategy if strategy == "scratch" else f"{strategy} ({weights})"
+    return strategy if strategy == SCRATCH else f"{strategy} ({weights})"
 
 
 def learning_curve(curve, label: str, validation: dict | None = None):
@@ -167,7 +165,7 @@ def learning_curve(curve, label: str, validation: dict | None = None):
                             alpha=0.15)
         runs = curve[curve["model"] == model]
         groups = sorted(runs.groupby(["strategy", "weights"]).groups,
-                        key=lambda key: (STRATEGY_ORDER.index(key[0]), key[1]))
+                        key=lambda key: (STRATEGIES.index(key[0]), key[1]))
         for number, (strategy, weights) in enumerate(groups if model != SCRATCH_CNN else []):
             line = runs[(runs["strategy"] == strategy) & (runs["weights"] == weights)].sort_values("n_train")
             colour = colours[number % 10]

@@ -27,11 +27,10 @@ from scripts.data.manifest import copies_of, groups_in_training
 from scripts.data.splits import has_groups
 from scripts.plan import grid
 from scripts.plan.config import leaves
-from scripts.plan.grid import SCRATCH_CNN
+from scripts.plan.grid import SCRATCH, SCRATCH_CNN, STRATEGIES
 from scripts.report import plots
 from scripts.report.aggregate import INTERNAL_MAPPED
 from scripts.report.deployment import report_section as deployment_section
-from scripts.report.plots import STRATEGY_ORDER
 from scripts.stats.evaluation import positive_index
 from scripts.stats.run_tables import csv_boolean
 from scripts.stats.stats import SLOPE_SE_LIMIT, TEMPERATURE_BOUNDS
@@ -79,7 +78,7 @@ def git_commit(directory: Path) -> str:
 
 def title(row) -> str:
     parts = [row["model"], row["strategy"]]
-    if row["strategy"] != "scratch":
+    if row["strategy"] != SCRATCH:
         parts.append(f"weights {row['weights']}")
     if float(row["fraction"]) < 1:
         parts.append(f"{float(row['fraction']):.0%} of train")
@@ -87,7 +86,7 @@ def title(row) -> str:
 
 
 def order_key(row) -> tuple:
-    return (row["model"] != SCRATCH_CNN, row["model"], STRATEGY_ORDER.index(row["strategy"]),
+    return (row["model"] != SCRATCH_CNN, row["model"], STRATEGIES.index(row["strategy"]),
             row["weights"], -float(row["fraction"]))
 
 
@@ -364,7 +363,7 @@ def weights_comparison_section(name: str, summary: pd.DataFrame, tables: dict, m
                                descriptions: dict[str, str]) -> dict | None:
     """Which pretraining: per backbone × strategy × fraction the test ``metric`` of each
     source (with what its weights are), and each source against random init (``none``)."""
-    pretrained = summary[summary["strategy"] != "scratch"] if len(summary) else summary
+    pretrained = summary[summary["strategy"] != SCRATCH] if len(summary) else summary
     sources = sorted(set(pretrained["weights"]) if len(pretrained) else set(), key=lambda w: (w != "none", w))
     if len(sources) < 2:
         return None
@@ -377,7 +376,7 @@ def weights_comparison_section(name: str, summary: pd.DataFrame, tables: dict, m
         versus_none = {w: by_key.get((model, strategy, w, str(fraction), metric)) for w in sources}
         rows.append({"title": f"{model} · {strategy}{share}", "model": model, "strategy": strategy,
                      "fraction": fraction, "cells": cells, "versus": versus_none})
-    rows.sort(key=lambda r: (r["model"], STRATEGY_ORDER.index(r["strategy"]), -float(r["fraction"])))
+    rows.sort(key=lambda r: (r["model"], STRATEGIES.index(r["strategy"]), -float(r["fraction"])))
     return {"sources": sources, "descriptions": {w: descriptions.get(w, "") for w in sources},
             "metric": metric, "rows": rows,
             "comparisons": comparison_rows(versus) if len(versus) else []}
@@ -459,7 +458,7 @@ def weights_table(runs: pd.DataFrame) -> list[dict]:
     """Backbone × pretraining source: where its weights came from (runs that used them)."""
     if runs.empty or "weights_source" not in runs:
         return []
-    done = runs[(runs["status"] == "ok") & (runs["strategy"] != "scratch")]
+    done = runs[(runs["status"] == "ok") & (runs["strategy"] != SCRATCH)]
     return _records(done[["model", "weights", "weights_source", "weights_sha256"]].drop_duplicates()
                     .sort_values(["model", "weights"]))
 
@@ -480,7 +479,7 @@ def not_pretrained(runs: pd.DataFrame) -> list[str]:
     """Backbones whose pretrained strategies ran only from random weights."""
     if runs.empty or "weights_source" not in runs:
         return []
-    done = runs[(runs["status"] == "ok") & (runs["strategy"] != "scratch")]
+    done = runs[(runs["status"] == "ok") & (runs["strategy"] != SCRATCH)]
     pretrained = set(done.loc[done["weights_source"] != "none", "model"])
     return sorted(set(done["model"]) - pretrained)
 
@@ -547,7 +546,7 @@ def seeds_warnings(d: dict, study: dict) -> list[dict]:
 
 def pretraining_warnings(d: dict, study: dict) -> list[dict]:
     chosen, missing = d["verdict"]["chosen"], study["not_pretrained"]
-    if chosen["strategy"] != "scratch" and (chosen["model"] in missing or chosen["weights"] == grid.RANDOM_INIT):
+    if chosen["strategy"] != SCRATCH and (chosen["model"] in missing or chosen["weights"] == grid.RANDOM_INIT):
         return [_warning("pretraining", f"{chosen['model']} ran from random weights (weights source none): the chosen "
                          "configuration is not transfer learning.", "not-pretrained")]
     if missing:
@@ -706,6 +705,7 @@ def render(plan: dict, tables: dict, output: str | Path, project: str | Path = "
     environment.filters["interval"] = interval
     environment.filters["kept_epochs"] = kept_epochs
     environment.filters["label"] = lambda metric: LABELS[metric]
+    environment.globals["SCRATCH"] = SCRATCH
     tables = {**{name: pd.DataFrame() for name in FIELD_TABLES}, **tables}
     verdict = tables["verdict"]
     study = {"not_pretrained": not_pretrained(tables["runs"])}
