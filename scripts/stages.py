@@ -383,7 +383,7 @@ def aggregate(plan_path: str, outputs: dict[str, str]) -> None:
     comparisons with the baseline, the learning curve, external validation, the
     pretraining comparison and the validation-chosen verdict. ``outputs``: a path per
     name of :data:`scripts.common.layout.TABLES`."""
-    from scripts.report import aggregate as agg
+    from scripts.stats import aggregate as agg
 
     _check_names(outputs, TABLES, "tables")
     tables = agg.aggregate(fsutil.read_json(plan_path))

@@ -29,8 +29,8 @@ from scripts.plan import grid
 from scripts.plan.config import leaves
 from scripts.plan.grid import SCRATCH, SCRATCH_CNN, STRATEGIES
 from scripts.report import plots
-from scripts.report.aggregate import INTERNAL_MAPPED
 from scripts.report.deployment import report_section as deployment_section
+from scripts.stats.aggregate import INTERNAL_MAPPED
 from scripts.stats.evaluation import positive_index
 from scripts.stats.run_tables import csv_boolean
 from scripts.stats.stats import SLOPE_SE_LIMIT, TEMPERATURE_BOUNDS

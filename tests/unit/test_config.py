@@ -345,7 +345,7 @@ def test_the_report_marks_user_set_values_and_schema_defaults(tmp_path):
     from conftest import fake_plan
 
     from scripts.report import report as rep
-    from scripts.report.aggregate import aggregate
+    from scripts.stats.aggregate import aggregate
 
     plan = fake_plan(tmp_path, ["a", "b", "c"], [("scratch_cnn", "scratch", "none", 1)])
     plan["settings"] = {"files": ["mine.yaml"], "user_set": ["datasets.tiny.path", "seeds"]}

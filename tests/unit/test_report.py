@@ -145,7 +145,7 @@ def render_data_checks(tmp_path, policy: str, groups: list[str] | None) -> str:
     copies left out of it under ``policy`` drop."""
     from conftest import fake_plan
 
-    from scripts.report.aggregate import aggregate
+    from scripts.stats.aggregate import aggregate
 
     plan = fake_plan(tmp_path, ["a", "b"], [("scratch_cnn", "scratch", "none", 1)])
     plan["config"]["data"]["leakage"] = policy
@@ -386,7 +386,7 @@ def test_a_calibration_slope_without_a_usable_fit_is_a_dash_that_says_why(tmp_pa
     never "nan"."""
     import report_study
 
-    from scripts.report.aggregate import aggregate
+    from scripts.stats.aggregate import aggregate
 
     def with_unusable_fits(plan):
         tables = aggregate(plan)

@@ -32,8 +32,9 @@ The questions a transfer-learning study is judged on:
 
 This module reads each dataset's runs and puts the tables together; reading a run's
 files is :mod:`scripts.stats.run_tables`, the comparisons :mod:`scripts.stats.comparisons`, the
-conclusions and their sentences :mod:`scripts.stats.verdict`, the formulas
-:mod:`scripts.stats.stats`. The report only renders these tables.
+conclusions and their sentences :mod:`scripts.stats.verdict`, what to deploy
+:mod:`scripts.stats.deployment`, the formulas :mod:`scripts.stats.stats`. The report only
+renders these tables.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import pandas as pd
 
 from scripts.common.layout import RUN_FILES
 from scripts.data.external import collapse, collapse_labels, external_classes
-from scripts.report import deployment
+from scripts.stats import deployment
 from scripts.stats import stats as st
 from scripts.stats.calibration import CALIBRATION, ECE_BINS, calibration_test_intervals, reliability, run_calibration
 from scripts.stats.comparisons import (
