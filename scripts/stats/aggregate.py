@@ -82,6 +82,7 @@ from scripts.stats.verdict import (
     chosen_verdict,
     learning_curve,
     learning_statements,
+    ranked_candidates,
     shortcut_verdict,
     validation_drop,
 )
@@ -178,14 +179,15 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     bootstrap = st.SharedBootstrap(y_true, resamples, evaluation["bootstrap_seed"], positive, groups)
     summary, resampled = _summary(plan, finished, metrics, selection, bootstrap)
 
-    chosen = chosen_config(summary, selection)
+    candidates = ranked_candidates(summary, selection)
+    chosen = chosen_config(candidates)
     prespecified = (config_key(chosen), selection) if chosen and not is_baseline(chosen) else None
     comparisons = versus_baseline(summary, resampled, metrics, bootstrap, prespecified)
     curve = learning_curve(summary, comparisons, selection)
     external, external_info = _external(name, plan, done, selection, predictions, classes, groups)
-    verdict = chosen_verdict(name, summary, comparisons, metrics, selection, classes, positive_class,
+    verdict = chosen_verdict(name, summary, candidates, comparisons, metrics, selection, classes, positive_class,
                              len(paths), len(done))
-    decision = deployment.dataset_decision(name, plan, done, predictions, summary, bootstrap, metrics, verdict)
+    decision = deployment.dataset_decision(name, plan, done, predictions, candidates, bootstrap, metrics, verdict)
     verdict["decision"] = decision.pop("info")
     verdict.update(learning_curve={"metric": selection, "rule": BEATS_RULE,
                                    "fractions": sorted({row["fraction"] for row in summary}),

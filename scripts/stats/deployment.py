@@ -31,7 +31,6 @@ from scripts.plan.grid import SCRATCH
 from scripts.stats import decision as dc
 from scripts.stats import stats as st
 from scripts.stats.run_tables import CONFIG, config_key, read_predictions
-from scripts.stats.verdict import ranked_candidates
 
 ENSEMBLE_COLUMNS = ["dataset", "ensemble", "kind", "members", "n_runs", "fraction", "val_metric", "val_value",
                     "n_val", "metric", "value", "test_low", "test_high", "difference", "low", "high", "p_value",
@@ -61,16 +60,17 @@ def _name(config) -> str:
     return " · ".join(parts)
 
 
-def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, summary: list[dict],
+def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, candidates: list[dict],
                      bootstrap: st.SharedBootstrap, metrics: list[str], verdict: dict) -> dict:
     """One dataset's rows of :data:`DECISION_TABLES` and its ``info`` for the verdict.
-    ``test``: a run's test predictions by its index in the plan; ``bootstrap``: the dataset's
-    shared test resamples."""
+    ``test``: a run's test predictions by its index in the plan; ``candidates``: the
+    configurations in the order the choice ranks them
+    (:func:`scripts.stats.verdict.ranked_candidates`); ``bootstrap``: the dataset's shared
+    test resamples."""
     settings, chosen = plan["config"]["decision"], verdict.get("chosen")
     selection, positive = verdict["selection_metric"], bootstrap.positive
     if chosen is None:
         return {**empty_tables(), "info": None}
-    candidates = ranked_candidates(summary, selection)  # in the order the choice ranks them
     runs = {key: list(group.sort_values("seed").index) for key, group in done.groupby(CONFIG, sort=False)}
     classes = verdict["classes"]
     validation = {}  # read only for the runs an ensemble or the operating point needs
