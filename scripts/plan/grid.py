@@ -25,6 +25,18 @@ def skip_reason(model: str, strategy: str) -> str | None:
     return None
 
 
+def config_title(config, with_fraction: bool = True) -> str:
+    """A configuration's name in the tables and the report: model · strategy, its
+    pretraining source unless it trains from scratch (random weights, whatever the
+    source), and, ``with_fraction``, its share of the training split when below the whole."""
+    parts = [config["model"], config["strategy"]]
+    if config["strategy"] != SCRATCH:
+        parts.append(f"weights {config['weights']}")
+    if with_fraction and float(config["fraction"]) < 1:
+        parts.append(f"{float(config['fraction']):.0%} of train")
+    return " · ".join(parts)
+
+
 def excluded(model: str, strategy: str, exclude) -> str | None:
     for rule in exclude:
         if rule.get("model", model) == model and rule.get("strategy", strategy) == strategy:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from scripts.report import plots
+from scripts.report.tables import of_dataset
 from scripts.stats.deployment import DECISION_TABLES
 
 
@@ -15,12 +16,7 @@ def report_section(name: str, tables: dict, verdict: dict) -> dict | None:
     info = verdict.get("decision")
     if not info:
         return None
-
-    def of_dataset(table: str) -> pd.DataFrame:
-        frame = tables.get(table, pd.DataFrame())
-        return frame[frame["dataset"] == name] if len(frame) else frame
-
-    ensembles, operating, curve = (of_dataset(t) for t in DECISION_TABLES)
+    ensembles, operating, curve = (of_dataset(tables.get(table, pd.DataFrame()), name) for table in DECISION_TABLES)
     rows = [{"name": ensemble, **{k: group.iloc[0][k] for k in ("kind", "members", "n_runs", "val_value", "n_val")},
              "best": bool(group["best"].astype(str).eq("True").any()),
              "cells": {r["metric"]: r for r in group.to_dict("records")}}

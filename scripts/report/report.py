@@ -27,9 +27,10 @@ from scripts.data.manifest import copies_of, groups_in_training
 from scripts.data.splits import has_groups
 from scripts.plan import grid
 from scripts.plan.config import leaves
-from scripts.plan.grid import SCRATCH, SCRATCH_CNN, STRATEGIES
+from scripts.plan.grid import SCRATCH, SCRATCH_CNN, STRATEGIES, config_title
 from scripts.report import plots
 from scripts.report.deployment import report_section as deployment_section
+from scripts.report.tables import of_dataset
 from scripts.stats.aggregate import INTERNAL_MAPPED
 from scripts.stats.evaluation import positive_index
 from scripts.stats.run_tables import csv_boolean
@@ -76,15 +77,6 @@ def git_commit(directory: Path) -> str:
     return commit + (" (with uncommitted changes)" if git("status", "--porcelain") else "")
 
 
-def title(row) -> str:
-    parts = [row["model"], row["strategy"]]
-    if row["strategy"] != SCRATCH:
-        parts.append(f"weights {row['weights']}")
-    if float(row["fraction"]) < 1:
-        parts.append(f"{float(row['fraction']):.0%} of train")
-    return " · ".join(parts)
-
-
 def order_key(row) -> tuple:
     return (row["model"] != SCRATCH_CNN, row["model"], STRATEGIES.index(row["strategy"]),
             row["weights"], -float(row["fraction"]))
@@ -106,7 +98,7 @@ def load_configs(plan: dict, runs: pd.DataFrame, classes: list[str]) -> list[dic
     for _, group in runs.groupby(["model", "strategy", "weights", "fraction"], sort=False):
         first = group.iloc[0]
         config = {"key": {k: first[k] for k in ("model", "strategy", "weights", "fraction")},
-                  "title": title(first), "predictions": [], "confusion": [], "histories": []}
+                  "title": config_title(first), "predictions": [], "confusion": [], "histories": []}
         for position, (_, row) in enumerate(group.sort_values("seed").iterrows()):
             folder = Path(row["dir"])
             metrics = fsutil.read_json(folder / files["metrics"])
@@ -234,16 +226,8 @@ def comparison_rows(comparisons: pd.DataFrame) -> list[dict]:
     rows = []
     for _, group in comparisons.groupby(["model", "strategy", "weights", "fraction"], sort=False):
         first = group.iloc[0]
-        rows.append({"title": title(first), "cells": {r["metric"]: r for r in _records(group)}})
+        rows.append({"title": config_title(first), "cells": {r["metric"]: r for r in _records(group)}})
     return rows
-
-
-def config_title(model: str, strategy: str, weights: str) -> str:
-    return title({"model": model, "strategy": strategy, "weights": weights, "fraction": 1.0})
-
-
-def _of_dataset(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    return frame[frame["dataset"] == name] if len(frame) else frame
 
 
 def validation_pool(split: dict) -> dict | None:
@@ -262,7 +246,7 @@ def learning_section(name: str, tables: dict, verdict: dict, split: dict) -> dic
     configuration (None with a single training fraction); ``split``: the first seed's
     :func:`split_counts`, for the validation images every fraction also uses."""
     info = verdict.get("learning_curve")
-    curve = _of_dataset(tables["learning_curve"], name)
+    curve = of_dataset(tables["learning_curve"], name)
     if not info or len(info["fractions"]) < 2 or curve.empty:
         return None
     rows = sorted(_records(curve), key=lambda row: (*order_key(row)[:4], float(row["fraction"])))
@@ -270,19 +254,18 @@ def learning_section(name: str, tables: dict, verdict: dict, split: dict) -> dic
     figure = plots.learning_curve(curve, LABELS[info["metric"]], validation)
     return {"metric": info["metric"], "rule": info["rule"], "figure": figure, "min_seeds": TOO_FEW_SEEDS,
             "validation": validation,
-            "rows": [{**row, "title": config_title(row["model"], row["strategy"], row["weights"])} for row in rows],
-            "statements": [{**s, "title": config_title(s["model"], s["strategy"], s["weights"])}
-                           for s in info["statements"]]}
+            "rows": [{**row, "title": config_title(row, with_fraction=False)} for row in rows],
+            "statements": [{**s, "title": config_title(s, with_fraction=False)} for s in info["statements"]]}
 
 
 def external_sections(name: str, tables: dict, verdict: dict) -> list[dict]:
     """Per external test set: its data checks, what was evaluated, every configuration's
     internal and external metrics side by side, and the chosen configuration's pair."""
-    table = _of_dataset(tables["external"], name)
+    table = of_dataset(tables["external"], name)
     sections = []
     for external, info in verdict.get("external", {}).items():
         rows = table[table["external"] == external] if len(table) else table
-        pairs = [{"title": title(row), "key": row, "external": row, "internal": internal_mapped(row)}
+        pairs = [{"title": config_title(row), "key": row, "external": row, "internal": internal_mapped(row)}
                  for row in _records(rows)]
         chosen = verdict["chosen"]
         chosen_pair = next((p for p in pairs if chosen and all(str(p["key"][k]) == str(chosen[k]) for k in KEY)),
@@ -306,7 +289,7 @@ KEY = ("model", "strategy", "weights", "fraction")
 
 
 def _ordered(summary: pd.DataFrame) -> list[dict]:
-    return sorted(({**row, "title": title(row)} for row in _records(summary)), key=order_key)
+    return sorted(({**row, "title": config_title(row)} for row in _records(summary)), key=order_key)
 
 
 def calibration_section(summary: pd.DataFrame, verdict: dict) -> dict | None:
@@ -367,7 +350,7 @@ def weights_comparison_section(name: str, summary: pd.DataFrame, tables: dict, m
     sources = sorted(set(pretrained["weights"]) if len(pretrained) else set(), key=lambda w: (w != "none", w))
     if len(sources) < 2:
         return None
-    versus = _of_dataset(tables["weights_comparison"], name)
+    versus = of_dataset(tables["weights_comparison"], name)
     by_key = {(*(str(row[k]) for k in KEY), row["metric"]): row for row in _records(versus)}
     rows = []
     for (model, strategy, fraction), group in pretrained.groupby(["model", "strategy", "fraction"], sort=False):
@@ -389,11 +372,9 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
     verify = _read_optional_json(paths["verify"])
     conversions = _read_optional_json(paths["conversions"])
     verdict = tables["verdict"]["datasets"][name]
-    runs = tables["runs"][tables["runs"]["dataset"] == name]
+    runs = of_dataset(tables["runs"], name)
     done = runs[runs["status"] == "ok"] if len(runs) else runs
-    summary = tables["summary"]
-    if len(summary):
-        summary = summary[summary["dataset"] == name]
+    summary = of_dataset(tables["summary"], name)
     classes = verdict.get("classes") or (verify["classes"] if verify else [])
     positive = settings["datasets"][name].get("positive_class")
     configs = load_configs(plan, done, classes) if len(done) else []
@@ -421,7 +402,7 @@ def dataset_section(name: str, plan: dict, tables: dict) -> dict:
         "verdict": verdict,
         "metrics": verdict.get("metrics") or [],
         "summary": _records(ordered),
-        "comparisons": comparison_rows(comparisons[comparisons["dataset"] == name]) if len(comparisons) else [],
+        "comparisons": comparison_rows(of_dataset(comparisons, name)) if len(comparisons) else [],
         "missing": _records(runs[runs["status"] != "ok"]) if len(runs) else [],
         "runs": _records(runs.sort_values(["model", "strategy", "weights", "fraction", "seed"])),
         "figures": _figures(done, configs, classes, positive_index(classes, positive)) if configs else {},
@@ -634,7 +615,7 @@ def decision(d: dict, study: dict) -> dict | None:
         return None
     selection = verdict["selection_metric"]
     versus = {c["metric"]: c for c in verdict.get("versus") or []}
-    return {"chosen": verdict["chosen"], "title": title(verdict["chosen"]), "selection": selection,
+    return {"chosen": verdict["chosen"], "title": config_title(verdict["chosen"]), "selection": selection,
             "metrics": [{"metric": m, "versus": versus.get(m)} for m in verdict["metrics"]],
             "is_baseline": verdict.get("is_baseline"),
             "warnings": [w for check in DECISION_WARNINGS for w in check(d, study)]}
@@ -705,6 +686,7 @@ def render(plan: dict, tables: dict, output: str | Path, project: str | Path = "
     environment.filters["interval"] = interval
     environment.filters["kept_epochs"] = kept_epochs
     environment.filters["label"] = lambda metric: LABELS[metric]
+    environment.filters["config_title"] = config_title
     environment.globals["SCRATCH"] = SCRATCH
     tables = {**{name: pd.DataFrame() for name in FIELD_TABLES}, **tables}
     verdict = tables["verdict"]

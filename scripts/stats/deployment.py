@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from scripts.common.layout import RUN_FILES
-from scripts.plan.grid import SCRATCH
+from scripts.plan.grid import config_title
 from scripts.stats import decision as dc
 from scripts.stats import stats as st
 from scripts.stats.run_tables import CONFIG, config_key, read_predictions
@@ -51,13 +51,6 @@ SEED_ENSEMBLE_NOTE = ("A seed ensemble averages its configuration's seeds into o
 
 def empty_tables() -> dict[str, list]:
     return {name: [] for name in DECISION_TABLES}
-
-
-def _name(config) -> str:
-    parts = [config["model"], config["strategy"]]
-    if config["strategy"] != SCRATCH:
-        parts.append(f"weights {config['weights']}")
-    return " · ".join(parts)
 
 
 def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, candidates: list[dict],
@@ -88,8 +81,9 @@ def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, cand
     best = max(ensembles, key=lambda e: e["val_value"]) if ensembles else None
     chosen_test = [test[i][2] for i in runs[config_key(chosen)]]
     rows = _ensemble_rows(name, ensembles, best, chosen_test, bootstrap, metrics, selection)
+    chosen_title = config_title(chosen, with_fraction=False)  # every candidate is at the verdict's fraction
     info = {"seed_ensembles": settings["seed_ensembles"], "top_k": settings["top_k"],
-            "best": best["name"] if best else None, "chosen": _name(chosen), "note": SEED_ENSEMBLE_NOTE,
+            "best": best["name"] if best else None, "chosen": chosen_title, "note": SEED_ENSEMBLE_NOTE,
             "two_class": positive is not None, "argmax_reason": None if positive is not None else ARGMAX_REASON,
             "validation_shared": _validation_shared(validation)}
     if positive is None:
@@ -101,7 +95,7 @@ def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, cand
                   "train": _train_prevalence(plan["datasets"][name]["split"], classes[positive]),
                   "user": settings["prevalence"]}
     other = ("set", prevalence["user"]) if prevalence["user"] is not None else ("train", prevalence["train"])
-    deployed = [("chosen configuration", _name(chosen), [test[i][2][:, positive] for i in chosen_runs],
+    deployed = [("chosen configuration", chosen_title, [test[i][2][:, positive] for i in chosen_runs],
                  [validated(i) for i in chosen_runs])]
     if best:
         deployed.append(("best ensemble", best["name"], [best["test"][:, positive]], [best["validation"]]))
@@ -119,8 +113,8 @@ def _ensembles(candidates: list[dict], runs: dict, test: dict, validated, settin
     (candidates are in validation order); each with its test probabilities and its
     out-of-bag validation predictions (``validated``: a run's, by its index)."""
     def seed_ensemble(row: dict) -> dict:
-        indices = runs[config_key(row)]
-        return {"name": f"seed ensemble · {_name(row)}", "kind": "seeds", "members": _name(row),
+        indices, title = runs[config_key(row)], config_title(row, with_fraction=False)
+        return {"name": f"seed ensemble · {title}", "kind": "seeds", "members": title,
                 "n_runs": len(indices), "fraction": row["fraction"],
                 "test": np.mean([test[i][2] for i in indices], axis=0),
                 "validation": dc.out_of_bag_average([validated(i) for i in indices])}

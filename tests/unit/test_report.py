@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scripts.plan.grid import config_title
 from scripts.report import report
 
 
@@ -58,11 +59,12 @@ def test_kept_epochs_listed_for_a_few_seeds_counted_for_many():
 
 
 def test_titles_name_weights_and_share_of_train_only_where_they_apply():
-    assert report.title({"model": "vgg16", "strategy": "partial", "weights": "imagenet", "fraction": "0.25"}) == (
+    assert config_title({"model": "vgg16", "strategy": "partial", "weights": "imagenet", "fraction": "0.25"}) == (
         "vgg16 · partial · weights imagenet · 25% of train")
-    assert report.title({"model": "scratch_cnn", "strategy": "scratch", "weights": "none", "fraction": 1.0}) == (
+    assert config_title({"model": "scratch_cnn", "strategy": "scratch", "weights": "none", "fraction": 1.0}) == (
         "scratch_cnn · scratch")
-    assert report.config_title("resnet50", "full", "hed") == "resnet50 · full · weights hed"
+    assert config_title({"model": "resnet50", "strategy": "full", "weights": "hed", "fraction": "0.5"},
+                        with_fraction=False) == "resnet50 · full · weights hed"
 
 
 def test_gradcam_images_per_class_hardest_first_then_the_most_often_right():
