@@ -50,7 +50,7 @@ from scripts.common.layout import RUN_FILES
 from scripts.data.external import collapse, collapse_labels, external_classes
 from scripts.stats import deployment
 from scripts.stats import stats as st
-from scripts.stats.calibration import CALIBRATION, ECE_BINS, calibration_test_intervals, reliability, run_calibration
+from scripts.stats.calibration import CALIBRATION, calibration_test_intervals, reliability, run_calibration
 from scripts.stats.comparisons import (
     COMPARISON_COLUMNS,
     FAMILIES,
@@ -197,7 +197,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
                    bootstrap={"resamples": resamples, "configured": evaluation["bootstrap_resamples"],
                               "largest_family": family,
                               "smallest_holm_p": family * st.smallest_p_value(resamples)},
-                   calibration={"bins": ECE_BINS, "temperature_scaling": evaluation["temperature_scaling"],
+                   calibration={"bins": st.ECE_BINS, "temperature_scaling": evaluation["temperature_scaling"],
                                 "slope_outcome": _slope_outcome(classes, positive)})
     verdict["validation_drop"] = validation_drop(summary, verdict.get("chosen"))
     return {"summary": summary, "comparisons": comparisons, "learning_curve": curve, "external": external,
