@@ -396,7 +396,8 @@ def report(plan_path: str, tables: dict[str, str], output: str, figures: str | N
     per name of :data:`scripts.common.layout.TABLES`); the key figures are also written as PNGs
     to ``figures`` for ``snakemake --report``."""
     from scripts.report import report as rep
+    from scripts.report.tables import read_tables
 
     _check_names(tables, TABLES, "tables")
-    rep.render(fsutil.read_json(plan_path), rep.read_tables(tables), output,
+    rep.render(fsutil.read_json(plan_path), read_tables(tables), output,
                Path(__file__).resolve().parent.parent, figures)

@@ -37,6 +37,14 @@ def config_title(config, with_fraction: bool = True) -> str:
     return " · ".join(parts)
 
 
+def report_order(config) -> tuple:
+    """A configuration's place in the report's tables and figures: the baseline model first,
+    then by model, strategy (:data:`STRATEGIES` order), pretraining source, largest training
+    share first."""
+    return (config["model"] != SCRATCH_CNN, config["model"], STRATEGIES.index(config["strategy"]),
+            config["weights"], -float(config["fraction"]))
+
+
 def excluded(model: str, strategy: str, exclude) -> str | None:
     for rule in exclude:
         if rule.get("model", model) == model and rule.get("strategy", strategy) == strategy:

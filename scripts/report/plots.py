@@ -150,7 +150,7 @@ def learning_curve(curve, label: str, validation: dict | None = None):
     line per strategy × pretraining with its 95% interval over test images (band); the
     scratch CNN baseline (grey, dashed) in every panel. Filled markers: beats the baseline
     at that size (``beats``: :data:`scripts.stats.verdict.BEATS_RULE`), hollow: no such claim or not compared.
-    ``validation`` (:func:`scripts.report.report.validation_pool`): the validation images every size
+    ``validation`` (:func:`scripts.report.view.validation_pool`): the validation images every size
     also uses, named in the axis label."""
     is_baseline = (curve["model"] == BASELINE["model"]) & (curve["strategy"] == BASELINE["strategy"])
     baseline = curve[is_baseline].sort_values("n_train")

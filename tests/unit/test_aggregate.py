@@ -298,7 +298,7 @@ def test_the_external_gap_compares_the_same_mapped_task(tmp_path):
     two-class task NORMAL vs PNEUMONIA, internally and externally: no gap."""
     import pandas as pd
 
-    from scripts.report.report import external_sections
+    from scripts.report.view import external_sections
 
     trained = ["Covid", "Normal", "Viral"]
     class_map = {"Covid": "PNEUMONIA", "Normal": "NORMAL", "Viral": "PNEUMONIA"}
