@@ -28,14 +28,13 @@ def verify(dataset: str, root: str, manifest_path: str, leakage: str, positive_c
     each image's group (patient) from ``groups`` (``datasets.<dataset>.groups``; empty
     without: :func:`scripts.data.splits.image_groups`)."""
     from scripts.data.splits import image_groups
+    from scripts.plan.config import positive_class_problems
 
     records = manifest.verify_dataset(root, manifest_path)
     classes = manifest.check_classes(records)
-    if len(classes) == 2 and not positive_class:
-        raise DataError(f"datasets.{dataset}.positive_class is required for a two-class dataset "
-                        f"(one of {classes})")
-    if positive_class and positive_class not in classes:
-        raise DataError(f"datasets.{dataset}.positive_class: {positive_class!r} is not one of {classes}")
+    problems = positive_class_problems(dataset, classes, positive_class)
+    if problems:
+        raise DataError("\n".join(problems))
     duplicates = manifest.find_duplicates(records)
     leaks = [group for group in duplicates if group["cross_split"]]
     if leaks and leakage == "fail":
@@ -384,7 +383,7 @@ def aggregate(plan_path: str, outputs: dict[str, str]) -> None:
     comparisons with the baseline, the learning curve, external validation, the
     pretraining comparison and the validation-chosen verdict. ``outputs``: a path per
     name of :data:`scripts.common.layout.TABLES`."""
-    from scripts.report import aggregate as agg
+    from scripts.stats import aggregate as agg
 
     _check_names(outputs, TABLES, "tables")
     tables = agg.aggregate(fsutil.read_json(plan_path))
@@ -397,7 +396,8 @@ def report(plan_path: str, tables: dict[str, str], output: str, figures: str | N
     per name of :data:`scripts.common.layout.TABLES`); the key figures are also written as PNGs
     to ``figures`` for ``snakemake --report``."""
     from scripts.report import report as rep
+    from scripts.report.tables import read_tables
 
     _check_names(tables, TABLES, "tables")
-    rep.render(fsutil.read_json(plan_path), rep.read_tables(tables), output,
+    rep.render(fsutil.read_json(plan_path), read_tables(tables), output,
                Path(__file__).resolve().parent.parent, figures)

@@ -12,7 +12,7 @@ from conftest import fake_plan, fake_run
 
 from scripts.common.layout import RUN_FILES
 from scripts.report import report
-from scripts.report.aggregate import aggregate
+from scripts.stats.aggregate import aggregate
 
 
 def hand_made_report(root: Path) -> Path:

@@ -184,15 +184,19 @@ def dataset_problems(name: str, dataset: dict) -> list[str]:
             f"datasets.{name}.manifest: {dataset['manifest']} does not exist; create it with "
             f"`python -m scripts manifest {dataset['path']} -o {dataset['manifest']}`")
     classes = class_folders(dataset, "train")
-    positive = dataset.get("positive_class")
-    if classes and positive is None and len(classes) == 2:
-        problems.append(
-            f"datasets.{name}.positive_class: required for a two-class dataset (one of {classes}): "
-            "sensitivity is the recall of this class, specificity that of the other")
-    if classes and positive is not None and positive not in classes:
-        problems.append(
-            f"datasets.{name}.positive_class: {positive!r} is not a class of {dataset['path']} ({classes})")
+    if classes:
+        problems += positive_class_problems(name, classes, dataset.get("positive_class"))
     return problems + group_problems(name, dataset.get("groups", {}))
+
+
+def positive_class_problems(dataset: str, classes: list[str], positive_class: str | None) -> list[str]:
+    """A two-class dataset names its positive class, and a named positive class is one of
+    the dataset's ``classes``; each problem names the config key."""
+    key = f"datasets.{dataset}.positive_class"
+    if not positive_class:
+        return ([f"{key}: required for a two-class dataset (one of {classes}): sensitivity is the recall "
+                 "of this class, specificity that of the other"] if len(classes) == 2 else [])
+    return [] if positive_class in classes else [f"{key}: {positive_class!r} is not one of {classes}"]
 
 
 def group_problems(name: str, groups: dict) -> list[str]:

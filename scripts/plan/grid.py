@@ -10,16 +10,39 @@ import math
 
 # The baseline: a small CNN trained from scratch, the one model that is not a backbone.
 SCRATCH_CNN = "scratch_cnn"
+SCRATCH = "scratch"  # the strategy that trains every weight from random initialisation
+# Every strategy, in the order the report shows them: from scratch, then from the least to
+# the most of a backbone trained.
+STRATEGIES = (SCRATCH, "linear_probe", "frozen", "partial", "full")
 # Strategies that start from a backbone's weights (pretrained, or a random-init control).
-PRETRAINED_STRATEGIES = ("frozen", "partial", "full", "linear_probe")
-STRATEGIES = ("scratch", *PRETRAINED_STRATEGIES)
+PRETRAINED_STRATEGIES = STRATEGIES[1:]
 RANDOM_INIT = "none"  # the pretraining label of every run that starts from random weights
 
 
 def skip_reason(model: str, strategy: str) -> str | None:
-    if model == SCRATCH_CNN and strategy != "scratch":
-        return f"{SCRATCH_CNN} has no pretrained backbone to freeze, probe or fine-tune; only 'scratch' applies"
+    if model == SCRATCH_CNN and strategy != SCRATCH:
+        return f"{SCRATCH_CNN} has no pretrained backbone to freeze, probe or fine-tune; only {SCRATCH!r} applies"
     return None
+
+
+def config_title(config, with_fraction: bool = True) -> str:
+    """A configuration's name in the tables and the report: model · strategy, its
+    pretraining source unless it trains from scratch (random weights, whatever the
+    source), and, ``with_fraction``, its share of the training split when below the whole."""
+    parts = [config["model"], config["strategy"]]
+    if config["strategy"] != SCRATCH:
+        parts.append(f"weights {config['weights']}")
+    if with_fraction and float(config["fraction"]) < 1:
+        parts.append(f"{float(config['fraction']):.0%} of train")
+    return " · ".join(parts)
+
+
+def report_order(config) -> tuple:
+    """A configuration's place in the report's tables and figures: the baseline model first,
+    then by model, strategy (:data:`STRATEGIES` order), pretraining source, largest training
+    share first."""
+    return (config["model"] != SCRATCH_CNN, config["model"], STRATEGIES.index(config["strategy"]),
+            config["weights"], -float(config["fraction"]))
 
 
 def excluded(model: str, strategy: str, exclude) -> str | None:

@@ -13,10 +13,9 @@ import numpy as np
 from matplotlib.patches import Patch
 from sklearn import metrics as skm
 
-from scripts.plan.grid import SCRATCH_CNN
+from scripts.plan.grid import SCRATCH, SCRATCH_CNN, STRATEGIES
 from scripts.stats.comparisons import BASELINE
 
-STRATEGY_ORDER = ["scratch", "linear_probe", "frozen", "partial", "full"]
 UNTRAINED_COLOUR = "#dcdcdc"  # bars of runs without pretrained weights: no source colour
 
 
@@ -54,11 +53,11 @@ def metric_by_strategy(table, metric: str, label: str):
     strategy's bars stand side by side, one colour per source (legend above); the
     x axis names strategies only, so its labels stay apart at any number of sources."""
     table = table[table["fraction"] == table["fraction"].max()]
-    sources = sorted(table.loc[table["strategy"] != "scratch", "weights"].unique())
+    sources = sorted(table.loc[table["strategy"] != SCRATCH, "weights"].unique())
     several_sources = len(sources) > 1
     colours = dict(zip(sources, plt.cm.Pastel1.colors if several_sources else ["#cfd8e3"], strict=False))
     models = sorted(table["model"].unique())
-    strategies = {model: [s for s in STRATEGY_ORDER if (table.loc[table["model"] == model, "strategy"] == s).any()]
+    strategies = {model: [s for s in STRATEGIES if (table.loc[table["model"] == model, "strategy"] == s).any()]
                   for model in models}
     # Each strategy gets a slot wide enough for its horizontal label ("linear_probe" at
     # 8 pt) and its bars side by side; panels share the figure in proportion.
@@ -165,7 +164,7 @@ def history_grid(runs: list[dict], metric: str):
 
 
 def _source_label(strategy: str, weights: str) -> str:
-    return strategy if strategy == "scratch" else f"{strategy} ({weights})"
+    return strategy if strategy == SCRATCH else f"{strategy} ({weights})"
 
 
 def learning_curve(curve, label: str, validation: dict | None = None):
@@ -173,7 +172,7 @@ def learning_curve(curve, label: str, validation: dict | None = None):
     line per strategy × pretraining with its 95% interval over test images (band); the
     scratch CNN baseline (grey, dashed) in every panel. Filled markers: beats the baseline
     at that size (``beats``: :data:`scripts.stats.verdict.BEATS_RULE`), hollow: no such claim or not compared.
-    ``validation`` (:func:`scripts.report.report.validation_pool`): the validation images every size
+    ``validation`` (:func:`scripts.report.view.validation_pool`): the validation images every size
     also uses, named in the axis label."""
     is_baseline = (curve["model"] == BASELINE["model"]) & (curve["strategy"] == BASELINE["strategy"])
     baseline = curve[is_baseline].sort_values("n_train")
@@ -188,7 +187,7 @@ def learning_curve(curve, label: str, validation: dict | None = None):
                             alpha=0.15)
         runs = curve[curve["model"] == model]
         groups = sorted(runs.groupby(["strategy", "weights"]).groups,
-                        key=lambda key: (STRATEGY_ORDER.index(key[0]), key[1]))
+                        key=lambda key: (STRATEGIES.index(key[0]), key[1]))
         for number, (strategy, weights) in enumerate(groups if model != SCRATCH_CNN else []):
             line = runs[(runs["strategy"] == strategy) & (runs["weights"] == weights)].sort_values("n_train")
             colour = colours[number % 10]

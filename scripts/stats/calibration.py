@@ -1,11 +1,11 @@
 """Can a run's probabilities be trusted? Calibration of its test predictions.
 
-Per run: the top-label expected calibration error in :data:`ECE_BINS` equal-width bins, the
-multi-class Brier score, the calibration slope and intercept, and, when the run's validation
-predictions are given, the temperature fitted on them (negative log-likelihood) with the test
-ECE and Brier score after it. Per configuration: reliability bins of its seeds' pooled test
-predictions, and the ECE and Brier score (mean over seeds) on every test-image resample.
-The formulas are in :mod:`scripts.stats.stats`.
+Per run: the top-label expected calibration error in :data:`scripts.stats.stats.ECE_BINS`
+equal-width bins, the multi-class Brier score, the calibration slope and intercept, and, when
+the run's validation predictions are given, the temperature fitted on them (negative
+log-likelihood) with the test ECE and Brier score after it. Per configuration: reliability
+bins of its seeds' pooled test predictions, and the ECE and Brier score (mean over seeds) on
+every test-image resample. The formulas are in :mod:`scripts.stats.stats`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import numpy as np
 
 from scripts.stats import stats as st
 
-ECE_BINS = 15  # equal-width bins of top-label confidence over [0, 1]
 CALIBRATION = ["ece", "brier", "calibration_slope", "calibration_intercept", "temperature", "ece_scaled",
                "brier_scaled"]
 
@@ -28,7 +27,7 @@ def run_calibration(test: tuple, validation: tuple | None, positive: int | None)
     without validation predictions)."""
     _, labels, probabilities = test
     slope, intercept = st.calibration_slope_intercept(labels, probabilities, positive)
-    values = {"ece": st.expected_calibration_error(labels, probabilities, ECE_BINS),
+    values = {"ece": st.expected_calibration_error(labels, probabilities),
               "brier": st.brier_score(labels, probabilities),
               "calibration_slope": slope, "calibration_intercept": intercept,
               "temperature": np.nan, "ece_scaled": np.nan, "brier_scaled": np.nan}
@@ -38,7 +37,7 @@ def run_calibration(test: tuple, validation: tuple | None, positive: int | None)
     # log p as logits (softmax(log p / T) = softmax(z / T)); floored as apply_temperature floors them
     temperature = st.fit_temperature(st.floored_log(val_probabilities), val_labels)
     scaled = st.apply_temperature(probabilities, temperature)
-    values.update(temperature=temperature, ece_scaled=st.expected_calibration_error(labels, scaled, ECE_BINS),
+    values.update(temperature=temperature, ece_scaled=st.expected_calibration_error(labels, scaled),
                   brier_scaled=st.brier_score(labels, scaled))
     return values, scaled
 
@@ -49,7 +48,7 @@ def calibration_test_intervals(tests: list[tuple], counts: np.ndarray) -> dict:
     its seeds' test predictions ``tests``: columns ``ece_test_low`` ... ``brier_test_high``.
     They cover test-sample variation given the trained models, as the metrics' test intervals do."""
     row = {}
-    for name, resampled in (("ece", lambda y, p: st.resampled_ece(y, p, counts, ECE_BINS)),
+    for name, resampled in (("ece", lambda y, p: st.resampled_ece(y, p, counts)),
                             ("brier", lambda y, p: st.resampled_brier(y, p, counts))):
         values = np.mean([resampled(labels, probabilities) for _, labels, probabilities in tests], axis=0)
         low, high = np.percentile(values, [2.5, 97.5])
@@ -61,7 +60,7 @@ def reliability(tests: list[tuple], scaled: list[np.ndarray | None]) -> dict:
     """Reliability bins of a configuration, its seeds' test predictions pooled; before and
     (when the probabilities were rescaled) after temperature scaling."""
     labels = np.concatenate([test[1] for test in tests])
-    before = st.reliability_bins(labels, np.concatenate([test[2] for test in tests]), ECE_BINS)
-    after = (st.reliability_bins(labels, np.concatenate(scaled), ECE_BINS)
+    before = st.reliability_bins(labels, np.concatenate([test[2] for test in tests]))
+    after = (st.reliability_bins(labels, np.concatenate(scaled))
              if scaled and all(s is not None for s in scaled) else None)
     return {"before": before, "after": after}

@@ -21,11 +21,11 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from scripts.plan.grid import PRETRAINED_STRATEGIES, RANDOM_INIT, SCRATCH_CNN
+from scripts.plan.grid import PRETRAINED_STRATEGIES, RANDOM_INIT, SCRATCH, SCRATCH_CNN
 from scripts.stats import stats as st
 from scripts.stats.run_tables import CONFIG, config_key
 
-BASELINE = {"model": SCRATCH_CNN, "strategy": "scratch", "weights": RANDOM_INIT}
+BASELINE = {"model": SCRATCH_CNN, "strategy": SCRATCH, "weights": RANDOM_INIT}
 SIGNIFICANCE = 0.05
 HOLM_FAMILY = ("dataset", "fraction", "metric")  # the columns whose values make one Holm family
 FAMILIES = {

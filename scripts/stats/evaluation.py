@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
+from scripts.stats.stats import positive_column
+
 
 def per_class_specificity(y_true: np.ndarray, y_pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per class, one-vs-rest: true negatives / (true negatives + false positives).
@@ -85,7 +87,7 @@ def compute_metrics(y_true: np.ndarray, probabilities: np.ndarray, classes: list
         "recall_macro": float(recall.mean()),
         "specificity_macro": float(np.nanmean(spec)),
         "f1_macro": float(f1.mean()),
-        "auc": roc_auc(y_true, probabilities, 1 if positive is None else positive),
+        "auc": roc_auc(y_true, probabilities, positive_column(positive)),
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
         "classes": list(classes),

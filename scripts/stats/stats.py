@@ -48,9 +48,16 @@ TEMPERATURE_BOUNDS = (1e-2, 1e2)
 # it alike: a probability that underflowed to 0 would give a label log p = -inf, which makes
 # every temperature infinitely bad.
 PROBABILITY_FLOOR = 1e-12
+ECE_BINS = 15  # equal-width bins of top-label confidence over [0, 1]
 # A calibration slope with a larger standard error cannot tell slope 1 from slope 0 within one
 # standard error: no number is reported (calibration_slope_intercept).
 SLOPE_SE_LIMIT = 1.0
+
+
+def positive_column(positive: int | None) -> int:
+    """The probability column of a two-class outcome: the positive class's (``positive``),
+    the second class's without one."""
+    return 1 if positive is None else positive
 
 
 # --- seed variation ---------------------------------------------------------------------------
@@ -218,7 +225,7 @@ def _auc(y_true: np.ndarray, probabilities: np.ndarray, counts: np.ndarray,
     where a class is missing."""
     k = probabilities.shape[1]
     if k == 2:
-        column = 1 if positive is None else positive
+        column = positive_column(positive)
         return _mann_whitney_auc(probabilities[:, column], y_true == column, counts)
     per_class = [_mann_whitney_auc(probabilities[:, c], y_true == c, counts) for c in range(k)]
     return np.mean(per_class, axis=0)
@@ -415,38 +422,46 @@ def _top_label(y_true: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarra
     return probabilities.max(axis=1), probabilities.argmax(axis=1) == np.asarray(y_true)
 
 
-def _bin_sums(y_true: np.ndarray, probabilities: np.ndarray, n_bins: int):
-    """Per confidence bin: edges, image count, summed confidence, summed correctness.
+def _confidence_bins(y_true: np.ndarray, probabilities: np.ndarray, n_bins: int):
+    """The bins' edges, and per image its confidence, correctness (:func:`_top_label`) and bin.
 
     Equal-width bins over [0, 1]; bin i holds confidences in (i/n_bins, (i+1)/n_bins], the first
     bin also holds 0.
     """
     confidence, correct = _top_label(y_true, probabilities)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bin_of = np.digitize(confidence, edges[1:-1], right=True)
+    return edges, confidence, correct, np.digitize(confidence, edges[1:-1], right=True)
+
+
+def _bin_sums(y_true: np.ndarray, probabilities: np.ndarray, n_bins: int):
+    """Per confidence bin (:func:`_confidence_bins`): edges, image count, summed confidence,
+    summed correctness."""
+    edges, confidence, correct, bin_of = _confidence_bins(y_true, probabilities, n_bins)
     count = np.bincount(bin_of, minlength=n_bins)
     confidence_sum = np.bincount(bin_of, weights=confidence, minlength=n_bins)
     correct_sum = np.bincount(bin_of, weights=correct.astype(float), minlength=n_bins)
     return edges, count, confidence_sum, correct_sum
 
 
-def expected_calibration_error(y_true: np.ndarray, probabilities: np.ndarray, n_bins: int = 15) -> float:
+def expected_calibration_error(y_true: np.ndarray, probabilities: np.ndarray, n_bins: int = ECE_BINS) -> float:
     """Top-label ECE: sum over bins of (bin count / n) * |accuracy - mean confidence| in the bin.
 
     Confidence is the largest predicted probability, accuracy whether its class is the label;
-    bins as in :func:`reliability_bins` (equal width, (low, high]).
+    bins as in :func:`reliability_bins` (equal width, (low, high]). :func:`resampled_ece` on a
+    row of ones, to rounding: this one sums each bin in image order (``np.bincount``), that one
+    in a matrix product, and each order gives the numbers the study has published.
     """
     _, count, confidence_sum, correct_sum = _bin_sums(y_true, probabilities, n_bins)
     # (count/n) * |correct_sum/count - confidence_sum/count| = |correct_sum - confidence_sum| / n
     return float(np.abs(correct_sum - confidence_sum).sum() / count.sum())
 
 
-def resampled_ece(y_true: np.ndarray, probabilities: np.ndarray, counts: np.ndarray, n_bins: int = 15) -> np.ndarray:
+def resampled_ece(y_true: np.ndarray, probabilities: np.ndarray, counts: np.ndarray,
+                  n_bins: int = ECE_BINS) -> np.ndarray:
     """:func:`expected_calibration_error` on every resample (a row of the count matrix
     ``counts``, :func:`resample_counts`), at once: each resample's bin sums as one product
     with the images' one-hot bins."""
-    confidence, correct = _top_label(y_true, probabilities)
-    bin_of = np.digitize(confidence, np.linspace(0.0, 1.0, n_bins + 1)[1:-1], right=True)
+    _, confidence, correct, bin_of = _confidence_bins(y_true, probabilities, n_bins)
     in_bin = np.eye(n_bins)[bin_of]  # (n, n_bins)
     counts = np.atleast_2d(counts)
     gap = counts @ (in_bin * (correct.astype(float) - confidence)[:, None])
@@ -455,10 +470,8 @@ def resampled_ece(y_true: np.ndarray, probabilities: np.ndarray, counts: np.ndar
 
 def resampled_brier(y_true: np.ndarray, probabilities: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """:func:`brier_score` on every resample (a row of the count matrix ``counts``)."""
-    probabilities = np.asarray(probabilities, dtype=float)
-    per_image = ((probabilities - np.eye(probabilities.shape[1])[np.asarray(y_true)]) ** 2).sum(axis=1)
     counts = np.atleast_2d(counts)
-    return counts @ per_image / counts.sum(axis=1)
+    return counts @ _squared_errors(y_true, probabilities) / counts.sum(axis=1)
 
 
 def calibration_slope_intercept(y_true: np.ndarray, probabilities: np.ndarray,
@@ -483,7 +496,7 @@ def calibration_slope_intercept(y_true: np.ndarray, probabilities: np.ndarray,
     probabilities = np.asarray(probabilities, dtype=float)
     y_true = np.asarray(y_true)
     if probabilities.shape[1] == 2:
-        column = 1 if positive is None else positive
+        column = positive_column(positive)
         p, outcome = probabilities[:, column], y_true == column
     else:
         p, outcome = _top_label(y_true, probabilities)
@@ -515,7 +528,7 @@ def _slope_standard_error(logit: np.ndarray, fitted: np.ndarray) -> float:
     return float(np.sqrt(information[0, 0] / determinant)) if determinant > 0 else np.inf
 
 
-def reliability_bins(y_true: np.ndarray, probabilities: np.ndarray, n_bins: int = 15) -> list[dict]:
+def reliability_bins(y_true: np.ndarray, probabilities: np.ndarray, n_bins: int = ECE_BINS) -> list[dict]:
     """One dict per equal-width confidence bin (low, high], in order: ``low``, ``high``, ``count``,
     mean ``confidence`` and ``accuracy`` of its images (None for an empty bin)."""
     edges, count, confidence_sum, correct_sum = _bin_sums(y_true, probabilities, n_bins)
@@ -532,10 +545,15 @@ def brier_score(y_true: np.ndarray, probabilities: np.ndarray) -> float:
 
     Ranges from 0 (perfect) to 2. With two classes it is twice the binary Brier score
     ``mean((p_positive - y)^2)``, since both columns contribute the same squared error.
+    :func:`resampled_brier` on a row of ones, to rounding (see :func:`expected_calibration_error`).
     """
+    return float(_squared_errors(y_true, probabilities).mean())
+
+
+def _squared_errors(y_true: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Per image: the sum over classes of (p - one-hot label)^2."""
     probabilities = np.asarray(probabilities, dtype=float)
-    one_hot = np.eye(probabilities.shape[1])[np.asarray(y_true)]
-    return float(((probabilities - one_hot) ** 2).sum(axis=1).mean())
+    return ((probabilities - np.eye(probabilities.shape[1])[np.asarray(y_true)]) ** 2).sum(axis=1)
 
 
 def negative_log_likelihood(logits_or_log_probabilities: np.ndarray, y_true: np.ndarray,

@@ -37,16 +37,16 @@ BEATS, WORSE, NO_DIFFERENCE, NO_CLAIM = "beats", "worse", "no significant differ
 
 # --- which configuration --------------------------------------------------------------------------
 
-def chosen_verdict(name: str, summary: list[dict], comparisons: list[dict], metrics: list[str], selection: str,
-                   classes: list[str], positive_class: str | None, n_test: int, finished: int) -> dict:
-    """The configuration with the best mean validation ``selection`` metric (at the
-    largest training fraction; ties go to fewer trainable parameters), with its test
-    metrics and comparisons."""
+def chosen_verdict(name: str, summary: list[dict], candidates: list[dict], comparisons: list[dict],
+                   metrics: list[str], selection: str, classes: list[str], positive_class: str | None, n_test: int,
+                   finished: int) -> dict:
+    """The configuration with the best mean validation ``selection`` metric (the first of
+    ``candidates``, :func:`ranked_candidates`), with its test metrics and comparisons."""
     largest = max(row["fraction"] for row in summary)
     verdict = {"dataset": name, "finished": finished, "classes": classes, "positive_class": positive_class,
                "n_test": n_test, "metrics": metrics, "selection_metric": selection, "fraction": largest,
-               "n_candidates": len(ranked_candidates(summary, selection)), "chosen": None, "min_seeds": TOO_FEW_SEEDS}
-    chosen = chosen_config(summary, selection)
+               "n_candidates": len(candidates), "chosen": None, "min_seeds": TOO_FEW_SEEDS}
+    chosen = chosen_config(candidates)
     if chosen is None:
         return verdict
     versus = [c for c in comparisons if config_key(c) == config_key(chosen)]
@@ -73,10 +73,8 @@ def ranked_candidates(summary: list[dict], selection: str) -> list[dict]:
                   key=lambda row: (-row[f"val_{selection}"], row["trainable_params"]))
 
 
-def chosen_config(summary: list[dict], selection: str) -> dict | None:
-    """The summary row with the best mean validation ``selection`` metric at the largest
-    training fraction (ties: fewer trainable parameters); None without one."""
-    candidates = ranked_candidates(summary, selection)
+def chosen_config(candidates: list[dict]) -> dict | None:
+    """The first of the ranked ``candidates`` (:func:`ranked_candidates`); None without one."""
     return candidates[0] if candidates else None
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from scripts.common import fsutil, tracing
-from scripts.plan.grid import PRETRAINED_STRATEGIES
+from scripts.plan.grid import PRETRAINED_STRATEGIES, SCRATCH
 from scripts.train.checkpoint import Checkpoint, EarlyStopping, continue_after_warm_up, fingerprint, new_state
 from scripts.train.objective import class_weights, compile_model, weighted_scores
 from scripts.train.probe import FeatureCache, feature_cache_path, fit_head
@@ -42,7 +42,7 @@ def phases(strategy: str) -> list[Phase]:
     """The phases that train through the backbone; the head of the pretrained strategies
     is first fitted on the frozen backbone's features (see probe.fit_head)."""
     return {
-        "scratch": [Phase("train", "all", "learning_rate")],
+        SCRATCH: [Phase("train", "all", "learning_rate")],
         "frozen": [],
         "linear_probe": [],
         "partial": [Phase("finetune", "top", "finetune_learning_rate")],

@@ -12,8 +12,8 @@ from conftest import fake_plan, fake_run
 from scipy import stats
 
 from scripts.common.layout import RUN_FILES
-from scripts.report.aggregate import aggregate
 from scripts.stats import stats as st
+from scripts.stats.aggregate import aggregate
 
 CLASSES = ["a", "b", "c"]
 LABELS = np.array([0] * 4 + [1] * 4 + [2] * 4)
@@ -218,7 +218,7 @@ def test_three_seeds_that_all_win_beat_the_baseline(tmp_path):
 
 
 def test_resamples_are_raised_for_a_large_family_and_the_verdict_says_so(tmp_path, monkeypatch):
-    import scripts.report.aggregate as aggregate_module
+    import scripts.stats.aggregate as aggregate_module
 
     monkeypatch.setattr(aggregate_module, "largest_family", lambda configs: 52)
     study = binary_study(tmp_path, {("scratch_cnn", "scratch"): (0.85,), ("vgg16", "frozen"): (0.9,)}, resamples=1000)
@@ -298,7 +298,7 @@ def test_the_external_gap_compares_the_same_mapped_task(tmp_path):
     two-class task NORMAL vs PNEUMONIA, internally and externally: no gap."""
     import pandas as pd
 
-    from scripts.report.report import external_sections
+    from scripts.report.view import external_sections
 
     trained = ["Covid", "Normal", "Viral"]
     class_map = {"Covid": "PNEUMONIA", "Normal": "NORMAL", "Viral": "PNEUMONIA"}

@@ -38,7 +38,7 @@ def test_a_temperature_fitted_on_overconfident_validation_softens_the_test_proba
     assert scaled.shape == OVERCONFIDENT.shape and np.allclose(scaled.sum(axis=1), 1)
     assert scaled.max() < 0.9 and (scaled.argmax(axis=1) == OVERCONFIDENT.argmax(axis=1)).all()
     assert values["ece_scaled"] < values["ece"] and values["brier_scaled"] < values["brier"]
-    assert values["ece_scaled"] == pytest.approx(st.expected_calibration_error(LABELS, scaled, calibration.ECE_BINS))
+    assert values["ece_scaled"] == pytest.approx(st.expected_calibration_error(LABELS, scaled, st.ECE_BINS))
 
 
 def test_test_intervals_are_the_percentiles_of_the_mean_over_seeds_per_resample():
@@ -58,7 +58,7 @@ def test_reliability_pools_the_seeds_and_shows_after_only_when_every_seed_was_re
     tests = [(None, LABELS, OVERCONFIDENT), (None, LABELS, np.eye(2)[LABELS] * 0.6 + 0.2)]
     bins = calibration.reliability(tests, [None, None])
     filled = [b for b in bins["before"] if b["count"]]
-    assert len(bins["before"]) == calibration.ECE_BINS and bins["after"] is None
+    assert len(bins["before"]) == st.ECE_BINS and bins["after"] is None
     assert [(b["count"], b["accuracy"]) for b in filled] == [(4, 1.0), (4, 0.75)]  # at 0.8, at 0.9
     assert calibration.reliability(tests, [OVERCONFIDENT, None])["after"] is None
     after = calibration.reliability(tests, [OVERCONFIDENT, OVERCONFIDENT])["after"]

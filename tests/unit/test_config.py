@@ -178,7 +178,7 @@ def test_dataset_problems_name_the_key(tmp_path):
         "sensitivity is the recall of this class, specificity that of the other"]
     assert study_config.dataset_problems("two", {**two, "positive_class": "Sick"}) == []
     assert study_config.dataset_problems("two", {**two, "positive_class": "Ill"}) == [
-        f"datasets.two.positive_class: 'Ill' is not a class of {two['path']} (['Normal', 'Sick'])"]
+        "datasets.two.positive_class: 'Ill' is not one of ['Normal', 'Sick']"]
 
 
 def test_group_problems_name_the_key(tmp_path):
@@ -341,11 +341,12 @@ def test_the_report_marks_user_set_values_and_schema_defaults(tmp_path):
     from conftest import fake_plan
 
     from scripts.report import report as rep
-    from scripts.report.aggregate import aggregate
+    from scripts.report.view import configuration_section
+    from scripts.stats.aggregate import aggregate
 
     plan = fake_plan(tmp_path, ["a", "b", "c"], [("scratch_cnn", "scratch", "none", 1)])
     plan["settings"] = {"files": ["mine.yaml"], "user_set": ["datasets.tiny.path", "seeds"]}
-    section = rep.configuration_section(plan)
+    section = configuration_section(plan)
     rows = {row["key"]: row for row in section["rows"]}
     assert rows["seeds"] == {"key": "seeds", "value": "[1]", "user_set": True}
     assert rows["training.epochs"] == {"key": "training.epochs", "value": "20", "user_set": False}

@@ -10,8 +10,8 @@ from conftest import fake_plan, fake_run
 from sklearn.metrics import f1_score
 
 from scripts.common.layout import RUN_FILES
-from scripts.report.aggregate import aggregate
 from scripts.stats import decision as dc
+from scripts.stats.aggregate import aggregate
 
 CLASSES = ["NORMAL", "PNEUMONIA"]
 

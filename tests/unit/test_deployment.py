@@ -11,9 +11,11 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from scripts.common.layout import RUN_FILES
-from scripts.report import deployment
+from scripts.report import deployment as rendered
+from scripts.stats import deployment
 from scripts.stats import stats as st
 from scripts.stats.run_tables import CONFIG
+from scripts.stats.verdict import ranked_candidates
 
 CLASSES = ["a", "b", "c"]
 Y_TEST = np.array([0, 1, 2, 0, 1, 2])
@@ -55,7 +57,7 @@ def three_classes(tmp_path):
     done = pd.DataFrame([{**{k: row[k] for k in CONFIG}, "seed": seed} for row, seed, _, _ in RUNS.values()])
     verdict = {"chosen": FROZEN, "selection_metric": "f1_macro", "classes": CLASSES}
     bootstrap = st.SharedBootstrap(Y_TEST, 50, 0, None)
-    return plan, done, test, [FULL, FROZEN], bootstrap, verdict
+    return plan, done, test, ranked_candidates([FULL, FROZEN], "f1_macro"), bootstrap, verdict
 
 
 def test_no_chosen_configuration_no_decision(three_classes):
@@ -103,12 +105,12 @@ def test_the_report_section_takes_its_dataset_rows_as_read_back_from_csv():
         for metric, value in (("accuracy", 0.7), ("auc", 0.9))] + [
         {"dataset": "other", "ensemble": "elsewhere", "kind": "seeds", "members": "z", "n_runs": 2,
          "val_value": 0.5, "n_val": 6, "metric": "accuracy", "value": 0.5, "best": "False"}])
-    section = deployment.report_section("tiny", {"ensembles": ensembles}, {"decision": {"best": "top-2"}})
+    section = rendered.report_section("tiny", {"ensembles": ensembles}, {"decision": {"best": "top-2"}})
     (row,) = section["ensembles"]
     assert (row["name"], row["n_runs"], row["best"]) == ("top-2", 3, True)
     assert {metric: cell["value"] for metric, cell in row["cells"].items()} == {"accuracy": 0.7, "auc": 0.9}
     assert section["best"] == "top-2" and section["operating_point"] == [] and section["figure"] is None
-    assert deployment.report_section("tiny", {"ensembles": ensembles}, {}) is None
+    assert rendered.report_section("tiny", {"ensembles": ensembles}, {}) is None
 
 
 def test_the_decision_curve_figure_styles_treat_all_and_treat_none(monkeypatch):
@@ -120,7 +122,7 @@ def test_the_decision_curve_figure_styles_treat_all_and_treat_none(monkeypatch):
     curve = pd.concat([pd.DataFrame({"strategy": name, "threshold": thresholds, "net_benefit": values})
                        for name, values in (("chosen", 0.4 - thresholds * 0.3), ("treat all", 0.5 - thresholds),
                                             ("treat none", 0 * thresholds))])
-    assert deployment.decision_curve_figure(curve).startswith("data:image/png;base64,")
+    assert rendered.decision_curve_figure(curve).startswith("data:image/png;base64,")
     (ax,) = drawn[0].axes
     assert [line.get_label() for line in ax.get_lines()] == ["chosen", "treat all", "treat none"]
     assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "--", ":"]

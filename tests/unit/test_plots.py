@@ -14,6 +14,7 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.patches import Rectangle
 
+from scripts.plan.grid import PRETRAINED_STRATEGIES, STRATEGIES
 from scripts.report import plots
 
 
@@ -95,14 +96,14 @@ def test_metric_by_strategy_colours_the_sources_side_by_side_and_names_them_in_t
 
 def test_metric_by_strategy_tick_labels_do_not_overlap_at_five_strategies_by_three_sources(drawn):
     rows = [("vgg16", "scratch", "none", 1.0, 0.5)] + [
-        ("vgg16", strategy, source, 1.0, 0.7) for strategy in plots.STRATEGY_ORDER[1:]
+        ("vgg16", strategy, source, 1.0, 0.7) for strategy in PRETRAINED_STRATEGIES
         for source in ("hed", "imagenet", "radimagenet")]
     plots.metric_by_strategy(runs_table(rows), "f1_macro", "macro-F1")
     figure = drawn[0]
     figure.canvas.draw()
     (vgg,) = panels(figure)
     labels = vgg.get_xticklabels()
-    assert [label.get_text() for label in labels] == plots.STRATEGY_ORDER
+    assert [label.get_text() for label in labels] == list(STRATEGIES)
     boxes = [label.get_window_extent() for label in labels]
     assert all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     assert len(vgg.patches) == 1 + 4 * 3

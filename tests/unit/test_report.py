@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scripts.report import report
+from scripts.plan.grid import config_title
+from scripts.report import qualifiers, report, view
+from scripts.report import tables as report_tables
 
 
 def test_read_tables_keeps_identifiers_as_text_and_only_empty_cells_missing(tmp_path):
@@ -23,7 +25,7 @@ def test_read_tables_keeps_identifiers_as_text_and_only_empty_cells_missing(tmp_
         "resnet50,None,,1,4x4,\n")
     (tmp_path / "summary.csv").write_text("")  # no finished run: the aggregate stage writes no columns
     (tmp_path / "verdict.json").write_text(json.dumps({"finished": 1, "chosen": None}))
-    tables = report.read_tables({name: str(tmp_path / f"{name}.csv") for name in ("runs", "summary")}
+    tables = report_tables.read_tables({name: str(tmp_path / f"{name}.csv") for name in ("runs", "summary")}
                                 | {"verdict": str(tmp_path / "verdict.json")})
     runs = tables["runs"]
     assert runs["slurm_job_id"][0] == "0012345" and pd.isna(runs["slurm_job_id"][1])
@@ -38,7 +40,7 @@ def test_read_tables_keeps_identifiers_as_text_and_only_empty_cells_missing(tmp_
     (None, 3, "–"), (float("nan"), 3, "–"), (0.12345, 3, "0.123"), (2, 1, "2.0"), (np.float64(0.9996), 3, "1.000"),
 ])
 def test_number(value, digits, expected):
-    assert report.number(value, digits) == expected
+    assert view.number(value, digits) == expected
 
 
 @pytest.mark.parametrize("low, high, options, expected", [
@@ -49,20 +51,21 @@ def test_number(value, digits, expected):
     (0.1, float("nan"), {}, "n/a"),
 ])
 def test_interval(low, high, options, expected):
-    assert report.interval(low, high, **options) == expected
+    assert view.interval(low, high, **options) == expected
 
 
 def test_kept_epochs_listed_for_a_few_seeds_counted_for_many():
-    assert report.kept_epochs("2 0 –") == "2 0 –"
-    assert report.kept_epochs(" ".join(["2"] * 150 + ["1", "–", "–"])) == "2 ×150, – ×2, 1 ×1"
+    assert view.kept_epochs("2 0 –") == "2 0 –"
+    assert view.kept_epochs(" ".join(["2"] * 150 + ["1", "–", "–"])) == "2 ×150, – ×2, 1 ×1"
 
 
 def test_titles_name_weights_and_share_of_train_only_where_they_apply():
-    assert report.title({"model": "vgg16", "strategy": "partial", "weights": "imagenet", "fraction": "0.25"}) == (
+    assert config_title({"model": "vgg16", "strategy": "partial", "weights": "imagenet", "fraction": "0.25"}) == (
         "vgg16 · partial · weights imagenet · 25% of train")
-    assert report.title({"model": "scratch_cnn", "strategy": "scratch", "weights": "none", "fraction": 1.0}) == (
+    assert config_title({"model": "scratch_cnn", "strategy": "scratch", "weights": "none", "fraction": 1.0}) == (
         "scratch_cnn · scratch")
-    assert report.config_title("resnet50", "full", "hed") == "resnet50 · full · weights hed"
+    assert config_title({"model": "resnet50", "strategy": "full", "weights": "hed", "fraction": "0.5"},
+                        with_fraction=False) == "resnet50 · full · weights hed"
 
 
 def test_gradcam_images_per_class_hardest_first_then_the_most_often_right():
@@ -72,9 +75,9 @@ def test_gradcam_images_per_class_hardest_first_then_the_most_often_right():
     predicted = [["a", "b", "a", "b", "b"], ["a", "b", "b", "b", "b"]]
     configs = [{"table": pd.DataFrame({"path": paths, "label": labels, "predicted": p}).set_index("path")}
                for p in predicted]
-    assert report.choose_gradcam_images(configs, ["a", "b"], 2) == ["a2", "a1", "b1", "b2"]
-    assert report.choose_gradcam_images(configs, ["a", "b"], 1) == ["a2", "b1"]
-    assert report.choose_gradcam_images([], ["a", "b"], 2) == []
+    assert view.choose_gradcam_images(configs, ["a", "b"], 2) == ["a2", "a1", "b1", "b2"]
+    assert view.choose_gradcam_images(configs, ["a", "b"], 1) == ["a2", "b1"]
+    assert view.choose_gradcam_images([], ["a", "b"], 2) == []
 
 
 def test_explained_layers_once_per_model_with_the_cells_of_its_maps():
@@ -84,26 +87,26 @@ def test_explained_layers_once_per_model_with_the_cells_of_its_maps():
 
     configs = [config("vgg16", "frozen", "block4_conv3", 8), config("resnet50", "full", "conv3_block4_out", 8),
                config("vgg16", "partial", "block4_conv3", 8), config("scratch_cnn", "scratch", "block4_relu", 16)]
-    assert report.explained_layers(configs) == [
+    assert view.explained_layers(configs) == [
         {"model": "resnet50", "layer": "conv3_block4_out", "cells": "8x8"},
         {"model": "scratch_cnn", "layer": "block4_relu", "cells": "16x16"},
         {"model": "vgg16", "layer": "block4_conv3", "cells": "8x8"}]
-    assert report.explained_layers([{**configs[0], "cams": {}}]) == []  # no test image, no map
+    assert view.explained_layers([{**configs[0], "cams": {}}]) == []  # no test image, no map
 
 
 def test_split_counts_per_subset_and_class(tmp_path):
     pd.DataFrame({"path": [f"{i}.png" for i in range(7)], "label": ["a", "a", "b", "a", "b", "b", "a"],
                   "subset": ["train", "train", "train", "val", "test", "test", "dropped"],
                   "val_source": "held out"}).to_csv(tmp_path / "split.csv", index=False)
-    assert report.split_counts(str(tmp_path / "split.csv")) == {
+    assert report_tables.split_counts(str(tmp_path / "split.csv")) == {
         "counts": {"dropped": {"a": 1, "b": 0}, "test": {"a": 0, "b": 2}, "train": {"a": 2, "b": 1},
                    "val": {"a": 1, "b": 0}},
         "val_source": "held out", "n_test": 2, "groups": None}
-    assert report.split_counts(str(tmp_path / "none.csv")) == {"counts": {}, "val_source": None, "n_test": None,
+    assert report_tables.split_counts(str(tmp_path / "none.csv")) == {"counts": {}, "val_source": None, "n_test": None,
                                                               "groups": None}
     split = pd.read_csv(tmp_path / "split.csv").assign(group=["p1", "p1", "p2", "p3", "p4", "p4", "p5"])
     split.to_csv(tmp_path / "grouped.csv", index=False)
-    assert report.split_counts(str(tmp_path / "grouped.csv"))["groups"] == {
+    assert report_tables.split_counts(str(tmp_path / "grouped.csv"))["groups"] == {
         "train": 2, "val": 1, "test": 1, "dropped": 1}
 
 
@@ -115,11 +118,11 @@ def test_weights_table_and_backbones_that_ran_without_pretraining():
         "status": ["ok", "ok", "ok", "missing", "ok"],
         "weights_source": ["https://x/vgg16.h5", "https://x/vgg16.h5", "none", "https://x/d.h5", "none"],
         "weights_sha256": ["ab", "ab", None, "cd", None]})
-    assert report.not_pretrained(runs) == ["resnet50"]
-    assert report.weights_table(runs) == [
+    assert view.not_pretrained(runs) == ["resnet50"]
+    assert view.weights_table(runs) == [
         {"model": "resnet50", "weights": "imagenet", "weights_source": "none", "weights_sha256": None},
         {"model": "vgg16", "weights": "imagenet", "weights_source": "https://x/vgg16.h5", "weights_sha256": "ab"}]
-    assert report.weights_table(pd.DataFrame()) == [] and report.not_pretrained(pd.DataFrame()) == []
+    assert view.weights_table(pd.DataFrame()) == [] and view.not_pretrained(pd.DataFrame()) == []
 
 
 def test_write_figures_decodes_each_data_uri_to_a_named_file(tmp_path):
@@ -145,7 +148,7 @@ def render_data_checks(tmp_path, policy: str, groups: list[str] | None) -> str:
     copies left out of it under ``policy`` drop."""
     from conftest import fake_plan
 
-    from scripts.report.aggregate import aggregate
+    from scripts.stats.aggregate import aggregate
 
     plan = fake_plan(tmp_path, ["a", "b"], [("scratch_cnn", "scratch", "none", 1)])
     plan["config"]["data"]["leakage"] = policy
@@ -271,11 +274,11 @@ def test_test_copies_kept_by_choice_are_flagged_beside_the_test_count(tmp_path):
 
 def test_leakage_section_lists_the_copies_with_their_partners_and_the_policy(tmp_path):
     LEAKAGE_TABLE.to_csv(tmp_path / "leakage.csv", index=False)
-    section = report.leakage_section(str(tmp_path / "leakage.csv"), "drop")
+    section = report_tables.leakage_section(str(tmp_path / "leakage.csv"), "drop")
     assert (section["policy"], section["n_checked"], section["n_identical"]) == ("drop", 3, 1)
     assert [(c["path"], c["most_similar"], c["identical"]) for c in section["copies"]] == [
         ("test/a/1.png", "train/a/1.png", True), ("test/a/2.png", "val/a/7.png", False)]
-    assert report.leakage_section(str(tmp_path / "none.csv"), "drop") is None
+    assert report_tables.leakage_section(str(tmp_path / "none.csv"), "drop") is None
 
 
 @pytest.mark.parametrize("policy, said, emphasised", [
@@ -301,9 +304,9 @@ def test_the_learning_curve_states_the_validation_images_every_size_also_uses(tm
     pd.DataFrame({"path": [f"{i}.png" for i in range(14)], "label": ["a", "b"] * 7,
                   "subset": ["train"] * 9 + ["val"] * 3 + ["test"] * 2, "val_source": "held out"}
                  ).to_csv(tmp_path / "split.csv", index=False)
-    split = report.split_counts(str(tmp_path / "split.csv"))
-    assert report.validation_pool(split) == {"images": 3, "pool": 12, "share": 0.25}
-    assert report.validation_pool({"counts": {}, "val_source": None, "n_test": None}) is None
+    split = report_tables.split_counts(str(tmp_path / "split.csv"))
+    assert view.validation_pool(split) == {"images": 3, "pool": 12, "share": 0.25}
+    assert view.validation_pool({"counts": {}, "val_source": None, "n_test": None}) is None
     curve = pd.DataFrame([
         {"dataset": "d", "model": model, "strategy": strategy, "weights": weights, "fraction": fraction,
          "n_train": 9 * fraction, "n_seeds": 3, "metric": "f1_macro", "value": 0.5, "seed_low": 0.4,
@@ -312,7 +315,7 @@ def test_the_learning_curve_states_the_validation_images_every_size_also_uses(tm
         for model, strategy, weights in (("scratch_cnn", "scratch", "none"), ("vgg16", "frozen", "imagenet"))
         for fraction in (0.5, 1.0)])
     verdict = {"learning_curve": {"metric": "f1_macro", "rule": "rule", "fractions": [0.5, 1.0], "statements": []}}
-    section = report.learning_section("d", {"learning_curve": curve}, verdict, split)
+    section = view.learning_section("d", {"learning_curve": curve}, verdict, split)
     assert section["validation"] == {"images": 3, "pool": 12, "share": 0.25}
 
 
@@ -322,10 +325,10 @@ def test_each_pretraining_source_says_what_its_weights_are():
     the built-in sources, nothing for an undescribed file."""
     hed = {"name": "hed_vgg16", "description": "HED-retrained VGG16, not ImageNet",
            "source": {"vgg16": {"path": "resources/weights/vgg16_hed_notop.h5"}}}
-    assert report.source_descriptions(["none", hed, "imagenet", {"name": "rad", "source": "/w.h5"}]) == {
+    assert view.source_descriptions(["none", hed, "imagenet", {"name": "rad", "source": "/w.h5"}]) == {
         "none": "random initialisation: not pretrained", "hed_vgg16": "HED-retrained VGG16, not ImageNet",
         "imagenet": "Keras ImageNet weights", "rad": ""}
-    assert report.source_descriptions({"vgg16": "/w.h5"}) == {"custom": ""}
+    assert view.source_descriptions({"vgg16": "/w.h5"}) == {"custom": ""}
 
 
 # --- the decision, the contents and the folded grids, on a rendered study of hand-made runs ---------
@@ -428,22 +431,23 @@ def test_decision_warnings_from_hand_built_sections():
         "chosen_flagged": False, "flagged": [], "threshold": 0.4}}, "missing": [{"seed": 3}],
         "leakage": {"copies": [], "n_checked": 5, "policy": "warn"}, "external": []}
     study = {"not_pretrained": ["vgg16"]}
-    assert report.seeds_warnings(d, study)[0]["text"].startswith("1 seed: too few to conclude; the interval over "
+    assert qualifiers.seeds_warnings(d, study)[0]["text"].startswith("1 seed: too few to conclude; the interval over "
                                                                   "seeds is undefined.")
-    assert report.pretraining_warnings(d, study)[0]["level"] == "warn"
-    assert report.pretraining_warnings(d, {"not_pretrained": ["resnet50"]})[0]["level"] == "note"
+    assert qualifiers.pretraining_warnings(d, study)[0]["level"] == "warn"
+    assert qualifiers.pretraining_warnings(d, {"not_pretrained": ["resnet50"]})[0]["level"] == "note"
     random_init = {**d, "verdict": {**d["verdict"], "chosen": {**chosen, "weights": "none"}}}
-    assert report.pretraining_warnings(random_init, {"not_pretrained": []})[0]["level"] == "warn"  # another source ran
-    assert report.leakage_warnings(d, study) == []
-    assert report.leakage_warnings({**d, "leakage": None}, study)[0]["text"] == (
+    # another source ran
+    assert qualifiers.pretraining_warnings(random_init, {"not_pretrained": []})[0]["level"] == "warn"
+    assert qualifiers.leakage_warnings(d, study) == []
+    assert qualifiers.leakage_warnings({**d, "leakage": None}, study)[0]["text"] == (
         "the check for test images that are copies of training images did not run.")
-    assert "(2x2 cells) cannot locate anything" in report.shortcut_warnings(d, study)[0]["text"]
-    calibration = report.calibration_warnings(d, study)[0]
+    assert "(2x2 cells) cannot locate anything" in qualifiers.shortcut_warnings(d, study)[0]["text"]
+    calibration = qualifiers.calibration_warnings(d, study)[0]
     assert calibration["level"] == "warn" and "search bound" in calibration["text"]
-    assert report.missing_runs_warnings(d, study)[0] == {
+    assert qualifiers.missing_runs_warnings(d, study)[0] == {
         "kind": "failed runs", "text": "1 run failed or did not finish and is not in the numbers.",
         "link": "runs-2", "level": "warn"}
-    assert report.validation_drop_warnings(d, study) == []  # no verdict on it: nothing said
+    assert qualifiers.validation_drop_warnings(d, study) == []  # no verdict on it: nothing said
 
 
 def test_a_calibration_slope_without_a_usable_fit_is_a_dash_that_says_why(tmp_path, monkeypatch):
@@ -452,7 +456,7 @@ def test_a_calibration_slope_without_a_usable_fit_is_a_dash_that_says_why(tmp_pa
     never "nan"."""
     import report_study
 
-    from scripts.report.aggregate import aggregate
+    from scripts.stats.aggregate import aggregate
 
     def with_unusable_fits(plan):
         tables = aggregate(plan)

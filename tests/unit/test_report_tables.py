@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from scripts.common import fsutil
-from scripts.report.report import read_tables
+from scripts.report.tables import read_tables
 
 
 def test_boolean_columns_are_read_as_true_false_or_none(tmp_path):

@@ -102,7 +102,7 @@ def test_a_uniform_map_is_not_above_itself_and_no_map_is_no_score():
 
 
 def test_a_configuration_without_any_map_has_no_score_not_a_pass():
-    from scripts.report.report import shortcut_flag
+    from scripts.report.view import shortcut_flag
 
     scored = {"shortcut_above_uniform": 0.02, "cam_informative": True}
     assert shortcut_flag(scored, flagged=False) == "below"

@@ -85,7 +85,7 @@ def test_two_classes_need_a_positive_class_that_is_one_of_them(tmp_path):
         return stages.verify(dataset, str(data), str(tmp_path / "data.sha256"), "warn", positive,
                              str(tmp_path / "index.csv"), str(tmp_path / "verify.json"))
 
-    with pytest.raises(DataError, match=r"datasets\.two\.positive_class is required .*\['Covid', 'Normal'\]"):
+    with pytest.raises(DataError, match=r"datasets\.two\.positive_class: required .*\['Covid', 'Normal'\]"):
         verify("two", None)
     with pytest.raises(DataError, match=r"datasets\.two\.positive_class: 'Sick' is not one of"):
         verify("two", "Sick")

@@ -8,7 +8,7 @@ import pytest
 from conftest import fake_plan, fake_run
 
 from scripts.common.layout import RUN_FILES
-from scripts.report.aggregate import aggregate
+from scripts.stats.aggregate import aggregate
 from scripts.stats.verdict import OVERESTIMATE_TEXT, validation_drop
 
 

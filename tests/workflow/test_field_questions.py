@@ -23,9 +23,9 @@ from scripts import stages
 from scripts.common import fsutil
 from scripts.common.layout import RUN_FILES, TABLES
 from scripts.data import external
-from scripts.report.aggregate import aggregate
 from scripts.stats import shortcut
 from scripts.stats import stats as st
+from scripts.stats.aggregate import aggregate
 from scripts.stats.calibration import run_calibration
 from scripts.stats.run_tables import read_shortcut_score
 from scripts.stats.verdict import learning_curve, shortcut_verdict

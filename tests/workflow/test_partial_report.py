@@ -92,7 +92,7 @@ def test_the_template_renders_from_minimal_inputs(tmp_path):
     from conftest import fake_plan
 
     from scripts.report import report as rep
-    from scripts.report.aggregate import aggregate
+    from scripts.stats.aggregate import aggregate
 
     plan = fake_plan(tmp_path, ["a", "b", "c"], [("scratch_cnn", "scratch", "none", 1)])
     tables = aggregate(plan)

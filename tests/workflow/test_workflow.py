@@ -88,7 +88,7 @@ def test_config_errors_name_the_key_before_any_job(tmp_path, override, expected)
 
 @pytest.mark.parametrize("positive, expected", [
     (None, r"datasets.tiny.positive_class: required for a two-class dataset \(one of \['Covid', 'Normal'\]\)"),
-    ("Pneumonia", r"datasets.tiny.positive_class: 'Pneumonia' is not a class"),
+    ("Pneumonia", r"datasets.tiny.positive_class: 'Pneumonia' is not one of \['Covid', 'Normal'\]"),
 ])
 def test_two_class_datasets_need_a_positive_class(tmp_path, positive, expected):
     data = copy_dataset(tmp_path / "data", {"train": 2, "test": 1}, extra=())

@@ -32,8 +32,9 @@ The questions a transfer-learning study is judged on:
 
 This module reads each dataset's runs and puts the tables together; reading a run's
 files is :mod:`scripts.stats.run_tables`, the comparisons :mod:`scripts.stats.comparisons`, the
-conclusions and their sentences :mod:`scripts.stats.verdict`, the formulas
-:mod:`scripts.stats.stats`. The report only renders these tables.
+conclusions and their sentences :mod:`scripts.stats.verdict`, what to deploy
+:mod:`scripts.stats.deployment`, the formulas :mod:`scripts.stats.stats`. The report only
+renders these tables.
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ import pandas as pd
 from scripts.common import fsutil
 from scripts.common.layout import RUN_FILES
 from scripts.data.external import collapse, collapse_labels, external_classes
-from scripts.report import deployment
+from scripts.stats import deployment
 from scripts.stats import stats as st
-from scripts.stats.calibration import CALIBRATION, ECE_BINS, calibration_test_intervals, reliability, run_calibration
+from scripts.stats.calibration import CALIBRATION, calibration_test_intervals, reliability, run_calibration
 from scripts.stats.comparisons import (
     COMPARISON_COLUMNS,
     FAMILIES,
@@ -82,6 +83,7 @@ from scripts.stats.verdict import (
     chosen_verdict,
     learning_curve,
     learning_statements,
+    ranked_candidates,
     shortcut_verdict,
     validation_drop,
 )
@@ -179,14 +181,15 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     bootstrap = st.SharedBootstrap(y_true, resamples, evaluation["bootstrap_seed"], positive, groups)
     summary, resampled = _summary(plan, finished, metrics, selection, bootstrap)
 
-    chosen = chosen_config(summary, selection)
+    candidates = ranked_candidates(summary, selection)
+    chosen = chosen_config(candidates)
     prespecified = (config_key(chosen), selection) if chosen and not is_baseline(chosen) else None
     comparisons = versus_baseline(summary, resampled, metrics, bootstrap, prespecified)
     curve = learning_curve(summary, comparisons, selection)
     external, external_info = _external(name, plan, done, selection, predictions, classes, groups)
-    verdict = chosen_verdict(name, summary, comparisons, metrics, selection, classes, positive_class,
+    verdict = chosen_verdict(name, summary, candidates, comparisons, metrics, selection, classes, positive_class,
                              len(paths), len(done))
-    decision = deployment.dataset_decision(name, plan, done, predictions, summary, bootstrap, metrics, verdict)
+    decision = deployment.dataset_decision(name, plan, done, predictions, candidates, bootstrap, metrics, verdict)
     verdict["decision"] = decision.pop("info")
     verdict.update(learning_curve={"metric": selection, "rule": BEATS_RULE,
                                    "fractions": sorted({row["fraction"] for row in summary}),
@@ -196,7 +199,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
                    bootstrap={"resamples": resamples, "configured": evaluation["bootstrap_resamples"],
                               "largest_family": family,
                               "smallest_holm_p": family * st.smallest_p_value(resamples)},
-                   calibration={"bins": ECE_BINS, "temperature_scaling": evaluation["temperature_scaling"],
+                   calibration={"bins": st.ECE_BINS, "temperature_scaling": evaluation["temperature_scaling"],
                                 "slope_outcome": _slope_outcome(classes, positive)})
     verdict["validation_drop"] = validation_drop(summary, verdict.get("chosen"))
     return {"summary": summary, "comparisons": comparisons, "learning_curve": curve, "external": external,
@@ -210,7 +213,7 @@ def _slope_outcome(classes: list[str], positive: int | None) -> str | None:
     (:func:`scripts.stats.stats.calibration_slope_intercept`); None: top-label (more classes)."""
     if len(classes) != 2:
         return None
-    return classes[1 if positive is None else positive]
+    return classes[st.positive_column(positive)]
 
 
 @dataclass(frozen=True)
