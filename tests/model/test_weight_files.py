@@ -163,9 +163,10 @@ def test_training_job_opens_no_network_connection(weights_server, tmp_path, monk
                 "weights": {"source": "imagenet", "path": str(cache), "md5": weights_server["md5"]}}
     run_dir = work / "run"
     outputs = {name: str(run_dir / file) for name, file in RUN_FILES.items()}
-    run = stages.RunIdentity("tiny", "efficientnetb0", "frozen", "imagenet", 1.0, 1)
-    stages.train(run, str(work / "results/tiny/data/images_32px.npy"), str(work / "results/tiny/splits/seed1.csv"),
-                 settings, outputs, str(run_dir / "checkpoint"), str(work / "cache"), threads=1)
+    data = work / "results/tiny"
+    stages.train("tiny", "efficientnetb0", "frozen", "imagenet", 1.0, 1, str(data / "data/images_32px.npy"),
+                 str(data / "splits/seed1.csv"), settings, outputs, str(run_dir / "checkpoint"), str(work / "cache"),
+                 threads=1)
     info = json.loads((run_dir / "train.json").read_text())
     assert info["weights"]["sha256"] == weights_server["sha256"]
 

@@ -41,7 +41,7 @@ def test_a_missing_manifest_exits_1_with_one_error_line_naming_it(dataset, tmp_p
     (["split", "--index", "i", "--settings", "{}", "--output", "o"], "--seed"),
     (["report", "--plan", "p", "--output", "o", "--tables", "{not json"], "--tables"),
     (["split", "--index", "i", "--settings", "{}", "--output", "o", "--seed", "one"], "--seed"),
-    ([], "step"),
+    ([], "command"),
     (["train-everything"], "train-everything"),
 ])
 def test_a_wrong_command_line_exits_2_naming_the_argument(argv, named, capsys):

@@ -361,11 +361,11 @@ def test_prepare_step_passes_the_colour_settings_through(mixed_folder, tmp_path_
     pd.DataFrame({"path": NAMES, "label": ["new", "new", "old", "old"]}).to_csv(out / "index.csv", index=False)
     common = ["prepare", "--root", str(mixed_folder), "--index", str(out / "index.csv"), "--image-size", "32",
               "--images", str(out / "images.npy"), "--conversions", str(out / "conversions.json"),
-              "--colour-tolerance", "32", "--colour-min-share", "0.0005"]
-    assert main([*common, "--colour-policy", "grey"]) == 0
+              "--colour"]
+    assert main([*common, '{"policy": "grey", "tolerance": 32, "min_share": 0.0005}']) == 0
     colour = json.loads((out / "conversions.json").read_text())["colour"]
     assert colour["policy"] == "grey" and list(colour["overlaid"]) == ["old1.jpeg", "old2.png"]
     assert colour["summary"]["classes"]["old"]["overlaid"] == 2 and colour["summary"]["classes"]["new"]["overlaid"] == 0
     assert np.load(out / "images.npy").shape == (4, 32, 32, 3)
-    assert main([*common, "--colour-policy", "fail"]) == 1
+    assert main([*common, '{"policy": "fail", "tolerance": 32, "min_share": 0.0005}']) == 1
     assert "data.colour_overlays.policy is 'fail'" in capsys.readouterr().err

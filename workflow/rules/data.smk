@@ -65,12 +65,10 @@ rule prepare_images:
     threads: 2
     params:
         root=dataset_root,
-        colour=config["data"]["colour_overlays"],
+        colour=json.dumps(config["data"]["colour_overlays"], sort_keys=True),
     shell:
         "python -m scripts prepare --root {params.root:q} --index {input.index} --image-size {wildcards.size}"
-        " --colour-policy {params.colour[policy]} --colour-tolerance {params.colour[tolerance]}"
-        " --colour-min-share {params.colour[min_share]}"
-        " --images {output.images} --conversions {output.conversions} > {log} 2>&1"
+        " --colour {params.colour:q} --images {output.images} --conversions {output.conversions} > {log} 2>&1"
 
 
 rule thumbnails:
