@@ -14,8 +14,8 @@ rule download_dataset:
     params:
         slug=lambda w: config["datasets"][w.dataset]["kaggle"]["dataset"],
         subfolder=lambda w: config["datasets"][w.dataset]["kaggle"]["subfolder"],
-        root=dataset_root,
-        manifest=dataset_manifest,
+        root=STUDY.dataset_root,
+        manifest=STUDY.dataset_manifest,
     shell:
         "python -m scripts download-kaggle --slug {params.slug} --subfolder {params.subfolder:q}"
         " --root {params.root:q} --manifest {params.manifest:q} --marker {output} > {log} 2>&1"
@@ -25,9 +25,9 @@ rule verify:
     """Recompute every image's SHA256 against the manifest before anything trains;
     each image's group (patient) from the dataset's groups setting."""
     input:
-        manifest=manifest_input,
-        download=kaggle_marker,
-        group_table=group_table,
+        manifest=STUDY.manifest_input,
+        download=STUDY.kaggle_marker,
+        group_table=STUDY.group_table,
     output:
         index=DATASET_FILES["index"],
         report=DATASET_FILES["verify"],
@@ -37,12 +37,12 @@ rule verify:
     conda:
         "../../envs/data.yaml"
     params:
-        root=dataset_root,
-        manifest=dataset_manifest,
-        listing=dataset_listing,
+        root=STUDY.dataset_root,
+        manifest=STUDY.dataset_manifest,
+        listing=STUDY.dataset_listing,
         leakage=config["data"]["leakage"],
-        positive_class=positive_class,
-        groups=dataset_groups,
+        positive_class=STUDY.positive_class,
+        groups=STUDY.dataset_groups,
     shell:
         "python -m scripts verify --dataset {wildcards.dataset} --root {params.root:q}"
         " --manifest {params.manifest:q} --leakage {params.leakage}"
@@ -64,8 +64,8 @@ rule prepare_images:
         "../../envs/data.yaml"
     threads: 2
     params:
-        root=dataset_root,
-        colour=json.dumps(config["data"]["colour_overlays"], sort_keys=True),
+        root=STUDY.dataset_root,
+        colour=STUDY.colour_settings,
     shell:
         "python -m scripts prepare --root {params.root:q} --index {input.index} --image-size {wildcards.size}"
         " --colour {params.colour:q} --images {output.images} --conversions {output.conversions} > {log} 2>&1"
@@ -83,7 +83,7 @@ rule thumbnails:
     conda:
         "../../envs/data.yaml"
     params:
-        root=dataset_root,
+        root=STUDY.dataset_root,
     shell:
         "python -m scripts thumbnails --root {params.root:q} --index {input.index}"
         " --output {output} > {log} 2>&1"
@@ -102,7 +102,7 @@ rule leakage:
     conda:
         "../../envs/data.yaml"
     params:
-        root=dataset_root,
+        root=STUDY.dataset_root,
         policy=config["data"]["leakage"],
     shell:
         "python -m scripts leakage --root {params.root:q} --index {input.index}"
@@ -122,9 +122,7 @@ rule split:
     conda:
         "../../envs/data.yaml"
     params:
-        data=json.dumps(
-            {key: config["data"][key] for key in SPLIT_SETTINGS}, sort_keys=True
-        ),
+        data=STUDY.split_settings,
     shell:
         "python -m scripts split --index {input.index} --leakage-table {input.leakage}"
         " --seed {wildcards.seed}"
@@ -136,7 +134,7 @@ rule external_overlap:
     the trained dataset (re-encoded copies that byte hashes miss): not external data."""
     input:
         index=DATASET_FILES["index"],
-        external_index=lambda w: dataset_file("index", w.external),
+        external_index=STUDY.external_index,
     output:
         EXTERNAL_OVERLAP,
     log:
@@ -145,8 +143,8 @@ rule external_overlap:
     conda:
         "../../envs/data.yaml"
     params:
-        root=dataset_root,
-        external_root=lambda w: config["datasets"][w.external]["path"],
+        root=STUDY.dataset_root,
+        external_root=STUDY.external_root,
     shell:
         "python -m scripts external-overlap --root {params.root:q} --index {input.index}"
         " --external-root {params.external_root:q} --external-index {input.external_index}"

@@ -11,9 +11,9 @@ rule plan:
     log:
         "logs/plan.log",
     params:
-        digest=PLAN_DIGEST,
+        digest=STUDY.plan_digest,
     run:
-        write_plan(output[0])
+        fsutil.write_json(output[0], STUDY.plan)
 
 
 rule aggregate:
@@ -21,14 +21,14 @@ rule aggregate:
     intervals; paired comparisons with the baseline; the validation-chosen verdict."""
     input:
         plan=PLAN,
-        metrics=run_files("metrics"),
-        info=run_files("info"),
-        predictions=run_files("predictions"),
-        val_predictions=run_files("val_predictions"),
-        gradcam=run_files("gradcam"),
-        external=run_files("external"),
-        overlap=overlap_files(),
-        splits=first_splits(),
+        metrics=STUDY.run_files("metrics"),
+        info=STUDY.run_files("info"),
+        predictions=STUDY.run_files("predictions"),
+        val_predictions=STUDY.run_files("val_predictions"),
+        gradcam=STUDY.run_files("gradcam"),
+        external=STUDY.run_files("external"),
+        overlap=STUDY.overlap_files(),
+        splits=STUDY.first_splits(),
     output:
         **TABLES,
     log:
@@ -47,14 +47,14 @@ rule report:
     input:
         **TABLES,
         plan=PLAN,
-        verified=dataset_files("verify"),
-        conversions=dataset_files("conversions"),
-        thumbnails=dataset_files("thumbnails", TRAINED),
-        leakage=dataset_files("leakage", TRAINED),
-        splits=first_splits(),
-        history=run_files("history"),
-        predictions=run_files("predictions"),
-        gradcam=run_files("gradcam"),
+        verified=STUDY.dataset_files("verify"),
+        conversions=STUDY.dataset_files("conversions"),
+        thumbnails=STUDY.dataset_files("thumbnails", STUDY.trained),
+        leakage=STUDY.dataset_files("leakage", STUDY.trained),
+        splits=STUDY.first_splits(),
+        history=STUDY.run_files("history"),
+        predictions=STUDY.run_files("predictions"),
+        gradcam=STUDY.run_files("gradcam"),
     output:
         html=report(
             "results/report.html",

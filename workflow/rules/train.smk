@@ -1,15 +1,15 @@
-if RUNS_PER_JOB == 1:
+if PACKING["runs_per_job"] == 1:
 
     rule train:
         """Fit one run (resuming from its checkpoint), then evaluate it on the validation
         and test sets with Grad-CAM, and on every external test set, in the same process.
         """
         input:
-            images=images_cache,
+            images=STUDY.images_cache,
             split=SPLIT,
             verified=DATASET_FILES["verify"],
-            weights=weights_input,
-            external=external_inputs,
+            weights=STUDY.weights_input,
+            external=STUDY.external_inputs,
         output:
             **{kind: f"{RUN_DIR}/{name}" for kind, name in RUN_FILES.items()},
         log:
@@ -18,12 +18,12 @@ if RUNS_PER_JOB == 1:
             "../../envs/tensorflow.yaml"
         threads: TRAIN_THREADS
         resources:
-            runtime=run_runtime,
+            runtime=STUDY.run_runtime,
         params:
-            settings=run_settings,
-            checkpoint=lambda w: f"{run_dir(w)}/checkpoint",
+            settings=STUDY.run_settings,
+            checkpoint=STUDY.checkpoint,
             feature_cache=FEATURE_CACHE,
-            external=external_settings,
+            external=STUDY.external_settings,
             outputs=named_paths("output"),
         shell:
             "python -m scripts train --dataset {wildcards.dataset} --model {wildcards.model}"
@@ -44,11 +44,11 @@ else:
         (they are no output of the job), and the pack's next job skips the runs that
         finished."""
         input:
-            images=images_cache,
-            splits=pack_splits,
+            images=STUDY.images_cache,
+            splits=STUDY.pack_splits,
             verified=DATASET_FILES["verify"],
-            weights=weights_input,
-            external=external_inputs,
+            weights=STUDY.weights_input,
+            external=STUDY.external_inputs,
         output:
             PACK_RECORD,
         log:
@@ -57,13 +57,13 @@ else:
             "../../envs/tensorflow.yaml"
         threads: TRAIN_THREADS
         resources:
-            runtime=pack_runtime,
+            runtime=STUDY.pack_runtime,
         params:
-            settings=run_settings,
-            members=pack_members,
+            settings=STUDY.run_settings,
+            members=STUDY.pack_members,
             runs_at_once=PACKING["runs_at_once"],
             feature_cache=FEATURE_CACHE,
-            external=external_settings,
+            external=STUDY.external_settings,
         shell:
             "python -m scripts train-pack --dataset {wildcards.dataset} --model {wildcards.model}"
             " --strategy {wildcards.strategy} --weights-name {wildcards.weights}"

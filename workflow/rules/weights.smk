@@ -12,8 +12,8 @@ rule fetch_weights:
     conda:
         "../../envs/data.yaml"
     params:
-        url=lambda w: registry_entry(w)["url"],
-        md5=lambda w: registry_entry(w)["md5"],
+        url=lambda w: STUDY.registry_entry(w)["url"],
+        md5=lambda w: STUDY.registry_entry(w)["md5"],
     shell:
         "python -m scripts fetch-weights --url {params.url:q} --md5 {params.md5} --output {output:q}"
         " > {log} 2>&1"

@@ -1,0 +1,235 @@
+"""The planned study as its rules see it: the runs, the packs and every file, and the
+input functions, parameters and time limits of the rules (workflow/rules/*.smk refer to
+``STUDY.<method>``). Built once by workflow/rules/common.smk from the validated config.
+
+TensorFlow-free and Snakemake-free: an input function gets Snakemake's wildcards, which
+it reads by attribute (any object with the wildcard names works, as in the tests).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from scripts.common.layout import EXTERNAL_OVERLAP, FINISHED_RUN, PACK_RECORD, RUN_DIR, RUN_FILES, RUN_LOG_DIR, SPLIT
+from scripts.plan import config as study_config
+from scripts.plan import grid
+from scripts.weights.weight_files import file_name
+
+# The data settings a split depends on (as a rule's parameter: a change re-runs the splits).
+SPLIT_SETTINGS = ("val_fraction", "leakage", "val_folder", "min_val_per_class")
+
+
+class Study:
+    """``config``: validated (defaults filled in); ``registry``: the weights registry;
+    ``packing``: the train rule's site values (scripts/site/slurm_site.py ``packing``);
+    ``settings``: where the config came from (recorded in the plan). A ValueError names
+    what is wrong with the config beyond the schema."""
+
+    def __init__(self, config: dict, registry: dict, packing: dict, settings: dict):
+        self.config = config
+        self.registry = registry
+        self.packing = packing
+        self.sources = study_config.weights_sources(config)
+        problems = study_config.config_problems(config, self.sources, registry)
+        if problems:
+            raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
+        self.runs, self.skipped = study_config.planned_runs(config, self.sources)
+        self.trained = study_config.trained_datasets(config)
+        self.image_size = config["training"]["image_size"]
+        self.packs = grid.packs(self.runs, packing["runs_per_job"])
+        self.planned_seeds: dict[tuple, list[int]] = {}
+        for run in self.runs:
+            self.planned_seeds.setdefault(tuple(run[key] for key in grid.CONFIGURATION_KEYS), []).append(run["seed"])
+        self.plan = study_config.study_plan(config, self.runs, self.skipped, settings)
+        self.plan_digest = study_config.plan_digest(self.plan)
+        self.split_settings = json.dumps({key: config["data"][key] for key in SPLIT_SETTINGS}, sort_keys=True)
+        self.colour_settings = json.dumps(config["data"]["colour_overlays"], sort_keys=True)
+
+    # ---- Files of the whole study ------------------------------------------------------
+    def dataset_file(self, kind: str, name: str) -> str:
+        return study_config.dataset_file(kind, name, self.image_size)
+
+    def finished_only(self, paths: list[str]) -> list[str]:
+        """With ``allow_missing_runs`` only the files that exist: after ``snakemake
+        --keep-going`` left failed runs (or failed data checks), the report covers what
+        finished and lists the rest as missing."""
+        if self.config["allow_missing_runs"]:
+            return [path for path in paths if Path(path).exists()]
+        return paths
+
+    def run_files(self, kind: str) -> list[str]:
+        """One output file (``RUN_FILES`` key) of every planned run; with packed train
+        jobs, the record of every pack (a pack job writes its runs' files, which are no
+        output of it: a failed run never makes Snakemake delete its siblings')."""
+        if self.packing["runs_per_job"] > 1:
+            return self.finished_only([PACK_RECORD.format(**pack) for pack in self.packs])
+        return self.finished_only([f"{run['dir']}/{RUN_FILES[kind]}" for run in self.runs])
+
+    def verified_datasets(self, names=None) -> list[str]:
+        """With ``allow_missing_runs``, the datasets (of ``names``) whose verification
+        finished (the report shows the others as not verified); else all of them."""
+        names = self.config["datasets"] if names is None else names
+        return [name for name in names
+                if not self.config["allow_missing_runs"] or Path(self.dataset_file("verify", name)).exists()]
+
+    def dataset_files(self, kind: str, names=None) -> list[str]:
+        """A per-dataset file of every verified dataset (``names``: of those only): cheap
+        local steps that follow verification; the decoded-images record only where it exists."""
+        paths = [self.dataset_file(kind, name) for name in self.verified_datasets(names)]
+        return self.finished_only(paths) if kind == "conversions" else paths
+
+    def first_splits(self) -> list[str]:
+        first_seed = min(self.config["seeds"])
+        return [SPLIT.format(dataset=name, seed=first_seed) for name in self.verified_datasets(self.trained)]
+
+    def overlap_files(self) -> list[str]:
+        """The near-duplicate check of every trained dataset against each of its external tests."""
+        return self.finished_only([EXTERNAL_OVERLAP.format(dataset=name, external=test["dataset"])
+                                   for name in self.trained
+                                   for test in self.config["datasets"][name]["external_tests"]])
+
+    # ---- Input functions and parameters of the per-dataset rules --------------------------
+    def dataset(self, wildcards) -> dict:
+        return self.config["datasets"][wildcards.dataset]
+
+    def kaggle_marker(self, wildcards) -> list[str]:
+        """A downloadable dataset is verified only after its download rule ran."""
+        return [f"resources/downloads/{wildcards.dataset}.json"] if "kaggle" in self.dataset(wildcards) else []
+
+    def dataset_manifest(self, wildcards) -> str:
+        return self.dataset(wildcards)["manifest"]
+
+    def manifest_input(self, wildcards) -> list[str]:
+        """The manifest, unless a Kaggle download will write it (no shipped manifest)."""
+        manifest = self.dataset_manifest(wildcards)
+        return [] if self.kaggle_marker(wildcards) and not Path(manifest).is_file() else [manifest]
+
+    def dataset_groups(self, wildcards) -> str:
+        """The dataset's groups (patients) setting as JSON, for the verify step."""
+        return json.dumps(self.dataset(wildcards)["groups"], sort_keys=True)
+
+    def group_table(self, wildcards) -> list[str]:
+        """The dataset's table of groups (patients), where it names one."""
+        table = self.dataset(wildcards)["groups"].get("table")
+        return [table] if table else []
+
+    def dataset_root(self, wildcards) -> str:
+        return self.dataset(wildcards)["path"]
+
+    def external_root(self, wildcards) -> str:
+        return self.config["datasets"][wildcards.external]["path"]
+
+    def external_index(self, wildcards) -> str:
+        return self.dataset_file("index", wildcards.external)
+
+    def positive_class(self, wildcards) -> str:
+        return self.dataset(wildcards).get("positive_class") or ""
+
+    def dataset_listing(self, wildcards) -> list[tuple[str, int]]:
+        """Names and sizes of the dataset's files: adding, removing or resizing any of
+        them re-runs verification (content changes are caught by the manifest check itself)."""
+        root = Path(self.dataset_root(wildcards))
+        return sorted((str(path.relative_to(root)), path.stat().st_size)
+                      for path in root.glob("*/*/*") if path.is_file())
+
+    def images_cache(self, wildcards) -> str:
+        return self.dataset_file("images", wildcards.dataset)
+
+    # ---- Input functions and parameters of the train rule ------------------------------
+    def weights_spec(self, model: str, weights_name: str) -> dict:
+        """How the backbone of one run is initialised: source, local file and hashes."""
+        return study_config.weights_spec(model, weights_name, self.sources, self.registry,
+                                         self.config["weights_cache"])
+
+    def weights_input(self, wildcards) -> list[str]:
+        spec = self.weights_spec(wildcards.model, wildcards.weights)
+        return [spec["path"]] if "path" in spec else []
+
+    def registry_entry(self, wildcards) -> dict:
+        """The weights registry entry whose URL ends in the requested file name."""
+        for entry in self.registry.values():
+            if file_name(entry["url"]) == wildcards.file_name:
+                return entry
+        raise ValueError(f"{wildcards.file_name} is not in {self.config['weights_registry']}")
+
+    def run_settings(self, wildcards) -> str:
+        """Everything one run depends on besides its inputs, as JSON (a change re-runs it)."""
+        return study_config.run_settings(self.config, wildcards.model, wildcards.dataset,
+                                         self.weights_spec(wildcards.model, wildcards.weights))
+
+    def external_tests(self, wildcards) -> list[dict]:
+        return self.dataset(wildcards)["external_tests"]
+
+    def external_settings(self, wildcards) -> str:
+        """The run's external tests with their decoded images and index (a few paths, JSON)."""
+        return json.dumps([{"dataset": test["dataset"], "class_map": test["class_map"],
+                            "images": self.dataset_file("images", test["dataset"]),
+                            "index": self.dataset_file("index", test["dataset"])}
+                           for test in self.external_tests(wildcards)], sort_keys=True)
+
+    def external_inputs(self, wildcards) -> list[str]:
+        """The decoded images and index of every external test of the run's dataset."""
+        return [self.dataset_file(kind, test["dataset"])
+                for test in self.external_tests(wildcards) for kind in ("images", "index")]
+
+    def checkpoint(self, wildcards) -> str:
+        return f"{RUN_DIR.format(**wildcards)}/checkpoint"
+
+    # ---- Packs: several seeds of one configuration in one train job ----------------------
+    def pack_runs(self, wildcards) -> list[dict]:
+        """The planned runs of the pack named by the wildcards, in seed order."""
+        configuration = {key: wildcards[key] for key in grid.CONFIGURATION_KEYS}
+        planned = self.planned_seeds.get(tuple(configuration.values()), [])
+        return [{**configuration, "seed": seed} for seed in grid.pack_seeds(wildcards.seeds, planned)]
+
+    def pack_splits(self, wildcards) -> list[str]:
+        return [SPLIT.format(**run) for run in self.pack_runs(wildcards)]
+
+    def pack_members(self, wildcards) -> str:
+        """Per seed of the pack: its split, checkpoint, log and run files, as JSON."""
+        return json.dumps([{"seed": run["seed"], "split": SPLIT.format(**run),
+                            "checkpoint": f"{RUN_DIR.format(**run)}/checkpoint",
+                            "log": f"{RUN_LOG_DIR.format(**run)}/train.log",
+                            "outputs": {name: f"{RUN_DIR.format(**run)}/{file}" for name, file in RUN_FILES.items()}}
+                           for run in self.pack_runs(wildcards)])
+
+    def measured_run_minutes(self, runs: list[dict]) -> float | None:
+        """The longest wall time of the configuration's runs that finished in a pack job
+        (their FINISHED_RUN records), in minutes; None before any finished."""
+        configuration = {key: runs[0][key] for key in grid.CONFIGURATION_KEYS}
+        seconds = []
+        for seed in self.planned_seeds[tuple(configuration.values())]:
+            record = Path(RUN_DIR.format(**configuration, seed=seed)) / FINISHED_RUN
+            if record.exists():
+                seconds.append(json.loads(record.read_text())["wall_seconds"])
+        return max(seconds) / 60 if seconds else None
+
+    def pack_runtime(self, wildcards, attempt: int) -> int:
+        """Minutes for the runs of the pack still to train: what one run of the
+        configuration measurably took (1.5x: another node may be slower), else the site's
+        run_minutes, times the turns those runs take (runs_at_once train side by side) and
+        the attempt; at most the site's max_runtime."""
+        runs = self.pack_runs(wildcards)
+        to_train = [run for run in runs if not (Path(RUN_DIR.format(**run)) / FINISHED_RUN).exists()]
+        measured = self.measured_run_minutes(runs)
+        per_run = self.packing["run_minutes"] if measured is None else max(1.0, 1.5 * measured)
+        turns = math.ceil(max(1, len(to_train)) / self.packing["runs_at_once"])
+        return grid.pack_minutes(per_run, turns, attempt, self.packing["max_runtime"])
+
+    def run_runtime(self, wildcards, attempt: int) -> int:
+        """Minutes for one run's job: the site's run_minutes times the attempt, capped."""
+        return grid.pack_minutes(self.packing["run_minutes"], 1, attempt, self.packing["max_runtime"])
+
+
+def named_paths(kind: str, names=None):
+    """A params function: the job's named inputs or outputs (``kind``), only ``names``
+    if given, as one JSON mapping. The step reads its files by these names (the keys of
+    scripts/common/layout.py), so no second list of options repeats them."""
+
+    def paths(wildcards, input, output):
+        files = {"input": input, "output": output}[kind]
+        return json.dumps({name: path for name, path in files.items() if names is None or name in names})
+
+    return paths

@@ -1,0 +1,88 @@
+"""scripts/plan/study.py: the rules' input functions, parameters and time limits, without Snakemake."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_config import REGISTRY, study
+
+from scripts.common.layout import FINISHED_RUN, PACK_RECORD, RUN_DIR, RUN_FILES
+from scripts.plan.study import Study, named_paths
+from scripts.site.slurm_site import PACKING
+
+
+def planned(tmp_path, monkeypatch, packing=None, **settings) -> Study:
+    tmp_path.mkdir(exist_ok=True)
+    monkeypatch.chdir(tmp_path)
+    return Study(study(tmp_path, **settings), REGISTRY, {**PACKING, **(packing or {})},
+                 {"files": [], "user_set": []})
+
+
+class Wildcards(dict):
+    """What Snakemake hands an input function: the names as keys and as attributes."""
+
+    __getattr__ = dict.__getitem__
+
+
+PACK = {"dataset": "tiny", "model": "scratch_cnn", "strategy": "scratch", "weights": "none", "fraction": "1.0"}
+
+
+def test_a_config_problem_is_one_error_naming_its_key(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"invalid configuration:\n  evaluation.lung_box"):
+        planned(tmp_path, monkeypatch, evaluation={"lung_box": [0.9, 0.1, 0.1, 0.9]})
+
+
+def test_run_files_are_the_runs_or_with_packs_the_pack_records(tmp_path, monkeypatch):
+    alone = planned(tmp_path, monkeypatch, seeds=[1, 2, 3])
+    assert len(alone.run_files("metrics")) == 9 and alone.run_files("metrics")[0].endswith(RUN_FILES["metrics"])
+    packed = planned(tmp_path / "packed", monkeypatch, packing={"runs_per_job": 2}, seeds=[1, 2, 3])
+    assert packed.run_files("metrics")[:2] == [PACK_RECORD.format(**PACK, seeds=label) for label in ("1-2", "3-3")]
+
+
+def test_pack_members_name_each_seeds_files(tmp_path, monkeypatch):
+    packed = planned(tmp_path, monkeypatch, packing={"runs_per_job": 4}, seeds=[1, 2])
+    members = json.loads(packed.pack_members(Wildcards(PACK, seeds="1-2")))
+    assert [m["seed"] for m in members] == [1, 2]
+    run = RUN_DIR.format(**PACK, seed=2)
+    assert members[1]["outputs"] == {name: f"{run}/{file}" for name, file in RUN_FILES.items()}
+    assert members[1]["checkpoint"] == f"{run}/checkpoint" and members[1]["split"] == "results/tiny/splits/seed2.csv"
+
+
+def test_a_pack_is_sized_from_the_site_value_then_from_its_finished_runs(tmp_path, monkeypatch):
+    packed = planned(tmp_path, monkeypatch, packing={"runs_per_job": 4, "run_minutes": 10, "max_runtime": 100},
+                     seeds=[1, 2, 3, 4])
+    pack = Wildcards(PACK, seeds="1-4")
+    before = packed.pack_runtime(pack, attempt=1)
+    finished = tmp_path / RUN_DIR.format(**PACK, seed=1) / FINISHED_RUN
+    finished.parent.mkdir(parents=True)
+    finished.write_text(json.dumps({"wall_seconds": 120}))
+    after = packed.pack_runtime(pack, attempt=1)
+    assert packed.measured_run_minutes(packed.pack_runs(pack)) == 2
+    assert before > after  # 4 runs at the site's 10 min, then 3 runs at 1.5 x 2 min
+    assert packed.pack_runtime(pack, attempt=3) <= 100  # capped at the partition's limit
+
+
+def test_dataset_inputs_and_parameters(tmp_path, monkeypatch):
+    planned_study = planned(tmp_path, monkeypatch)
+    tiny = Wildcards(dataset="tiny")
+    assert planned_study.manifest_input(tiny) == [str(tmp_path / "data.sha256")]
+    assert planned_study.kaggle_marker(tiny) == [] and planned_study.group_table(tiny) == []
+    assert planned_study.positive_class(tiny) == "" and json.loads(planned_study.dataset_groups(tiny)) == {}
+    assert ("train/A/a.png", 1) in planned_study.dataset_listing(tiny)
+    assert planned_study.images_cache(tiny) == "results/tiny/data/images_224px.npy"  # the schema default
+
+
+def test_weights_inputs_come_from_the_registry_or_nothing(tmp_path, monkeypatch):
+    imagenet = planned(tmp_path, monkeypatch, weights="imagenet")
+    assert imagenet.weights_input(Wildcards(model="vgg16", weights="imagenet")) == [
+        f"{imagenet.config['weights_cache']}/vgg16_notop.h5"]
+    assert imagenet.weights_input(Wildcards(model="scratch_cnn", weights="none")) == []
+    assert imagenet.registry_entry(Wildcards(file_name="resnet50_notop.h5")) == REGISTRY["resnet50"]
+    with pytest.raises(ValueError, match="other.h5 is not in"):
+        imagenet.registry_entry(Wildcards(file_name="other.h5"))
+
+
+def test_named_paths_pass_the_named_files_as_json():
+    paths = named_paths("output", ["b"])
+    assert json.loads(paths(None, {}, {"a": "x.csv", "b": "y.csv"})) == {"b": "y.csv"}
