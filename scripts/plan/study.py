@@ -59,13 +59,11 @@ class Study:
             return [path for path in paths if Path(path).exists()]
         return paths
 
-    def run_files(self, kind: str) -> list[str]:
-        """One output file (``RUN_FILES`` key) of every planned run; with packed train
-        jobs, the record of every pack (a pack job writes its runs' files, which are no
-        output of it: a failed run never makes Snakemake delete its siblings')."""
-        if self.packing["runs_per_job"] > 1:
-            return self.finished_only([PACK_RECORD.format(**pack) for pack in self.packs])
-        return self.finished_only([f"{run['dir']}/{RUN_FILES[kind]}" for run in self.runs])
+    def pack_records(self) -> list[str]:
+        """The record of every pack, which its train job writes once all its runs
+        finished: what aggregate and report wait for. A pack's runs' files are no output of
+        its job, so that a failed run never makes Snakemake delete its siblings'."""
+        return self.finished_only([PACK_RECORD.format(**pack) for pack in self.packs])
 
     def verified_datasets(self, names=None) -> list[str]:
         """With ``allow_missing_runs``, the datasets (of ``names``) whose verification
@@ -174,9 +172,6 @@ class Study:
         return [self.dataset_file(kind, test["dataset"])
                 for test in self.external_tests(wildcards) for kind in ("images", "index")]
 
-    def checkpoint(self, wildcards) -> str:
-        return f"{RUN_DIR.format(**wildcards)}/checkpoint"
-
     # ---- Packs: several seeds of one configuration in one train job ----------------------
     def pack_runs(self, wildcards) -> list[dict]:
         """The planned runs of the pack named by the wildcards, in seed order."""
@@ -217,10 +212,6 @@ class Study:
         per_run = self.packing["run_minutes"] if measured is None else max(1.0, 1.5 * measured)
         turns = math.ceil(max(1, len(to_train)) / self.packing["runs_at_once"])
         return grid.pack_minutes(per_run, turns, attempt, self.packing["max_runtime"])
-
-    def run_runtime(self, wildcards, attempt: int) -> int:
-        """Minutes for one run's job: the site's run_minutes times the attempt, capped."""
-        return grid.pack_minutes(self.packing["run_minutes"], 1, attempt, self.packing["max_runtime"])
 
 
 def named_paths(kind: str, names=None):

@@ -33,11 +33,12 @@ def test_a_config_problem_is_one_error_naming_its_key(tmp_path, monkeypatch):
         planned(tmp_path, monkeypatch, evaluation={"lung_box": [0.9, 0.1, 0.1, 0.9]})
 
 
-def test_run_files_are_the_runs_or_with_packs_the_pack_records(tmp_path, monkeypatch):
+def test_aggregate_waits_for_every_pack_record_one_run_each_locally(tmp_path, monkeypatch):
     alone = planned(tmp_path, monkeypatch, seeds=[1, 2, 3])
-    assert len(alone.run_files("metrics")) == 9 and alone.run_files("metrics")[0].endswith(RUN_FILES["metrics"])
+    assert len(alone.pack_records()) == 9  # 3 configurations x 3 seeds
+    assert alone.pack_records()[:2] == [PACK_RECORD.format(**PACK, seeds=label) for label in ("1-1", "2-2")]
     packed = planned(tmp_path / "packed", monkeypatch, packing={"runs_per_job": 2}, seeds=[1, 2, 3])
-    assert packed.run_files("metrics")[:2] == [PACK_RECORD.format(**PACK, seeds=label) for label in ("1-2", "3-3")]
+    assert packed.pack_records()[:2] == [PACK_RECORD.format(**PACK, seeds=label) for label in ("1-2", "3-3")]
 
 
 def test_pack_members_name_each_seeds_files(tmp_path, monkeypatch):

@@ -40,9 +40,6 @@ from scripts.common.layout import (  # noqa: E402
     PACK_LOG_DIR,
     PACK_RECORD,
     PLAN,
-    RUN_DIR,
-    RUN_FILES,
-    RUN_LOG_DIR,
     SPLIT,
     TABLES,
 )

@@ -21,12 +21,7 @@ rule aggregate:
     intervals; paired comparisons with the baseline; the validation-chosen verdict."""
     input:
         plan=PLAN,
-        metrics=STUDY.run_files("metrics"),
-        info=STUDY.run_files("info"),
-        predictions=STUDY.run_files("predictions"),
-        val_predictions=STUDY.run_files("val_predictions"),
-        gradcam=STUDY.run_files("gradcam"),
-        external=STUDY.run_files("external"),
+        packs=STUDY.pack_records(),
         overlap=STUDY.overlap_files(),
         splits=STUDY.first_splits(),
     output:
@@ -52,9 +47,7 @@ rule report:
         thumbnails=STUDY.dataset_files("thumbnails", STUDY.trained),
         leakage=STUDY.dataset_files("leakage", STUDY.trained),
         splits=STUDY.first_splits(),
-        history=STUDY.run_files("history"),
-        predictions=STUDY.run_files("predictions"),
-        gradcam=STUDY.run_files("gradcam"),
+        packs=STUDY.pack_records(),
     output:
         html=report(
             "results/report.html",
