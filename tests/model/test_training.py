@@ -130,14 +130,14 @@ def parent_pid(pid: int) -> int:
 
 
 def training_pid(workflow_pid: int) -> int | None:
-    """The `python -m scripts train` process that the Snakemake process ``workflow_pid``
+    """The `python -m scripts train(-pack)` process that the Snakemake process ``workflow_pid``
     started (not another study's train job: the suite may run beside one)."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            if b"scripts" not in cmdline or b"train" not in cmdline:
+            if b"scripts" not in cmdline or not {b"train", b"train-pack"} & set(cmdline):
                 continue
             ancestor = int(proc.name)
             while ancestor > 1 and ancestor != workflow_pid:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import CHROMIUM, copy_dataset, fake_run, open_in_chromium, snakemake, write_config
 
-from scripts.common.layout import RUN_FILES
+from scripts.common.layout import PACK_RECORD, RUN_FILES
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,9 @@ def fake_finished_runs(work, dataset: str) -> None:
         probabilities = np.random.default_rng(seed).dirichlet(np.ones(len(classes)), len(labels))
         fake_run({**run, "dir": str(work / run["dir"])}, RUN_FILES, classes, labels, probabilities,
                  val_f1=0.3 + seed / 10, paths=list(test["path"]))
+        record = work / PACK_RECORD.format(**run, seeds=f"{run['seed']}-{run['seed']}")  # as its train job does
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"runs": [{"seed": run["seed"]}]}))
 
 
 def report(work, config, tmp_path, *extra) -> tuple[str, dict | None]:
