@@ -19,6 +19,7 @@ from scripts.common import fsutil
 from scripts.common.layout import FINISHED_RUN, RUN_FILES, TABLES
 from scripts.data import manifest as manifests
 from scripts.data.manifest import DataError
+from scripts.plan.grid import is_current
 
 THUMBNAIL_SIZE = 160  # px, the report's Grad-CAM panels
 
@@ -365,12 +366,14 @@ def _train_members(configuration: dict, members: list[PackMember], images: str, 
 def _finished_entry(run: RunIdentity, images: str, member: PackMember, settings: dict,
                     external_tests) -> dict | None:
     """The run's finished record with its seed, if it finished from what it would be
-    trained from now; else None."""
+    trained from now (:func:`scripts.plan.grid.is_current`, and the same split); else None."""
     finished = Path(member.outputs["info"]).parent / FINISHED_RUN
     if not finished.exists():
         return None
     entry = fsutil.read_json(finished)
-    if entry.get("identity") != _finished_identity(run, images, member.split, settings, external_tests):
+    identity = entry.get("identity") or {}
+    if not (is_current(identity, vars(run), settings, images, external_tests)
+            and identity.get("split_sha256") == fsutil.file_digest(member.split)):
         return None
     return {"seed": member.seed, **entry}
 

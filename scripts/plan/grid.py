@@ -7,6 +7,7 @@ TensorFlow-free: the workflow imports it while it builds the job graph.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 # The baseline: a small CNN trained from scratch, the one model that is not a backbone.
 SCRATCH_CNN = "scratch_cnn"
@@ -169,3 +170,19 @@ def pack_minutes(per_run_minutes: float, n_runs: int, attempt: int, max_minutes:
     than the site's ``max_minutes`` (a partition's MaxTime rejects a longer job)."""
     minutes = math.ceil((JOB_START_MINUTES + per_run_minutes * n_runs) * attempt)
     return min(minutes, max_minutes) if max_minutes else minutes
+
+
+def is_current(identity: dict | None, run: dict, settings: dict, images: str, external_tests: list) -> bool:
+    """Whether a finished run's recorded ``identity`` (its ``finished.json``) is of the
+    run as it would be trained now, as far as planning knows: the same run (``run``: its
+    configuration and seed), ``settings`` (the train step's, parsed), decoded ``images``
+    (path and size in bytes) and ``external_tests``. The trainer also compares the split
+    (it may not exist while planning). A record of another setting (a 1-epoch smoke test
+    before the 20-epoch study) is no measurement of this run and leaves it to train."""
+    if not identity or not Path(images).is_file():
+        return False
+    now = {"run": {**{key: run[key] for key in ("dataset", "model", "strategy", "weights")},
+                   "fraction": float(run["fraction"]), "seed": int(run["seed"])},
+           "settings": settings, "images": images, "images_bytes": Path(images).stat().st_size,
+           "external_tests": list(external_tests)}
+    return all(identity.get(key) == value for key, value in now.items())
