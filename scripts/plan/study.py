@@ -40,6 +40,10 @@ class Study:
         self.trained = study_config.trained_datasets(config)
         self.image_size = config["training"]["image_size"]
         self.packs = grid.packs(self.runs, packing["runs_per_job"])
+        too_long = grid.pack_too_long(packing["run_minutes"], max((len(p["members"]) for p in self.packs), default=1),
+                                      packing["runs_at_once"], packing["max_runtime"], measured=False)
+        if too_long:
+            raise ValueError(too_long)
         self.planned_seeds: dict[tuple, list[int]] = {}
         for run in self.runs:
             self.planned_seeds.setdefault(tuple(run[key] for key in grid.CONFIGURATION_KEYS), []).append(run["seed"])
@@ -217,11 +221,16 @@ class Study:
         finished record): what one run of the configuration measurably took (1.5x:
         another node may be slower), else the site's run_minutes, times the turns those
         runs take (runs_at_once train side by side) and the attempt; at most the site's
-        max_runtime."""
+        max_runtime. A ValueError where the first attempt would need more than
+        max_runtime (Snakemake stops, naming it, before submitting the job)."""
         runs = self.pack_runs(wildcards)
         to_train = [run for run in runs if self.current_record(run) is None]
         measured = self.measured_run_minutes(runs)
         per_run = self.packing["run_minutes"] if measured is None else max(1.0, 1.5 * measured)
+        too_long = grid.pack_too_long(per_run, max(1, len(to_train)), self.packing["runs_at_once"],
+                                      self.packing["max_runtime"], measured=measured is not None)
+        if too_long:
+            raise ValueError(f"pack {wildcards.seeds} of {grid.config_title(wildcards)}: {too_long}")
         turns = math.ceil(max(1, len(to_train)) / self.packing["runs_at_once"])
         return grid.pack_minutes(per_run, turns, attempt, self.packing["max_runtime"])
 

@@ -130,3 +130,24 @@ def test_weights_inputs_come_from_the_registry_or_nothing(tmp_path, monkeypatch)
 def test_named_paths_pass_the_named_files_as_json():
     paths = named_paths("output", ["b"])
     assert json.loads(paths(None, {}, {"a": "x.csv", "b": "y.csv"})) == {"b": "y.csv"}
+
+
+def test_a_pack_that_cannot_finish_within_max_runtime_stops_the_planning(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"(?s)4 runs .* 10 min a run .*needs 41 min, more than "
+                                         r"set-resources.train.max_runtime 30 min: lower "
+                                         r"set-resources.train.runs_per_job to at most 2"):
+        planned(tmp_path, monkeypatch, packing={"runs_per_job": 4, "run_minutes": 10, "max_runtime": 30},
+                seeds=[1, 2, 3, 4])
+    side_by_side = planned(tmp_path / "fits", monkeypatch, seeds=[1, 2, 3, 4],
+                           packing={"runs_per_job": 4, "runs_at_once": 2, "run_minutes": 10, "max_runtime": 30})
+    assert side_by_side.pack_runtime(Wildcards(PACK, seeds="1-4"), attempt=1) == 21  # 2 turns of 2 runs
+
+
+def test_a_pack_whose_measured_runs_exceed_max_runtime_is_refused_not_cut_short(tmp_path, monkeypatch):
+    packed = planned(tmp_path, monkeypatch, packing={"runs_per_job": 4, "run_minutes": 5, "max_runtime": 60},
+                     seeds=[1, 2, 3, 4])
+    pack = Wildcards(PACK, seeds="1-4")
+    finish(packed, {**PACK, "seed": 1}, wall_seconds=20 * 60)  # 1.5 x 20 min a run: 3 runs need 91 min
+    with pytest.raises(ValueError, match=r"pack 1-4 of scratch_cnn · scratch: .*longest measured run.*"
+                                         r"needs 91 min.*runs_per_job to at most 1"):
+        packed.pack_runtime(pack, attempt=1)
