@@ -340,7 +340,7 @@ def _train_members(configuration: dict, members: list[PackMember], images: str, 
         started = time.perf_counter()
         Path(member.log).parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(member.log, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            with open_attempt_log(member.log) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 if loaded is None:
                     loaded = {"images": np.load(images, mmap_mode="r"), "external_tests": _run_inputs(
                         images, member.split, external_tests).external_tests}
@@ -361,6 +361,25 @@ def _train_members(configuration: dict, members: list[PackMember], images: str, 
         done.append({"seed": member.seed, **entry})
         print(f"seed {member.seed}: trained in {entry['wall_seconds']} s (log: {member.log})", flush=True)
     return done, failed
+
+
+ATTEMPT_HEADER = "== attempt {number} {time} =="
+
+
+def open_attempt_log(path: str):
+    """``path`` opened to append one more attempt, after a header line with the attempt's
+    number (1 + the headers already there) and the time: a retried, requeued or rerun job
+    keeps the earlier attempts' output, whose traceback says why they failed."""
+    import datetime
+    import re
+
+    earlier = Path(path).read_text(errors="replace") if Path(path).exists() else ""
+    number = len(re.findall(r"^== attempt \d+ ", earlier, flags=re.MULTILINE)) + 1
+    log = open(path, "a")  # the caller's with-statement closes it
+    log.write(ATTEMPT_HEADER.format(number=number, time=datetime.datetime.now().astimezone().isoformat(
+        timespec="seconds")) + "\n")
+    log.flush()
+    return log
 
 
 def _finished_entry(run: RunIdentity, images: str, member: PackMember, settings: dict,

@@ -331,3 +331,13 @@ def test_a_run_finished_from_the_same_settings_split_and_images_is_kept(tmp_path
     assert stages._finished_entry(run, images, member, {"training": {"epochs": 1}}, []) is None
     Path(member.split).write_text("path,split\na.png,val\n")  # the split was drawn again
     assert stages._finished_entry(run, images, member, settings, []) is None
+
+
+def test_each_attempt_appends_to_a_seeds_log_after_a_numbered_header(tmp_path):
+    log = tmp_path / "train.log"
+    for said in ("first attempt failed", "second attempt trained"):
+        with stages.open_attempt_log(str(log)) as handle:
+            print(said, file=handle)
+    lines = log.read_text().splitlines()
+    assert [line.split()[:3] for line in lines[::2]] == [["==", "attempt", "1"], ["==", "attempt", "2"]]
+    assert lines[1::2] == ["first attempt failed", "second attempt trained"]
