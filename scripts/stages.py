@@ -19,6 +19,7 @@ from scripts.common import fsutil
 from scripts.common.layout import FINISHED_RUN, RUN_FILES, TABLES
 from scripts.data import manifest as manifests
 from scripts.data.manifest import DataError
+from scripts.plan.grid import is_current
 
 THUMBNAIL_SIZE = 160  # px, the report's Grad-CAM panels
 
@@ -339,7 +340,7 @@ def _train_members(configuration: dict, members: list[PackMember], images: str, 
         started = time.perf_counter()
         Path(member.log).parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(member.log, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            with open_attempt_log(member.log) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 if loaded is None:
                     loaded = {"images": np.load(images, mmap_mode="r"), "external_tests": _run_inputs(
                         images, member.split, external_tests).external_tests}
@@ -362,15 +363,36 @@ def _train_members(configuration: dict, members: list[PackMember], images: str, 
     return done, failed
 
 
+ATTEMPT_HEADER = "== attempt {number} {time} =="
+
+
+def open_attempt_log(path: str):
+    """``path`` opened to append one more attempt, after a header line with the attempt's
+    number (1 + the headers already there) and the time: a retried, requeued or rerun job
+    keeps the earlier attempts' output, whose traceback says why they failed."""
+    import datetime
+    import re
+
+    earlier = Path(path).read_text(errors="replace") if Path(path).exists() else ""
+    number = len(re.findall(r"^== attempt \d+ ", earlier, flags=re.MULTILINE)) + 1
+    log = open(path, "a")  # the caller's with-statement closes it
+    log.write(ATTEMPT_HEADER.format(number=number, time=datetime.datetime.now().astimezone().isoformat(
+        timespec="seconds")) + "\n")
+    log.flush()
+    return log
+
+
 def _finished_entry(run: RunIdentity, images: str, member: PackMember, settings: dict,
                     external_tests) -> dict | None:
     """The run's finished record with its seed, if it finished from what it would be
-    trained from now; else None."""
+    trained from now (:func:`scripts.plan.grid.is_current`, and the same split); else None."""
     finished = Path(member.outputs["info"]).parent / FINISHED_RUN
     if not finished.exists():
         return None
     entry = fsutil.read_json(finished)
-    if entry.get("identity") != _finished_identity(run, images, member.split, settings, external_tests):
+    identity = entry.get("identity") or {}
+    if not (is_current(identity, vars(run), settings, images, external_tests)
+            and identity.get("split_sha256") == fsutil.file_digest(member.split)):
         return None
     return {"seed": member.seed, **entry}
 

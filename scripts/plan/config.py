@@ -237,6 +237,12 @@ def config_problems(config: dict, sources: dict, registry: dict) -> list[str]:
                 problems.append(
                     f"training.warmup_epochs ({training['warmup_epochs']}) must be smaller than "
                     f"training.epochs ({epochs} for {model}) for the partial and full strategies")
+    if training["xla"] is True and training["deterministic"]:
+        # Keras turns XLA off under op determinism ("auto"); forced on, XLA has no deterministic
+        # MaxPool gradient and every GPU run fails.
+        problems.append("training.xla: true contradicts training.deterministic: true (XLA has no deterministic "
+                        "implementation of some gradients, e.g. MaxPool's, and fails on GPUs): set "
+                        "training.xla to auto or false, or training.deterministic to false")
     for model in config["models"]:
         for name in sources:
             if grid.missing_weights(model, name, sources[name]):

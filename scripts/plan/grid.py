@@ -7,6 +7,7 @@ TensorFlow-free: the workflow imports it while it builds the job graph.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 # The baseline: a small CNN trained from scratch, the one model that is not a backbone.
 SCRATCH_CNN = "scratch_cnn"
@@ -163,9 +164,48 @@ def pack_seeds(label: str, planned_seeds: list[int]) -> list[int]:
     return seeds
 
 
+def pack_too_long(per_run_minutes: float, n_runs: int, runs_at_once: int, max_minutes: int | None,
+                  measured: bool) -> str | None:
+    """Why a pack job of ``n_runs`` runs (in turns of ``runs_at_once``) cannot finish
+    within the site's ``max_minutes`` at its first attempt, naming the settings to
+    change; None where it fits. A job submitted with a limit known to be too short would
+    time out, and its retries would too."""
+    turns = math.ceil(n_runs / runs_at_once)
+    minutes = pack_minutes(per_run_minutes, turns, 1, None)
+    if not max_minutes or minutes <= max_minutes:
+        return None
+    source = ("1.5 x the longest measured run of the configuration" if measured
+              else "set-resources.train.run_minutes")
+    fitting = int((max_minutes - JOB_START_MINUTES) // per_run_minutes) * runs_at_once
+    change = (f"lower set-resources.train.runs_per_job to at most {fitting}" if fitting >= 1
+              else "one run alone exceeds it: give the train rule a partition with a longer MaxTime")
+    return (f"a train job of {n_runs} runs ({turns} turns of runs_at_once {runs_at_once}) at "
+            f"{per_run_minutes:g} min a run ({source}) needs {minutes} min, more than "
+            f"set-resources.train.max_runtime {max_minutes} min: {change}, raise "
+            "set-resources.train.runs_at_once, or set max_runtime to the partition's MaxTime if it is "
+            "higher (config/README.md)")
+
+
 def pack_minutes(per_run_minutes: float, n_runs: int, attempt: int, max_minutes: int | None) -> int:
     """A pack job's time limit: the job's start (Snakemake, TensorFlow, the images) plus
     what one run takes times the pack's runs, times the attempt (1x, 2x, 3x), never more
-    than the site's ``max_minutes`` (a partition's MaxTime rejects a longer job)."""
+    than the site's ``max_minutes`` (a partition's MaxTime rejects a longer job; a first
+    attempt that needs more is refused before, :func:`pack_too_long`)."""
     minutes = math.ceil((JOB_START_MINUTES + per_run_minutes * n_runs) * attempt)
     return min(minutes, max_minutes) if max_minutes else minutes
+
+
+def is_current(identity: dict | None, run: dict, settings: dict, images: str, external_tests: list) -> bool:
+    """Whether a finished run's recorded ``identity`` (its ``finished.json``) is of the
+    run as it would be trained now, as far as planning knows: the same run (``run``: its
+    configuration and seed), ``settings`` (the train step's, parsed), decoded ``images``
+    (path and size in bytes) and ``external_tests``. The trainer also compares the split
+    (it may not exist while planning). A record of another setting (a 1-epoch smoke test
+    before the 20-epoch study) is no measurement of this run and leaves it to train."""
+    if not identity or not Path(images).is_file():
+        return False
+    now = {"run": {**{key: run[key] for key in ("dataset", "model", "strategy", "weights")},
+                   "fraction": float(run["fraction"]), "seed": int(run["seed"])},
+           "settings": settings, "images": images, "images_bytes": Path(images).stat().st_size,
+           "external_tests": list(external_tests)}
+    return all(identity.get(key) == value for key, value in now.items())

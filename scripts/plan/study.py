@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 from scripts.common.layout import EXTERNAL_OVERLAP, FINISHED_RUN, PACK_RECORD, RUN_DIR, RUN_FILES, RUN_LOG_DIR, SPLIT
 from scripts.plan import config as study_config
@@ -39,6 +40,10 @@ class Study:
         self.trained = study_config.trained_datasets(config)
         self.image_size = config["training"]["image_size"]
         self.packs = grid.packs(self.runs, packing["runs_per_job"])
+        too_long = grid.pack_too_long(packing["run_minutes"], max((len(p["members"]) for p in self.packs), default=1),
+                                      packing["runs_at_once"], packing["max_runtime"], measured=False)
+        if too_long:
+            raise ValueError(too_long)
         self.planned_seeds: dict[tuple, list[int]] = {}
         for run in self.runs:
             self.planned_seeds.setdefault(tuple(run[key] for key in grid.CONFIGURATION_KEYS), []).append(run["seed"])
@@ -190,29 +195,44 @@ class Study:
                             "outputs": {name: f"{RUN_DIR.format(**run)}/{file}" for name, file in RUN_FILES.items()}}
                            for run in self.pack_runs(wildcards)])
 
+    def current_record(self, run: dict) -> dict | None:
+        """The run's FINISHED_RUN record if it is of the run as planned now
+        (:func:`scripts.plan.grid.is_current`: the same settings and images); else None."""
+        path = Path(RUN_DIR.format(**run)) / FINISHED_RUN
+        if not path.exists():
+            return None
+        record = json.loads(path.read_text())
+        names = SimpleNamespace(**run)
+        current = grid.is_current(record.get("identity"), run, json.loads(self.run_settings(names)),
+                                  self.images_cache(names), json.loads(self.external_settings(names)))
+        return record if current else None
+
     def measured_run_minutes(self, runs: list[dict]) -> float | None:
         """The longest wall time of the configuration's runs that finished in a pack job
-        (their FINISHED_RUN records), in minutes; None before any finished."""
+        as planned now (their current FINISHED_RUN records), in minutes; None before any
+        finished."""
         configuration = {key: runs[0][key] for key in grid.CONFIGURATION_KEYS}
-        seconds = []
-        for seed in self.planned_seeds[tuple(configuration.values())]:
-            record = Path(RUN_DIR.format(**configuration, seed=seed)) / FINISHED_RUN
-            if record.exists():
-                seconds.append(json.loads(record.read_text())["wall_seconds"])
+        seconds = [record["wall_seconds"] for seed in self.planned_seeds[tuple(configuration.values())]
+                   if (record := self.current_record({**configuration, "seed": seed}))]
         return max(seconds) / 60 if seconds else None
 
     def pack_runtime(self, wildcards, attempt: int) -> int:
-        """Minutes for the runs of the pack still to train: what one run of the
-        configuration measurably took (1.5x: another node may be slower), else the site's
-        run_minutes, times the turns those runs take (runs_at_once train side by side) and
-        the attempt; at most the site's max_runtime."""
+        """Minutes for the runs of the pack still to train (those without a current
+        finished record): what one run of the configuration measurably took (1.5x:
+        another node may be slower), else the site's run_minutes, times the turns those
+        runs take (runs_at_once train side by side) and the attempt; at most the site's
+        max_runtime. A ValueError where the first attempt would need more than
+        max_runtime (Snakemake stops, naming it, before submitting the job)."""
         runs = self.pack_runs(wildcards)
-        to_train = [run for run in runs if not (Path(RUN_DIR.format(**run)) / FINISHED_RUN).exists()]
+        to_train = [run for run in runs if self.current_record(run) is None]
         measured = self.measured_run_minutes(runs)
         per_run = self.packing["run_minutes"] if measured is None else max(1.0, 1.5 * measured)
+        too_long = grid.pack_too_long(per_run, max(1, len(to_train)), self.packing["runs_at_once"],
+                                      self.packing["max_runtime"], measured=measured is not None)
+        if too_long:
+            raise ValueError(f"pack {wildcards.seeds} of {grid.config_title(wildcards)}: {too_long}")
         turns = math.ceil(max(1, len(to_train)) / self.packing["runs_at_once"])
         return grid.pack_minutes(per_run, turns, attempt, self.packing["max_runtime"])
-
 
 def named_paths(kind: str, names=None):
     """A params function: the job's named inputs or outputs (``kind``), only ``names``

@@ -1,5 +1,6 @@
 """The TensorFlow runtime of a train job (device, threads, GPU memory, precision,
-determinism) and its provenance: where and with what the job ran."""
+determinism) and its provenance: where and with what the job ran, and on which GPU,
+driver, CUDA and cuDNN."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import os
 import platform
 import re
 import socket
+import subprocess
 from collections.abc import Mapping
 from importlib import metadata
+from pathlib import Path
 
 from scripts.common import tracing
 
@@ -149,14 +152,50 @@ def configure_tensorflow(settings: dict, threads: int) -> dict:
     keras.mixed_precision.set_global_policy(policy)
     if settings["deterministic"]:
         tf.config.experimental.enable_op_determinism()
+    on_gpu = device["used"] == "gpu"
     return {
         "device": device,
+        "gpu": gpu_stack(tf.config.experimental.get_device_details(gpus[0]).get("device_name") if on_gpu else None,
+                         nvidia_driver() if on_gpu else None, tf.sysconfig.get_build_info() if on_gpu else {},
+                         nvidia_packages() if on_gpu else None),
         "devices": [gpu.name for gpu in gpus] or ["CPU"],
         "threads": threads,
         "precision_policy": policy,
         "xla": settings["xla"],
         "deterministic_ops": settings["deterministic"],
     }
+
+
+def gpu_stack(model: str | None, driver: str | None, build_info: Mapping, packages: dict | None) -> dict:
+    """The GPU a job trained on and the software between TensorFlow and it, for train.json
+    (a GPU run's numbers can differ between cards, drivers and cuDNN versions): the card's
+    ``model`` name, the NVIDIA ``driver`` version, the CUDA and cuDNN versions this
+    TensorFlow was built with (``tf.sysconfig.get_build_info()``) and the installed
+    ``nvidia-*`` packages (the CUDA libraries of ``tensorflow[and-cuda]``). Each None on
+    the CPU or where it is absent."""
+    return {"model": model, "driver": driver, "cuda": build_info.get("cuda_version"),
+            "cudnn": build_info.get("cudnn_version"), "nvidia_packages": packages or None}
+
+
+def nvidia_driver() -> str | None:
+    """The loaded NVIDIA kernel driver's version (``/proc/driver/nvidia/version``, else
+    ``nvidia-smi``); None without one."""
+    with contextlib.suppress(OSError):
+        found = re.search(r"Kernel Module\b.*?\s(\d+\.\d+(?:\.\d+)?)\s",
+                          Path("/proc/driver/nvidia/version").read_text())
+        if found:
+            return found[1]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        printed = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=30, check=True).stdout.split()
+        return printed[0] if printed else None
+    return None
+
+
+def nvidia_packages() -> dict[str, str]:
+    """Name and version of every installed ``nvidia-*`` package (CUDA, cuDNN, cuBLAS... wheels)."""
+    return dict(sorted((dist.metadata["Name"], dist.version) for dist in metadata.distributions()
+                       if (dist.metadata["Name"] or "").lower().startswith("nvidia-")))
 
 
 def environment() -> dict:

@@ -118,7 +118,7 @@ def test_a_24_run_grid_is_4_pack_jobs_and_a_failed_seed_costs_only_its_own_rerun
     """24 seeds of one configuration, 6 per job (the test profile's runs_per_job): 4 Slurm
     jobs. Seed 9's split is corrupt: its pack's other 5 runs finish and keep their files,
     the other packs finish; the rerun submits one job that trains seed 9 only, with a time
-    limit from the measured runs instead of the estimate (20 min a run, capped at 60)."""
+    limit from the measured runs instead of the estimate (1 min + 6 runs x 20 min)."""
     seeds = list(range(1, 25))
     data = copy_dataset(tmp_path / "data", {"train": 6, "test": 2})
     config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
@@ -131,7 +131,7 @@ def test_a_24_run_grid_is_4_pack_jobs_and_a_failed_seed_costs_only_its_own_rerun
     assert result.returncode != 0
     (tmp_path / "first.log").write_text(result.stdout + result.stderr)
     first_jobs = study_train_jobs(tmp_path)
-    assert len(first_jobs) == 4 and {job["TimeLimit"] for job in first_jobs} == {"01:00:00"}, first_jobs
+    assert len(first_jobs) == 4 and {job["TimeLimit"] for job in first_jobs} == {"02:01:00"}, first_jobs
     runs = {seed: tmp_path / f"results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed{seed}" for seed in seeds}
     assert [seed for seed in seeds if not (runs[seed] / "train.json").exists()] == [9]
     packs = tmp_path / "results/tiny/packs/scratch_cnn/scratch/none/frac1.0"

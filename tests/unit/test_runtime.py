@@ -14,7 +14,15 @@ import pytest
 from conftest import PROJECT
 
 from scripts.common.layout import RUN_FILES
-from scripts.train.runtime import DeviceError, choose_device, granted_gpus, missing_cuda_packages
+from scripts.train.runtime import (
+    DeviceError,
+    choose_device,
+    configure_tensorflow,
+    gpu_stack,
+    granted_gpus,
+    missing_cuda_packages,
+    nvidia_packages,
+)
 
 SLURM_GPU_JOB = {"SLURM_GPUS_ON_NODE": "1", "SLURM_JOB_GPUS": "0", "CUDA_VISIBLE_DEVICES": "0"}
 GPU = ["/physical_device:GPU:0"]
@@ -104,3 +112,19 @@ def test_a_slurm_gpu_job_with_cpu_only_tensorflow_exits_1_with_one_error_line(tm
     errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
     assert len(errors) == 1 and "granted a GPU" in errors[0] and "make install GPU=1" in errors[0]
     assert "Traceback" not in done.stderr and not (tmp_path / "checkpoint").exists()
+
+
+def test_a_cpu_job_records_its_gpu_fields_as_none():
+    """train.json's ``gpu``: the card, driver, CUDA, cuDNN and nvidia-* packages, each
+    None where the job trains on the CPU (this venv: CPU-only TensorFlow, no nvidia-* wheel)."""
+    applied = configure_tensorflow({"device": "cpu", "mixed_precision": "none", "deterministic": False,
+                                    "xla": "auto"}, threads=1)
+    assert applied["gpu"] == {"model": None, "driver": None, "cuda": None, "cudnn": None, "nvidia_packages": None}
+    assert nvidia_packages() == {}
+
+
+def test_a_gpu_job_records_the_card_driver_build_and_cuda_packages():
+    build = {"cuda_version": "12.5.1", "cudnn_version": "9", "is_cuda_build": True}
+    assert gpu_stack("NVIDIA H100 80GB HBM3", "550.54.14", build, {"nvidia-cudnn-cu12": "9.3.0.75"}) == {
+        "model": "NVIDIA H100 80GB HBM3", "driver": "550.54.14", "cuda": "12.5.1", "cudnn": "9",
+        "nvidia_packages": {"nvidia-cudnn-cu12": "9.3.0.75"}}

@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -305,3 +306,38 @@ def test_a_step_given_the_wrong_table_names_names_the_expected_ones(step, tmp_pa
     with pytest.raises(ValueError, match=r"tables: expected the names \['comparisons', 'decision_curve', "
                                          r"'ensembles', 'external', .*got \['runs', 'summary'\]"):
         call()
+
+
+# ---- Whether a packed run finished from what it would be trained from now ---------------
+
+def finished_member(tmp_path, settings: dict) -> tuple:
+    """A run, its images, its pack member and its settings, with a finished record written
+    as a pack job writes it."""
+    images, split = tmp_path / "images.npy", tmp_path / "seed1.csv"
+    images.write_bytes(b"decoded")
+    split.write_text("path,split\na.png,train\n")
+    run = stages.RunIdentity("tiny", "scratch_cnn", "scratch", "none", 1.0, 1)
+    outputs = {name: str(tmp_path / "run" / name) for name in ("info",)}
+    (tmp_path / "run").mkdir()
+    member = stages.PackMember(seed=1, split=str(split), checkpoint="", log="", outputs=outputs)
+    stages._write_finished(run, str(images), str(split), settings, [], outputs, started=0.0)
+    return run, str(images), member
+
+
+def test_a_run_finished_from_the_same_settings_split_and_images_is_kept(tmp_path):
+    settings = {"training": {"epochs": 20}}
+    run, images, member = finished_member(tmp_path, settings)
+    assert stages._finished_entry(run, images, member, settings, [])["seed"] == 1
+    assert stages._finished_entry(run, images, member, {"training": {"epochs": 1}}, []) is None
+    Path(member.split).write_text("path,split\na.png,val\n")  # the split was drawn again
+    assert stages._finished_entry(run, images, member, settings, []) is None
+
+
+def test_each_attempt_appends_to_a_seeds_log_after_a_numbered_header(tmp_path):
+    log = tmp_path / "train.log"
+    for said in ("first attempt failed", "second attempt trained"):
+        with stages.open_attempt_log(str(log)) as handle:
+            print(said, file=handle)
+    lines = log.read_text().splitlines()
+    assert [line.split()[:3] for line in lines[::2]] == [["==", "attempt", "1"], ["==", "attempt", "2"]]
+    assert lines[1::2] == ["first attempt failed", "second attempt trained"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from test_config import REGISTRY, study
 
 from scripts.common.layout import FINISHED_RUN, PACK_RECORD, RUN_DIR, RUN_FILES
+from scripts.plan import grid
 from scripts.plan.study import Study, named_paths
 from scripts.site.slurm_site import PACKING
 
@@ -50,18 +52,59 @@ def test_pack_members_name_each_seeds_files(tmp_path, monkeypatch):
     assert members[1]["checkpoint"] == f"{run}/checkpoint" and members[1]["split"] == "results/tiny/splits/seed2.csv"
 
 
+def finish(planned_study: Study, run: dict, wall_seconds: float, **changed) -> None:
+    """Write the run's finished record as the train step writes it (``changed``: what
+    differs from the run as planned now, e.g. its settings)."""
+    names = Wildcards(run)
+    images = Path(planned_study.images_cache(names))
+    if not images.exists():
+        images.parent.mkdir(parents=True, exist_ok=True)
+        images.write_bytes(b"decoded")
+    identity = {"run": {**run, "fraction": float(run["fraction"])},
+                "settings": json.loads(planned_study.run_settings(names)), "images": str(images),
+                "images_bytes": images.stat().st_size, "split_sha256": "any",
+                "external_tests": json.loads(planned_study.external_settings(names)), **changed}
+    record = Path(RUN_DIR.format(**run)) / FINISHED_RUN
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"identity": identity, "wall_seconds": wall_seconds}))
+
+
 def test_a_pack_is_sized_from_the_site_value_then_from_its_finished_runs(tmp_path, monkeypatch):
     packed = planned(tmp_path, monkeypatch, packing={"runs_per_job": 4, "run_minutes": 10, "max_runtime": 100},
                      seeds=[1, 2, 3, 4])
     pack = Wildcards(PACK, seeds="1-4")
     before = packed.pack_runtime(pack, attempt=1)
-    finished = tmp_path / RUN_DIR.format(**PACK, seed=1) / FINISHED_RUN
-    finished.parent.mkdir(parents=True)
-    finished.write_text(json.dumps({"wall_seconds": 120}))
+    finish(packed, {**PACK, "seed": 1}, wall_seconds=120)
     after = packed.pack_runtime(pack, attempt=1)
     assert packed.measured_run_minutes(packed.pack_runs(pack)) == 2
     assert before > after  # 4 runs at the site's 10 min, then 3 runs at 1.5 x 2 min
     assert packed.pack_runtime(pack, attempt=3) <= 100  # capped at the partition's limit
+
+
+def test_a_run_finished_with_other_settings_neither_sizes_the_pack_nor_counts_as_finished(tmp_path, monkeypatch):
+    study_now = planned(tmp_path, monkeypatch, packing={"runs_per_job": 2, "run_minutes": 10},
+                        seeds=[1, 2], training={"epochs": 20})
+    pack = Wildcards(PACK, seeds="1-2")
+    smoke = json.loads(study_now.run_settings(pack))
+    smoke["training"]["epochs"] = 1  # a smoke test of seed 1 before the study
+    finish(study_now, {**PACK, "seed": 1}, wall_seconds=6, settings=smoke)
+    assert study_now.measured_run_minutes(study_now.pack_runs(pack)) is None
+    assert study_now.current_record({**PACK, "seed": 1}) is None
+    assert study_now.pack_runtime(pack, attempt=1) == 1 + 2 * 10  # both seeds at the site's run_minutes
+    finish(study_now, {**PACK, "seed": 1}, wall_seconds=120)  # seed 1 trained as planned now
+    assert study_now.pack_runtime(pack, attempt=1) == 1 + 1 * 3  # one run left at 1.5 x 2 min
+
+
+def test_a_record_of_other_images_or_another_seed_is_not_current(tmp_path, monkeypatch):
+    study_now = planned(tmp_path, monkeypatch, seeds=[1, 2])
+    run = {**PACK, "seed": 1}
+    finish(study_now, run, wall_seconds=60)
+    record = json.loads((Path(RUN_DIR.format(**run)) / FINISHED_RUN).read_text())["identity"]
+    args = (json.loads(study_now.run_settings(Wildcards(run))), study_now.images_cache(Wildcards(run)), [])
+    assert grid.is_current(record, run, *args)
+    assert not grid.is_current(record, {**run, "seed": 2}, *args)
+    assert not grid.is_current({**record, "images_bytes": 1}, run, *args)  # the images were decoded again
+    assert not grid.is_current(None, run, *args)  # a record without an identity
 
 
 def test_dataset_inputs_and_parameters(tmp_path, monkeypatch):
@@ -87,3 +130,24 @@ def test_weights_inputs_come_from_the_registry_or_nothing(tmp_path, monkeypatch)
 def test_named_paths_pass_the_named_files_as_json():
     paths = named_paths("output", ["b"])
     assert json.loads(paths(None, {}, {"a": "x.csv", "b": "y.csv"})) == {"b": "y.csv"}
+
+
+def test_a_pack_that_cannot_finish_within_max_runtime_stops_the_planning(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"(?s)4 runs .* 10 min a run .*needs 41 min, more than "
+                                         r"set-resources.train.max_runtime 30 min: lower "
+                                         r"set-resources.train.runs_per_job to at most 2"):
+        planned(tmp_path, monkeypatch, packing={"runs_per_job": 4, "run_minutes": 10, "max_runtime": 30},
+                seeds=[1, 2, 3, 4])
+    side_by_side = planned(tmp_path / "fits", monkeypatch, seeds=[1, 2, 3, 4],
+                           packing={"runs_per_job": 4, "runs_at_once": 2, "run_minutes": 10, "max_runtime": 30})
+    assert side_by_side.pack_runtime(Wildcards(PACK, seeds="1-4"), attempt=1) == 21  # 2 turns of 2 runs
+
+
+def test_a_pack_whose_measured_runs_exceed_max_runtime_is_refused_not_cut_short(tmp_path, monkeypatch):
+    packed = planned(tmp_path, monkeypatch, packing={"runs_per_job": 4, "run_minutes": 5, "max_runtime": 60},
+                     seeds=[1, 2, 3, 4])
+    pack = Wildcards(PACK, seeds="1-4")
+    finish(packed, {**PACK, "seed": 1}, wall_seconds=20 * 60)  # 1.5 x 20 min a run: 3 runs need 91 min
+    with pytest.raises(ValueError, match=r"pack 1-4 of scratch_cnn · scratch: .*longest measured run.*"
+                                         r"needs 91 min.*runs_per_job to at most 1"):
+        packed.pack_runtime(pack, attempt=1)

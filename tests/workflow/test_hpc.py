@@ -204,7 +204,7 @@ def test_own_configfile_runs_exactly_its_datasets(own_data, tmp_path):
     mine = write_config(tmp_path / "mine.yaml", own_data, seeds=[1])
     output = dry_run_in_project("--configfile", str(mine))
     assert train_jobs(output) == 3
-    assert "results/tiny/runs/" in output and "results/demo/" not in output
+    assert "results/tiny/packs/" in output and "results/demo/" not in output
 
 
 def test_configfiles_merge_in_order_and_config_overrides_apply(own_data, tmp_path):

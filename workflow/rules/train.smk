@@ -29,11 +29,16 @@ rule train:
         runs_at_once=PACKING["runs_at_once"],
         feature_cache=FEATURE_CACHE,
         external=STUDY.external_settings,
+        # Snakemake deletes the declared log before every attempt: every attempt's
+        # output is also appended here, after a header naming the attempt and the time.
+        attempts=f"{PACK_LOG_DIR}/attempts.log",
     shell:
-        "python -m scripts train-pack --dataset {wildcards.dataset} --model {wildcards.model}"
+        "{{ echo \"== attempt $(( $(grep -c '^== attempt ' {params.attempts} 2>/dev/null || :) + 1 ))"
+        ' $(date -Iseconds) ==";'
+        " python -m scripts train-pack --dataset {wildcards.dataset} --model {wildcards.model}"
         " --strategy {wildcards.strategy} --weights-name {wildcards.weights}"
         " --fraction {wildcards.fraction} --images {input.images}"
         " --settings {params.settings:q} --members {params.members:q}"
         " --feature-cache {params.feature_cache} --external-tests {params.external:q}"
         " --record {output} --threads {threads}"
-        " --runs-at-once {params.runs_at_once} > {log} 2>&1"
+        " --runs-at-once {params.runs_at_once}; }} 2>&1 | tee -a {params.attempts} > {log}"
