@@ -112,18 +112,18 @@ def leakage(root: str, index: str, policy: str, output: str) -> None:
     Per test image the most similar image of the training pool (train and val) and
     whether it is a copy: byte-identical or re-encoded (a near-duplicate), and where the
     index has groups, the groups (patients) with images in both. ``policy`` is
-    ``data.leakage``: ``fail`` names every copy and writes nothing (a shared group is
-    reported, never dropped: which file names mean one patient is the config's claim)."""
+    ``data.leakage``: ``fail`` names every copy and every such patient and writes
+    nothing; ``drop`` leaves both out of every seed's test set (:func:`split`); ``warn``
+    keeps them, and the report qualifies the claims."""
     images = fsutil.read_table(index)
     table = manifests.leakage_table(images, _fingerprints(root, list(images["path"])))
-    copies = manifests.copies_of(table)
-    if len(copies) and policy == "fail":
-        raise manifests.leakage_error(root, copies)
+    copies, shared = manifests.copies_of(table), manifests.groups_in_training(table)
+    if (len(copies) or len(shared)) and policy == "fail":
+        raise manifests.leakage_error(root, copies, shared)
     for row in copies.itertuples():
         print(f"WARNING leakage: {row.path} ≈ {row.most_similar} (r = {row.correlation:.2f})")
     print(f"{len(copies)} of {len(table)} test images are copies of training or validation images "
           f"({int(copies['identical'].sum())} byte-identical)")
-    shared = manifests.groups_in_training(table)
     for row in shared.itertuples():
         print(f"WARNING patient in training and test: group {row.group} ({row.n_test} test image(s): {row.paths})")
     if table["group"].ne("").any():
@@ -136,12 +136,15 @@ def split(index: str, leakage_table: str, seed: int, settings: dict, output: str
     """The seed's stratified validation split and training ranks.
 
     :func:`scripts.data.splits.make_split`; ``leakage_table``: the :func:`leakage`
-    table, whose near-duplicates ``leakage: drop`` leaves out."""
+    table, whose near-duplicates and images of patients with training images
+    ``leakage: drop`` leaves out."""
     from scripts.data.splits import make_split
 
     checked = fsutil.read_table(leakage_table)
-    near_copies = frozenset(checked.loc[checked["near_duplicate"].eq(True), "path"])
-    table, note = make_split(fsutil.read_table(index), seed, settings, near_copies)
+    flagged = checked["near_duplicate"].eq(True)
+    if "group_in_training" in checked:
+        flagged |= checked["group_in_training"].eq(True)
+    table, note = make_split(fsutil.read_table(index), seed, settings, frozenset(checked.loc[flagged, "path"]))
     print(note)
     fsutil.write_csv(output, table)
 

@@ -237,13 +237,19 @@ def groups_in_training(table: pd.DataFrame) -> pd.DataFrame:
             if len(shared) else pd.DataFrame(columns=["group", "n_test", "paths"]))
 
 
-def leakage_error(root: str | Path, copies: pd.DataFrame) -> DataError:
+def leakage_error(root: str | Path, copies: pd.DataFrame, shared: pd.DataFrame) -> DataError:
     """The ``leakage: fail`` error naming every test image that is a copy (``copies``:
-    rows of :func:`copies_of`) and its training-pool partner."""
+    rows of :func:`copies_of`) with its training-pool partner, and every patient with
+    test and training images (``shared``: :func:`groups_in_training`)."""
     pairs = [f"{row.path} ≈ {row.most_similar} (r = {row.correlation:.2f}, "
              f"{'byte-identical' if row.identical else 're-encoded'})" for row in copies.itertuples()]
-    return DataError(
-        _problem_list(f"test images of {root} that are copies of training or validation images (leakage)", pairs)
-        + "\nRemove them, or set data.leakage: drop (leave them out of the test set) or warn (keep them, "
-        "flagged in the report)."
-    )
+    patients = [f"{row.group}: {row.paths}" for row in shared.itertuples()]
+    found = []
+    if pairs:
+        found.append(_problem_list(f"test images of {root} that are copies of training or validation images "
+                                   "(leakage)", pairs))
+    if patients:
+        found.append(_problem_list(f"patients of {root} with test images and training or validation images "
+                                   "(their test images)", patients))
+    return DataError("\n".join(found) + "\nRemove them, or set data.leakage: drop (leave them out of the test set) "
+                     "or warn (keep them, flagged in the report).")

@@ -45,15 +45,26 @@ def pretraining_warnings(d: dict, study: dict) -> list[dict]:
 
 
 def leakage_warnings(d: dict, study: dict) -> list[dict]:
+    """Test images that are copies of training images, and test images of patients who
+    also have training images: a note where ``data.leakage: drop`` removed them, a
+    warning on every claim where they were kept."""
     leak, link = d["leakage"], f"data-{d['index']}"
     if leak is None:
         return [_warning("leakage", "the check for test images that are copies of training images did not run.", link)]
-    if not leak["copies"]:
+    found = []
+    if leak["copies"]:
+        found.append(f"{len(leak['copies'])} of {leak['n_checked']} test images are copies of training or "
+                     "validation images")
+    if leak["shared_groups"]:
+        images = sum(int(group["n_test"]) for group in leak["shared_groups"])
+        found.append(f"{_plural(images, 'test image')} belong to {len(leak['shared_groups'])} of "
+                     f"{leak['n_test_groups']} test patients who also have training or validation images")
+    if not found:
         return []
-    copies = f"{len(leak['copies'])} of {leak['n_checked']} test images are copies of training or validation images"
     if leak["policy"] == "drop":
-        return [_warning("leakage", f"{copies}; they were removed from the test set.", link, "note")]
-    return [_warning("leakage", f"{copies}, kept in the test set: its metrics are optimistic for them.", link)]
+        return [_warning("leakage", f"{'; '.join(found)}; they were removed from the test set.", link, "note")]
+    return [_warning("leakage", f"{'; '.join(found)}, kept in the test set: its metrics are optimistic for them.",
+                     link)]
 
 
 def shortcut_warnings(d: dict, study: dict) -> list[dict]:

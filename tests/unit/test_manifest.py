@@ -211,14 +211,18 @@ def test_leakage_table_reports_the_patients_with_training_and_test_images():
     assert groups_in_training(table[~table["group_in_training"]]).empty
 
 
-def test_leakage_error_names_every_copy_its_partner_and_the_kind():
+def test_leakage_error_names_every_copy_its_partner_and_the_kind_and_every_shared_patient():
     copies = pd.DataFrame({"path": ["test/A/1.png", "test/A/2.png"], "most_similar": ["train/A/1.png", "val/A/9.png"],
                            "correlation": [1.0, 0.8612], "identical": [True, False]})
-    message = str(leakage_error("data", copies))
+    shared = pd.DataFrame({"group": ["P1"], "n_test": [2], "paths": ["test/A/3.png test/A/4.png"]})
+    message = str(leakage_error("data", copies, shared))
     assert "test images of data that are copies of training or validation images (leakage) (2):" in message
     assert "  - test/A/1.png ≈ train/A/1.png (r = 1.00, byte-identical)" in message
     assert "  - test/A/2.png ≈ val/A/9.png (r = 0.86, re-encoded)" in message
+    assert "patients of data with test images and training or validation images (their test images) (1):\n" \
+           "  - P1: test/A/3.png test/A/4.png" in message
     assert "data.leakage: drop" in message
+    assert "patients" not in str(leakage_error("data", copies, shared.iloc[:0]))
 
 
 # The demo's test images that are copies of training images, with their partners.

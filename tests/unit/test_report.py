@@ -429,7 +429,8 @@ def test_decision_warnings_from_hand_built_sections():
               "temperature": 100.0, "shortcut_score": 0.3, "cam_cells": "2x2", "cam_informative": False}
     d = {"index": 2, "verdict": {"chosen": chosen, "too_few_seeds": True, "shortcut": {
         "chosen_flagged": False, "flagged": [], "threshold": 0.4}}, "missing": [{"seed": 3}],
-        "leakage": {"copies": [], "n_checked": 5, "policy": "warn"}, "external": []}
+        "leakage": {"copies": [], "n_checked": 5, "policy": "warn", "shared_groups": [], "n_test_groups": 0},
+        "external": []}
     study = {"not_pretrained": ["vgg16"]}
     assert qualifiers.seeds_warnings(d, study)[0]["text"].startswith("1 seed: too few to conclude; the interval over "
                                                                   "seeds is undefined.")
@@ -439,6 +440,13 @@ def test_decision_warnings_from_hand_built_sections():
     # another source ran
     assert qualifiers.pretraining_warnings(random_init, {"not_pretrained": []})[0]["level"] == "warn"
     assert qualifiers.leakage_warnings(d, study) == []
+    shared = {**d["leakage"], "shared_groups": [{"group": "p1", "n_test": 2, "paths": "a b"}], "n_test_groups": 4}
+    kept = qualifiers.leakage_warnings({**d, "leakage": shared}, study)[0]
+    assert kept["level"] == "warn" and kept["text"] == (
+        "2 test images belong to 1 of 4 test patients who also have training or validation images, kept in the "
+        "test set: its metrics are optimistic for them.")
+    dropped = qualifiers.leakage_warnings({**d, "leakage": {**shared, "policy": "drop"}}, study)[0]
+    assert dropped["level"] == "note" and dropped["text"].endswith("; they were removed from the test set.")
     assert qualifiers.leakage_warnings({**d, "leakage": None}, study)[0]["text"] == (
         "the check for test images that are copies of training images did not run.")
     assert "(2x2 cells) cannot locate anything" in qualifiers.shortcut_warnings(d, study)[0]["text"]

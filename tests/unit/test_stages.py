@@ -242,21 +242,31 @@ def test_verify_names_an_image_the_pattern_gives_no_patient_and_writes_nothing(k
     assert not (tmp_path / "index.csv").exists() and not (tmp_path / "verify.json").exists()
 
 
-def test_leakage_reports_the_patient_with_training_and_test_images(kermany, tmp_path, capsys):
-    """No test image is a copy, so even ``fail`` passes; person83 has 3 training images
-    and 1 test image: reported by name, not dropped."""
-    stages.leakage(str(kermany["data"]), str(kermany["index"]), "fail", str(tmp_path / "leakage.csv"))
-    out = capsys.readouterr().out
+def test_a_patient_with_training_and_test_images_is_dropped_kept_or_named_as_the_policy_says(kermany, tmp_path,
+                                                                                             capsys):
+    """No test image is a copy, but person83 has 3 training images and 1 test image:
+    ``drop`` leaves that test image out of every seed's test set, ``warn`` keeps it,
+    ``fail`` names the patient and writes nothing."""
     shared = f"test/PNEUMONIA/{SHARED_PATIENT}_bacteria_414.jpeg"
+    with pytest.raises(DataError, match=rf"patients of .* with test images and training or validation images "
+                                        rf"\(their test images\) \(1\):\n  - {SHARED_PATIENT}: {shared}"):
+        stages.leakage(str(kermany["data"]), str(kermany["index"]), "fail", str(tmp_path / "failed.csv"))
+    assert not (tmp_path / "failed.csv").exists()
+    stages.leakage(str(kermany["data"]), str(kermany["index"]), "drop", str(tmp_path / "leakage.csv"))
+    out = capsys.readouterr().out
     assert f"WARNING patient in training and test: group {SHARED_PATIENT} (1 test image(s): {shared})" in out
     assert "0 of 31 test images are copies" in out
     assert "1 of 31 test groups (patients) also have training or validation images" in out
     table = pd.read_csv(tmp_path / "leakage.csv", keep_default_na=False)
     assert list(table.loc[table["group_in_training"], "path"]) == [shared]
-    settings = {"val_fraction": 0.3, "leakage": "drop", "val_folder": "auto", "min_val_per_class": 20}
-    stages.split(str(kermany["index"]), str(tmp_path / "leakage.csv"), 1, settings, str(tmp_path / "split.csv"))
-    split = pd.read_csv(tmp_path / "split.csv", keep_default_na=False).set_index("path")
-    assert split.loc[shared, "subset"] == "test" and (split["subset"] != "dropped").all()
+    for policy, subset in (("drop", "dropped"), ("warn", "test")):
+        settings = {"val_fraction": 0.3, "leakage": policy, "val_folder": "auto", "min_val_per_class": 20}
+        for seed in (1, 2):
+            stages.split(str(kermany["index"]), str(tmp_path / "leakage.csv"), seed, settings,
+                         str(tmp_path / "split.csv"))
+            split = pd.read_csv(tmp_path / "split.csv", keep_default_na=False).set_index("path")
+            assert split.loc[shared, "subset"] == subset
+            assert (split.drop(index=shared)["subset"] != "dropped").all()
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
