@@ -29,7 +29,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-$(GPU_STAMP): $(STAMP) requirements-gpu.txt
+$(GPU_STAMP): $(STAMP) requirements-gpu.txt constraints-gpu.txt
 	$(VENV)/bin/pip install --quiet -r requirements-gpu.txt
 	touch $@
 

@@ -18,12 +18,13 @@ from scripts.data.manifest import DataError  # noqa: F401  (the package imports 
 RULE = re.compile(r"^[ \t]*rule (\w+):(.*?)(?=^[ \t]*rule |\Z)", re.S | re.M)
 
 
-def requirement_pins() -> dict[str, str]:
+def requirement_pins(*files: str) -> dict[str, str]:
     pins = {}
-    for line in (PROJECT / "requirements.txt").read_text().splitlines():
-        if "==" in line and not line.startswith("#"):
-            name, version = line.split("==")
-            pins[normalise(name)] = version.strip()
+    for file in files or ("requirements.txt", "constraints-gpu.txt"):
+        for line in (PROJECT / file).read_text().splitlines():
+            if "==" in line and not line.startswith("#"):
+                name, version = line.split("==")
+                pins[normalise(name)] = version.strip()
     return pins
 
 
@@ -70,7 +71,24 @@ def test_gpu_requirements_are_the_runtime_pins_with_tensorflows_cuda_extra():
     """`make install GPU=1` installs requirements-gpu.txt: the runtime pins plus
     tensorflow[and-cuda] at the pinned TensorFlow version, nothing else."""
     lines = requirement_lines("requirements-gpu.txt")
-    assert lines == ["-r requirements.txt", f"tensorflow[and-cuda]=={requirement_pins()['tensorflow']}"]
+    assert lines == ["-r requirements.txt", "-c constraints-gpu.txt",
+                     f"tensorflow[and-cuda]=={requirement_pins()['tensorflow']}"]
+
+
+def test_the_cuda_wheels_are_pinned_within_tensorflows_range_and_alike_in_the_gpu_env():
+    """Every CUDA wheel TensorFlow's and-cuda extra asks for has one pin, inside the
+    range TensorFlow accepts, and envs/tensorflow.yaml pins the same."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    wanted = [Requirement(r.split(";")[0]) for r in requires("tensorflow") if 'extra == "and-cuda"' in r]
+    pins = requirement_pins("constraints-gpu.txt")
+    assert sorted(pins) == sorted(normalise(r.name) for r in wanted)
+    assert all(r.specifier.contains(pins[normalise(r.name)]) for r in wanted)
+    env = yaml.safe_load((PROJECT / "envs" / "tensorflow.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert {normalise(s.split("==")[0]): s.split("==")[1] for s in pip if s.startswith("nvidia-")} == pins
 
 
 def pypi_reachable() -> bool:
