@@ -147,6 +147,8 @@ def configure_tensorflow(settings: dict, threads: int) -> dict:
     for gpu in gpus:
         # Without growth TF grabs the whole card, which breaks shared or MIG GPUs.
         tf.config.experimental.set_memory_growth(gpu, True)
+    if gpus:
+        check_first_operation("/GPU:0")
     policy = {"none": "float32", "float16": "mixed_float16",
               "bfloat16": "mixed_bfloat16"}[settings["mixed_precision"]]
     keras.mixed_precision.set_global_policy(policy)
@@ -164,6 +166,31 @@ def configure_tensorflow(settings: dict, threads: int) -> dict:
         "xla": settings["xla"],
         "deterministic_ops": settings["deterministic"],
     }
+
+
+def first_convolution(device: str) -> float:
+    """A tiny convolution on ``device``: it needs cuDNN, where most broken GPU set-ups fail."""
+    import tensorflow as tf
+
+    with tf.device(device):
+        return float(tf.reduce_sum(tf.nn.conv2d(tf.ones((1, 8, 8, 1)), tf.ones((3, 3, 1, 1)), 1, "SAME")))
+
+
+def check_first_operation(device: str, operation=first_convolution) -> None:
+    """Run one tiny operation on ``device`` before any training. A GPU that TensorFlow
+    lists but cannot compute on (cuDNN from a module loaded ahead of the wheels, a PTX
+    or driver mismatch, a card in exclusive-process mode held by another process) then
+    stops the job once, with one line, instead of failing every seed with a traceback."""
+    try:
+        operation(device)
+    except Exception as error:  # TensorFlow raises its OpError subclasses, or plain runtime errors
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise DeviceError(
+            f"TensorFlow lists this job's GPU, but its first operation on {device} failed: {first}. Likely "
+            "causes: CUDA or cuDNN libraries from a `module load` ahead of TensorFlow's own wheels (run without "
+            "that module, or check LD_LIBRARY_PATH), a driver too old for CUDA 12 (`nvidia-smi`), or a GPU in "
+            "exclusive-process mode that another process holds. The job stops rather than train on the CPU; "
+            "to train on the CPU on purpose, set training.device: cpu.") from error
 
 
 def gpu_stack(model: str | None, driver: str | None, build_info: Mapping, packages: dict | None) -> dict:

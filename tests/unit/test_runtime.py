@@ -16,8 +16,10 @@ from conftest import PROJECT
 from scripts.common.layout import RUN_FILES
 from scripts.train.runtime import (
     DeviceError,
+    check_first_operation,
     choose_device,
     configure_tensorflow,
+    first_convolution,
     gpu_stack,
     granted_gpus,
     missing_cuda_packages,
@@ -128,3 +130,22 @@ def test_a_gpu_job_records_the_card_driver_build_and_cuda_packages():
     assert gpu_stack("NVIDIA H100 80GB HBM3", "550.54.14", build, {"nvidia-cudnn-cu12": "9.3.0.75"}) == {
         "model": "NVIDIA H100 80GB HBM3", "driver": "550.54.14", "cuda": "12.5.1", "cudnn": "9",
         "nvidia_packages": {"nvidia-cudnn-cu12": "9.3.0.75"}}
+
+
+def test_a_device_whose_first_operation_fails_stops_the_job_with_one_line():
+    """TensorFlow lists the GPU but cannot compute on it (here an operation that fails as
+    a cuDNN mismatch does): one DeviceError naming the device, the cause and the fix."""
+    import tensorflow as tf
+
+    assert first_convolution("/CPU:0") == 36 * 9 + 24 * 6 + 4 * 4  # 3x3 ones over 8x8 ones, zero-padded
+    check_first_operation("/CPU:0")
+
+    def broken(device):
+        raise tf.errors.InternalError(None, None, "cuDNN launch failure : input shape([1,1,8,8])\nmore detail")
+
+    with pytest.raises(DeviceError) as stopped:
+        check_first_operation("/GPU:0", broken)
+    message = str(stopped.value)
+    assert message.startswith("TensorFlow lists this job's GPU, but its first operation on /GPU:0 failed: "
+                              "cuDNN launch failure : input shape([1,1,8,8]).")
+    assert "\n" not in message and "training.device: cpu" in message
