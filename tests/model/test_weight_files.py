@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import socket
 import threading
 from functools import partial
@@ -131,9 +132,11 @@ def test_workflow_fetches_once_and_two_runs_reuse_the_file_offline(weights_serve
     html = (tmp_path / "results/report.html").read_text()
     assert weights_server["sha256"] in html and "NOT pretrained" not in html
 
-    # a corrupted cache file is refused by the training job itself, naming the file
+    # a corrupted cache file is refused by the training job itself, naming the file (the
+    # runs' folders removed, as config/README.md says to redo finished runs)
     cached = tmp_path / "cache" / "efficientnetb0_notop.h5"
     cached.write_bytes(cached.read_bytes()[:-100])
+    shutil.rmtree(tmp_path / "results/tiny/runs")
     result = snakemake(tmp_path, "--configfile", str(config), "--cores", "1", "--forcerun", "train",
                        check=False)
     assert result.returncode != 0
