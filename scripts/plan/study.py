@@ -234,6 +234,18 @@ class Study:
         turns = math.ceil(max(1, len(to_train)) / self.packing["runs_at_once"])
         return grid.pack_minutes(per_run, turns, attempt, self.packing["max_runtime"])
 
+    def unfinished_runs(self, shown: int = 20) -> list[str]:
+        """Lines for the end of a failed workflow run: how many planned runs have no
+        current finished record, and the first ``shown`` with their logs."""
+        runs = [run for run in self.runs if self.current_record(run) is None]
+        if not runs:
+            return []
+        lines = [f"{len(runs)} of {len(self.runs)} runs have not finished (their logs):"]
+        lines += [f"  {run['dir']}: {run['log_dir']}/train.log" for run in runs[:shown]]
+        return lines + ([f"  ... and {len(runs) - shown} more (results/runs.csv after a report)"]
+                        if len(runs) > shown else [])
+
+
 def named_paths(kind: str, names=None):
     """A params function: the job's named inputs or outputs (``kind``), only ``names``
     if given, as one JSON mapping. The step reads its files by these names (the keys of

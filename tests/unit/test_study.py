@@ -151,3 +151,12 @@ def test_a_pack_whose_measured_runs_exceed_max_runtime_is_refused_not_cut_short(
     with pytest.raises(ValueError, match=r"pack 1-4 of scratch_cnn · scratch: .*longest measured run.*"
                                          r"needs 91 min.*runs_per_job to at most 1"):
         packed.pack_runtime(pack, attempt=1)
+
+
+def test_a_failed_workflow_names_the_runs_still_to_train_and_their_logs(tmp_path, monkeypatch):
+    planned_study = planned(tmp_path, monkeypatch, seeds=[1, 2])
+    lines = planned_study.unfinished_runs(shown=2)
+    run = planned_study.runs[0]
+    assert lines[0] == "6 of 6 runs have not finished (their logs):"
+    assert lines[1] == f"  {run['dir']}: {run['log_dir']}/train.log"
+    assert lines[-1] == "  ... and 4 more (results/runs.csv after a report)" and len(lines) == 4
