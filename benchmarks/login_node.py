@@ -109,8 +109,13 @@ def fabricated_study(work: Path, seeds: int, gradcam: dict | None = None,
 
 
 def finish_runs(work: Path, runs: list[dict]) -> None:
+    """Every run's files from the template of its strategy, and its pack's record as the
+    train job writes it last (one run per pack, as the rules plan them without a profile)."""
     for run in runs:
         shutil.copytree(work / "template" / run["strategy"], work / run["dir"])
+        record = work / layout.PACK_RECORD.format(**run, seeds=f"{run['seed']}-{run['seed']}")
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"runs": [{"seed": run["seed"]}]}))
 
 
 def table_paths(work: Path) -> str:
