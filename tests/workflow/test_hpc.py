@@ -223,7 +223,7 @@ def test_configfiles_merge_in_order_and_config_overrides_apply(own_data, tmp_pat
 
 def train_settings(output: str) -> dict[str, dict]:
     """The training settings of each train job of a dry run's `-p` output, by model."""
-    commands = re.findall(r"^Shell command: (python -m scripts train-pack .*)$", output, re.M)
+    commands = re.findall(r"^Shell command: .*?(python -m scripts train-pack .*)$", output, re.M)
     return {re.search(r"--model (\S+)", command)[1]:
             json.loads(re.search(r"--settings '(.*?)'", command)[1])["training"] for command in commands}
 

@@ -52,7 +52,7 @@ def test_per_model_training_settings_reach_each_run():
     result = snakemake(PROJECT, "--configfile", str(DEMO_STUDY), "-n", "-p", "--forceall", "--config", override,
                        "weights=none", "models=[scratch_cnn,vgg16,resnet50,efficientnetb0]")
     runs = {}
-    for command in re.findall(r"^Shell command: (python -m scripts train-pack .*)$", result.stdout, re.M):
+    for command in re.findall(r"^Shell command: .*?(python -m scripts train-pack .*)$", result.stdout, re.M):
         model = re.search(r"--model (\S+)", command)[1]
         runs[model] = json.loads(re.search(r"--settings '(.*?)'", command)[1])["training"]
     assert {m: (t["epochs"], t["partial_stages"]) for m, t in runs.items()} == {
