@@ -26,6 +26,20 @@ NO_STUDY = (
 
 
 # ---- Which settings the study runs with ---------------------------------------------
+def mixed_datasets(config: dict, given: dict) -> str | None:
+    """Why the study stops when the command line names datasets and config/config.yaml
+    adds others to them (Snakemake merges the two `datasets:` mappings): a study from
+    `--configfile` must not train the shipped study's data beside its own unasked."""
+    if not given.get("datasets"):
+        return None
+    added = sorted(set(config["datasets"]) - set(given["datasets"]))
+    if not added:
+        return None
+    return (f"datasets: {added} from config/config.yaml would run beside {sorted(given['datasets'])} from the "
+            "command line, as Snakemake merges the two mappings: run your study alone with "
+            "--replace-workflow-config, or name every dataset in one file (config/README.md, \"Your study\")")
+
+
 def schema_alternatives(schema: dict, root: dict) -> list[dict]:
     """The plain schemas a value may match at ``schema``: its $ref resolved and its
     oneOf/anyOf alternatives listed."""

@@ -55,10 +55,14 @@ def config_files(workflow) -> list[str]:
     return [str(path) for path in workflow.configfiles if str(path) not in given] + given
 
 
-def command_line_config(workflow) -> dict:
-    """The `--config` values, as Snakemake parsed them; none for a module, which gets
-    its config from the workflow that imports it."""
-    return {} if workflow.modifier.skip_configfile else dict(workflow.config_settings.config)
+def command_line_config(workflow, with_files: bool = False) -> dict:
+    """The `--config` values, as Snakemake parsed them (``with_files``: the `--configfile`
+    files merged under them); none for a module, which gets its config from the
+    workflow that imports it."""
+    if workflow.modifier.skip_configfile:
+        return {}
+    settings = workflow.config_settings
+    return dict(settings.overwrite_config if with_files else settings.config)
 
 
 def profile_file(argv: list[str], environ: dict[str, str]) -> str | None:

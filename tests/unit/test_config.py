@@ -58,11 +58,22 @@ def test_a_per_model_setting_and_a_string_that_is_no_number_stay_as_the_user_wro
         "training": {"epochs": {"default": 4, "vgg16": 2}, "image_size": "big"}, "unknown": "1"}
 
 
-def test_the_shipped_study_file_names_no_dataset_and_sets_nothing_else():
-    """config/config.yaml is the user's study: a --configfile merged on top of it gets
-    nothing from it, and the demo is a file of its own."""
-    assert yaml.safe_load((PROJECT / "config" / "config.yaml").read_text()) == {"datasets": {}}
-    assert list(DEMO_STUDY["datasets"]) == ["demo"]
+def test_the_shipped_study_plans_the_bundled_data_and_holds_none_of_the_demo_settings():
+    """config/config.yaml is the user's study: from a fresh clone it plans the bundled demo
+    data at the schema's defaults; the demo's fast settings live in their own file."""
+    shipped = yaml.safe_load((PROJECT / "config" / "config.yaml").read_text())
+    assert list(shipped["datasets"]) == list(DEMO_STUDY["datasets"]) == ["demo"]
+    assert set(shipped) == {"datasets", "models", "strategies", "seeds", "weights"} and "training" in DEMO_STUDY
+    assert set(shipped) <= set(DEMO_STUDY)  # the demo names every key it has: nothing mixes into the demo
+
+
+def test_a_command_line_study_with_its_own_datasets_stops_rather_than_train_the_shipped_ones_too():
+    merged = {"datasets": {"demo": {}, "mine": {}}}
+    message = study_config.mixed_datasets(merged, {"datasets": {"mine": {}}})
+    assert message.startswith("datasets: ['demo'] from config/config.yaml would run beside ['mine']")
+    assert "--replace-workflow-config" in message
+    assert study_config.mixed_datasets(merged, {"seeds": [1]}) is None  # settings only: it changes the study
+    assert study_config.mixed_datasets(merged, {"datasets": {"demo": {}, "mine": {}}}) is None
 
 
 def test_a_study_takes_schema_defaults_for_what_it_omits_never_the_demo_settings():

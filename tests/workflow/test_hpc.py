@@ -191,8 +191,8 @@ def own_data(tmp_path_factory):
 
 def dry_run_in_project(*args: str, returncode: int = 0) -> str:
     """A dry run from the repository root, where the Snakefile's configfile
-    (config/config.yaml, which names no dataset as shipped) is found: the situation of a
-    user following the README."""
+    (config/config.yaml, the shipped study of the bundled data) is found: the situation of
+    a user following the README."""
     result = run([sys.executable, "-m", "snakemake", "-n", "--forceall", *args], PROJECT)
     assert result.returncode == returncode, result.stderr[-3000:]
     return result.stdout + result.stderr
@@ -200,9 +200,11 @@ def dry_run_in_project(*args: str, returncode: int = 0) -> str:
 
 def test_own_configfile_runs_exactly_its_datasets(own_data, tmp_path):
     """3 train jobs (scratch_cnn x scratch, vgg16 x scratch/partial) on `tiny` only;
-    fails with 6 when the demo dataset is merged back in."""
+    without --replace-workflow-config the shipped study's dataset would join it: a stop."""
     mine = write_config(tmp_path / "mine.yaml", own_data, seeds=[1])
-    output = dry_run_in_project("--configfile", str(mine))
+    mixed = dry_run_in_project("--configfile", str(mine), returncode=1)
+    assert "datasets: ['demo'] from config/config.yaml would run beside ['tiny']" in mixed
+    output = dry_run_in_project("--configfile", str(mine), "--replace-workflow-config")
     assert train_jobs(output) == 3
     assert "results/tiny/packs/" in output and "results/demo/" not in output
 
@@ -217,7 +219,7 @@ def test_configfiles_merge_in_order_and_config_overrides_apply(own_data, tmp_pat
     assert train_jobs(output) == 10 and "results/demo/" in output
 
     mine = write_config(tmp_path / "mine.yaml", own_data, seeds=[1])
-    output = dry_run_in_project("--configfile", str(mine), "--config", "seeds=[1,2]")
+    output = dry_run_in_project("--configfile", str(mine), "--replace-workflow-config", "--config", "seeds=[1,2]")
     assert train_jobs(output) == 6 and "results/demo/" not in output
 
 
@@ -237,8 +239,8 @@ def test_own_configfile_with_datasets_takes_schema_defaults_not_the_demo_setting
     mine.write_text(yaml.safe_dump({
         "datasets": {"tiny": {"path": str(own_data), "manifest": f"{own_data}.sha256"}},
         "models": ["scratch_cnn"], "strategies": ["scratch"], "seeds": [1], "training": {"image_size": 32}}))
-    output = dry_run_in_project("-p", "--configfile", str(mine))
-    assert f"study settings from config/config.yaml, {mine}" in output
+    output = dry_run_in_project("-p", "--configfile", str(mine), "--replace-workflow-config")
+    assert f"study settings from {mine}" in output
     training = train_settings(output)["scratch_cnn"]
     assert (training["epochs"], training["early_stopping_patience"], training["image_size"]) == (20, 5, 32)
     assert (training["learning_rate"], training["warmup_epochs"]) == (1e-4, 3)
@@ -254,10 +256,10 @@ def test_own_configfile_with_datasets_takes_schema_defaults_not_the_demo_setting
 
 
 def test_a_study_without_datasets_stops_naming_the_key_and_the_demo(tmp_path):
-    """A settings-only file on the shipped config/config.yaml: nothing to train."""
+    """A settings-only file alone (config/config.yaml dropped): nothing to train."""
     settings = tmp_path / "settings.yaml"
     settings.write_text(yaml.safe_dump({"seeds": [1], "training": {"image_size": 32}}))
-    output = dry_run_in_project("--configfile", str(settings), returncode=1)
+    output = dry_run_in_project("--configfile", str(settings), "--replace-workflow-config", returncode=1)
     assert "the study names no dataset under datasets" in output and "config/demo.yaml" in output
 
 

@@ -30,7 +30,11 @@ from scripts.site.snakemake_internals import (  # noqa: E402
     profile_resources,
 )
 from scripts.train.models import MODELS  # noqa: E402
-from scripts.weights.weight_files import file_name, load_registry  # noqa: E402
+from scripts.weights.weight_files import (  # noqa: E402
+    HED_VGG16_FILE,
+    file_name,
+    load_registry,
+)
 
 # Every path the workflow writes.
 from scripts.common.layout import (  # noqa: E402
@@ -43,7 +47,6 @@ from scripts.common.layout import (  # noqa: E402
     SPLIT,
     TABLES,
 )
-from scripts.weights.weight_files import HED_VGG16_FILE  # noqa: E402
 
 # ---- The study's settings: Snakemake's config, the schema fills in defaults. ----------
 # config/config.yaml (the Snakefile's `configfile:`), each --configfile merged on top,
@@ -59,6 +62,11 @@ update_config(
 )
 if not config.get("datasets"):
     raise WorkflowError(study_config.NO_STUDY)
+MIXED = study_config.mixed_datasets(
+    config, command_line_config(workflow, with_files=True)
+)
+if MIXED:
+    raise WorkflowError(MIXED)
 SETTINGS = {
     "files": config_files(workflow),
     "user_set": sorted(key for key, _ in study_config.leaves(config)),
