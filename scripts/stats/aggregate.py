@@ -176,8 +176,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     paths, y_true, _ = predictions[done.index[0]]
     family = largest_family(done[CONFIG].drop_duplicates().to_dict("records"))
     resamples = st.resamples_for_family(evaluation["bootstrap_resamples"], family, SIGNIFICANCE)
-    groups = (read_test_groups(plan["datasets"][name]["split"], paths)
-              if config["datasets"][name].get("groups") else None)
+    groups = read_test_groups(plan["datasets"][name]["split"], paths)
     bootstrap = st.SharedBootstrap(y_true, resamples, evaluation["bootstrap_seed"], positive, groups)
     summary, resampled = _summary(plan, finished, metrics, selection, bootstrap)
 

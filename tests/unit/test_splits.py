@@ -25,7 +25,7 @@ REENCODED = frozenset({"test/Covid/0112.jpg", "test/Covid/0100.jpeg",
 
 
 def split(index, seed, near_copies=REENCODED, **settings):
-    return make_split(index, seed, {**SETTINGS, **settings}, near_copies)
+    return make_split(index, seed, {**SETTINGS, **settings}, near_copies, [])
 
 
 def test_same_seed_same_split_other_seed_differs(index):
@@ -171,7 +171,7 @@ def test_the_grouped_hold_out_never_splits_a_patient_and_stays_stratified(patien
     patient_of = dict(zip(patients["path"], patients["group"], strict=True))
     held_out = []
     for seed in range(1, 6):
-        table, note = make_split(patients, seed, {**SETTINGS, "val_fraction": 0.3}, frozenset())
+        table, note = make_split(patients, seed, {**SETTINGS, "val_fraction": 0.3}, frozenset(), [])
         trainval = table[table["split"] == "train"]
         sides = trainval.groupby(trainval["path"].map(patient_of))["subset"].nunique()
         assert (sides == 1).all(), f"seed {seed} splits the patients {list(sides.index[sides > 1])}"
@@ -184,12 +184,12 @@ def test_the_grouped_hold_out_never_splits_a_patient_and_stays_stratified(patien
 
 
 def test_groups_of_the_test_images_come_from_the_split_in_the_order_asked(patients):
-    table, _ = make_split(patients, 1, SETTINGS, frozenset())
+    table, _ = make_split(patients, 1, SETTINGS, frozenset(), [])
     tests = list(table.loc[table["subset"] == "test", "path"])[::-1]
     groups = groups_of_test_images(table, tests)
     assert list(groups) == [patients.set_index("path").loc[path, "group"] for path in tests]
     assert list(groups).count(SHARED_PATIENT) == 1
-    assert groups_of_test_images(make_split(patients.drop(columns="group"), 1, SETTINGS, frozenset())[0],
+    assert groups_of_test_images(make_split(patients.drop(columns="group"), 1, SETTINGS, frozenset(), [])[0],
                                  tests) is None
 
 
