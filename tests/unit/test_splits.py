@@ -24,8 +24,8 @@ REENCODED = frozenset({"test/Covid/0112.jpg", "test/Covid/0100.jpeg",
                        "test/Covid/auntminnie-2020_01_31_20_24_2322_2020_01_31_x-ray_coronavirus_US.jpg"})
 
 
-def split(index, seed, near_copies=REENCODED, **settings):
-    return make_split(index, seed, {**SETTINGS, **settings}, near_copies, [])
+def split(index, seed, near_copies=REENCODED, copy_pairs=(), **settings):
+    return make_split(index, seed, {**SETTINGS, **settings}, near_copies, list(copy_pairs))
 
 
 def test_same_seed_same_split_other_seed_differs(index):
@@ -102,6 +102,32 @@ def test_drop_policy_drops_a_val_folder_image_identical_to_a_training_image(inde
     table, _ = split(frame, 1, near_copies=frozenset(), leakage="drop")
     dropped = table[table["subset"] == "dropped"]
     assert list(dropped.index[dropped["split"] == "val"]) == [copied] and (dropped["split"] == "test").sum() == 6
+
+
+def test_drop_policy_drops_a_val_folder_image_that_is_a_near_copy_of_a_training_image(index):
+    """A val/ folder used as it is cannot keep a near-copy pair together: its copy of a
+    training image is dropped, and a pair inside the folder stays."""
+    frame = with_val_folder(index, 20)
+    val, train = frame.loc[frame["split"] == "val", "path"], frame.loc[frame["split"] == "train", "path"]
+    pairs = [(train.iloc[0], val.iloc[0]), (val.iloc[1], val.iloc[2])]
+    table, _ = split(frame, 1, near_copies=frozenset(), copy_pairs=pairs, leakage="drop")
+    subset = table.set_index("path")["subset"]
+    assert subset[val.iloc[0]] == "dropped" and subset[train.iloc[0]] == "train"
+    assert (subset[list(val.iloc[1:3])] == "val").all()
+    assert table.set_index("path").loc[val.iloc[1], "unit"] == table.set_index("path").loc[val.iloc[2], "unit"]
+
+
+def test_the_hold_out_keeps_a_chain_of_near_copies_together(index):
+    """Three training images linked by two pairs (a ≈ b, b ≈ c) are one unit: on one side
+    for every seed, held out for some."""
+    covid = list(index.loc[(index["split"] == "train") & (index["label"] == "Covid"), "path"])[:3]
+    sides = set()
+    for seed in range(1, 13):
+        table, _ = split(index, seed, copy_pairs=[(covid[0], covid[1]), (covid[2], covid[1])])
+        subset = table.set_index("path").loc[covid, "subset"]
+        assert subset.nunique() == 1, seed
+        sides.add(subset.iloc[0])
+    assert sides == {"train", "val"}
 
 
 def test_training_fractions_are_stratified_and_nested(index):

@@ -20,6 +20,7 @@ from conftest import DEMO, KERMANY_GROUPS, LEAKED, SHARED_PATIENT, copy_dataset,
 from scripts import stages
 from scripts.data.images import load_image
 from scripts.data.manifest import DataError, make_manifest
+from scripts.stats.run_tables import read_test_groups
 
 COLOUR = {"policy": "warn", "tolerance": 32, "min_share": 0.0005}
 
@@ -212,6 +213,50 @@ def test_the_demos_copies_leave_every_seeds_test_set_alike(tmp_path, capsys):
     assert {"test/Covid/0112.jpg", "test/Covid/0100.jpeg", "test/Covid/COVID-00037.jpg",
             "test/Covid/auntminnie-2020_01_31_20_24_2322_2020_01_31_x-ray_coronavirus_US.jpg"} <= dropped[1]
     assert len(dropped[1]) == 9 and twins_held_out  # some seed holds out a twin for validation
+
+
+# Near-copies (different bytes) of the demo: within its training pool, and within its test set.
+DEMO_POOL_COPIES = [("train/Covid/COVID-00033.jpg", "train/Covid/COVID-00037.jpg"),
+                    ("train/Covid/057.jpeg", "train/Covid/078.jpeg"), ("train/Covid/068.jpg", "train/Covid/076.jpg")]
+DEMO_TEST_COPIES = [
+    ("test/Covid/0106.jpeg", "test/Covid/auntminnie-c-2020_01_28_23_51_6665_2020_01_28_Vietnam_coronavirus.jpeg"),
+    ("test/Covid/0108.jpeg", "test/Covid/auntminnie-b-2020_01_28_23_51_6665_2020_01_28_Vietnam_coronavirus.jpeg")]
+
+
+def test_the_demos_near_copies_stay_on_one_side_of_every_split_and_are_resampled_as_one(tmp_path):
+    """The leakage step lists the demo's near-copies within the training pool and within
+    the test set; for seeds 1 to 8 the hold-out keeps each pool pair on one side (some seed
+    holds one out whole), and the test bootstrap draws each test pair as one unit."""
+    from scripts.stats.stats import resample_counts
+
+    stages.verify("demo", str(DEMO), "config/manifests/demo.sha256", "warn", None, str(tmp_path / "index.csv"),
+                  str(tmp_path / "verify.json"))
+    stages.leakage(str(DEMO), str(tmp_path / "index.csv"), "warn", str(tmp_path / "leakage.csv"),
+                   str(tmp_path / "copies.csv"))
+    copies = pd.read_csv(tmp_path / "copies.csv", keep_default_na=False)
+    listed = set(zip(copies["path"], copies["copy_of"], copies["within"], strict=True))
+    assert {(a, b, "training pool") for a, b in DEMO_POOL_COPIES} <= listed
+    assert {(a, b, "test set") for a, b in DEMO_TEST_COPIES} <= listed
+    settings = {"val_fraction": 0.15, "leakage": "warn", "val_folder": "auto", "min_val_per_class": 20}
+    held_out = set()
+    for seed in range(1, 9):
+        out = tmp_path / f"seed{seed}.csv"
+        stages.split(str(tmp_path / "index.csv"), str(tmp_path / "leakage.csv"), str(tmp_path / "copies.csv"),
+                     seed, settings, str(out))
+        split = pd.read_csv(out, keep_default_na=False)
+        subset = split.set_index("path")["subset"]
+        for pair in DEMO_POOL_COPIES:
+            assert subset[pair[0]] == subset[pair[1]], (seed, pair)
+            held_out |= {pair} if subset[pair[0]] == "val" else set()
+    assert held_out  # the pairs are held out whole, not never
+    tests = list(split.loc[split["subset"] == "test", "path"])
+    units = read_test_groups(str(out), tests)
+    position = {path: i for i, path in enumerate(tests)}
+    counts = resample_counts(split.set_index("path").loc[tests, "label"], 200, 0, units)
+    for a, b in DEMO_TEST_COPIES:
+        assert units[position[a]] == units[position[b]]
+        np.testing.assert_array_equal(counts[:, position[a]], counts[:, position[b]])
+    assert len(set(units)) < len(tests)
 
 
 @pytest.fixture(scope="module")
