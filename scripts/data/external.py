@@ -179,7 +179,8 @@ def aligned_correlation(query: np.ndarray, reference: np.ndarray, transform: int
     """The correlation of the high-pass filtered thumbnails ``query`` and ``reference``
     after aligning the query to the reference (affine ECC, started from transform
     ``transform`` of the mirrored :data:`TRANSFORMS` list; ``inverted``: the query's grey
-    levels reversed), over the area both cover; 0 where they share less than a third."""
+    levels reversed), over the area both cover (:func:`_correlation_under`); the larger of
+    the correlations at the start and after ECC."""
     import cv2
 
     size = FINGERPRINT_SIZE
@@ -188,13 +189,25 @@ def aligned_correlation(query: np.ndarray, reference: np.ndarray, transform: int
     linear, offset = TRANSFORMS[transform // 2][:, :2], TRANSFORMS[transform // 2][:, 2]
     # reference pixel -> query pixel, the transform's normalised coordinates in pixels
     warp = np.hstack([linear, (size * (offset + 0.5) - 0.5 - linear @ np.full(2, size / 2 - 0.5))[:, None]])
-    warp = warp.astype(np.float32)
+    start = warp.astype(np.float32)
     try:
-        _, warp = cv2.findTransformECC(cv2.GaussianBlur(reference, (0, 0), 1.0), cv2.GaussianBlur(query, (0, 0), 1.0),
-                                       warp, cv2.MOTION_AFFINE,
-                                       (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4), None, 1)
-    except cv2.error:  # did not converge (e.g. a flat image): compare at the starting transform
-        pass
+        _, aligned = cv2.findTransformECC(cv2.GaussianBlur(reference, (0, 0), 1.0),
+                                          cv2.GaussianBlur(query, (0, 0), 1.0), start.copy(), cv2.MOTION_AFFINE,
+                                          (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4), None, 1)
+    except cv2.error:  # did not converge (e.g. a flat image): the starting transform only
+        aligned = start
+    # ECC maximises the correlation of the blurred images; where it drifts from a start that
+    # was already right (a copy with a compressed grey range), the start's correlation stands.
+    return max(_correlation_under(query, reference, start), _correlation_under(query, reference, aligned))
+
+
+def _correlation_under(query: np.ndarray, reference: np.ndarray, warp: np.ndarray) -> float:
+    """The high-pass correlation of ``reference`` and ``query`` sampled at ``warp``
+    (reference pixel → query pixel) over the area both cover; 0 where that is less than
+    a third of the image."""
+    import cv2
+
+    size = FINGERPRINT_SIZE
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     aligned = cv2.warpAffine(query, warp, (size, size), flags=flags)
     covered = cv2.warpAffine(np.ones_like(query), warp, (size, size), flags=flags)
