@@ -129,8 +129,8 @@ class DemoData:
         self.index = self.work / "index.csv"
         stages.verify("demo", str(DEMO), str(DEMO_MANIFEST), "warn", None, str(self.index),
                       str(self.work / "verify.json"))
-        self.leakage = self.work / "leakage.csv"
-        stages.leakage(str(DEMO), str(self.index), "warn", str(self.leakage))
+        self.leakage, self.copies = self.work / "leakage.csv", self.work / "copies.csv"
+        stages.leakage(str(DEMO), str(self.index), "warn", str(self.leakage), str(self.copies))
         self.decode_seconds: dict[int, float] = {}
 
     def images(self, size: int) -> Path:
@@ -151,7 +151,7 @@ class DemoData:
         if not path.exists():
             settings = {key: self.config["data"][key]
                         for key in ("val_fraction", "leakage", "val_folder", "min_val_per_class")}
-            stages.split(str(self.index), str(self.leakage), seed, settings, str(path))
+            stages.split(str(self.index), str(self.leakage), str(self.copies), seed, settings, str(path))
         return path
 
     def training_set(self, size: int, seed: int = 1):

@@ -106,7 +106,7 @@ def thumbnails(root: str, index: str, output: str, size: int = THUMBNAIL_SIZE) -
         np.savez_compressed(handle, images=images, paths=np.asarray(paths, dtype=str))
 
 
-def leakage(root: str, index: str, policy: str, output: str) -> None:
+def leakage(root: str, index: str, policy: str, output: str, copies: str) -> None:
     """Test images that are copies of training or validation images.
 
     Per test image the most similar image of the training pool (train and val) and
@@ -114,37 +114,47 @@ def leakage(root: str, index: str, policy: str, output: str) -> None:
     index has groups, the groups (patients) with images in both. ``policy`` is
     ``data.leakage``: ``fail`` names every copy and every such patient and writes
     nothing; ``drop`` leaves both out of every seed's test set (:func:`split`); ``warn``
-    keeps them, and the report qualifies the claims."""
+    keeps them, and the report qualifies the claims. ``copies``: the near-copy pairs within
+    the training pool and within the test set (:func:`scripts.data.manifest.copies_within`),
+    which the split keeps on one side and the test bootstrap resamples as one unit."""
     images = fsutil.read_table(index)
-    table = manifests.leakage_table(images, _fingerprints(root, list(images["path"])))
-    copies, shared = manifests.copies_of(table), manifests.groups_in_training(table)
-    if (len(copies) or len(shared)) and policy == "fail":
-        raise manifests.leakage_error(root, copies, shared)
-    for row in copies.itertuples():
+    prints = _fingerprints(root, list(images["path"]))
+    table = manifests.leakage_table(images, prints)
+    leaked, shared = manifests.copies_of(table), manifests.groups_in_training(table)
+    if (len(leaked) or len(shared)) and policy == "fail":
+        raise manifests.leakage_error(root, leaked, shared)
+    for row in leaked.itertuples():
         print(f"WARNING leakage: {row.path} ≈ {row.most_similar} (r = {row.correlation:.2f})")
-    print(f"{len(copies)} of {len(table)} test images are copies of training or validation images "
-          f"({int(copies['identical'].sum())} byte-identical)")
+    print(f"{len(leaked)} of {len(table)} test images are copies of training or validation images "
+          f"({int(leaked['identical'].sum())} byte-identical)")
     for row in shared.itertuples():
         print(f"WARNING patient in training and test: group {row.group} ({row.n_test} test image(s): {row.paths})")
     if table["group"].ne("").any():
         print(f"{len(shared)} of {table['group'].nunique()} test groups (patients) also have training or "
               "validation images")
+    within = manifests.copies_within(images, prints)
+    for row in within.itertuples():
+        print(f"near-copies within the {row.within}: {row.path} ≈ {row.copy_of} (r = {row.correlation:.2f})")
+    fsutil.write_csv(copies, within)
     fsutil.write_csv(output, table)
 
 
-def split(index: str, leakage_table: str, seed: int, settings: dict, output: str) -> None:
+def split(index: str, leakage_table: str, copies: str, seed: int, settings: dict, output: str) -> None:
     """The seed's stratified validation split and training ranks.
 
     :func:`scripts.data.splits.make_split`; ``leakage_table``: the :func:`leakage`
     table, whose near-duplicates and images of patients with training images
-    ``leakage: drop`` leaves out."""
+    ``leakage: drop`` leaves out; ``copies``: its near-copy pairs within the training pool
+    and within the test set, each kept on one side of the split."""
     from scripts.data.splits import make_split
 
     checked = fsutil.read_table(leakage_table)
     flagged = checked["near_duplicate"].eq(True)
     if "group_in_training" in checked:
         flagged |= checked["group_in_training"].eq(True)
-    table, note = make_split(fsutil.read_table(index), seed, settings, frozenset(checked.loc[flagged, "path"]))
+    pairs = fsutil.read_table(copies)
+    table, note = make_split(fsutil.read_table(index), seed, settings, frozenset(checked.loc[flagged, "path"]),
+                             list(zip(pairs["path"], pairs["copy_of"], strict=True)))
     print(note)
     fsutil.write_csv(output, table)
 

@@ -67,7 +67,7 @@ def write_csv(path: str | os.PathLike, frame) -> None:
 
 # Columns that hold names, never numbers: class folders ("0", "1" in MedMNIST exports),
 # patient ids, image paths and dataset names.
-NAME_COLUMNS = ("path", "label", "predicted", "group", "dataset", "most_similar")
+NAME_COLUMNS = ("path", "label", "predicted", "group", "dataset", "most_similar", "copy_of")
 
 
 def read_table(path: str | os.PathLike, **options):

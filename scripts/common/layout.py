@@ -47,6 +47,8 @@ DATASET_FILES = {
     "thumbnails": "results/{dataset}/data/test_thumbnails.npz",
     # Per test image: its most similar training or validation image, and whether it is a copy.
     "leakage": "results/{dataset}/data/leakage.csv",
+    # The near-copy pairs within the training pool and within the test set.
+    "copies": "results/{dataset}/data/copies.csv",
 }
 # Which external test images are the same radiograph as an image of the trained dataset.
 EXTERNAL_OVERLAP = "results/{dataset}/external/{external}.csv"

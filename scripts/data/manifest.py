@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from scripts.common.fsutil import file_digest
-from scripts.data.external import NEAR_DUPLICATE_CORRELATION, near_duplicates
+from scripts.data.external import NEAR_DUPLICATE_CORRELATION, copy_pairs, near_duplicates
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
@@ -222,6 +222,18 @@ def leakage_table(index: pd.DataFrame, prints: np.ndarray) -> pd.DataFrame:
     table["group"] = groups[test].to_numpy()
     table["group_in_training"] = table["group"].isin(set(groups[~test]) - {""}).to_numpy()
     return table
+
+
+def copies_within(index: pd.DataFrame, prints: np.ndarray) -> pd.DataFrame:
+    """The pairs of near-copies (:func:`scripts.data.external.copy_pairs`; byte-identical
+    files included) within the training pool (train and val) and within the test set of
+    ``index`` (``prints``: a fingerprint per row): ``path``, ``copy_of``, ``correlation``
+    and ``within`` (``training pool`` or ``test set``)."""
+    found = []
+    for within, rows in (("training pool", index["split"] != "test"), ("test set", index["split"] == "test")):
+        paths = index.loc[rows, "path"].to_numpy()
+        found += [(paths[i], paths[j], round(r, 4), within) for i, j, r in copy_pairs(prints[rows.to_numpy()])]
+    return pd.DataFrame(found, columns=["path", "copy_of", "correlation", "within"])
 
 
 def copies_of(table: pd.DataFrame) -> pd.DataFrame:

@@ -1,8 +1,12 @@
 """Seeded, stratified validation split and nested training subsets; the test data is
 never used for selection.
 
-Byte-identical files are kept on the same side of the split (grouped by SHA256) so
-the split itself cannot leak duplicates from train into validation. Which test images
+Copies are kept on the same side of the split so that the split itself cannot leak a
+radiograph from train into validation: byte-identical files (same SHA256) and the
+near-copy pairs the leakage step found (re-encoded, cropped, shifted, rotated, mirrored or
+inverted; :func:`scripts.data.manifest.copies_within`) form one *unit* with the images of
+their group (patient). The test bootstrap resamples a unit of test images whole
+(:func:`groups_of_test_images`). Which test images
 ``leakage: drop`` leaves out depends on the training pool (train and val, before the
 seeded hold-out) only, so every seed has the same test set.
 
@@ -51,25 +55,29 @@ def use_val_folder(index: pd.DataFrame, policy: str, min_per_class: int) -> tupl
     )
 
 
-def make_split(index: pd.DataFrame, seed: int, settings: dict,
-               near_copies: frozenset[str]) -> tuple[pd.DataFrame, str]:
+def make_split(index: pd.DataFrame, seed: int, settings: dict, near_copies: frozenset[str],
+               copy_pairs: list[tuple[str, str]]) -> tuple[pd.DataFrame, str]:
     """Assign every image of ``index`` (path, split, label, sha256) to a subset.
 
     ``settings`` are the config's ``data`` section (``val_fraction``, ``leakage``,
     ``val_folder``, ``min_val_per_class``). ``leakage="drop"`` moves to subset
     ``dropped`` the test images that are copies of a training-pool image (byte-identical,
     or one of ``near_copies``: the test paths the near-duplicate check flagged) and the
-    validation images byte-identical to a training image. Training images get
+    validation images that are copies of a training image (byte-identical, or linked by
+    ``copy_pairs``: the near-copy pairs within the training pool and within the test set).
+    Every image's ``unit`` links it with its copies and its group (:func:`copy_units`): the
+    held-out validation set takes whole units. Training images get
     ``train_rank``, their seeded order within their class: the first
     ``round(f · n_class)`` of each class form the nested training fraction ``f``. Where
-    ``index`` has a ``group`` per image (:func:`image_groups`), the held-out validation
-    set takes whole groups. Returns the table (with each image's ``group``, empty
-    without groups) and a sentence on where validation comes from.
+    ``index`` has a ``group`` per image (:func:`image_groups`), the hold-out is
+    StratifiedGroupKFold over the units. Returns the table (with each image's ``group``,
+    empty without groups, and ``unit``) and a sentence on where validation comes from.
     """
     frame = index.copy()
     keep_val, note = use_val_folder(frame, settings["val_folder"], settings["min_val_per_class"])
     frame["subset"] = frame["split"].replace({} if keep_val else {"val": "train"})
     frame["group"] = frame.get("group", "")
+    frame["unit"] = copy_units(frame, copy_pairs)
     if not keep_val and has_groups(frame):
         _grouped_hold_out(frame, seed, settings["val_fraction"])
     elif not keep_val:
@@ -78,7 +86,7 @@ def make_split(index: pd.DataFrame, seed: int, settings: dict,
         frame.loc[_test_copies(frame, near_copies) | _val_copies(frame), "subset"] = "dropped"
     frame["train_rank"] = _train_ranks(frame, np.random.default_rng([seed, 1]))
     frame["val_source"] = "folder" if keep_val else "held out"
-    return frame[["path", "label", "sha256", "split", "subset", "train_rank", "val_source", "group"]], note
+    return frame[["path", "label", "sha256", "split", "subset", "train_rank", "val_source", "group", "unit"]], note
 
 
 def _test_copies(frame: pd.DataFrame, near_copies: frozenset[str]) -> pd.Series:
@@ -90,13 +98,15 @@ def _test_copies(frame: pd.DataFrame, near_copies: frozenset[str]) -> pd.Series:
 
 
 def _val_copies(frame: pd.DataFrame) -> pd.Series:
-    train_hashes = set(frame.loc[frame["subset"] == "train", "sha256"])
-    return (frame["subset"] == "val") & frame["sha256"].isin(train_hashes)
+    """Validation images in a unit with a training image (only a val/ folder used as it
+    is can split a unit)."""
+    train_units = set(frame.loc[frame["subset"] == "train", "unit"])
+    return (frame["subset"] == "val") & frame["unit"].isin(train_units)
 
 
 def _hold_out(frame: pd.DataFrame, rng: np.random.Generator, val_fraction: float) -> None:
     for _, rows in frame[frame["subset"] == "train"].groupby("label", sort=True):
-        groups = rows.groupby("sha256", sort=True).groups
+        groups = rows.groupby("unit", sort=True).groups
         keys = list(groups)
         rng.shuffle(keys)
         wanted = max(1, round(val_fraction * len(rows)))
@@ -118,12 +128,12 @@ def _grouped_hold_out(frame: pd.DataFrame, seed: int, val_fraction: float) -> No
     """Hold out whole groups for validation, stratified by class: scikit-learn's
     StratifiedGroupKFold over the training pool, the first m of its n folds where m/n
     is ``val_fraction`` as a fraction with n ≤ :data:`MAX_FOLDS` (0.15 → 3/20, 0.1 → 1/10).
-    A group and any byte-identical file of another group are one unit, so neither a
-    patient nor a duplicate straddles the split."""
+    A group and any copy of its images in another group are one unit (:func:`copy_units`),
+    so neither a patient nor a copy straddles the split."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     pool = frame[frame["subset"] == "train"]
-    units = _linked_units(pool)
+    units = pd.factorize(pool["unit"])[0]
     n_units = int(units.max()) + 1
     if n_units < 2:
         raise DataError(f"the training pool has {n_units} group (patient): none can be held out for validation")
@@ -139,17 +149,38 @@ def _grouped_hold_out(frame: pd.DataFrame, seed: int, val_fraction: float) -> No
                         f"{emptied}: their images belong to too few groups (patients); lower data.val_fraction")
 
 
-def _linked_units(rows: pd.DataFrame) -> np.ndarray:
-    """Per row, the connected component of the graph that links rows of one ``group``
-    and rows of one ``sha256`` (scipy's connected_components)."""
+def copy_units(index: pd.DataFrame, copy_pairs: list[tuple[str, str]]) -> np.ndarray:
+    """Per row of ``index`` its unit: the connected component (scipy's
+    connected_components) of the graph that links the rows of one non-empty ``group``,
+    the rows of one ``sha256`` and the two paths of each of ``copy_pairs``, named by its
+    first group (so a patient without copies elsewhere is its own unit) or, without
+    groups, by its first path."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    group = pd.factorize(rows["group"])[0]
-    content = pd.factorize(rows["sha256"])[0] + group.max() + 1
-    size = int(content.max()) + 1
-    graph = coo_matrix((np.ones(len(rows)), (group, content)), shape=(size, size))
-    return connected_components(graph, directed=False)[1][group]
+    n = len(index)
+    position = pd.Series(np.arange(n), index=index["path"].to_numpy())
+    first = [np.arange(n)]
+    second = [np.arange(n)]
+    for column in ("group", "sha256"):
+        keys = index[column].to_numpy()
+        named = keys != ""
+        leader = pd.Series(np.arange(n)[named]).groupby(keys[named]).transform("first").to_numpy()
+        first.append(np.arange(n)[named])
+        second.append(leader)
+    if copy_pairs:
+        a, b = zip(*copy_pairs, strict=True)
+        first.append(position.loc[list(a)].to_numpy())
+        second.append(position.loc[list(b)].to_numpy())
+    rows, columns = np.concatenate(first), np.concatenate(second)
+    graph = coo_matrix((np.ones(len(rows)), (rows, columns)), shape=(n, n))
+    component = connected_components(graph, directed=False)[1]
+    members = pd.DataFrame({"component": component, "group": index["group"].to_numpy(),
+                            "path": index["path"].to_numpy()})
+    named = members[members["group"] != ""].groupby("component")["group"].min()
+    name = members.groupby("component")["path"].min()
+    name.update(named)
+    return name.loc[component].to_numpy()
 
 
 def image_groups(dataset: str, paths: list[str], groups: dict) -> list[str]:
@@ -204,14 +235,16 @@ def _group_table(key: str, table: str, paths: list[str]) -> dict[str, str]:
 
 
 def groups_of_test_images(split_table: pd.DataFrame, paths: list[str]) -> np.ndarray | None:
-    """The group of each test image of ``paths`` (in that order) from a split table
-    (:func:`make_split`; the test set and its groups are the same for every seed),
-    for a bootstrap that resamples groups; None without groups (each image its own
-    patient)."""
-    if not has_groups(split_table):
+    """The unit of each test image of ``paths`` (in that order) from a split table
+    (:func:`make_split`; the test set and its units are the same for every seed): its
+    group (patient) with its copies, for a bootstrap that resamples units whole; None
+    where every test image is a unit of its own (no groups, no copies)."""
+    if "unit" not in split_table.columns:  # a split written before units: groups only
+        return split_table.set_index("path")["group"].loc[list(paths)].to_numpy() if has_groups(split_table) else None
+    units = split_table.set_index("path")["unit"].loc[list(paths)]
+    if not has_groups(split_table) and not units.duplicated().any():
         return None
-    groups = split_table.set_index("path")["group"]
-    return groups.loc[list(paths)].to_numpy()
+    return units.to_numpy()
 
 
 def _train_ranks(frame: pd.DataFrame, rng: np.random.Generator) -> pd.Series:

@@ -21,7 +21,7 @@ import jinja2
 import pandas as pd
 
 from scripts.common import fsutil
-from scripts.data.external import DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR_DUPLICATE_CORRELATION
+from scripts.data.external import ALIGNMENT, DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR_DUPLICATE_CORRELATION
 from scripts.plan.grid import SCRATCH, config_title
 from scripts.report.qualifiers import with_decisions
 from scripts.report.tables import FIELD_TABLES
@@ -84,7 +84,7 @@ def render(plan: dict, tables: dict, output: str | Path, project: str | Path = "
         "weights": weights_table(tables["runs"]),
         "skipped": plan["skipped"],
         "near_duplicate_check": {"correlation": NEAR_DUPLICATE_CORRELATION, "size": FINGERPRINT_SIZE,
-                                 "different_below": DIFFERENT_RADIOGRAPHS_BELOW},
+                                 "different_below": DIFFERENT_RADIOGRAPHS_BELOW, "alignment": ALIGNMENT},
         "software": verdict["software"],
         "bootstrap": verdict["bootstrap"],
         "selection_metric": verdict["selection_metric"],

@@ -176,8 +176,12 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     paths, y_true, _ = predictions[done.index[0]]
     family = largest_family(done[CONFIG].drop_duplicates().to_dict("records"))
     resamples = st.resamples_for_family(evaluation["bootstrap_resamples"], family, SIGNIFICANCE)
-    groups = (read_test_groups(plan["datasets"][name]["split"], paths)
-              if config["datasets"][name].get("groups") else None)
+    # The test bootstrap's units: patients and near-copies. The workflow always has the split
+    # (an input of the aggregate rule); a study put together without one, and without
+    # declared groups, draws each test image on its own.
+    split_path = plan["datasets"][name]["split"]
+    groups = (read_test_groups(split_path, paths)
+              if config["datasets"][name].get("groups") or Path(split_path).exists() else None)
     bootstrap = st.SharedBootstrap(y_true, resamples, evaluation["bootstrap_seed"], positive, groups)
     summary, resampled = _summary(plan, finished, metrics, selection, bootstrap)
 

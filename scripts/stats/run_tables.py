@@ -137,8 +137,8 @@ def csv_boolean(text: str) -> bool | None:
 
 
 def read_test_groups(split_path: str, paths: list[str]) -> np.ndarray | None:
-    """The group (patient) of each test image of ``paths``, in that order, from the split
-    at ``split_path`` (any seed's: the test set and its groups are the same for all), for
-    a test bootstrap that draws patients whole; None where the dataset declares no groups
-    (each image is then its own patient)."""
+    """The unit (a group, i.e. patient, with its copies) of each test image of ``paths``,
+    in that order, from the split at ``split_path`` (any seed's: the test set and its
+    units are the same for all), for a test bootstrap that draws units whole; None where
+    each test image is a unit of its own."""
     return groups_of_test_images(fsutil.read_table(split_path), paths)

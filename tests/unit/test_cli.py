@@ -70,14 +70,16 @@ def test_manifest_without_output_goes_to_standard_output(dataset, capsys):
 def test_leakage_and_split_read_the_leakage_table_and_the_settings_json(dataset, tmp_path):
     assert main(verify_args(dataset, tmp_path)) == 0
     assert main(["leakage", "--root", str(dataset), "--index", str(tmp_path / "index.csv"), "--policy", "warn",
-                 "--output", str(tmp_path / "leakage.csv")]) == 0
+                 "--output", str(tmp_path / "leakage.csv"), "--copies", str(tmp_path / "copies.csv")]) == 0
     assert (tmp_path / "leakage.csv").read_text().splitlines()[0] == (
         "path,label,most_similar,most_similar_split,correlation,identical,near_duplicate,group,group_in_training")
+    assert (tmp_path / "copies.csv").read_text().splitlines()[0] == "path,copy_of,correlation,within"
     settings = {"val_fraction": 0.5, "leakage": "warn", "val_folder": "auto", "min_val_per_class": 20}
     assert main(["split", "--index", str(tmp_path / "index.csv"), "--leakage-table", str(tmp_path / "leakage.csv"),
-                 "--seed", "1", "--settings", json.dumps(settings), "--output", str(tmp_path / "split.csv")]) == 0
+                 "--copies", str(tmp_path / "copies.csv"), "--seed", "1", "--settings", json.dumps(settings),
+                 "--output", str(tmp_path / "split.csv")]) == 0
     lines = (tmp_path / "split.csv").read_text().splitlines()
-    assert lines[0] == "path,label,sha256,split,subset,train_rank,val_source,group" and len(lines) == 7
+    assert lines[0] == "path,label,sha256,split,subset,train_rank,val_source,group,unit" and len(lines) == 7
 
 
 def test_verify_reads_the_groups_json(dataset, tmp_path, capsys):

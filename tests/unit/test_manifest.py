@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DEMO, copy_dataset
+from conftest import DEMO, KERMANY, copy_dataset
 
 from scripts import stages
 from scripts.data import external
@@ -156,44 +156,56 @@ def test_the_manifest_command_writes_what_verify_checks(dataset, tmp_path):
     assert len(verify_dataset(dataset, out)) == len(out.read_text().splitlines())
 
 
-def unit_prints(rows: list[list[float]]) -> np.ndarray:
-    """Fingerprints of 4 values scaled so that ``a @ b / 4`` is their cosine."""
-    prints = np.asarray(rows, dtype=float)
-    return prints / np.linalg.norm(prints, axis=1, keepdims=True) * 2
+# Different radiographs of the Kermany subset (it holds no copies), as fingerprints.
+DISTINCT = sorted((KERMANY / "train" / "NORMAL").iterdir())[:6]
 
 
-def test_most_similar_names_the_most_correlated_reference_and_flags_near_duplicates():
+def thumbnails(*images: np.ndarray) -> np.ndarray:
+    return external.fingerprints(list(images))
+
+
+def radiograph(i: int) -> np.ndarray:
+    return load_image(DISTINCT[i], 256)[0]
+
+
+def rotated(image: np.ndarray, degrees: float) -> np.ndarray:
+    import cv2
+
+    centre = (image.shape[1] / 2, image.shape[0] / 2)
+    return cv2.warpAffine(image, cv2.getRotationMatrix2D(centre, degrees, 1.0), image.shape[1::-1])
+
+
+def test_most_similar_names_the_most_similar_reference_and_flags_near_duplicates():
+    """q0 is reference r1 rotated by 4°, q1 a radiograph of none of the references."""
     queries = pd.DataFrame({"path": ["q0", "q1"], "label": ["A", "B"]})
     references = pd.DataFrame({"path": ["r0", "r1", "r2"], "split": ["train", "val", "train"]})
-    table = most_similar(queries, unit_prints([[1, 0, 0, 0], [1, 1, 1, 0]]), references,
-                         unit_prints([[0, 1, 0, 0], [1, 0.1, 0, 0], [0, 1, 1, 0]]))
+    table = most_similar(queries, thumbnails(rotated(radiograph(1), 4), radiograph(5)), references,
+                         thumbnails(*(radiograph(i) for i in range(3))))
     assert list(table.columns) == ["path", "label", "most_similar", "most_similar_split", "correlation",
                                    "near_duplicate"]
-    assert table[["path", "label", "most_similar", "most_similar_split"]].values.tolist() == [
-        ["q0", "A", "r1", "val"], ["q1", "B", "r2", "train"]]
-    np.testing.assert_allclose(table["correlation"], [round(1 / np.sqrt(1.01), 4), round(2 / np.sqrt(6), 4)])
-    assert table["near_duplicate"].tolist() == [True, True]  # 0.995 and 0.816 >= 0.8
+    assert table.loc[0, ["path", "label", "most_similar", "most_similar_split"]].tolist() == ["q0", "A", "r1", "val"]
+    assert table["correlation"][0] >= external.NEAR_DUPLICATE_CORRELATION > table["correlation"][1]
+    assert table["near_duplicate"].tolist() == [True, False]
 
 
 def test_leakage_table_compares_test_images_with_train_and_val_only():
-    """t0 is byte-identical to a val image (its fingerprint is unlike any), t1 correlates
-    0.71 with train image a (below 0.8), t2 is a re-encoded copy of train image b, and t3
-    is the same image as t1, another test image, which does not count."""
+    """t0 is byte-identical to a val image (its pixels unlike any), t1 a radiograph of no
+    training image, t2 a rotated copy of train image b, and t3 the same image as t1,
+    another test image, which does not count."""
     index = pd.DataFrame({"path": ["a", "b", "v", "t0", "t1", "t2", "t3"],
                           "split": ["train", "train", "val", "test", "test", "test", "test"],
                           "label": "X", "sha256": ["1", "2", "3", "3", "4", "5", "4"]})
-    prints = unit_prints([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1],
-                          [1, 0, 0, 1], [0, 1, 0, 0.3], [1, 0, 0, 1]])
+    prints = thumbnails(radiograph(0), radiograph(1), radiograph(2), radiograph(3), radiograph(4),
+                        rotated(radiograph(1), -3), radiograph(4))
     table = leakage_table(index, prints)
     assert list(table.columns) == ["path", "label", "most_similar", "most_similar_split", "correlation",
                                    "identical", "near_duplicate", "group", "group_in_training"]
     assert list(table["path"]) == ["t0", "t1", "t2", "t3"]
     assert table["group"].tolist() == [""] * 4 and not table["group_in_training"].any()  # no groups declared
-    assert list(table["most_similar_split"][1:]) == ["train"] * 3
     assert table["identical"].tolist() == [True, False, False, False]
     assert table["near_duplicate"].tolist() == [False, False, True, False]
     assert list(copies_of(table)["path"]) == ["t0", "t2"]
-    assert table.loc[2, "most_similar"] == "b" and table.loc[2, "correlation"] == round(1 / np.sqrt(1.09), 4)
+    assert table.loc[2, "most_similar"] == "b" and table.loc[2, "most_similar_split"] == "train"
 
 
 def test_leakage_table_reports_the_patients_with_training_and_test_images():
@@ -202,7 +214,7 @@ def test_leakage_table_reports_the_patients_with_training_and_test_images():
     index = pd.DataFrame({"path": ["a", "v", "t0", "t1", "t2", "t3"],
                           "split": ["train", "val", "test", "test", "test", "test"], "label": "X",
                           "sha256": list("123456"), "group": ["P1", "P2", "P1", "P3", "P1", "P2"]})
-    table = leakage_table(index, np.eye(6) * 2)
+    table = leakage_table(index, thumbnails(*(radiograph(i) for i in range(6))))
     assert table["group"].tolist() == ["P1", "P3", "P1", "P2"]
     assert table["group_in_training"].tolist() == [True, False, True, True]
     assert copies_of(table).empty

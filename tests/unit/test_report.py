@@ -290,11 +290,13 @@ def test_leakage_section_lists_the_copies_with_their_partners_and_the_policy(tmp
 def test_the_data_checks_list_the_test_copies_and_what_the_policy_did(tmp_path, policy, said, emphasised):
     checks = data_checks(render_data_checks(tmp_path, policy, None))
     assert ("2 of 3 test images are copies of training or validation images: 1 byte-identical, 1 the same "
-            "radiograph re-encoded") in checks.text
+            "radiograph re-encoded or transformed (high-pass correlation ≥ 0.8 at 64 px after alignment for crops "
+            "up to 10% per side or from one edge, padding, shifts, rotations up to 10°, mirroring, inversion") in (
+        checks.text)
     assert "2 of 3 test images are copies of training or validation images" in checks.texts("strong")
     assert said in checks.text and emphasised in checks.texts("strong")
     assert f"data.leakage: {policy}" in checks.texts("code")
-    assert ["test/a/2.png", "val/a/7.png (val)", "0.86", "re-encoded"] in checks.rows
+    assert ["test/a/2.png", "val/a/7.png (val)", "0.86", "re-encoded or transformed"] in checks.rows
     assert "test/b/3.png" not in checks.text
 
 

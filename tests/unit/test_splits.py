@@ -24,8 +24,8 @@ REENCODED = frozenset({"test/Covid/0112.jpg", "test/Covid/0100.jpeg",
                        "test/Covid/auntminnie-2020_01_31_20_24_2322_2020_01_31_x-ray_coronavirus_US.jpg"})
 
 
-def split(index, seed, near_copies=REENCODED, **settings):
-    return make_split(index, seed, {**SETTINGS, **settings}, near_copies)
+def split(index, seed, near_copies=REENCODED, copy_pairs=(), **settings):
+    return make_split(index, seed, {**SETTINGS, **settings}, near_copies, list(copy_pairs))
 
 
 def test_same_seed_same_split_other_seed_differs(index):
@@ -104,6 +104,32 @@ def test_drop_policy_drops_a_val_folder_image_identical_to_a_training_image(inde
     assert list(dropped.index[dropped["split"] == "val"]) == [copied] and (dropped["split"] == "test").sum() == 6
 
 
+def test_drop_policy_drops_a_val_folder_image_that_is_a_near_copy_of_a_training_image(index):
+    """A val/ folder used as it is cannot keep a near-copy pair together: its copy of a
+    training image is dropped, and a pair inside the folder stays."""
+    frame = with_val_folder(index, 20)
+    val, train = frame.loc[frame["split"] == "val", "path"], frame.loc[frame["split"] == "train", "path"]
+    pairs = [(train.iloc[0], val.iloc[0]), (val.iloc[1], val.iloc[2])]
+    table, _ = split(frame, 1, near_copies=frozenset(), copy_pairs=pairs, leakage="drop")
+    subset = table.set_index("path")["subset"]
+    assert subset[val.iloc[0]] == "dropped" and subset[train.iloc[0]] == "train"
+    assert (subset[list(val.iloc[1:3])] == "val").all()
+    assert table.set_index("path").loc[val.iloc[1], "unit"] == table.set_index("path").loc[val.iloc[2], "unit"]
+
+
+def test_the_hold_out_keeps_a_chain_of_near_copies_together(index):
+    """Three training images linked by two pairs (a ≈ b, b ≈ c) are one unit: on one side
+    for every seed, held out for some."""
+    covid = list(index.loc[(index["split"] == "train") & (index["label"] == "Covid"), "path"])[:3]
+    sides = set()
+    for seed in range(1, 13):
+        table, _ = split(index, seed, copy_pairs=[(covid[0], covid[1]), (covid[2], covid[1])])
+        subset = table.set_index("path").loc[covid, "subset"]
+        assert subset.nunique() == 1, seed
+        sides.add(subset.iloc[0])
+    assert sides == {"train", "val"}
+
+
 def test_training_fractions_are_stratified_and_nested(index):
     table, _ = split(index, 3)
     train_counts = table[table["subset"] == "train"].groupby("label").size()
@@ -171,7 +197,7 @@ def test_the_grouped_hold_out_never_splits_a_patient_and_stays_stratified(patien
     patient_of = dict(zip(patients["path"], patients["group"], strict=True))
     held_out = []
     for seed in range(1, 6):
-        table, note = make_split(patients, seed, {**SETTINGS, "val_fraction": 0.3}, frozenset())
+        table, note = make_split(patients, seed, {**SETTINGS, "val_fraction": 0.3}, frozenset(), [])
         trainval = table[table["split"] == "train"]
         sides = trainval.groupby(trainval["path"].map(patient_of))["subset"].nunique()
         assert (sides == 1).all(), f"seed {seed} splits the patients {list(sides.index[sides > 1])}"
@@ -184,12 +210,12 @@ def test_the_grouped_hold_out_never_splits_a_patient_and_stays_stratified(patien
 
 
 def test_groups_of_the_test_images_come_from_the_split_in_the_order_asked(patients):
-    table, _ = make_split(patients, 1, SETTINGS, frozenset())
+    table, _ = make_split(patients, 1, SETTINGS, frozenset(), [])
     tests = list(table.loc[table["subset"] == "test", "path"])[::-1]
     groups = groups_of_test_images(table, tests)
     assert list(groups) == [patients.set_index("path").loc[path, "group"] for path in tests]
     assert list(groups).count(SHARED_PATIENT) == 1
-    assert groups_of_test_images(make_split(patients.drop(columns="group"), 1, SETTINGS, frozenset())[0],
+    assert groups_of_test_images(make_split(patients.drop(columns="group"), 1, SETTINGS, frozenset(), [])[0],
                                  tests) is None
 
 

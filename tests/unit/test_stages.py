@@ -20,6 +20,7 @@ from conftest import DEMO, KERMANY_GROUPS, LEAKED, SHARED_PATIENT, copy_dataset,
 from scripts import stages
 from scripts.data.images import load_image
 from scripts.data.manifest import DataError, make_manifest
+from scripts.stats.run_tables import read_test_groups
 
 COLOUR = {"policy": "warn", "tolerance": 32, "min_share": 0.0005}
 
@@ -127,13 +128,15 @@ def reencoded(verified, report):
     (work / "data.sha256").write_text(make_manifest(data))
     stages.verify("tiny", str(data), str(work / "data.sha256"), "warn", None, str(work / "index.csv"),
                   str(work / "verify.json"))
-    stages.leakage(str(data), str(work / "index.csv"), "warn", str(work / "leakage.csv"))
-    return {"data": data, "index": work / "index.csv", "leakage": work / "leakage.csv",
+    stages.leakage(str(data), str(work / "index.csv"), "warn", str(work / "leakage.csv"),
+                   str(work / "copies.csv"))
+    return {"data": data, "index": work / "index.csv", "leakage": work / "leakage.csv", "copies": work / "copies.csv",
             "source": source.relative_to(data).as_posix()}
 
 
 def test_leakage_finds_byte_identical_and_reencoded_test_copies_and_warns_by_name(reencoded, tmp_path, capsys):
-    stages.leakage(str(reencoded["data"]), str(reencoded["index"]), "warn", str(tmp_path / "leakage.csv"))
+    stages.leakage(str(reencoded["data"]), str(reencoded["index"]), "warn", str(tmp_path / "leakage.csv"),
+                   str(tmp_path / "copies.csv"))
     out = capsys.readouterr().out
     assert f"WARNING leakage: test/Normal/copy.jpg ≈ {reencoded['source']}" in out
     assert f"WARNING leakage: {LEAKED[1]} ≈ {LEAKED[0]} (r = 1.00)" in out
@@ -148,20 +151,22 @@ def test_leakage_finds_byte_identical_and_reencoded_test_copies_and_warns_by_nam
 
 def test_leakage_fail_names_every_copy_and_writes_nothing(reencoded, tmp_path):
     with pytest.raises(DataError) as error:
-        stages.leakage(str(reencoded["data"]), str(reencoded["index"]), "fail", str(tmp_path / "leakage.csv"))
+        stages.leakage(str(reencoded["data"]), str(reencoded["index"]), "fail", str(tmp_path / "leakage.csv"),
+                       str(tmp_path / "copies.csv"))
     message = str(error.value)
     assert re.search(rf"  - test/Normal/copy.jpg ≈ {reencoded['source']} \(r = (0.9\d|1.00), re-encoded\)", message)
     assert f"  - {LEAKED[1]} ≈ {LEAKED[0]} (r = 1.00, byte-identical)" in message
     assert not (tmp_path / "leakage.csv").exists()
 
 
-@pytest.mark.parametrize("seed, twin", [(2, "train"), (3, "val")])
+@pytest.mark.parametrize("seed, twin", [(3, "train"), (1, "val")])
 def test_split_drops_test_copies_whichever_side_their_twin_falls_on(reencoded, tmp_path, capsys, seed, twin):
     """test/Covid/COVID-00012.jpg is a byte copy of train/Covid/COVID-00012.jpg and
     test/Normal/copy.jpg a re-encoded copy of a training image: both dropped, whether the
     seed keeps the twin for training or holds it out for validation."""
     settings = {"val_fraction": 0.5, "leakage": "drop", "val_folder": "auto", "min_val_per_class": 20}
-    stages.split(str(reencoded["index"]), str(reencoded["leakage"]), seed, settings, str(tmp_path / "split.csv"))
+    stages.split(str(reencoded["index"]), str(reencoded["leakage"]), str(reencoded["copies"]),
+                 seed, settings, str(tmp_path / "split.csv"))
     assert "no val/ folder" in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "split.csv", keep_default_na=False).set_index("path")
     assert len(table) == 12
@@ -177,7 +182,8 @@ def test_split_drops_test_copies_whichever_side_their_twin_falls_on(reencoded, t
 
 def test_split_keeps_test_copies_under_warn(reencoded, tmp_path):
     settings = {"val_fraction": 0.5, "leakage": "warn", "val_folder": "auto", "min_val_per_class": 20}
-    stages.split(str(reencoded["index"]), str(reencoded["leakage"]), 2, settings, str(tmp_path / "split.csv"))
+    stages.split(str(reencoded["index"]), str(reencoded["leakage"]), str(reencoded["copies"]),
+                 2, settings, str(tmp_path / "split.csv"))
     table = pd.read_csv(tmp_path / "split.csv", keep_default_na=False)
     assert (table.loc[table["split"] == "test", "subset"] == "test").sum() == 5
 
@@ -188,14 +194,16 @@ def test_the_demos_copies_leave_every_seeds_test_set_alike(tmp_path, capsys):
     side of each seed's hold-out a copy's training twin falls on."""
     stages.verify("demo", str(DEMO), "config/manifests/demo.sha256", "drop", None, str(tmp_path / "index.csv"),
                   str(tmp_path / "verify.json"))
-    stages.leakage(str(DEMO), str(tmp_path / "index.csv"), "drop", str(tmp_path / "leakage.csv"))
+    stages.leakage(str(DEMO), str(tmp_path / "index.csv"), "drop", str(tmp_path / "leakage.csv"),
+                   str(tmp_path / "copies.csv"))
     assert "9 of 66 test images are copies of training or validation images (6 byte-identical)" in (
         capsys.readouterr().out)
     settings = {"val_fraction": 0.15, "leakage": "drop", "val_folder": "auto", "min_val_per_class": 20}
     dropped, twins_held_out = {}, set()
     for seed in (1, 2, 3, 4):
         out = tmp_path / f"seed{seed}.csv"
-        stages.split(str(tmp_path / "index.csv"), str(tmp_path / "leakage.csv"), seed, settings, str(out))
+        stages.split(str(tmp_path / "index.csv"), str(tmp_path / "leakage.csv"), str(tmp_path / "copies.csv"),
+                     seed, settings, str(out))
         split = pd.read_csv(out, keep_default_na=False).set_index("path")
         dropped[seed] = set(split.index[split["subset"] == "dropped"])
         twins_held_out |= {twin for twin in ("train/Covid/090.jpeg", "train/Covid/COVID-00022.jpg",
@@ -205,6 +213,50 @@ def test_the_demos_copies_leave_every_seeds_test_set_alike(tmp_path, capsys):
     assert {"test/Covid/0112.jpg", "test/Covid/0100.jpeg", "test/Covid/COVID-00037.jpg",
             "test/Covid/auntminnie-2020_01_31_20_24_2322_2020_01_31_x-ray_coronavirus_US.jpg"} <= dropped[1]
     assert len(dropped[1]) == 9 and twins_held_out  # some seed holds out a twin for validation
+
+
+# Near-copies (different bytes) of the demo: within its training pool, and within its test set.
+DEMO_POOL_COPIES = [("train/Covid/COVID-00033.jpg", "train/Covid/COVID-00037.jpg"),
+                    ("train/Covid/057.jpeg", "train/Covid/078.jpeg"), ("train/Covid/068.jpg", "train/Covid/076.jpg")]
+DEMO_TEST_COPIES = [
+    ("test/Covid/0106.jpeg", "test/Covid/auntminnie-c-2020_01_28_23_51_6665_2020_01_28_Vietnam_coronavirus.jpeg"),
+    ("test/Covid/0108.jpeg", "test/Covid/auntminnie-b-2020_01_28_23_51_6665_2020_01_28_Vietnam_coronavirus.jpeg")]
+
+
+def test_the_demos_near_copies_stay_on_one_side_of_every_split_and_are_resampled_as_one(tmp_path):
+    """The leakage step lists the demo's near-copies within the training pool and within
+    the test set; for seeds 1 to 8 the hold-out keeps each pool pair on one side (some seed
+    holds one out whole), and the test bootstrap draws each test pair as one unit."""
+    from scripts.stats.stats import resample_counts
+
+    stages.verify("demo", str(DEMO), "config/manifests/demo.sha256", "warn", None, str(tmp_path / "index.csv"),
+                  str(tmp_path / "verify.json"))
+    stages.leakage(str(DEMO), str(tmp_path / "index.csv"), "warn", str(tmp_path / "leakage.csv"),
+                   str(tmp_path / "copies.csv"))
+    copies = pd.read_csv(tmp_path / "copies.csv", keep_default_na=False)
+    listed = set(zip(copies["path"], copies["copy_of"], copies["within"], strict=True))
+    assert {(a, b, "training pool") for a, b in DEMO_POOL_COPIES} <= listed
+    assert {(a, b, "test set") for a, b in DEMO_TEST_COPIES} <= listed
+    settings = {"val_fraction": 0.15, "leakage": "warn", "val_folder": "auto", "min_val_per_class": 20}
+    held_out = set()
+    for seed in range(1, 9):
+        out = tmp_path / f"seed{seed}.csv"
+        stages.split(str(tmp_path / "index.csv"), str(tmp_path / "leakage.csv"), str(tmp_path / "copies.csv"),
+                     seed, settings, str(out))
+        split = pd.read_csv(out, keep_default_na=False)
+        subset = split.set_index("path")["subset"]
+        for pair in DEMO_POOL_COPIES:
+            assert subset[pair[0]] == subset[pair[1]], (seed, pair)
+            held_out |= {pair} if subset[pair[0]] == "val" else set()
+    assert held_out  # the pairs are held out whole, not never
+    tests = list(split.loc[split["subset"] == "test", "path"])
+    units = read_test_groups(str(out), tests)
+    position = {path: i for i, path in enumerate(tests)}
+    counts = resample_counts(split.set_index("path").loc[tests, "label"], 200, 0, units)
+    for a, b in DEMO_TEST_COPIES:
+        assert units[position[a]] == units[position[b]]
+        np.testing.assert_array_equal(counts[:, position[a]], counts[:, position[b]])
+    assert len(set(units)) < len(tests)
 
 
 @pytest.fixture(scope="module")
@@ -250,9 +302,11 @@ def test_a_patient_with_training_and_test_images_is_dropped_kept_or_named_as_the
     shared = f"test/PNEUMONIA/{SHARED_PATIENT}_bacteria_414.jpeg"
     with pytest.raises(DataError, match=rf"patients of .* with test images and training or validation images "
                                         rf"\(their test images\) \(1\):\n  - {SHARED_PATIENT}: {shared}"):
-        stages.leakage(str(kermany["data"]), str(kermany["index"]), "fail", str(tmp_path / "failed.csv"))
+        stages.leakage(str(kermany["data"]), str(kermany["index"]), "fail", str(tmp_path / "failed.csv"),
+                       str(tmp_path / "copies.csv"))
     assert not (tmp_path / "failed.csv").exists()
-    stages.leakage(str(kermany["data"]), str(kermany["index"]), "drop", str(tmp_path / "leakage.csv"))
+    stages.leakage(str(kermany["data"]), str(kermany["index"]), "drop", str(tmp_path / "leakage.csv"),
+                   str(tmp_path / "copies.csv"))
     out = capsys.readouterr().out
     assert f"WARNING patient in training and test: group {SHARED_PATIENT} (1 test image(s): {shared})" in out
     assert "0 of 31 test images are copies" in out
@@ -262,7 +316,8 @@ def test_a_patient_with_training_and_test_images_is_dropped_kept_or_named_as_the
     for policy, subset in (("drop", "dropped"), ("warn", "test")):
         settings = {"val_fraction": 0.3, "leakage": policy, "val_folder": "auto", "min_val_per_class": 20}
         for seed in (1, 2):
-            stages.split(str(kermany["index"]), str(tmp_path / "leakage.csv"), seed, settings,
+            stages.split(str(kermany["index"]), str(tmp_path / "leakage.csv"), str(tmp_path / "copies.csv"),
+                         seed, settings,
                          str(tmp_path / "split.csv"))
             split = pd.read_csv(tmp_path / "split.csv", keep_default_na=False).set_index("path")
             assert split.loc[shared, "subset"] == subset
@@ -272,8 +327,10 @@ def test_a_patient_with_training_and_test_images_is_dropped_kept_or_named_as_the
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_split_holds_out_whole_patients_and_writes_each_images_patient(kermany, tmp_path, seed):
     (tmp_path / "leakage.csv").write_text("path,near_duplicate\n")
+    (tmp_path / "copies.csv").write_text("path,copy_of,correlation,within\n")
     settings = {"val_fraction": 0.15, "leakage": "drop", "val_folder": "auto", "min_val_per_class": 20}
-    stages.split(str(kermany["index"]), str(tmp_path / "leakage.csv"), seed, settings, str(tmp_path / "split.csv"))
+    stages.split(str(kermany["index"]), str(tmp_path / "leakage.csv"), str(tmp_path / "copies.csv"),
+                 seed, settings, str(tmp_path / "split.csv"))
     split = pd.read_csv(tmp_path / "split.csv", keep_default_na=False)
     index = pd.read_csv(kermany["index"], keep_default_na=False)
     assert split["group"].tolist() == index["group"].tolist()

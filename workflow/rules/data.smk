@@ -91,11 +91,14 @@ rule thumbnails:
 
 rule leakage:
     """Which test images are copies of a training or validation image: byte-identical,
-    or the same radiograph re-encoded (near-duplicates that byte hashes miss)."""
+    or the same radiograph re-encoded, cropped, shifted, rotated, mirrored or inverted
+    (near-duplicates that byte hashes miss); and the near-copies within the training pool
+    and within the test set."""
     input:
         index=DATASET_FILES["index"],
     output:
-        DATASET_FILES["leakage"],
+        leakage=DATASET_FILES["leakage"],
+        copies=DATASET_FILES["copies"],
     log:
         "logs/{dataset}/leakage.log",
     localrule: on_login_node("leakage")
@@ -106,7 +109,8 @@ rule leakage:
         policy=config["data"]["leakage"],
     shell:
         "python -m scripts leakage --root {params.root:q} --index {input.index}"
-        " --policy {params.policy} --output {output} > {log} 2>&1"
+        " --policy {params.policy} --output {output.leakage} --copies {output.copies}"
+        " > {log} 2>&1"
 
 
 rule split:
@@ -115,6 +119,7 @@ rule split:
     input:
         index=DATASET_FILES["index"],
         leakage=DATASET_FILES["leakage"],
+        copies=DATASET_FILES["copies"],
     output:
         SPLIT,
     log:
@@ -125,6 +130,7 @@ rule split:
         data=STUDY.split_settings,
     shell:
         "python -m scripts split --index {input.index} --leakage-table {input.leakage}"
+        " --copies {input.copies}"
         " --seed {wildcards.seed}"
         " --settings {params.data:q} --output {output} > {log} 2>&1"
 
