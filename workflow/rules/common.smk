@@ -38,6 +38,7 @@ from scripts.weights.weight_files import (  # noqa: E402
 
 # Every path the workflow writes.
 from scripts.common.layout import (  # noqa: E402
+    CONFIRMATION,
     DATASET_FILES,
     EXTERNAL_OVERLAP,
     FEATURE_CACHE,
