@@ -66,7 +66,7 @@ def _compared(name: str, plan: dict, part: dict, stage: dict) -> dict:
     resamples = st.resamples_for_family(evaluation["bootstrap_resamples"], 1, SIGNIFICANCE)
     bootstrap = st.SharedBootstrap(y_true, resamples, evaluation["bootstrap_seed"],
                                    positive_index(classes, positive_class), groups)
-    rows, resampled, means = [], {}, {}
+    rows, resampled, means = [], {}, []
     for configuration in stage["configurations"]:
         row = {**configuration, "fraction": float(configuration["fraction"])}
         of_it = [(run["seed"], probabilities) for run, (_, _, probabilities) in zip(finished, predictions, strict=True)
@@ -76,8 +76,8 @@ def _compared(name: str, plan: dict, part: dict, stage: dict) -> dict:
         seeds, probabilities = (tuple(seed for seed, _ in of_it), [p for _, p in of_it])
         estimate = bootstrap.per_seed_estimate(selection, probabilities)
         resampled[config_key(row), selection] = Resampled(seeds, bootstrap.per_seed(selection, probabilities), estimate)
-        means[config_title(row)] = {"seeds": list(seeds), "per_seed": [float(v) for v in estimate],
-                                    "mean": float(np.mean(estimate))}
+        means.append({"configuration": config_title(row), "seeds": list(seeds),
+                      "per_seed": [float(v) for v in estimate], "mean": float(np.mean(estimate))})
         rows.append(row)
     chosen = (config_key({**stage["configurations"][0], "fraction": float(stage["configurations"][0]["fraction"])}),
               selection)
