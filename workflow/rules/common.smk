@@ -110,6 +110,11 @@ def available_cores():
 TRAIN_THREADS = study_config.train_threads(available_cores(), len(STUDY.runs))
 
 
+def confirmation_packs(wildcards):
+    """The confirmation runs' pack records, known once the aggregate checkpoint chose."""
+    return STUDY.confirmation_pack_records(checkpoints.aggregate.get().output.verdict)
+
+
 def alternatives(values):
     return "|".join(re.escape(str(value)) for value in values)
 

@@ -38,11 +38,6 @@ checkpoint aggregate:
         "python -m scripts aggregate --plan {input.plan} --tables {params.tables:q} > {log} 2>&1"
 
 
-def confirmation_packs(wildcards):
-    """The confirmation runs' pack records, known once the aggregate step chose."""
-    return STUDY.confirmation_pack_records(checkpoints.aggregate.get().output.verdict)
-
-
 rule confirm:
     """The confirmation stage: the prespecified comparison of the validation-chosen
     configuration against the baseline on fresh seeds of both, trained in packs by the
