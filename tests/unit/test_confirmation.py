@@ -96,6 +96,7 @@ def test_the_prespecified_comparison_uses_the_confirmation_runs_alone(study, tmp
     assert "on fresh confirmation seeds of both (5, 6, 7), trained after validation chose" in text
     assert f"{comparison['difference']:+.3f}" in text and "it beats the baseline" in text
     assert "over 3 paired fresh confirmation seeds" in text and "is optimistic" not in text
+    assert "p (Holm, the study's seeds; the prespecified comparison is the confirmation seeds', below)" in text
 
 
 def test_missing_confirmation_runs_make_no_claim_and_are_named(study):
