@@ -21,7 +21,7 @@ BASELINE = {"dataset": "tiny", "model": "scratch_cnn", "strategy": "scratch", "w
 
 
 def test_the_confirmation_stage_trains_fresh_seeds_of_the_choice_and_makes_the_prespecified_comparison(tmp_path):
-    """76 s measured on 2 busy cores: 2 study runs, then 4 confirmation runs in 2 packs."""
+    """76-132 s measured on 2 busy cores: 2 study runs, then 4 confirmation runs in 2 packs."""
     data = copy_dataset(tmp_path / "data", {"train": 16, "test": 4})
     config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn", "vgg16"],
                           strategies=["scratch", "linear_probe"], exclude=[{"model": "vgg16", "strategy": "scratch"}],
