@@ -26,7 +26,7 @@ from scripts.train.runtime import DeviceError
 from scripts.weights.weight_files import WeightsError
 
 STEPS = (stages.verify, stages.prepare, stages.thumbnails, stages.leakage, stages.split, stages.external_overlap,
-         stages.train, stages.train_pack, stages.aggregate, stages.report, stages.fetch_weights,
+         stages.train, stages.train_pack, stages.aggregate, stages.confirm, stages.report, stages.fetch_weights,
          stages.download_kaggle)
 
 

@@ -446,18 +446,32 @@ def aggregate(plan: str, tables: dict) -> None:
         fsutil.write_json(path, computed[name]) if path.endswith(".json") else fsutil.write_csv(path, computed[name])
 
 
-def report(plan: str, tables: dict, output: str, figures: str | None = None) -> None:
+def confirm(plan: str, verdict: str, output: str) -> None:
+    """The confirmation stage's prespecified comparison.
+
+    The configuration the aggregate step chose (``verdict``) against the baseline, on the
+    fresh confirmation seeds of both (``evaluation.confirmation_seeds``) alone."""
+    from scripts.stats.confirmation import confirm as confirmed
+
+    fsutil.write_json(output, confirmed(fsutil.read_json(plan), fsutil.read_json(verdict)))
+
+
+def report(plan: str, tables: dict, output: str, figures: str | None = None,
+           confirmation: str | None = None) -> None:
     """Render the HTML report.
 
     From the plan and the aggregate stage's ``tables`` (a path per name of
-    :data:`scripts.common.layout.TABLES`); the key figures are also written as PNGs to
-    ``figures`` for ``snakemake --report``."""
+    :data:`scripts.common.layout.TABLES`) and the confirmation stage's result
+    (``confirmation``, the confirm step's file); the key figures are also written as PNGs
+    to ``figures`` for ``snakemake --report``."""
     from scripts.report import report as rep
     from scripts.report.tables import read_tables
+    from scripts.stats.confirmation import with_confirmation
 
     _check_names(tables, TABLES, "tables")
-    rep.render(fsutil.read_json(plan), read_tables(tables), output,
-               Path(__file__).resolve().parent.parent, figures)
+    read = read_tables(tables)
+    read["verdict"] = with_confirmation(read["verdict"], fsutil.read_json(confirmation) if confirmation else None)
+    rep.render(fsutil.read_json(plan), read, output, Path(__file__).resolve().parent.parent, figures)
 
 
 def fetch_weights(url: str, md5: str, output: str) -> None:

@@ -53,6 +53,9 @@ DATASET_FILES = {
 # Which external test images are the same radiograph as an image of the trained dataset.
 EXTERNAL_OVERLAP = "results/{dataset}/external/{external}.csv"
 PLAN = "results/plan.json"
+# The confirmation stage's prespecified comparison (fresh seeds of the validation-chosen
+# configuration and of the baseline), written once the aggregate step chose.
+CONFIRMATION = "results/confirmation.json"
 # The aggregate step's tables: csv files, and the verdict as JSON.
 TABLES = {
     "runs": "results/runs.csv",

@@ -257,6 +257,7 @@ def config_problems(config: dict, sources: dict, registry: dict) -> list[str]:
         problems.append("training.xla: true contradicts training.deterministic: true (XLA has no deterministic "
                         "implementation of some gradients, e.g. MaxPool's, and fails on GPUs): set "
                         "training.xla to auto or false, or training.deterministic to false")
+    problems += confirmation_problems(config)
     for model in config["models"]:
         for name in sources:
             if grid.missing_weights(model, name, sources[name]):
@@ -287,6 +288,71 @@ def planned_runs(config: dict, sources: dict) -> tuple[list[dict], list[dict]]:
     for run in runs:
         run.update(dir=RUN_DIR.format(**run), log_dir=RUN_LOG_DIR.format(**run))
     return runs, skipped
+
+
+# ---- The confirmation stage ---------------------------------------------------------------
+# A count of confirmation seeds names the seeds from this one on: far above the seeds studies
+# usually number 1, 2, 3, ..., so that adding study seeds rarely meets them.
+FIRST_CONFIRMATION_SEED = 1000
+# What the confirmation stage does for one dataset (``confirmation_plan``).
+CONFIRMING = "confirming"  # it trains the chosen configuration and the baseline on the confirmation seeds
+NOT_CONFIGURED = "no confirmation seeds"
+BASELINE_CHOSEN = "the baseline was chosen"
+NO_BASELINE = "the baseline is not in the study"
+NOTHING_CHOSEN = "no configuration was chosen"
+
+
+def confirmation_seeds(config: dict) -> list[int]:
+    """``evaluation.confirmation_seeds`` as seeds: the list given, or for a count N the
+    seeds :data:`FIRST_CONFIRMATION_SEED` to :data:`FIRST_CONFIRMATION_SEED` + N - 1."""
+    setting = config["evaluation"]["confirmation_seeds"]
+    if isinstance(setting, int):
+        return list(range(FIRST_CONFIRMATION_SEED, FIRST_CONFIRMATION_SEED + setting))
+    return sorted(setting)
+
+
+def confirmation_problems(config: dict) -> list[str]:
+    """Confirmation seeds are fresh: a seed the study also trains is no independent test."""
+    shared = sorted(set(confirmation_seeds(config)) & set(config["seeds"]))
+    if not shared:
+        return []
+    return [f"evaluation.confirmation_seeds: {shared} are also among seeds {sorted(config['seeds'])}; confirmation "
+            "seeds must be fresh ones, none of the study's seeds (list others, or give a count for the seeds "
+            f"from {FIRST_CONFIRMATION_SEED} on)"]
+
+
+def confirmation_plan(config: dict, chosen: dict, planned: set[tuple]) -> dict:
+    """Per trained dataset, what the confirmation stage trains: ``{"status", "seeds",
+    "configurations", "runs"}``. ``chosen``: per dataset the configuration the aggregate
+    step chose on validation (a verdict's ``chosen``, or None); ``planned``: the study's
+    configurations (:data:`scripts.plan.grid.CONFIGURATION_KEYS` tuples, fraction as its
+    label). It trains (status :data:`CONFIRMING`) the confirmation seeds of the chosen
+    configuration and of the scratch CNN baseline at its training fraction, each run with
+    its folder and log folder as the study's runs have; else ``runs`` is empty and the
+    status says why."""
+    seeds = confirmation_seeds(config)
+    stages = {}
+    for name in trained_datasets(config):
+        choice = chosen.get(name)
+        configurations, runs = [], []
+        if not seeds:
+            status = NOT_CONFIGURED
+        elif not choice:
+            status = NOTHING_CHOSEN
+        else:
+            configuration = {key: choice[key] for key in grid.CONFIGURATION_KEYS}
+            configuration["fraction"] = grid.fraction_label(configuration["fraction"])
+            baseline = grid.baseline_of(configuration)
+            if configuration == baseline:
+                status = BASELINE_CHOSEN
+            elif tuple(baseline.values()) not in planned:
+                status = NO_BASELINE
+            else:
+                status, configurations = CONFIRMING, [configuration, baseline]
+                runs = [{**c, "seed": seed, "dir": RUN_DIR.format(**c, seed=seed),
+                         "log_dir": RUN_LOG_DIR.format(**c, seed=seed)} for c in configurations for seed in seeds]
+        stages[name] = {"status": status, "seeds": seeds, "configurations": configurations, "runs": runs}
+    return stages
 
 
 def train_threads(cores: int | None, n_runs: int) -> int:
@@ -327,6 +393,8 @@ def study_plan(config: dict, runs: list[dict], skipped: list[dict], settings: di
         "settings": settings,
         "runs": runs,
         "skipped": skipped,
+        # Trained only for the configuration that validation chooses (confirmation_plan).
+        "confirmation_seeds": confirmation_seeds(config),
         "datasets": {
             name: {
                 "verify": dataset_file("verify", name, size),

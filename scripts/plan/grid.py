@@ -20,6 +20,11 @@ PRETRAINED_STRATEGIES = STRATEGIES[1:]
 RANDOM_INIT = "none"  # the pretraining label of every run that starts from random weights
 
 
+def baseline_of(configuration: dict) -> dict:
+    """The scratch CNN baseline on the same dataset and training fraction as ``configuration``."""
+    return {**configuration, "model": SCRATCH_CNN, "strategy": SCRATCH, "weights": RANDOM_INIT}
+
+
 def skip_reason(model: str, strategy: str) -> str | None:
     if model == SCRATCH_CNN and strategy != SCRATCH:
         return f"{SCRATCH_CNN} has no pretrained backbone to freeze, probe or fine-tune; only {SCRATCH!r} applies"

@@ -47,6 +47,7 @@ class Study:
         self.planned_seeds: dict[tuple, list[int]] = {}
         for run in self.runs:
             self.planned_seeds.setdefault(tuple(run[key] for key in grid.CONFIGURATION_KEYS), []).append(run["seed"])
+        self.confirmation_seeds = study_config.confirmation_seeds(config)
         self.plan = study_config.study_plan(config, self.runs, self.skipped, settings)
         self.plan_digest = study_config.plan_digest(self.plan)
         self.split_settings = json.dumps({key: config["data"][key] for key in SPLIT_SETTINGS}, sort_keys=True)
@@ -179,10 +180,29 @@ class Study:
 
     # ---- Packs: several seeds of one configuration in one train job ----------------------
     def pack_runs(self, wildcards) -> list[dict]:
-        """The planned runs of the pack named by the wildcards, in seed order."""
+        """The planned runs of the pack named by the wildcards, in seed order: of the
+        study's seeds, or of the confirmation seeds where the pack starts with one (the two
+        never share a seed, :func:`scripts.plan.config.confirmation_problems`)."""
         configuration = {key: wildcards[key] for key in grid.CONFIGURATION_KEYS}
         planned = self.planned_seeds.get(tuple(configuration.values()), [])
+        if planned and int(wildcards.seeds.partition("-")[0]) in self.confirmation_seeds:
+            planned = self.confirmation_seeds
         return [{**configuration, "seed": seed} for seed in grid.pack_seeds(wildcards.seeds, planned)]
+
+    # ---- The confirmation stage: fresh seeds of the validation-chosen configuration -------
+    def confirmation(self, verdict: str) -> dict:
+        """Per trained dataset, what the confirmation stage trains
+        (:func:`scripts.plan.config.confirmation_plan`) after the aggregate step wrote
+        ``verdict`` (its choice on validation)."""
+        chosen = {name: part.get("chosen") for name, part in json.loads(Path(verdict).read_text())["datasets"].items()}
+        return study_config.confirmation_plan(self.config, chosen, set(self.planned_seeds))
+
+    def confirmation_pack_records(self, verdict: str) -> list[str]:
+        """The pack records of the confirmation runs (packed like the study's runs), which
+        the confirm step waits for once ``verdict`` names the chosen configurations."""
+        runs = [run for stage in self.confirmation(verdict).values() for run in stage["runs"]]
+        packs = grid.packs(runs, self.packing["runs_per_job"])
+        return self.finished_only([PACK_RECORD.format(**pack) for pack in packs])
 
     def pack_splits(self, wildcards) -> list[str]:
         return [SPLIT.format(**run) for run in self.pack_runs(wildcards)]

@@ -22,6 +22,7 @@ import pandas as pd
 
 from scripts.common import fsutil
 from scripts.data.external import ALIGNMENT, DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR_DUPLICATE_CORRELATION
+from scripts.plan.config import CONFIRMING, NOT_CONFIGURED
 from scripts.plan.grid import SCRATCH, config_title
 from scripts.report.qualifiers import with_decisions
 from scripts.report.tables import FIELD_TABLES
@@ -71,6 +72,8 @@ def render(plan: dict, tables: dict, output: str | Path, project: str | Path = "
     environment.filters["label"] = lambda metric: LABELS[metric]
     environment.filters["config_title"] = config_title
     environment.globals["SCRATCH"] = SCRATCH
+    environment.globals["CONFIRMING"] = CONFIRMING
+    environment.globals["NOT_CONFIGURED"] = NOT_CONFIGURED
     tables = {**{name: pd.DataFrame() for name in FIELD_TABLES}, **tables}
     verdict = tables["verdict"]
     study = {"not_pretrained": not_pretrained(tables["runs"])}
@@ -89,6 +92,7 @@ def render(plan: dict, tables: dict, output: str | Path, project: str | Path = "
         "bootstrap": verdict["bootstrap"],
         "selection_metric": verdict["selection_metric"],
         "configuration": configuration_section(plan),
+        "confirmation_seeds": plan.get("confirmation_seeds", []),
         "commit": git_commit(Path(project)),
         "n_ok": verdict["finished"],
         "n_runs": verdict["planned"],

@@ -49,6 +49,7 @@ import pandas as pd
 from scripts.common import fsutil
 from scripts.common.layout import RUN_FILES
 from scripts.data.external import collapse, collapse_labels, external_classes
+from scripts.plan.config import confirmation_seeds
 from scripts.stats import deployment
 from scripts.stats import stats as st
 from scripts.stats.calibration import CALIBRATION, calibration_test_intervals, reliability, run_calibration
@@ -187,7 +188,10 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
 
     candidates = ranked_candidates(summary, selection)
     chosen = chosen_config(candidates)
-    prespecified = (config_key(chosen), selection) if chosen and not is_baseline(chosen) else None
+    # With confirmation seeds the prespecified comparison is made on fresh seeds after this choice
+    # (scripts/stats/confirmation.py); the chosen configuration's seeds here join the others' family.
+    prespecified = ((config_key(chosen), selection)
+                    if chosen and not is_baseline(chosen) and not confirmation_seeds(config) else None)
     comparisons = versus_baseline(summary, resampled, metrics, bootstrap, prespecified)
     curve = learning_curve(summary, comparisons, selection)
     external, external_info = _external(name, plan, done, selection, predictions, classes, groups)

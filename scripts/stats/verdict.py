@@ -50,7 +50,7 @@ def chosen_verdict(name: str, summary: list[dict], candidates: list[dict], compa
     if chosen is None:
         return verdict
     versus = [c for c in comparisons if config_key(c) == config_key(chosen)]
-    prespecified = next((c for c in versus if c["metric"] == selection), None)
+    prespecified = next((c for c in versus if c["family"] == "prespecified"), None)
     verdict.update(
         chosen=chosen,
         per_class=json.loads(chosen["per_class"]),

@@ -48,7 +48,8 @@ def test_ten_thousand_runs_aggregate_and_report(tmp_path):
 
     dry = snakemake(tmp_path, "--configfile", str(config), "-n", "-p")
     commands = re.findall(r"^Shell command: (.*)$", dry.stdout, re.M)
-    assert set(re.findall(r"^(?:local)?rule (\w+):$", dry.stdout, re.M)) == {"aggregate", "report", "all"}
+    assert set(re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", dry.stdout, re.M)) == {
+        "aggregate", "confirm", "report", "all"}
     assert max(len(c) for c in commands) < 10_000
     snakemake(tmp_path, "--configfile", str(config), "--cores", "2", timeout=1800)
     table = pd.read_csv(tmp_path / "results/runs.csv")

@@ -49,7 +49,7 @@ def slurm_study(tmp_path_factory):
 def test_training_jobs_ran_as_gpu_slurm_jobs(slurm_study):
     work, _, result = slurm_study
     for rule in ("verify", "split", "aggregate", "report"):  # on the login node, not submitted
-        assert f"localrule {rule}:" in result.stderr
+        assert re.search(rf"^local(rule|checkpoint) {rule}:$", result.stderr, re.M)
     runs = pd.read_csv(work / "results/runs.csv", dtype=str)
     assert len(runs) == 2 and (runs["status"] == "ok").all()
     job_ids = set(runs["slurm_job_id"])
@@ -293,7 +293,8 @@ def test_literal_profile_name_submits_right_sized_gpu_training(shipped_profile_r
     for rule in ("plan", "split"):  # on the login node
         assert f"localrule {rule}:" in output
     for rule in ("verify", "leakage", "thumbnails", "aggregate", "report"):  # submitted
-        assert re.search(rf"^rule {rule}:$", output, re.M) and f"localrule {rule}:" not in output
+        assert re.search(rf"^(rule|checkpoint) {rule}:$", output, re.M)
+        assert not re.search(rf"^local(rule|checkpoint) {rule}:$", output, re.M)
     info = json.loads((clone / "results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed1/train.json").read_text())
     job = slurm_job(info["environment"]["slurm_job_id"])
     assert job["NumCPUs"] == "8" and job["CPUs/Task"] == "8" and job["NumTasks"] == "1"

@@ -389,3 +389,62 @@ def test_the_report_marks_user_set_values_and_schema_defaults(tmp_path):
             '</td><td class="l"><em>default</em></td></tr>') in configuration
     assert configuration.count('<td class="l"><strong>set</strong>') == 2
     assert "<pre>datasets:\n  tiny:\n" in configuration  # the YAML, for copying
+
+
+# ---- The confirmation stage -----------------------------------------------------------------
+
+CHOSEN = {"dataset": "tiny", "model": "vgg16", "strategy": "partial", "weights": "none", "fraction": 1.0}
+PLANNED = {("tiny", "scratch_cnn", "scratch", "none", "1.0"), ("tiny", "vgg16", "scratch", "none", "1.0"),
+           ("tiny", "vgg16", "partial", "none", "1.0")}
+
+
+@pytest.mark.parametrize("setting, seeds", [(0, []), ([], []), (3, [1000, 1001, 1002]), ([9, 7], [7, 9])])
+def test_confirmation_seeds_are_a_list_or_a_count_from_1000(tmp_path, setting, seeds):
+    config = study(tmp_path, evaluation={"confirmation_seeds": setting})
+    assert study_config.confirmation_seeds(config) == seeds
+    assert study_config.config_problems(config, {"none": "none"}, REGISTRY) == []
+
+
+def test_confirmation_seeds_are_off_by_default_and_typed_from_the_command_line(tmp_path):
+    assert study_config.confirmation_seeds(study(tmp_path)) == []
+    typed = study_config.typed_by_schema({"evaluation": {"confirmation_seeds": "3"}}, SCHEMA)
+    assert typed == {"evaluation": {"confirmation_seeds": 3}}
+
+
+def test_confirmation_seeds_among_the_study_seeds_are_refused_naming_the_key(tmp_path):
+    config = study(tmp_path, seeds=[1, 2, 3], evaluation={"confirmation_seeds": [3, 4]})
+    (problem,) = study_config.config_problems(config, {"none": "none"}, REGISTRY)
+    assert problem.startswith("evaluation.confirmation_seeds: [3] are also among seeds [1, 2, 3]")
+
+
+def test_the_confirmation_stage_trains_the_chosen_configuration_and_the_baseline_on_fresh_seeds(tmp_path):
+    config = study(tmp_path, evaluation={"confirmation_seeds": 2})
+    stage = study_config.confirmation_plan(config, {"tiny": CHOSEN}, PLANNED)["tiny"]
+    assert stage["status"] == study_config.CONFIRMING and stage["seeds"] == [1000, 1001]
+    assert [(c["model"], c["strategy"], c["fraction"]) for c in stage["configurations"]] == [
+        ("vgg16", "partial", "1.0"), ("scratch_cnn", "scratch", "1.0")]
+    assert [(run["model"], run["seed"]) for run in stage["runs"]] == [
+        ("vgg16", 1000), ("vgg16", 1001), ("scratch_cnn", 1000), ("scratch_cnn", 1001)]
+    assert stage["runs"][0]["dir"] == "results/tiny/runs/vgg16/partial/none/frac1.0/seed1000"
+    assert stage["runs"][3]["log_dir"] == "logs/tiny/scratch_cnn/scratch/none/frac1.0/seed1001"
+
+
+@pytest.mark.parametrize("setting, chosen, planned, status", [
+    (0, CHOSEN, PLANNED, study_config.NOT_CONFIGURED),
+    (3, None, PLANNED, study_config.NOTHING_CHOSEN),
+    (3, {**CHOSEN, "model": "scratch_cnn", "strategy": "scratch"}, PLANNED, study_config.BASELINE_CHOSEN),
+    (3, CHOSEN, PLANNED - {("tiny", "scratch_cnn", "scratch", "none", "1.0")}, study_config.NO_BASELINE),
+])
+def test_the_confirmation_stage_trains_nothing_where_there_is_nothing_to_confirm(tmp_path, setting, chosen,
+                                                                                  planned, status):
+    config = study(tmp_path, evaluation={"confirmation_seeds": setting})
+    stage = study_config.confirmation_plan(config, {"tiny": chosen}, planned)["tiny"]
+    assert (stage["status"], stage["runs"], stage["configurations"]) == (status, [], [])
+
+
+def test_the_plan_names_the_confirmation_seeds(tmp_path):
+    config = study(tmp_path, evaluation={"confirmation_seeds": [5, 6]})
+    runs, skipped = study_config.planned_runs(config, {"none": "none"})
+    plan = study_config.study_plan(config, runs, skipped, {"files": [], "user_set": []})
+    assert plan["confirmation_seeds"] == [5, 6]
+    assert {run["seed"] for run in plan["runs"]} == {1}  # confirmation runs are no study runs

@@ -160,3 +160,28 @@ def test_a_failed_workflow_names_the_runs_still_to_train_and_their_logs(tmp_path
     assert lines[0] == "6 of 6 runs have not finished (their logs):"
     assert lines[1] == f"  {run['dir']}: {run['log_dir']}/train.log"
     assert lines[-1] == "  ... and 4 more (results/runs.csv after a report)" and len(lines) == 4
+
+
+def test_the_confirmation_packs_follow_the_verdicts_choice_and_resolve_to_their_seeds(tmp_path, monkeypatch):
+    packed = planned(tmp_path, monkeypatch, packing={"runs_per_job": 2}, seeds=[1, 2, 3],
+                     evaluation={"confirmation_seeds": [4, 5, 6]})
+    verdict = tmp_path / "verdict.json"
+    chosen = {**PACK, "model": "vgg16", "strategy": "partial", "fraction": 1.0}
+    verdict.write_text(json.dumps({"datasets": {"tiny": {"chosen": chosen}}}))
+    vgg16 = {**PACK, "model": "vgg16", "strategy": "partial"}
+    assert packed.confirmation_pack_records(str(verdict)) == [
+        PACK_RECORD.format(**configuration, seeds=label) for configuration in (vgg16, PACK) for label in ("4-5", "6-6")]
+    # a confirmation pack holds confirmation seeds only; a study pack with the same range would hold study seeds
+    assert [run["seed"] for run in packed.pack_runs(Wildcards(vgg16, seeds="4-5"))] == [4, 5]
+    assert [run["seed"] for run in packed.pack_runs(Wildcards(vgg16, seeds="1-2"))] == [1, 2]
+    with pytest.raises(ValueError, match="not both planned"):
+        packed.pack_runs(Wildcards(vgg16, seeds="3-4"))
+    verdict.write_text(json.dumps({"datasets": {"tiny": {"chosen": {**PACK, "fraction": 1.0}}}}))
+    assert packed.confirmation_pack_records(str(verdict)) == []  # the baseline chosen: nothing to confirm
+
+
+def test_without_confirmation_seeds_no_confirmation_pack_is_planned(tmp_path, monkeypatch):
+    alone = planned(tmp_path, monkeypatch, seeds=[1, 2])
+    verdict = tmp_path / "verdict.json"
+    verdict.write_text(json.dumps({"datasets": {"tiny": {"chosen": {**PACK, "model": "vgg16", "fraction": 1.0}}}}))
+    assert alone.confirmation_seeds == [] and alone.confirmation_pack_records(str(verdict)) == []

@@ -15,7 +15,7 @@ from conftest import PROJECT
 from scripts.data.manifest import DataError  # noqa: F401  (the package imports without TensorFlow)
 
 # A rule may sit inside an ``if`` (train: one run per job, or packed seeds): indented.
-RULE = re.compile(r"^[ \t]*rule (\w+):(.*?)(?=^[ \t]*rule |\Z)", re.S | re.M)
+RULE = re.compile(r"^[ \t]*(?:rule|checkpoint) (\w+):(.*?)(?=^[ \t]*(?:rule|checkpoint) |\Z)", re.S | re.M)
 
 
 def requirement_pins(*files: str) -> dict[str, str]:

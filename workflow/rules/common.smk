@@ -38,6 +38,7 @@ from scripts.weights.weight_files import (  # noqa: E402
 
 # Every path the workflow writes.
 from scripts.common.layout import (  # noqa: E402
+    CONFIRMATION,
     DATASET_FILES,
     EXTERNAL_OVERLAP,
     FEATURE_CACHE,
@@ -107,6 +108,11 @@ def available_cores():
 
 
 TRAIN_THREADS = study_config.train_threads(available_cores(), len(STUDY.runs))
+
+
+def confirmation_packs(wildcards):
+    """The confirmation runs' pack records, known once the aggregate checkpoint chose."""
+    return STUDY.confirmation_pack_records(checkpoints.aggregate.get().output.verdict)
 
 
 def alternatives(values):
