@@ -116,7 +116,7 @@ def paired(config: dict, reference: dict, resampled: dict, metrics: list[str],
         rows_a = [a.seeds.index(s) for s in common]
         rows_b = [b.seeds.index(s) for s in common]
         result = bootstrap.seeds_and_images(a.per_seed[rows_a] - b.per_seed[rows_b],
-                                            a.per_seed_estimate[rows_a] - b.per_seed_estimate[rows_b])
+                                            a.per_seed_estimate[rows_a] - b.per_seed_estimate[rows_b], claim=True)
         rows.append({**{k: config[k] for k in CONFIG}, "metric": metric, "n_pairs": len(common),
                      "difference": result["estimate"],
                      **{k: result[k] for k in ("low", "high", "p_value", "se", "df", "seed_variance",
@@ -160,10 +160,8 @@ def with_power(row: dict, meaningful_difference: float | None) -> dict:
     """``row`` with ``detectable``, the smallest difference its test detects with 80% power at
     its ``alpha`` given the observed seed and image variance, and ``seeds_needed``, the seeds
     at which it would detect ``meaningful_difference`` (NaN without one)."""
-    seed_variance, image_variance, alpha = row["seed_variance"], row["image_variance"], row["alpha"]
-    detectable = st.detectable_difference(seed_variance, image_variance, row["n_pairs"], alpha)
-    shared = row["image_shared_variance"]
-    interaction = (image_variance - shared) * row["n_pairs"]
-    needed = (st.seeds_to_detect(meaningful_difference, seed_variance, shared, interaction, alpha)
+    seed_variance, shared, alpha = row["seed_variance"], row["image_shared_variance"], row["alpha"]
+    detectable = st.detectable_difference(seed_variance, shared, row["n_pairs"], alpha)
+    needed = (st.seeds_to_detect(meaningful_difference, seed_variance, shared, alpha)
               if meaningful_difference is not None else np.nan)
     return {**row, "detectable": detectable, "seeds_needed": needed}

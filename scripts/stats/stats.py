@@ -8,12 +8,13 @@ Two sources of variation, separately and together:
 * test-sample variation (a finite test set), given the trained models: a stratified bootstrap of
   the test images, or of groups of them (patients) drawn whole (:func:`resample_counts`);
 * both, for every claim about a *configuration* (:func:`seeds_and_images`): the mean over
-  seeds has the variance s²/S of the seeds' values (training variation) plus the variance
-  over image resamples of the mean over seeds (test-sample variation given the trained
-  models; seeds and test images are crossed, every model predicts every image), and is
-  referred to a t distribution with the Welch-Satterthwaite degrees of freedom (Welch
-  1947, Biometrika 34:28-35; Satterthwaite 1946, Biometrics Bull. 2:110-114), the image part
-  counting as known. :func:`config_bootstrap` gives one configuration's interval,
+  seeds has the variance s²/S of the seeds' values (training variation, and how each seed's
+  errors fall on these test images) plus the part of the image-resampling variance that all
+  seeds share (the test set's own luck; seeds and test images are crossed, every model
+  predicts every image), and is referred to a t distribution: one configuration's interval with the Welch-Satterthwaite
+  degrees of freedom (Welch 1947, Biometrika 34:28-35; Satterthwaite 1946, Biometrics Bull.
+  2:110-114), the shared image part counting as known; a comparison that a claim rests on
+  with S - 1. :func:`config_bootstrap` gives one configuration's interval,
   :func:`paired_bootstrap` the difference of two configurations on the same seeds and
   images, with a two-sided p-value, and Holm's correction (:func:`holm`) across a family;
   :func:`detectable_difference` and :func:`seeds_to_detect` what such a test can detect.
@@ -152,21 +153,27 @@ POWER = 0.8  # the power at which detectable_difference states what a study can 
 LARGE_DF = 1e4  # degrees of freedom above which the t is taken as the normal
 
 
-def seeds_and_images(per_seed: np.ndarray, per_seed_estimate: np.ndarray, level: float = 0.95) -> dict:
+def seeds_and_images(per_seed: np.ndarray, per_seed_estimate: np.ndarray, level: float = 0.95,
+                     claim: bool = False) -> dict:
     """Mean over seeds of a metric (or of a paired difference of two configurations' metrics),
     with its standard error, t-interval and two-sided p-value of "zero".
 
     ``per_seed`` (``(S, B)``): each seed's value on every image resample; ``per_seed_estimate``
-    (``(S,)``): on the whole test set. The variance of the mean is the seeds' sample variance
-    over S (``seed_variance`` is the per-seed s², the variance of one seed's value) plus the
-    variance over the image resamples of the mean over seeds (``image_variance``): training
-    and test-sample variation; their sum counts the seed-by-image interaction twice, which errs
-    on the wide side. The t has the Welch-Satterthwaite degrees of freedom
-    (s²/S + v)² (S - 1) / (s²/S)², the image part counting as known (it comes from the test
-    images, many more than the seeds): S - 1 where seeds dominate, a normal where images do.
-    ``image_shared_variance``: the part of the image variance that all seeds share (the test
-    set's own luck), which more seeds would not shrink; the rest is the seed-by-image
-    interaction over S (each seed's own image variance is shared + interaction).
+    (``(S,)``): on the whole test set. Over the image resamples, the mean over seeds varies by
+    ``image_variance`` v = g + h/S and each seed by w = g + h on average: g
+    (``image_shared_variance``, (S v - w)/(S - 1), clipped to [0, v]) is the test set's luck
+    that every seed shares, h the seed-by-image interaction. The seeds' sample variance s²
+    (``seed_variance``, per seed) already holds h, since each seed meets the test set with its
+    own errors; so the mean's variance is s²/S + g (training and test-sample variation, each
+    counted once; seeds and test images are crossed random effects, Owen 2007, Ann. Appl.
+    Stat. 1(2):386-411). The t has the Welch-Satterthwaite degrees of freedom
+    (s²/S + g)² (S - 1) / (s²/S)², g counting as known (it comes from the test images, many
+    more than the seeds): S - 1 where seeds dominate, a normal where the shared part does.
+    ``claim``: a comparison that a claim rests on takes S - 1 degrees of freedom instead
+    (exact where seeds dominate, conservative where the shared part is large): with 3 seeds
+    the Satterthwaite degrees of freedom, estimated from a seed variance of 2 degrees of
+    freedom, grow whenever s² comes out small by chance, and two equal configurations then
+    "differed" at p < 0.05 in 6-7% of simulated studies (tests/unit/test_null_simulation.py).
     With one seed the seed part is unknown and left out (the interval covers the test images
     only); no claim is made below 3 seeds anyway. Zero variance: p is 1 for a difference of
     exactly 0 and 0 otherwise.
@@ -180,7 +187,7 @@ def seeds_and_images(per_seed: np.ndarray, per_seed_estimate: np.ndarray, level:
     if n_seeds > 1 and per_seed.shape[1] > 1:  # each seed's own image variance is shared + interaction
         own = float(per_seed.var(axis=1, ddof=1).mean())
         shared = float(np.clip((n_seeds * image_variance - own) / (n_seeds - 1), 0.0, image_variance))
-    se, df = standard_error(seed_variance, image_variance, n_seeds)
+    se, df = standard_error(seed_variance, shared, n_seeds, claim)
     if np.isnan(se):
         p_value, half = float("nan"), float("nan")
     elif se == 0:
@@ -193,14 +200,19 @@ def seeds_and_images(per_seed: np.ndarray, per_seed_estimate: np.ndarray, level:
             "image_shared_variance": shared, "n_seeds": n_seeds}
 
 
-def standard_error(seed_variance: float, image_variance: float, n_seeds: int) -> tuple[float, float]:
+def standard_error(seed_variance: float, image_variance: float, n_seeds: int,
+                   claim: bool = False) -> tuple[float, float]:
     """Standard error of a mean over ``n_seeds`` seeds (per-seed variance ``seed_variance``,
-    NaN: unknown, left out) on a test set whose image resampling varies the mean by
-    ``image_variance``, and its Welch-Satterthwaite degrees of freedom (inf where the seed
-    part is 0 or unknown)."""
-    seeds = seed_variance / n_seeds if n_seeds > 1 and not np.isnan(seed_variance) else 0.0
+    NaN: unknown, left out) on a test set whose shared part varies the mean by
+    ``image_variance``, and its degrees of freedom: ``n_seeds`` - 1 for a ``claim``, else
+    Welch-Satterthwaite's; inf where the seed part is unknown (or 0, without a claim)."""
+    known = n_seeds > 1 and not np.isnan(seed_variance)
+    seeds = seed_variance / n_seeds if known else 0.0
     total = seeds + image_variance
-    df = total ** 2 * (n_seeds - 1) / seeds ** 2 if seeds > 0 else np.inf
+    if claim and known:
+        df = float(n_seeds - 1)
+    else:
+        df = total ** 2 * (n_seeds - 1) / seeds ** 2 if seeds > 0 else np.inf
     return float(np.sqrt(total)), float(df)
 
 
@@ -217,18 +229,19 @@ def _power(noncentrality: float, critical: float, df: float) -> float:
 
 def detectable_difference(seed_variance: float, image_variance: float, n_seeds: int, alpha: float,
                           power: float = POWER) -> float:
-    """The smallest true difference that :func:`seeds_and_images`'s test at level ``alpha``
-    (two-sided) detects with probability ``power``, for a study with ``n_seeds`` seeds and
-    these variances (per-seed ``seed_variance``, ``image_variance`` of the mean): the
-    noncentrality at which the noncentral t with the study's degrees of freedom exceeds the
-    critical value with that probability, times the standard error. NaN where the standard
-    error is unknown (fewer than 2 seeds), 0 where it is 0."""
+    """The smallest true difference that :func:`seeds_and_images`'s test for a claim at level
+    ``alpha`` (two-sided: critical value of a t with ``n_seeds`` - 1 degrees of freedom)
+    detects with probability ``power``, for a study with ``n_seeds`` seeds and these
+    variances (per-seed ``seed_variance``, ``image_variance`` the test set's shared part):
+    the noncentrality at which the statistic, a noncentral t with the Welch-Satterthwaite
+    degrees of freedom, exceeds the critical value with that probability, times the standard
+    error. NaN where the standard error is unknown (fewer than 2 seeds), 0 where it is 0."""
     if n_seeds < 2 or np.isnan(seed_variance) or np.isnan(image_variance):
         return float("nan")
     se, df = standard_error(seed_variance, image_variance, n_seeds)
     if se == 0:
         return 0.0
-    critical = sps.norm.ppf(1 - alpha / 2) if df > LARGE_DF else sps.t.ppf(1 - alpha / 2, df)
+    critical = sps.t.ppf(1 - alpha / 2, n_seeds - 1)
     upper = critical + 10.0
     while _power(upper, critical, df) < power:
         upper *= 2
@@ -238,25 +251,22 @@ def detectable_difference(seed_variance: float, image_variance: float, n_seeds: 
 MOST_SEEDS = 100_000  # seeds_to_detect searches up to this many
 
 
-def seeds_to_detect(difference: float, seed_variance: float, image_shared_variance: float,
-                    image_interaction_variance: float, alpha: float, power: float = POWER) -> float:
-    """The fewest seeds (at least 2) at which a study on the same test set detects a true
-    ``difference`` with probability ``power`` at level ``alpha`` (:func:`detectable_difference`),
-    with the per-seed ``seed_variance`` and an image variance of ``image_shared_variance`` +
-    ``image_interaction_variance`` / seeds (:func:`seeds_and_images`: the interaction is the
-    observed image variance minus the shared part, times the seeds). More seeds shrink all but
-    the shared image part: where it alone keeps the difference out of reach, inf (more seeds
-    cannot help; more test images can). NaN where the variances are unknown."""
-    variances = (difference, seed_variance, image_shared_variance, image_interaction_variance)
-    if any(np.isnan(v) for v in variances):
+def seeds_to_detect(difference: float, seed_variance: float, image_shared_variance: float, alpha: float,
+                    power: float = POWER) -> float:
+    """The fewest seeds (at least 2) at which a study on the same test set, with the same
+    per-seed ``seed_variance`` and ``image_shared_variance`` (:func:`seeds_and_images`),
+    detects a true ``difference`` with probability ``power`` at level ``alpha``
+    (:func:`detectable_difference`). More seeds shrink only the seed part: where the test
+    set's shared part alone keeps the difference out of reach, inf (more seeds cannot help;
+    more test images can). NaN where the variances are unknown."""
+    if any(np.isnan(v) for v in (difference, seed_variance, image_shared_variance)):
         return float("nan")
     target = abs(difference)
 
     def detectable(n_seeds: int) -> float:
-        return detectable_difference(seed_variance, image_shared_variance + image_interaction_variance / n_seeds,
-                                     n_seeds, alpha, power)
+        return detectable_difference(seed_variance, image_shared_variance, n_seeds, alpha, power)
 
-    if detectable_difference(0.0, image_shared_variance, 2, alpha, power) >= target:  # the limit of many seeds
+    if detectable_difference(0.0, image_shared_variance, MOST_SEEDS, alpha, power) >= target:  # many seeds
         return float("inf")
     low, high = 1, 2  # detectable at high, not at low
     while detectable(high) > target:
@@ -430,10 +440,10 @@ class SharedBootstrap:
         """The metric, averaged over the seeds' ``probabilities``, on the whole test set."""
         return float(self.per_seed_estimate(metric, probabilities).mean())
 
-    def seeds_and_images(self, per_seed: np.ndarray, per_seed_estimate: np.ndarray) -> dict:
+    def seeds_and_images(self, per_seed: np.ndarray, per_seed_estimate: np.ndarray, claim: bool = False) -> dict:
         """:func:`seeds_and_images` of ``per_seed`` (``(S, B)``, on these resamples) and
         ``per_seed_estimate`` (``(S,)``, on the whole test set)."""
-        return seeds_and_images(per_seed, per_seed_estimate)
+        return seeds_and_images(per_seed, per_seed_estimate, claim=claim)
 
 
 def config_bootstrap(y_true: np.ndarray, probabilities_per_seed: Sequence[np.ndarray], metric: str,
@@ -504,7 +514,7 @@ def paired_bootstrap(y_true: np.ndarray, probs_a_per_seed: Sequence[np.ndarray],
     shared = SharedBootstrap(y_true, n_resamples, seed, positive, groups)
     a, b = list(probs_a_per_seed), list(probs_b_per_seed)
     result = seeds_and_images(shared.per_seed(metric, a) - shared.per_seed(metric, b),
-                              shared.per_seed_estimate(metric, a) - shared.per_seed_estimate(metric, b))
+                              shared.per_seed_estimate(metric, a) - shared.per_seed_estimate(metric, b), claim=True)
     return {"difference": result["estimate"], "low": result["low"], "high": result["high"],
             "p_value": result["p_value"]}
 

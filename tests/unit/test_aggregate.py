@@ -214,7 +214,7 @@ def test_three_seeds_that_all_win_beat_the_baseline(tmp_path):
                                                ("vgg16", "frozen"): (0.96, 0.95, 0.96)}))
     verdict = tables["verdict"]["datasets"]["tiny"]
     assert verdict["claim"] == "beats" and verdict["prespecified"]["n_pairs"] == 3
-    assert verdict["prespecified"]["p_value"] < 0.001
+    assert verdict["prespecified"]["p_value"] < 0.01  # a t over 3 seeds that all win by 0.10-0.11
     assert tables["learning_curve"].set_index("model").loc["vgg16", "beats"] == True  # noqa: E712
 
 
@@ -230,7 +230,7 @@ def test_no_significant_difference_comes_with_what_the_study_could_detect(tmp_pa
     assert verdict["claim"] == "no significant difference" and verdict["meaningful_difference"] == 0.02
     prespecified = verdict["prespecified"]
     assert prespecified["alpha"] == 0.05 and prespecified["detectable"] > abs(prespecified["difference"])
-    assert st.detectable_difference(prespecified["seed_variance"], prespecified["image_variance"],
+    assert st.detectable_difference(prespecified["seed_variance"], prespecified["image_shared_variance"],
                                     prespecified["n_pairs"], 0.05) == prespecified["detectable"]
     assert prespecified["seeds_needed"] > 3
     import html as html_module

@@ -13,7 +13,7 @@ variance; config/README.md holds the measured table (``python
 tests/unit/test_null_simulation.py`` prints it with more studies).
 
 The bounds are asserted with room for the Monte Carlo error: a rate of 5% measured over
-``STUDIES`` studies has a standard error of about 1.3%. Measured time: see config/README.md.
+``STUDIES`` studies has a standard error of about 1.5%. Measured time: see config/README.md.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from scripts.stats import stats as st
 from scripts.stats.verdict import BEATS, WORSE, outcome, validation_drop
 
 RESAMPLES = 200  # the image variance needs far fewer resamples than a percentile interval
-STUDIES = 300
+STUDIES = 200  # the Monte Carlo standard error of a 5% rate is 1.5%
 ACCURACY_SHIFT = 1.2  # about 80% of the images right
 CONFIG = {"dataset": "simulated", "model": "vgg16", "strategy": "frozen", "weights": "imagenet", "fraction": 1.0}
 BASELINE = {**CONFIG, **cmp.BASELINE}
@@ -178,10 +178,11 @@ def test_the_chosen_configuration_on_the_seeds_that_chose_it_is_optimistic_where
         chosen_among_equals):
     """Measured, not a bound the study holds: the same trained models carry their validation
     luck to the test set, so where seeds vary much the chosen one "beats" the equal baseline
-    more often than 5% (12% here); where the images dominate there is little luck to carry."""
+    more often than 5% (config/README.md); where the images dominate there is little luck to
+    carry."""
     cell, rates = chosen_among_equals
     if cell.seed_sd > IMAGE_DOMINATED["seed_sd"]:
-        assert rates["same_seeds_beats"] > 2 * ALPHA
+        assert rates["same_seeds_beats"] > ALPHA
     else:
         assert rates["same_seeds_beats"] <= ALPHA + monte_carlo_margin(ALPHA, STUDIES)
 

@@ -142,14 +142,16 @@ def test_seeds_and_images_by_hand():
     estimates = np.array([0.25, 0.30, 0.20])
     result = st.seeds_and_images(per_seed, estimates)
     seeds, images = np.var(estimates, ddof=1) / 3, np.var(per_seed.mean(axis=0), ddof=1)
-    se, df = np.sqrt(seeds + images), (seeds + images) ** 2 * 2 / seeds ** 2  # Welch-Satterthwaite
+    own = per_seed.var(axis=1, ddof=1).mean()  # each seed's image variance: shared + interaction
+    shared = np.clip((3 * images - own) / 2, 0, images)  # what the seeds share; s² holds the rest
+    assert shared > 0 and result["image_shared_variance"] == pytest.approx(shared)
+    se, df = np.sqrt(seeds + shared), (seeds + shared) ** 2 * 2 / seeds ** 2  # Welch-Satterthwaite
     assert (result["estimate"], result["se"], result["df"]) == pytest.approx((0.25, se, df))
     assert result["p_value"] == pytest.approx(2 * stats.t.sf(0.25 / se, df))
     half = stats.t.ppf(0.975, df) * se
     assert (result["low"], result["high"]) == pytest.approx((0.25 - half, 0.25 + half))
     assert result["seed_variance"] == pytest.approx(np.var(estimates, ddof=1)) and result["n_seeds"] == 3
-    own = per_seed.var(axis=1, ddof=1).mean()  # each seed's image variance: shared + interaction
-    assert result["image_shared_variance"] == pytest.approx(np.clip((3 * images - own) / 2, 0, images))
+    assert result["image_variance"] == pytest.approx(images)
 
 
 def test_seed_differences_of_two_three_and_five_points_on_a_large_test_set_are_no_claim():
@@ -184,14 +186,14 @@ def power_of(difference: float, seed_sd: float, image_sd: float, n_seeds: int, a
     for _ in range(studies):
         seed_values = difference + rng.normal(0.0, seed_sd, n_seeds)
         test_set, resamples = rng.normal(0.0, image_sd), rng.normal(0.0, image_sd, 400)
-        result = st.seeds_and_images(seed_values[:, None] + resamples[None, :], seed_values + test_set)
+        result = st.seeds_and_images(seed_values[:, None] + resamples[None, :], seed_values + test_set, claim=True)
         rejected += result["p_value"] < alpha
     return rejected / studies
 
 
 @pytest.mark.parametrize("seed_sd, image_sd, n_seeds, alpha", [
     (0.03, 0.0, 3, 0.05),  # seeds alone: the noncentral t is exact
-    (0.03, 0.01, 5, 0.05 / 3),  # both, at a Holm threshold: Satterthwaite's approximation
+    (0.03, 0.01, 5, 0.05 / 3),  # both, at a Holm threshold: the statistic's Satterthwaite approximation
 ])
 def test_the_detectable_difference_is_detected_four_times_in_five(seed_sd, image_sd, n_seeds, alpha):
     smallest = st.detectable_difference(seed_sd ** 2, image_sd ** 2, n_seeds, alpha)
@@ -201,17 +203,17 @@ def test_the_detectable_difference_is_detected_four_times_in_five(seed_sd, image
 
 
 def test_seeds_to_detect_is_the_fewest_seeds_whose_detectable_difference_is_small_enough():
-    seed_variance, shared, interaction = 0.03 ** 2, 0.004 ** 2, 0.006 ** 2
+    seed_variance, shared = 0.03 ** 2, 0.005 ** 2
 
-    def detectable(n_seeds: int) -> float:  # the image variance of a mean over n seeds
-        return st.detectable_difference(seed_variance, shared + interaction / n_seeds, n_seeds, 0.05)
+    def detectable(n_seeds: int) -> float:
+        return st.detectable_difference(seed_variance, shared, n_seeds, 0.05)
 
-    needed = int(st.seeds_to_detect(0.02, seed_variance, shared, interaction, 0.05))
+    needed = int(st.seeds_to_detect(0.02, seed_variance, shared, 0.05))
     assert detectable(needed) <= 0.02 < detectable(needed - 1)
     # the shared image part alone (0.01 standard error) keeps 0.02 out of reach at any number of
     # seeds: 80% power needs (1.96 + 0.84) standard errors
-    assert st.seeds_to_detect(0.02, seed_variance, 0.01 ** 2, interaction, 0.05) == np.inf
-    assert np.isnan(st.seeds_to_detect(0.02, np.nan, shared, interaction, 0.05))
+    assert st.seeds_to_detect(0.02, seed_variance, 0.01 ** 2, 0.05) == np.inf
+    assert np.isnan(st.seeds_to_detect(0.02, np.nan, shared, 0.05))
     assert np.isnan(st.detectable_difference(np.nan, shared, 1, 0.05))
 
 
@@ -297,7 +299,9 @@ def test_config_intervals_equal_a_resample_by_resample_reference(metric):
     per_seed = np.array([[sklearn_metric(metric, y_true[r], p[r]) for r in rows] for p in seeds])
     estimates = np.array([sklearn_metric(metric, y_true, p) for p in seeds])
     images = per_seed.mean(axis=0)
-    se = np.sqrt(np.var(estimates, ddof=1) / 2 + np.var(images, ddof=1))
+    own = per_seed.var(axis=1, ddof=1).mean()
+    shared = np.clip(2 * np.var(images, ddof=1) - own, 0, np.var(images, ddof=1))  # (S v - w) / (S - 1)
+    se = np.sqrt(np.var(estimates, ddof=1) / 2 + shared)
     df = se ** 4 / (np.var(estimates, ddof=1) / 2) ** 2  # Welch-Satterthwaite, 1 seed degree of freedom
     half = stats.t.ppf(0.975, df) * se
     assert (result["low"], result["high"]) == pytest.approx((estimates.mean() - half, estimates.mean() + half))
