@@ -184,7 +184,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     candidates = ranked_candidates(summary, selection)
     chosen = chosen_config(candidates)
     prespecified = (config_key(chosen), selection) if chosen and not is_baseline(chosen) else None
-    meaningful = evaluation.get("meaningful_difference")
+    meaningful = evaluation["meaningful_difference"]
     comparisons = versus_baseline(summary, resampled, metrics, bootstrap, prespecified, meaningful)
     curve = learning_curve(summary, comparisons, selection)
     external, external_info = _external(name, plan, done, selection, predictions, classes, groups)

@@ -30,7 +30,7 @@ TOO_FEW_SEEDS = 3  # fewer seeds paired with the baseline than this: no claim ei
 BEATS_RULE = ("beats = a positive difference in the test selection metric against the scratch CNN baseline "
               f"at the same training fraction, over at least {TOO_FEW_SEEDS} seeds paired with it, with p < "
               f"{SIGNIFICANCE} after adjustment within its family (paired t over the shared seeds and the test "
-              "images: the seeds' variance plus the test-image bootstrap's, Welch-Satterthwaite degrees of freedom)")
+              "images: the seeds' variance plus the test set's shared part, seeds - 1 degrees of freedom)")
 LEARNING_CURVE_COLUMNS = [*CONFIG, "n_train", "n_seeds", "metric", "value", "seed_low", "seed_high", "test_low",
                           "test_high", "n_pairs", "difference", "low", "high", "p_holm", "beats", "family", "outcome"]
 BEATS, WORSE, NO_DIFFERENCE, NO_CLAIM = "beats", "worse", "no significant difference", "too few seeds"
