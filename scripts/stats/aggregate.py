@@ -4,8 +4,8 @@
 * ``summary``: per configuration (dataset × model × strategy × pretraining × fraction) the
   mean over seeds of each metric with three intervals: over seeds (t-interval: training
   variation), over test images (stratified bootstrap of the test set: test-sample
-  variation given the trained models) and over both (the seeds' variance plus the image
-  resamples', with a Welch-Satterthwaite t: :func:`scripts.stats.stats.seeds_and_images`);
+  variation given the trained models) and over both (the seeds' variance plus the test set's
+  shared part, a t over the seeds: :func:`scripts.stats.stats.seeds_and_images`);
 * ``comparisons``: every configuration against the scratch baseline on the same seeds and
   test images (paired; t over seeds and test images); the validation-chosen configuration's
   comparison in the selection metric on its own, the others Holm-adjusted within each

@@ -116,7 +116,7 @@ def paired(config: dict, reference: dict, resampled: dict, metrics: list[str],
         rows_a = [a.seeds.index(s) for s in common]
         rows_b = [b.seeds.index(s) for s in common]
         result = bootstrap.seeds_and_images(a.per_seed[rows_a] - b.per_seed[rows_b],
-                                            a.per_seed_estimate[rows_a] - b.per_seed_estimate[rows_b], claim=True)
+                                            a.per_seed_estimate[rows_a] - b.per_seed_estimate[rows_b])
         rows.append({**{k: config[k] for k in CONFIG}, "metric": metric, "n_pairs": len(common),
                      "difference": result["estimate"],
                      **{k: result[k] for k in ("low", "high", "p_value", "se", "df", "seed_variance",

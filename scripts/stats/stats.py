@@ -11,10 +11,10 @@ Two sources of variation, separately and together:
   seeds has the variance s²/S of the seeds' values (training variation, and how each seed's
   errors fall on these test images) plus the part of the image-resampling variance that all
   seeds share (the test set's own luck; seeds and test images are crossed, every model
-  predicts every image), and is referred to a t distribution: one configuration's interval with the Welch-Satterthwaite
-  degrees of freedom (Welch 1947, Biometrika 34:28-35; Satterthwaite 1946, Biometrics Bull.
-  2:110-114), the shared image part counting as known; a comparison that a claim rests on
-  with S - 1. :func:`config_bootstrap` gives one configuration's interval,
+  predicts every image), and is referred to a t distribution with S - 1 degrees of freedom
+  (the statistic's own, Welch-Satterthwaite's, only in :func:`detectable_difference`: Welch
+  1947, Biometrika 34:28-35; Satterthwaite 1946, Biometrics Bull. 2:110-114).
+  :func:`config_bootstrap` gives one configuration's interval,
   :func:`paired_bootstrap` the difference of two configurations on the same seeds and
   images, with a two-sided p-value, and Holm's correction (:func:`holm`) across a family;
   :func:`detectable_difference` and :func:`seeds_to_detect` what such a test can detect.
@@ -153,8 +153,7 @@ POWER = 0.8  # the power at which detectable_difference states what a study can 
 LARGE_DF = 1e4  # degrees of freedom above which the t is taken as the normal
 
 
-def seeds_and_images(per_seed: np.ndarray, per_seed_estimate: np.ndarray, level: float = 0.95,
-                     claim: bool = False) -> dict:
+def seeds_and_images(per_seed: np.ndarray, per_seed_estimate: np.ndarray, level: float = 0.95) -> dict:
     """Mean over seeds of a metric (or of a paired difference of two configurations' metrics),
     with its standard error, t-interval and two-sided p-value of "zero".
 
@@ -166,14 +165,13 @@ def seeds_and_images(per_seed: np.ndarray, per_seed_estimate: np.ndarray, level:
     (``seed_variance``, per seed) already holds h, since each seed meets the test set with its
     own errors; so the mean's variance is s²/S + g (training and test-sample variation, each
     counted once; seeds and test images are crossed random effects, Owen 2007, Ann. Appl.
-    Stat. 1(2):386-411). The t has the Welch-Satterthwaite degrees of freedom
-    (s²/S + g)² (S - 1) / (s²/S)², g counting as known (it comes from the test images, many
-    more than the seeds): S - 1 where seeds dominate, a normal where the shared part does.
-    ``claim``: a comparison that a claim rests on takes S - 1 degrees of freedom instead
-    (exact where seeds dominate, conservative where the shared part is large): with 3 seeds
-    the Satterthwaite degrees of freedom, estimated from a seed variance of 2 degrees of
-    freedom, grow whenever s² comes out small by chance, and two equal configurations then
-    "differed" at p < 0.05 in 6-7% of simulated studies (tests/unit/test_null_simulation.py).
+    Stat. 1(2):386-411). The t has S - 1 degrees of freedom: exact where the seeds dominate,
+    conservative where the test set's shared part does. The Welch-Satterthwaite degrees of
+    freedom (s²/S + g)² (S - 1) / (s²/S)² would be larger, but with 3 seeds they are estimated
+    from a seed variance of 2 degrees of freedom and grow whenever s² comes out small by
+    chance: two equal configurations then "differed" at p < 0.05 in 6-7% of simulated
+    studies and a configuration's interval covered its mean in 92% of them
+    (tests/unit/test_null_simulation.py, config/README.md).
     With one seed the seed part is unknown and left out (the interval covers the test images
     only); no claim is made below 3 seeds anyway. Zero variance: p is 1 for a difference of
     exactly 0 and 0 otherwise.
@@ -187,7 +185,7 @@ def seeds_and_images(per_seed: np.ndarray, per_seed_estimate: np.ndarray, level:
     if n_seeds > 1 and per_seed.shape[1] > 1:  # each seed's own image variance is shared + interaction
         own = float(per_seed.var(axis=1, ddof=1).mean())
         shared = float(np.clip((n_seeds * image_variance - own) / (n_seeds - 1), 0.0, image_variance))
-    se, df = standard_error(seed_variance, shared, n_seeds, claim)
+    se, df = standard_error(seed_variance, shared, n_seeds)
     if np.isnan(se):
         p_value, half = float("nan"), float("nan")
     elif se == 0:
@@ -200,20 +198,23 @@ def seeds_and_images(per_seed: np.ndarray, per_seed_estimate: np.ndarray, level:
             "image_shared_variance": shared, "n_seeds": n_seeds}
 
 
-def standard_error(seed_variance: float, image_variance: float, n_seeds: int,
-                   claim: bool = False) -> tuple[float, float]:
+def standard_error(seed_variance: float, image_variance: float, n_seeds: int) -> tuple[float, float]:
     """Standard error of a mean over ``n_seeds`` seeds (per-seed variance ``seed_variance``,
     NaN: unknown, left out) on a test set whose shared part varies the mean by
-    ``image_variance``, and its degrees of freedom: ``n_seeds`` - 1 for a ``claim``, else
-    Welch-Satterthwaite's; inf where the seed part is unknown (or 0, without a claim)."""
+    ``image_variance``, and the degrees of freedom of its t: ``n_seeds`` - 1, inf where the
+    seed part is unknown (the test images only)."""
     known = n_seeds > 1 and not np.isnan(seed_variance)
     seeds = seed_variance / n_seeds if known else 0.0
-    total = seeds + image_variance
-    if claim and known:
-        df = float(n_seeds - 1)
-    else:
-        df = total ** 2 * (n_seeds - 1) / seeds ** 2 if seeds > 0 else np.inf
-    return float(np.sqrt(total)), float(df)
+    return float(np.sqrt(seeds + image_variance)), float(n_seeds - 1) if known else np.inf
+
+
+def satterthwaite_df(seed_variance: float, image_variance: float, n_seeds: int) -> float:
+    """The Welch-Satterthwaite degrees of freedom of the standard error's square,
+    (s²/S + g)² (S - 1) / (s²/S)², g counting as known: how the statistic of
+    :func:`seeds_and_images` is distributed (not the t it is referred to: that one takes
+    S - 1, see there). Inf where the seed part is 0."""
+    seeds = seed_variance / n_seeds
+    return float((seeds + image_variance) ** 2 * (n_seeds - 1) / seeds ** 2) if seeds > 0 else np.inf
 
 
 def _power(noncentrality: float, critical: float, df: float) -> float:
@@ -229,8 +230,8 @@ def _power(noncentrality: float, critical: float, df: float) -> float:
 
 def detectable_difference(seed_variance: float, image_variance: float, n_seeds: int, alpha: float,
                           power: float = POWER) -> float:
-    """The smallest true difference that :func:`seeds_and_images`'s test for a claim at level
-    ``alpha`` (two-sided: critical value of a t with ``n_seeds`` - 1 degrees of freedom)
+    """The smallest true difference that :func:`seeds_and_images`'s test at level ``alpha``
+    (two-sided: critical value of a t with ``n_seeds`` - 1 degrees of freedom)
     detects with probability ``power``, for a study with ``n_seeds`` seeds and these
     variances (per-seed ``seed_variance``, ``image_variance`` the test set's shared part):
     the noncentrality at which the statistic, a noncentral t with the Welch-Satterthwaite
@@ -238,10 +239,11 @@ def detectable_difference(seed_variance: float, image_variance: float, n_seeds: 
     error. NaN where the standard error is unknown (fewer than 2 seeds), 0 where it is 0."""
     if n_seeds < 2 or np.isnan(seed_variance) or np.isnan(image_variance):
         return float("nan")
-    se, df = standard_error(seed_variance, image_variance, n_seeds)
+    se, _ = standard_error(seed_variance, image_variance, n_seeds)
     if se == 0:
         return 0.0
     critical = sps.t.ppf(1 - alpha / 2, n_seeds - 1)
+    df = satterthwaite_df(seed_variance, image_variance, n_seeds)
     upper = critical + 10.0
     while _power(upper, critical, df) < power:
         upper *= 2
@@ -440,10 +442,10 @@ class SharedBootstrap:
         """The metric, averaged over the seeds' ``probabilities``, on the whole test set."""
         return float(self.per_seed_estimate(metric, probabilities).mean())
 
-    def seeds_and_images(self, per_seed: np.ndarray, per_seed_estimate: np.ndarray, claim: bool = False) -> dict:
+    def seeds_and_images(self, per_seed: np.ndarray, per_seed_estimate: np.ndarray) -> dict:
         """:func:`seeds_and_images` of ``per_seed`` (``(S, B)``, on these resamples) and
         ``per_seed_estimate`` (``(S,)``, on the whole test set)."""
-        return seeds_and_images(per_seed, per_seed_estimate, claim=claim)
+        return seeds_and_images(per_seed, per_seed_estimate)
 
 
 def config_bootstrap(y_true: np.ndarray, probabilities_per_seed: Sequence[np.ndarray], metric: str,
@@ -514,7 +516,7 @@ def paired_bootstrap(y_true: np.ndarray, probs_a_per_seed: Sequence[np.ndarray],
     shared = SharedBootstrap(y_true, n_resamples, seed, positive, groups)
     a, b = list(probs_a_per_seed), list(probs_b_per_seed)
     result = seeds_and_images(shared.per_seed(metric, a) - shared.per_seed(metric, b),
-                              shared.per_seed_estimate(metric, a) - shared.per_seed_estimate(metric, b), claim=True)
+                              shared.per_seed_estimate(metric, a) - shared.per_seed_estimate(metric, b))
     return {"difference": result["estimate"], "low": result["low"], "high": result["high"],
             "p_value": result["p_value"]}
 
