@@ -100,8 +100,9 @@ def validation_drop_warnings(d: dict, study: dict) -> list[dict]:
     if not drop or not drop["overestimated"]:
         return []
     return [_warning("validation → test", f"{drop['text']} (it drops {drop['drop']:.3f} from validation to test; "
-                     f"the other configurations' median drop is {drop['median_other_drop']:.3f}, the seeds' pooled "
-                     f"standard deviation {drop['pooled_sd']:.3f}).", f"configurations-{d['index']}")]
+                     f"the other configurations' median drop is {drop['median_other_drop']:.3f}, and choosing the "
+                     f"best of {drop['n_others'] + 1} explains up to {drop['selection_margin']:.3f} more).",
+                     f"configurations-{d['index']}")]
 
 
 def missing_runs_warnings(d: dict, study: dict) -> list[dict]:

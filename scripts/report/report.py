@@ -31,6 +31,7 @@ from scripts.report.view import (
     configuration_section,
     contents,
     dataset_section,
+    detectable,
     interval,
     kept_epochs,
     not_pretrained,
@@ -69,6 +70,7 @@ def render(plan: dict, tables: dict, output: str | Path, project: str | Path = "
     environment.filters["num"] = number
     environment.filters["interval"] = interval
     environment.filters["kept_epochs"] = kept_epochs
+    environment.filters["detectable"] = detectable
     environment.filters["label"] = lambda metric: LABELS[metric]
     environment.filters["config_title"] = config_title
     environment.globals["SCRATCH"] = SCRATCH

@@ -359,6 +359,29 @@ def interval(low, high, digits: int = 3, bounded: bool = True, top: float = 1.0)
     return f"[{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def detectable(comparison: dict, meaningful: float | None = None) -> str:
+    """What a comparison could detect, for a reader of "no significant difference": the
+    smallest difference its test detects with 80% power at the level its claim uses, and the
+    seeds that would detect the ``meaningful`` difference where one is set. Empty where it
+    is unknown (fewer than 2 seeds paired)."""
+    smallest = comparison.get("detectable")
+    if smallest is None or np.isnan(smallest):
+        return ""
+    text = (f"this study could detect differences ≥ {smallest:.3f} (80% power at α "
+            f"{_significant(comparison['alpha'])})")
+    needed = comparison.get("seeds_needed")
+    if meaningful is None or needed is None or np.isnan(needed):
+        return text
+    if np.isinf(needed):
+        return f"{text}; no number of seeds would detect {meaningful:g} on this test set: its test images limit it"
+    return f"{text}; {needed:.0f} seeds would detect {meaningful:g}"
+
+
+def _significant(alpha: float) -> str:
+    """A level to two significant figures (0.05, 0.0083)."""
+    return f"{alpha:.2g}"
+
+
 KEPT_EPOCHS_LISTED = 10  # more seeds than this: the kept epochs are counted, not listed
 
 

@@ -4,10 +4,10 @@
 * ``summary``: per configuration (dataset × model × strategy × pretraining × fraction) the
   mean over seeds of each metric with three intervals: over seeds (t-interval: training
   variation), over test images (stratified bootstrap of the test set: test-sample
-  variation given the trained models) and over both (the two-way bootstrap of
-  :mod:`scripts.stats.stats`: seeds and test images drawn);
-* ``comparisons``: every configuration against the scratch baseline on the same drawn
-  seeds and test images (paired two-way bootstrap); the validation-chosen configuration's
+  variation given the trained models) and over both (the seeds' variance plus the test set's
+  shared part, a t over the seeds: :func:`scripts.stats.stats.seeds_and_images`);
+* ``comparisons``: every configuration against the scratch baseline on the same seeds and
+  test images (paired; t over seeds and test images); the validation-chosen configuration's
   comparison in the selection metric on its own, the others Holm-adjusted within each
   dataset × fraction × metric (:data:`scripts.stats.comparisons.FAMILIES`);
 * ``verdict``: per dataset the configuration chosen on *validation* (mean over seeds of
@@ -28,7 +28,7 @@ The questions a transfer-learning study is judged on:
 * shortcuts (``runs``, ``summary``, verdict): the share of Grad-CAM mass outside the
   central lung box (:mod:`scripts.stats.shortcut`), flagged above a threshold;
 * ``weights_comparison``: each pretraining source against random init (``none``) for the same
-  backbone, strategy and fraction (paired bootstrap, Holm).
+  backbone, strategy and fraction (paired, Holm).
 
 This module reads each dataset's runs and puts the tables together; reading a run's
 files is :mod:`scripts.stats.run_tables`, the comparisons :mod:`scripts.stats.comparisons`, the
@@ -72,9 +72,9 @@ from scripts.stats.run_tables import (
     read_predictions,
     read_run,
     read_shortcut_score,
-    read_test_groups,
     run_row,
     software,
+    test_units,
 )
 from scripts.stats.verdict import (
     BEATS_RULE,
@@ -177,12 +177,7 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     paths, y_true, _ = predictions[done.index[0]]
     family = largest_family(done[CONFIG].drop_duplicates().to_dict("records"))
     resamples = st.resamples_for_family(evaluation["bootstrap_resamples"], family, SIGNIFICANCE)
-    # The test bootstrap's units: patients and near-copies. The workflow always has the split
-    # (an input of the aggregate rule); a study put together without one, and without
-    # declared groups, draws each test image on its own.
-    split_path = plan["datasets"][name]["split"]
-    groups = (read_test_groups(split_path, paths)
-              if config["datasets"][name].get("groups") or Path(split_path).exists() else None)
+    groups = test_units(plan, name, paths)  # patients and near-copies, each drawn whole
     bootstrap = st.SharedBootstrap(y_true, resamples, evaluation["bootstrap_seed"], positive, groups)
     summary, resampled = _summary(plan, finished, metrics, selection, bootstrap)
 
@@ -192,7 +187,8 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
     # (scripts/stats/confirmation.py); the chosen configuration's seeds here join the others' family.
     prespecified = ((config_key(chosen), selection)
                     if chosen and not is_baseline(chosen) and not confirmation_seeds(config) else None)
-    comparisons = versus_baseline(summary, resampled, metrics, bootstrap, prespecified)
+    meaningful = evaluation["meaningful_difference"]
+    comparisons = versus_baseline(summary, resampled, metrics, bootstrap, prespecified, meaningful)
     curve = learning_curve(summary, comparisons, selection)
     external, external_info = _external(name, plan, done, selection, predictions, classes, groups)
     verdict = chosen_verdict(name, summary, candidates, comparisons, metrics, selection, classes, positive_class,
@@ -210,8 +206,9 @@ def _dataset_tables(name: str, plan: dict, runs: pd.DataFrame, files: dict) -> d
                    calibration={"bins": st.ECE_BINS, "temperature_scaling": evaluation["temperature_scaling"],
                                 "slope_outcome": _slope_outcome(classes, positive)})
     verdict["validation_drop"] = validation_drop(summary, verdict.get("chosen"))
+    verdict["meaningful_difference"] = meaningful
     return {"summary": summary, "comparisons": comparisons, "learning_curve": curve, "external": external,
-            **decision, "weights_comparison": versus_random_init(summary, resampled, metrics, bootstrap),
+            **decision, "weights_comparison": versus_random_init(summary, resampled, metrics, bootstrap, meaningful),
             "per_run": {i: {k: v for k, v in scores.items() if k != "scaled"} for i, scores in per_run.items()},
             "verdict": verdict}
 
@@ -272,9 +269,9 @@ def _summary(plan: dict, finished: _Finished, metrics: list[str], selection: str
             resampled[key, metric] = Resampled(seeds, per_seed, bootstrap.per_seed_estimate(metric, probabilities))
             low, high = np.percentile(per_seed.mean(axis=0), [2.5, 97.5])
             row.update({f"{metric}_test_low": float(low), f"{metric}_test_high": float(high)})
-            low, high = np.percentile(bootstrap.over_seeds_and_images(per_seed), [2.5, 97.5])
-            seeds_and_images.update({f"{metric}_seeds_images_low": float(low),
-                                     f"{metric}_seeds_images_high": float(high)})
+            both = bootstrap.seeds_and_images(per_seed, resampled[key, metric].per_seed_estimate)
+            seeds_and_images.update({f"{metric}_seeds_images_low": both["low"],
+                                     f"{metric}_seeds_images_high": both["high"]})
         row["per_class"] = json.dumps(_per_class(group.index, finished.files, finished.classes))
         row["cam_cells"] = per_run[ordered[0]]["cam_cells"]
         row["cam_informative"] = per_run[ordered[0]]["cam_informative"]

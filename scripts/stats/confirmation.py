@@ -25,7 +25,7 @@ from scripts.plan.grid import CONFIGURATION_KEYS, config_title
 from scripts.stats import stats as st
 from scripts.stats.comparisons import SIGNIFICANCE, Resampled, versus_baseline
 from scripts.stats.evaluation import positive_index
-from scripts.stats.run_tables import config_key, read_predictions, read_run, read_test_groups
+from scripts.stats.run_tables import config_key, read_predictions, read_run, test_units
 from scripts.stats.verdict import outcome
 
 
@@ -61,8 +61,7 @@ def _compared(name: str, plan: dict, part: dict, stage: dict) -> dict:
     for run, (run_paths, _, _) in zip(finished, predictions, strict=True):
         if run_paths != paths:
             raise ValueError(f"{run['dir']}: its test set differs from the other confirmation runs'")
-    groups = (read_test_groups(plan["datasets"][name]["split"], paths)
-              if config["datasets"][name].get("groups") else None)
+    groups = test_units(plan, name, paths)
     resamples = st.resamples_for_family(evaluation["bootstrap_resamples"], 1, SIGNIFICANCE)
     bootstrap = st.SharedBootstrap(y_true, resamples, evaluation["bootstrap_seed"],
                                    positive_index(classes, positive_class), groups)
@@ -81,7 +80,8 @@ def _compared(name: str, plan: dict, part: dict, stage: dict) -> dict:
         rows.append(row)
     chosen = (config_key({**stage["configurations"][0], "fraction": float(stage["configurations"][0]["fraction"])}),
               selection)
-    compared = versus_baseline(rows, resampled, [selection], bootstrap, chosen) if chosen in resampled else []
+    compared = versus_baseline(rows, resampled, [selection], bootstrap, chosen,
+                               evaluation["meaningful_difference"]) if chosen in resampled else []
     comparison = next((_plain(row) for row in compared if row["family"] == "prespecified"), None)
     return {**result, "metric": selection, "resamples": resamples, "n_test": len(paths), "per_configuration": means,
             "comparison": comparison, "claim": outcome(comparison) if comparison else None}

@@ -6,7 +6,7 @@
 * :func:`read_shortcut_score`: the run's Grad-CAM maps reduced to its shortcut score;
 * :func:`software`: the package versions the finished runs recorded;
 * :func:`csv_boolean`: a boolean cell of a table pandas wrote;
-* :func:`read_test_groups`: the patient of each test image, from a seed's split.
+* :func:`test_units`: the unit (patient with its copies) of each test image, from a split.
 """
 
 from __future__ import annotations
@@ -134,6 +134,16 @@ def csv_boolean(text: str) -> bool | None:
     """A boolean as ``DataFrame.to_csv`` writes it (``True``, ``False``; empty for None or NaN):
     a ``converters`` entry of ``pandas.read_csv``."""
     return {"True": True, "False": False, "": None}[text]
+
+
+def test_units(plan: dict, name: str, paths: list[str]) -> np.ndarray | None:
+    """The test bootstrap's unit of each test image of dataset ``name`` (see
+    :func:`read_test_groups`). The workflow always has the split (an input of the steps
+    that compare); a study put together without one, and without declared groups, draws
+    each test image on its own."""
+    split_path = plan["datasets"][name]["split"]
+    declared = plan["config"]["datasets"][name].get("groups")
+    return read_test_groups(split_path, paths) if declared or Path(split_path).exists() else None
 
 
 def read_test_groups(split_path: str, paths: list[str]) -> np.ndarray | None:

@@ -7,16 +7,25 @@ Two sources of variation, separately and together:
   test metrics;
 * test-sample variation (a finite test set), given the trained models: a stratified bootstrap of
   the test images, or of groups of them (patients) drawn whole (:func:`resample_counts`);
-* both, for every claim about a *configuration*: a two-way bootstrap that draws the seeds with
-  replacement and, independently, the test images (or groups), and averages the drawn seeds'
-  metrics on each image resample (:func:`over_seeds_and_images`; seeds and test images are
-  crossed, every model predicts every image: Owen 2007, "The pigeonhole bootstrap", Ann. Appl.
-  Stat. 1(2):386-411; clusters drawn whole: Field & Welsh 2007, JRSS-B 69(3):369-390).
-  :func:`config_bootstrap` gives one configuration's interval, :func:`paired_bootstrap` the
-  difference of two configurations on the same drawn seeds and images, with a two-sided p-value
-  (:func:`bootstrap_p_value`) and Holm's correction (:func:`holm`) across a family.
-  :class:`SharedBootstrap` keeps one dataset's resamples, so that any two of its configurations
-  compare pairwise.
+* both, for every claim about a *configuration* (:func:`seeds_and_images`): the mean over
+  seeds has the variance s²/S of the seeds' values (training variation, and how each seed's
+  errors fall on these test images) plus the part of the image-resampling variance that all
+  seeds share (the test set's own luck; seeds and test images are crossed, every model
+  predicts every image), and is referred to a t distribution with S - 1 degrees of freedom
+  (the statistic's own, Welch-Satterthwaite's, only in :func:`detectable_difference`: Welch
+  1947, Biometrika 34:28-35; Satterthwaite 1946, Biometrics Bull. 2:110-114).
+  :func:`config_bootstrap` gives one configuration's interval,
+  :func:`paired_bootstrap` the difference of two configurations on the same seeds and
+  images, with a two-sided p-value, and Holm's correction (:func:`holm`) across a family;
+  :func:`detectable_difference` and :func:`seeds_to_detect` what such a test can detect.
+  :class:`SharedBootstrap` keeps one dataset's resamples, so that any two of its
+  configurations compare pairwise.
+
+Why not draw the seeds too (a two-way bootstrap): S seeds drawn with replacement have at most
+C(2S-1, S) distinct outcomes (10 for S = 3), their variance is (S-1)/S of the seeds' sample
+variance, and percentile cut-offs act like a normal instead of a t with S-1 degrees of freedom:
+at 3 seeds two equal configurations "differed" at p < 0.05 in up to a quarter of simulated
+studies (tests/unit/test_null_simulation.py).
 
 The bootstrap is vectorised: a resample is a row of a count matrix ``(B, n)`` (how often each
 test image is drawn) and every metric is computed for all rows by weighted counting
@@ -138,26 +147,141 @@ def _row_counts(indices: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(cell.ravel(), minlength=n_rows * n).reshape(n_rows, n)
 
 
-def seed_draws(n_seeds: int, n_resamples: int, seed: int) -> np.ndarray:
-    """Index matrix ``(n_resamples, n_seeds)``: each row draws ``n_seeds`` of the seeds (their
-    positions ``0..n_seeds-1``) with replacement.
+# --- seeds and test images together: the claims ---------------------------------------------
 
-    The same ``(n_seeds, seed)`` gives the same matrix, so two configurations compared on the
-    same seeds draw the same ones; its stream (``default_rng([seed, n_seeds])``) is independent
-    of the test-image draws (``default_rng(seed)``).
+POWER = 0.8  # the power at which detectable_difference states what a study can detect
+LARGE_DF = 1e4  # degrees of freedom above which the t is taken as the normal
+
+
+def seeds_and_images(per_seed: np.ndarray, per_seed_estimate: np.ndarray, level: float = 0.95) -> dict:
+    """Mean over seeds of a metric (or of a paired difference of two configurations' metrics),
+    with its standard error, t-interval and two-sided p-value of "zero".
+
+    ``per_seed`` (``(S, B)``): each seed's value on every image resample; ``per_seed_estimate``
+    (``(S,)``): on the whole test set. Over the image resamples, the mean over seeds varies by
+    ``image_variance`` v = g + h/S and each seed by w = g + h on average: g
+    (``image_shared_variance``, (S v - w)/(S - 1), clipped to [0, v]) is the test set's luck
+    that every seed shares, h the seed-by-image interaction. The seeds' sample variance s²
+    (``seed_variance``, per seed) already holds h, since each seed meets the test set with its
+    own errors; so the mean's variance is s²/S + g (training and test-sample variation, each
+    counted once; seeds and test images are crossed random effects, Owen 2007, Ann. Appl.
+    Stat. 1(2):386-411). The t has S - 1 degrees of freedom: exact where the seeds dominate,
+    conservative where the test set's shared part does. The Welch-Satterthwaite degrees of
+    freedom (s²/S + g)² (S - 1) / (s²/S)² would be larger, but with 3 seeds they are estimated
+    from a seed variance of 2 degrees of freedom and grow whenever s² comes out small by
+    chance: two equal configurations then "differed" at p < 0.05 in 6-7% of simulated
+    studies and a configuration's interval covered its mean in 92% of them
+    (tests/unit/test_null_simulation.py, config/README.md).
+    With one seed the seed part is unknown and left out (the interval covers the test images
+    only); no claim is made below 3 seeds anyway. Zero variance: p is 1 for a difference of
+    exactly 0 and 0 otherwise.
     """
-    if n_seeds < 1:
-        raise ValueError(f"n_seeds must be at least 1, got {n_seeds}")
-    return np.random.default_rng([seed, n_seeds]).integers(0, n_seeds, size=(n_resamples, n_seeds))
+    per_seed, estimates = np.atleast_2d(per_seed), np.asarray(per_seed_estimate, dtype=float)
+    n_seeds = len(estimates)
+    estimate = float(estimates.mean())
+    seed_variance = float(estimates.var(ddof=1)) if n_seeds > 1 else float("nan")
+    image_variance = float(per_seed.mean(axis=0).var(ddof=1)) if per_seed.shape[1] > 1 else 0.0
+    shared = image_variance
+    if n_seeds > 1 and per_seed.shape[1] > 1:  # each seed's own image variance is shared + interaction
+        own = float(per_seed.var(axis=1, ddof=1).mean())
+        shared = float(np.clip((n_seeds * image_variance - own) / (n_seeds - 1), 0.0, image_variance))
+    se, df = standard_error(seed_variance, shared, n_seeds)
+    if np.isnan(se):
+        p_value, half = float("nan"), float("nan")
+    elif se == 0:
+        p_value, half = (1.0 if estimate == 0 else 0.0), 0.0
+    else:
+        p_value = float(2 * sps.t.sf(abs(estimate) / se, df))
+        half = float(sps.t.ppf(0.5 + level / 2, df) * se)
+    return {"estimate": estimate, "low": estimate - half, "high": estimate + half, "p_value": p_value,
+            "se": se, "df": df, "seed_variance": seed_variance, "image_variance": image_variance,
+            "image_shared_variance": shared, "n_seeds": n_seeds}
 
 
-def over_seeds_and_images(per_seed: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """The two-way bootstrap: for each image resample ``b`` (column of ``per_seed``, ``(S, B)``:
-    each seed's metric on each resample), the mean over the seeds drawn in row ``b`` of
-    ``draws`` (``(B, S)``, :func:`seed_draws`). Seeds and images are drawn independently because
-    they are crossed, not nested (every seed's model predicts every test image; Owen 2007)."""
-    per_seed = np.atleast_2d(per_seed)
-    return per_seed.T[np.arange(per_seed.shape[1])[:, None], draws].mean(axis=1)
+def standard_error(seed_variance: float, image_variance: float, n_seeds: int) -> tuple[float, float]:
+    """Standard error of a mean over ``n_seeds`` seeds (per-seed variance ``seed_variance``,
+    NaN: unknown, left out) on a test set whose shared part varies the mean by
+    ``image_variance``, and the degrees of freedom of its t: ``n_seeds`` - 1, inf where the
+    seed part is unknown (the test images only)."""
+    known = n_seeds > 1 and not np.isnan(seed_variance)
+    seeds = seed_variance / n_seeds if known else 0.0
+    return float(np.sqrt(seeds + image_variance)), float(n_seeds - 1) if known else np.inf
+
+
+def satterthwaite_df(seed_variance: float, image_variance: float, n_seeds: int) -> float:
+    """The Welch-Satterthwaite degrees of freedom of the standard error's square,
+    (s²/S + g)² (S - 1) / (s²/S)², g counting as known: how the statistic of
+    :func:`seeds_and_images` is distributed (not the t it is referred to: that one takes
+    S - 1, see there). Inf where the seed part is 0."""
+    seeds = seed_variance / n_seeds
+    return float((seeds + image_variance) ** 2 * (n_seeds - 1) / seeds ** 2) if seeds > 0 else np.inf
+
+
+def _power(noncentrality: float, critical: float, df: float) -> float:
+    """Probability that a two-sided t-test at critical value ``critical`` rejects when the
+    true difference is ``noncentrality`` standard errors (noncentral t; normal above
+    :data:`LARGE_DF`)."""
+    if df > LARGE_DF:
+        return float(sps.norm.sf(critical - noncentrality) + sps.norm.cdf(-critical - noncentrality))
+    # scipy's noncentral t gives NaN far in the lower tail, where the probability is ~0
+    wrong_side = float(np.nan_to_num(sps.nct.cdf(-critical, df, noncentrality), nan=0.0))
+    return float(sps.nct.sf(critical, df, noncentrality)) + wrong_side
+
+
+def detectable_difference(seed_variance: float, image_variance: float, n_seeds: int, alpha: float,
+                          power: float = POWER) -> float:
+    """The smallest true difference that :func:`seeds_and_images`'s test at level ``alpha``
+    (two-sided: critical value of a t with ``n_seeds`` - 1 degrees of freedom)
+    detects with probability ``power``, for a study with ``n_seeds`` seeds and these
+    variances (per-seed ``seed_variance``, ``image_variance`` the test set's shared part):
+    the noncentrality at which the statistic, a noncentral t with the Welch-Satterthwaite
+    degrees of freedom, exceeds the critical value with that probability, times the standard
+    error. NaN where the standard error is unknown (fewer than 2 seeds), 0 where it is 0."""
+    if n_seeds < 2 or np.isnan(seed_variance) or np.isnan(image_variance):
+        return float("nan")
+    se, _ = standard_error(seed_variance, image_variance, n_seeds)
+    if se == 0:
+        return 0.0
+    critical = sps.t.ppf(1 - alpha / 2, n_seeds - 1)
+    df = satterthwaite_df(seed_variance, image_variance, n_seeds)
+    upper = critical + 10.0
+    while _power(upper, critical, df) < power:
+        upper *= 2
+    return float(optimize.brentq(lambda nc: _power(nc, critical, df) - power, 0.0, upper, xtol=1e-10) * se)
+
+
+MOST_SEEDS = 100_000  # seeds_to_detect searches up to this many
+
+
+def seeds_to_detect(difference: float, seed_variance: float, image_shared_variance: float, alpha: float,
+                    power: float = POWER) -> float:
+    """The fewest seeds (at least 2) at which a study on the same test set, with the same
+    per-seed ``seed_variance`` and ``image_shared_variance`` (:func:`seeds_and_images`),
+    detects a true ``difference`` with probability ``power`` at level ``alpha``
+    (:func:`detectable_difference`). More seeds shrink only the seed part: where the test
+    set's shared part alone keeps the difference out of reach, inf (more seeds cannot help;
+    more test images can). NaN where the variances are unknown."""
+    if any(np.isnan(v) for v in (difference, seed_variance, image_shared_variance)):
+        return float("nan")
+    target = abs(difference)
+
+    def detectable(n_seeds: int) -> float:
+        return detectable_difference(seed_variance, image_shared_variance, n_seeds, alpha, power)
+
+    if detectable_difference(0.0, image_shared_variance, MOST_SEEDS, alpha, power) >= target:  # many seeds
+        return float("inf")
+    low, high = 1, 2  # detectable at high, not at low
+    while detectable(high) > target:
+        low, high = high, high * 2
+        if high > MOST_SEEDS:
+            return float("inf")
+    while high - low > 1:
+        middle = (low + high) // 2
+        if detectable(middle) > target:
+            low = middle
+        else:
+            high = middle
+    return float(high)
 
 
 # --- test-sample variation: metrics over a count matrix ---------------------------------------
@@ -291,9 +415,9 @@ def per_seed_metric(name: str, y_true: np.ndarray, probabilities_per_seed: Seque
 
 
 class SharedBootstrap:
-    """One test set's resamples (of images, or of ``groups`` drawn whole) and seed draws, shared
-    by every configuration evaluated on it, so that any two configurations compare pairwise on
-    the same resampled images and, over the seeds they share, the same drawn seeds."""
+    """One test set's resamples (of images, or of ``groups`` drawn whole), shared by every
+    configuration evaluated on it, so that any two configurations compare pairwise on the same
+    resampled images."""
 
     def __init__(self, y_true: np.ndarray, resamples: int, seed: int, positive: int | None,
                  groups: np.ndarray | None = None):
@@ -318,30 +442,31 @@ class SharedBootstrap:
         """The metric, averaged over the seeds' ``probabilities``, on the whole test set."""
         return float(self.per_seed_estimate(metric, probabilities).mean())
 
-    def over_seeds_and_images(self, per_seed: np.ndarray) -> np.ndarray:
-        """``(B,)``: the two-way bootstrap of ``per_seed`` (``(S, B)``, seeds in a fixed order):
-        the mean over drawn seeds on each image resample (:func:`over_seeds_and_images`)."""
-        return over_seeds_and_images(per_seed, seed_draws(len(per_seed), self.resamples, self.seed))
+    def seeds_and_images(self, per_seed: np.ndarray, per_seed_estimate: np.ndarray) -> dict:
+        """:func:`seeds_and_images` of ``per_seed`` (``(S, B)``, on these resamples) and
+        ``per_seed_estimate`` (``(S,)``, on the whole test set)."""
+        return seeds_and_images(per_seed, per_seed_estimate)
 
 
 def config_bootstrap(y_true: np.ndarray, probabilities_per_seed: Sequence[np.ndarray], metric: str,
                      n_resamples: int, seed: int, positive: int | None = None,
                      groups: np.ndarray | None = None) -> dict:
-    """Estimate and 95% bootstrap intervals of one configuration's metric.
+    """Estimate and 95% intervals of one configuration's metric.
 
     ``probabilities_per_seed``: one ``(n, k)`` array per trained seed, all on the same test set
     in the same order. ``estimate`` is the mean over seeds of the metric on the full test set.
-    ``low``/``high``: the 2.5th/97.5th percentiles of the two-way bootstrap (seeds drawn with
-    replacement, test images or ``groups`` drawn within strata; :func:`over_seeds_and_images`),
-    which covers training and test-sample variation. ``images_low``/``images_high``: the same
-    with the seeds held fixed (test-sample variation given these trained models).
+    ``low``/``high``: the t-interval over seeds and test images (:func:`seeds_and_images`:
+    training and test-sample variation, test images or ``groups`` drawn within strata).
+    ``images_low``/``images_high``: the 2.5th/97.5th percentiles of the mean over seeds on the
+    image resamples (test-sample variation given these trained models).
     """
     shared = SharedBootstrap(y_true, n_resamples, seed, positive, groups)
-    per_seed = shared.per_seed(metric, list(probabilities_per_seed))
-    low, high = np.percentile(shared.over_seeds_and_images(per_seed), [2.5, 97.5])
+    probabilities = list(probabilities_per_seed)
+    per_seed = shared.per_seed(metric, probabilities)
+    both = seeds_and_images(per_seed, shared.per_seed_estimate(metric, probabilities))
     images_low, images_high = np.percentile(per_seed.mean(axis=0), [2.5, 97.5])
-    return {"estimate": shared.estimate(metric, list(probabilities_per_seed)), "low": float(low),
-            "high": float(high), "images_low": float(images_low), "images_high": float(images_high)}
+    return {"estimate": both["estimate"], "low": both["low"], "high": both["high"],
+            "images_low": float(images_low), "images_high": float(images_high)}
 
 
 def bootstrap_p_value(differences: np.ndarray) -> float:
@@ -378,23 +503,22 @@ def paired_bootstrap(y_true: np.ndarray, probs_a_per_seed: Sequence[np.ndarray],
                      probs_b_per_seed: Sequence[np.ndarray], metric: str, n_resamples: int, seed: int,
                      positive: int | None = None, groups: np.ndarray | None = None) -> dict:
     """Difference A - B of two configurations' metric (each averaged over its seeds) on the same
-    test set, with a 95% percentile interval and a two-sided p-value (:func:`bootstrap_p_value`).
+    test set, with a 95% interval and a two-sided p-value that cover training and test-sample
+    variation (:func:`seeds_and_images` of the per-seed differences).
 
     The seeds are paired by position (the i-th of A and of B trained on the same split), so both
-    lists must be equally long. Each resample draws the seed pairs with replacement and,
-    independently, the test images (or ``groups``) within strata; A and B are evaluated on the
-    same drawn seeds and images (the two-way bootstrap, :func:`over_seeds_and_images`), so the
-    interval and p-value cover training and test-sample variation.
+    lists must be equally long; A and B are evaluated on the same image resamples (test images
+    or ``groups`` drawn within strata).
     """
     if len(probs_a_per_seed) != len(probs_b_per_seed):
         raise ValueError(f"seeds are paired by position: got {len(probs_a_per_seed)} and "
                          f"{len(probs_b_per_seed)} seeds")
     shared = SharedBootstrap(y_true, n_resamples, seed, positive, groups)
     a, b = list(probs_a_per_seed), list(probs_b_per_seed)
-    resampled = shared.over_seeds_and_images(shared.per_seed(metric, a) - shared.per_seed(metric, b))
-    low, high = np.percentile(resampled, [2.5, 97.5])
-    return {"difference": shared.estimate(metric, a) - shared.estimate(metric, b), "low": float(low),
-            "high": float(high), "p_value": bootstrap_p_value(resampled)}
+    result = seeds_and_images(shared.per_seed(metric, a) - shared.per_seed(metric, b),
+                              shared.per_seed_estimate(metric, a) - shared.per_seed_estimate(metric, b))
+    return {"difference": result["estimate"], "low": result["low"], "high": result["high"],
+            "p_value": result["p_value"]}
 
 
 def holm(p_values: Iterable[float | None]) -> np.ndarray:

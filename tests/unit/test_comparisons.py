@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from scripts.stats import comparisons as cmp
 from scripts.stats import stats as st
+from scripts.stats.verdict import NO_DIFFERENCE, outcome
 
 B = 99
 BOOTSTRAP = st.SharedBootstrap(np.array([0, 1, 0, 1]), B, seed=0, positive=None)
@@ -39,7 +41,7 @@ def test_paired_uses_only_the_seeds_both_have_and_nothing_without_the_reference(
     assert row["n_pairs"] == 2  # seeds 1 and 2: 3 and 4 have no partner
     assert row["difference"] == pytest.approx((0.9 - 0.6 + 0.8 - 0.5) / 2)
     assert row["low"] == pytest.approx(0.3) and row["high"] == pytest.approx(0.3)
-    assert row["p_value"] == pytest.approx(2 / (B + 1))  # no resample on the far side of 0
+    assert row["p_value"] == pytest.approx(0.0) and row["se"] == pytest.approx(0.0)  # both seeds win by 0.3
     assert {k: row[k] for k in cmp.CONFIG} == frozen
     assert cmp.paired(frozen, config("resnet50", "frozen"), table, ["accuracy"], BOOTSTRAP) == []
 
@@ -64,6 +66,22 @@ def test_versus_baseline_compares_every_other_configuration_at_its_fraction_and_
         (1.0, "accuracy"): 1, (1.0, "auc"): 2, (0.5, "accuracy"): 1, (0.5, "auc"): 1}
     auc = [found[s, 1.0, "auc"] for s in ("frozen", "full")]
     assert [r["p_holm"] for r in auc] == pytest.approx(list(st.holm([r["p_value"] for r in auc])))
+
+
+def test_seeds_two_three_and_five_points_better_on_a_large_test_set_make_no_claim():
+    """Per-seed differences +0.02, +0.03, +0.05 and no test-image variation: the paired t over
+    the seeds gives p = 0.063 and [-0.005, 0.071]; drawing the seeds with replacement gave
+    p = 0.002, [0.02, 0.05] and "beats"."""
+    frozen = config("vgg16", "frozen")
+    table = resampled([(frozen, {1: 0.87, 2: 0.88, 3: 0.90}), (BASE, {1: 0.85, 2: 0.85, 3: 0.85})])
+    rows = cmp.paired(frozen, {**frozen, **cmp.BASELINE}, table, ["accuracy"], BOOTSTRAP)
+    (row,) = cmp.with_holm(rows, "baseline", (cmp.config_key(frozen), "accuracy"), meaningful_difference=0.02)
+    assert row["p_value"] == pytest.approx(0.063, abs=5e-4) and outcome(row) == NO_DIFFERENCE
+    assert (row["low"], row["high"]) == pytest.approx((-0.005, 0.071), abs=5e-4)
+    # 80% power at 0.05 with 2 degrees of freedom takes about 5.7 standard errors (0.0088 each)
+    assert row["alpha"] == 0.05 and row["detectable"] == pytest.approx(0.050, abs=0.001)
+    assert stats.nct.sf(stats.t.ppf(0.975, 2), 2, row["detectable"] / row["se"]) == pytest.approx(0.8, abs=1e-3)
+    assert st.detectable_difference(row["seed_variance"], 0.0, int(row["seeds_needed"]), 0.05) <= 0.02
 
 
 def test_versus_random_init_compares_pretrained_sources_with_the_same_backbone_from_random_weights():
@@ -95,3 +113,4 @@ def test_with_holm_adjusts_within_dataset_fraction_and_metric():
     assert [r["p_holm"] for r in adjusted] == pytest.approx([0.02, 0.04, 0.04])
     assert [r["family_size"] for r in adjusted] == [2, 2, 1]
     assert list(adjusted[0]) == cmp.COMPARISON_COLUMNS
+    assert [r["alpha"] for r in adjusted] == pytest.approx([0.05 / 2, 0.05, 0.05])  # Holm's level of each rank

@@ -410,8 +410,9 @@ def test_the_decision_comes_first_with_every_warning_that_qualifies_it(study_htm
     kinds = re.findall(r'<li class="qualifier-(\w+)"><strong>([^<]+)</strong>', decision)
     assert kinds == [("warn", "seeds"), ("warn", "validation → test"), ("warn", "leakage"), ("warn", "shortcut"),
                      ("note", "calibration")]
-    assert ("validation overestimates this configuration; the test set may differ from the training distribution"
-            in decision)
+    assert ("validation overestimates this configuration by more than choosing the best on validation explains; "
+            "the test set may differ from the validation data" in decision)
+    assert "choosing the best of 3 explains up to" in decision
     assert "2 of 20 test images are copies of training or validation images, kept in the test set" in decision
     verdict = html.split('class="verdict"')[1]
     assert 'id="overestimated-1"' in verdict and "The choice stays the validation's." in verdict

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import optimize, special
+from scipy import optimize, special, stats
 from sklearn import metrics as skm
 
 from scripts.stats import stats as st
@@ -137,17 +137,84 @@ def test_clustered_errors_widen_the_interval_only_when_groups_are_declared():
     assert by_patient["high"] - by_patient["low"] == pytest.approx(4 * 0.10, rel=0.2)
 
 
-def test_seed_draws_are_seeded_per_number_of_seeds_and_with_replacement():
-    draws = st.seed_draws(3, 4000, seed=7)
-    assert draws.shape == (4000, 3) and set(np.unique(draws)) == {0, 1, 2}
-    assert (draws == st.seed_draws(3, 4000, seed=7)).all()
-    assert np.mean([len(set(row)) < 3 for row in draws]) == pytest.approx(1 - 6 / 27, abs=0.03)
+def test_seeds_and_images_by_hand():
+    per_seed = np.array([[0.10, 0.30, 0.20, 0.40], [0.20, 0.20, 0.30, 0.50], [0.00, 0.40, 0.10, 0.30]])
+    estimates = np.array([0.25, 0.30, 0.20])
+    result = st.seeds_and_images(per_seed, estimates)
+    seeds, images = np.var(estimates, ddof=1) / 3, np.var(per_seed.mean(axis=0), ddof=1)
+    own = per_seed.var(axis=1, ddof=1).mean()  # each seed's image variance: shared + interaction
+    shared = np.clip((3 * images - own) / 2, 0, images)  # what the seeds share; s² holds the rest
+    assert shared > 0 and result["image_shared_variance"] == pytest.approx(shared)
+    se, df = np.sqrt(seeds + shared), 2  # a t over 3 seeds
+    assert (result["estimate"], result["se"], result["df"]) == pytest.approx((0.25, se, df))
+    assert result["p_value"] == pytest.approx(2 * stats.t.sf(0.25 / se, df))
+    half = stats.t.ppf(0.975, df) * se
+    assert (result["low"], result["high"]) == pytest.approx((0.25 - half, 0.25 + half))
+    assert result["seed_variance"] == pytest.approx(np.var(estimates, ddof=1)) and result["n_seeds"] == 3
+    assert result["image_variance"] == pytest.approx(images)
 
 
-def test_over_seeds_and_images_averages_the_drawn_seeds_on_each_image_resample():
-    per_seed = np.array([[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]])  # 2 seeds x 3 image resamples
-    draws = np.array([[0, 0], [0, 1], [1, 1]])
-    assert st.over_seeds_and_images(per_seed, draws) == pytest.approx([1.0, 11.0, 30.0])
+def test_seed_differences_of_two_three_and_five_points_on_a_large_test_set_are_no_claim():
+    """The paired t over seeds: with no image variation (a large test set) it is the t-test of
+    the three per-seed differences, p = 0.063 and [-0.005, 0.071]; drawing the seeds with
+    replacement gave p = 0.002 and [0.02, 0.05]."""
+    differences = np.array([0.02, 0.03, 0.05])
+    result = st.seeds_and_images(np.repeat(differences[:, None], 200, axis=1), differences)
+    expected = stats.ttest_1samp(differences, 0.0)
+    assert result["p_value"] == pytest.approx(expected.pvalue) and result["p_value"] == pytest.approx(0.063, abs=5e-4)
+    assert (result["low"], result["high"]) == pytest.approx(tuple(expected.confidence_interval()))
+    assert result["low"] == pytest.approx(-0.005, abs=5e-4) and result["high"] == pytest.approx(0.071, abs=5e-4)
+    assert result["df"] == 2
+
+
+def test_one_seed_leaves_the_seed_part_out_and_no_variance_gives_p_zero_or_one():
+    result = st.seeds_and_images(np.array([[0.1, 0.2, 0.3]]), np.array([0.2]))
+    assert np.isnan(result["seed_variance"]) and np.isinf(result["df"])
+    assert result["se"] == pytest.approx(0.1)
+    assert st.seeds_and_images(np.zeros((3, 5)), np.zeros(3))["p_value"] == 1.0
+    fixed = st.seeds_and_images(np.full((3, 5), 0.1), np.full(3, 0.1))
+    assert (fixed["p_value"], fixed["low"], fixed["high"]) == pytest.approx((0.0, 0.1, 0.1))
+
+
+def power_of(difference: float, seed_sd: float, image_sd: float, n_seeds: int, alpha: float, studies: int,
+             seed: int) -> float:
+    """Share of simulated studies in which :func:`st.seeds_and_images` rejects at ``alpha``:
+    seeds vary by ``seed_sd``, the test set shifts every seed alike by ``image_sd`` (its
+    resamples by as much again)."""
+    rng = np.random.default_rng(seed)
+    rejected = 0
+    for _ in range(studies):
+        seed_values = difference + rng.normal(0.0, seed_sd, n_seeds)
+        test_set, resamples = rng.normal(0.0, image_sd), rng.normal(0.0, image_sd, 400)
+        result = st.seeds_and_images(seed_values[:, None] + resamples[None, :], seed_values + test_set)
+        rejected += result["p_value"] < alpha
+    return rejected / studies
+
+
+@pytest.mark.parametrize("seed_sd, image_sd, n_seeds, alpha", [
+    (0.03, 0.0, 3, 0.05),  # seeds alone: the noncentral t is exact
+    (0.03, 0.01, 5, 0.05 / 3),  # both, at a Holm threshold: the statistic's Satterthwaite approximation
+])
+def test_the_detectable_difference_is_detected_four_times_in_five(seed_sd, image_sd, n_seeds, alpha):
+    smallest = st.detectable_difference(seed_sd ** 2, image_sd ** 2, n_seeds, alpha)
+    power = power_of(smallest, seed_sd, image_sd, n_seeds, alpha, studies=3000, seed=n_seeds)
+    assert power == pytest.approx(st.POWER, abs=0.025)  # 2.5 Monte Carlo standard errors (0.0073)
+    assert power_of(smallest / 2, seed_sd, image_sd, n_seeds, alpha, studies=1000, seed=1) < 0.5
+
+
+def test_seeds_to_detect_is_the_fewest_seeds_whose_detectable_difference_is_small_enough():
+    seed_variance, shared = 0.03 ** 2, 0.005 ** 2
+
+    def detectable(n_seeds: int) -> float:
+        return st.detectable_difference(seed_variance, shared, n_seeds, 0.05)
+
+    needed = int(st.seeds_to_detect(0.02, seed_variance, shared, 0.05))
+    assert detectable(needed) <= 0.02 < detectable(needed - 1)
+    # the shared image part alone (0.01 standard error) keeps 0.02 out of reach at any number of
+    # seeds: 80% power needs (1.96 + 0.84) standard errors
+    assert st.seeds_to_detect(0.02, seed_variance, 0.01 ** 2, 0.05) == np.inf
+    assert np.isnan(st.seeds_to_detect(0.02, np.nan, shared, 0.05))
+    assert np.isnan(st.detectable_difference(np.nan, shared, 1, 0.05))
 
 
 # --- vectorised metrics -------------------------------------------------------------------------
@@ -230,10 +297,13 @@ def test_config_intervals_equal_a_resample_by_resample_reference(metric):
     result = st.config_bootstrap(y_true, seeds, metric, 60, seed=4)
     rows = [rows_of(c) for c in st.resample_counts(y_true, 60, seed=4)]
     per_seed = np.array([[sklearn_metric(metric, y_true[r], p[r]) for r in rows] for p in seeds])
-    drawn = st.seed_draws(2, 60, seed=4)
-    both = [per_seed[drawn[b], b].mean() for b in range(60)]
-    assert (result["low"], result["high"]) == pytest.approx(tuple(np.percentile(both, [2.5, 97.5])), rel=1e-12)
+    estimates = np.array([sklearn_metric(metric, y_true, p) for p in seeds])
     images = per_seed.mean(axis=0)
+    own = per_seed.var(axis=1, ddof=1).mean()
+    shared = np.clip(2 * np.var(images, ddof=1) - own, 0, np.var(images, ddof=1))  # (S v - w) / (S - 1)
+    se = np.sqrt(np.var(estimates, ddof=1) / 2 + shared)
+    half = stats.t.ppf(0.975, 1) * se  # a t over 2 seeds
+    assert (result["low"], result["high"]) == pytest.approx((estimates.mean() - half, estimates.mean() + half))
     assert (result["images_low"], result["images_high"]) == pytest.approx(
         tuple(np.percentile(images, [2.5, 97.5])), rel=1e-12)
     assert result["estimate"] == pytest.approx(np.mean([sklearn_metric(metric, y_true, p) for p in seeds]))
@@ -245,7 +315,9 @@ def test_the_interval_over_seeds_and_images_covers_seed_variation():
     right, wrong = np.eye(2)[y_true] * 0.8 + 0.1, np.eye(2)[1 - y_true] * 0.8 + 0.1
     result = st.config_bootstrap(y_true, [right, wrong], "accuracy", 400, seed=3)
     assert result["images_low"] == result["images_high"] == 0.5
-    assert (result["low"], result["high"]) == (0.0, 1.0)  # fails if the seeds were not drawn
+    # the seeds' variance: s = 0.71 over 2 seeds, a t with 1 degree of freedom
+    half = stats.t.ppf(0.975, 1) * np.sqrt(0.5 / 2)
+    assert (result["low"], result["high"]) == pytest.approx((0.5 - half, 0.5 + half))
 
 
 def test_paired_bootstrap_equals_a_resample_by_resample_reference():
@@ -259,17 +331,14 @@ def test_paired_bootstrap_equals_a_resample_by_resample_reference():
     def sens(r: np.ndarray, p: np.ndarray) -> float:
         return sklearn_metric("sensitivity", y_true[r], p[r], positive=1)
 
-    per_pair = np.array([[sens(r, a) - sens(r, b) for r in rows] for a, b in ((probs_a, probs_b), (probs_c, probs_a))])
-    drawn = st.seed_draws(2, 80, seed=9)
-    diffs = np.array([per_pair[drawn[b], b].mean() for b in range(80)])
+    pairs = ((probs_a, probs_b), (probs_c, probs_a))
+    per_pair = np.array([[sens(r, a) - sens(r, b) for r in rows] for a, b in pairs])
     everything = np.arange(80)
-    assert result["difference"] == pytest.approx(
-        (sens(everything, probs_a) + sens(everything, probs_c) - sens(everything, probs_b) - sens(everything, probs_a))
-        / 2)
-    assert result["low"] == pytest.approx(np.percentile(diffs, 2.5), abs=1e-12)
-    assert result["high"] == pytest.approx(np.percentile(diffs, 97.5), abs=1e-12)
-    far_side = min(np.sum(diffs <= 0), np.sum(diffs >= 0))
-    assert result["p_value"] == pytest.approx(min(1.0, 2 * (1 + far_side) / 81))
+    differences = np.array([sens(everything, a) - sens(everything, b) for a, b in pairs])
+    assert result["difference"] == pytest.approx(differences.mean())
+    expected = st.seeds_and_images(per_pair, differences)
+    assert (result["low"], result["high"], result["p_value"]) == pytest.approx(
+        (expected["low"], expected["high"], expected["p_value"]))
     with pytest.raises(ValueError, match="paired by position"):
         st.paired_bootstrap(y_true, [probs_a], [probs_b, probs_a], "accuracy", 10, seed=0)
 
@@ -280,14 +349,12 @@ def test_paired_bootstrap_of_a_configuration_with_itself_finds_no_difference():
     assert result == {"difference": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0}
 
 
-def test_paired_bootstrap_p_value_is_two_over_b_plus_one_for_a_model_that_always_wins():
+def test_paired_bootstrap_of_a_model_that_always_wins_has_p_zero():
     y_true = np.repeat([0, 1], 20)
     right = np.eye(2)[y_true] * 0.6 + 0.2
     wrong = np.eye(2)[1 - y_true] * 0.6 + 0.2
-    result = st.paired_bootstrap(y_true, [right], [wrong], "accuracy", 250, seed=2)
-    # fails with a p-value clipped at 1/B (0.004): no resample lies on the far side, p = 2 * 1 / 251
-    assert result["difference"] == 1.0 and result["p_value"] == pytest.approx(2 / 251)
-    assert st.smallest_p_value(250) == pytest.approx(2 / 251)
+    result = st.paired_bootstrap(y_true, [right, right], [wrong, wrong], "accuracy", 250, seed=2)
+    assert result == {"difference": 1.0, "low": 1.0, "high": 1.0, "p_value": 0.0}
 
 
 def seeds_at_accuracies(accuracies: tuple[float, ...], n: int = 624, seed: int = 0) -> list[np.ndarray]:
@@ -302,14 +369,14 @@ def seeds_at_accuracies(accuracies: tuple[float, ...], n: int = 624, seed: int =
     return seeds
 
 
-def test_two_seeds_of_which_one_loses_are_not_significant_once_seeds_are_drawn():
+def test_two_seeds_of_which_one_loses_are_not_significant_once_seeds_count():
     """624 test images, 2 seeds: the configuration scores 0.96 and 0.84, the baseline 0.85 and
     0.85. One seed loses; the test images alone (seeds held fixed) give p near 0.001."""
     y_true = np.repeat([0, 1], [234, 390])
     config, baseline = seeds_at_accuracies((0.96, 0.84), seed=1), seeds_at_accuracies((0.85, 0.85), seed=2)
     result = st.paired_bootstrap(y_true, config, baseline, "accuracy", 1000, seed=0)
     assert result["difference"] == pytest.approx(0.05, abs=0.002)
-    assert result["p_value"] > 0.2  # a quarter of the resamples draw the losing seed twice
+    assert result["p_value"] > 0.2  # the seeds' t with 1 degree of freedom
     assert result["low"] < 0 < result["high"]
     shared = st.SharedBootstrap(y_true, 1000, 0, None)  # the images alone: what the seeds hide
     images_only = shared.resampled("accuracy", config) - shared.resampled("accuracy", baseline)
