@@ -32,7 +32,7 @@ def report_section(name: str, tables: dict, verdict: dict) -> dict | None:
 
 CURVE_STYLE = {"treat all": {"color": "#888888", "linestyle": "--"},
                "treat none": {"color": "black", "linestyle": ":"}}
-PANEL_TITLES = {"test": "at the test prevalence", "set": "at the set prevalence (decision.prevalence)"}
+PANEL_TITLES = {"test": "at the test prevalence", "set": "at the set prevalence"}
 
 
 def decision_curve_figure(curve: pd.DataFrame) -> str:

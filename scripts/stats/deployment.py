@@ -113,7 +113,8 @@ def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, cand
                  [validated(i) for i in chosen_runs], OWN_SCORES)]
     if best:
         own = best["own_validation"]
-        on_own = _enough_to_choose(own[1] == positive, point)
+        # with one shared validation set the out-of-bag scores are the ensemble's own
+        on_own = _enough_to_choose(own[1] == positive, point) or len(own[0]) == len(best["validation"][0])
         deployed.append(("best ensemble", best["name"], [best["test"][:, positive]],
                          [own if on_own else best["validation"]], OWN_SCORES if on_own else OUT_OF_BAG))
     operating = [row for deploy in deployed

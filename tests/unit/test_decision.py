@@ -212,6 +212,42 @@ def test_a_set_prevalence_moves_ppv_and_npv(complementary):
     assert chosen.loc[("ppv", "set"), "prevalence"] == 0.1
 
 
+def test_the_decision_curve_at_the_set_prevalence_rescales_with_bands(complementary):
+    complementary["config"]["decision"]["prevalence"] = 0.1
+    curve = aggregate(complementary)["decision_curve"]
+    assert set(curve["prevalence_of"]) == {"test", "set"}
+    at = curve[np.isclose(curve["threshold"], 0.5)].set_index(["prevalence_of", "strategy"])
+    chosen = "chosen configuration: vgg16 · frozen · weights imagenet"
+    # A calls 0.6 and 0.9 at 0.5: sensitivity 1/2, false-positive rate 1/2
+    assert at.loc[("set", chosen), "net_benefit"] == pytest.approx(0.5 * 0.1 - 0.5 * 0.9 * 1)
+    assert at.loc[("set", "treat all"), "net_benefit"] == pytest.approx(0.1 - 0.9)
+    assert at.loc[("test", chosen), "net_benefit"] == pytest.approx(1 / 4 - 1 / 4)
+    models = curve[curve["strategy"].str.contains(": ")]
+    assert (models["low"] <= models["high"]).all()
+    assert (models["high"] - models["low"]).max() > 0.2  # four test images: the band is wide
+
+
+def test_the_best_ensembles_threshold_is_chosen_on_its_own_scores_when_validation_is_shared(complementary):
+    point = aggregate(complementary)["operating_point"]
+    ensemble = point[point["deployed"] == "best ensemble"].iloc[0]
+    assert ensemble["chosen_on"] == "own averaged scores" and ensemble["n_val_positives"] in (2, "2")
+    # two positives: the lowest of them, expecting 1 - 1/3 on new images, short of 0.9
+    assert ensemble["new_sensitivity"] == pytest.approx(2 / 3)
+    assert ensemble["new_sensitivity_low"] == pytest.approx(beta.ppf(0.05, 2, 1))
+
+
+def test_without_shared_validation_images_the_ensemble_falls_back_to_out_of_bag(complementary):
+    run = complementary["runs"][1]
+    frame = pd.read_csv(f"{run['dir']}/{RUN_FILES['val_predictions']}")
+    frame["path"] = "elsewhere/" + frame["path"]  # B held out other images than A
+    frame.to_csv(f"{run['dir']}/{RUN_FILES['val_predictions']}", index=False)
+    point = aggregate(complementary)["operating_point"]
+    ensemble = point[point["deployed"] == "best ensemble"].iloc[0]
+    assert ensemble["chosen_on"] == "out-of-bag scores" and np.isnan(ensemble["new_sensitivity"])
+    chosen = point[point["deployed"] == "chosen configuration"].iloc[0]
+    assert chosen["chosen_on"] == "own averaged scores" and not np.isnan(chosen["new_sensitivity"])
+
+
 def test_seed_ensembles_and_top_k_switch_off(complementary):
     complementary["config"]["decision"].update(top_k=0, seed_ensembles=False)
     tables = aggregate(complementary)
@@ -247,6 +283,7 @@ def test_the_report_shows_the_ensembles_the_operating_point_and_the_decision_cur
     assert 'id="ensembles-1"' in html and "top-2 by validation <strong>(best ensemble)</strong>" in html
     assert 'id="operating-point-1"' in html and "chosen configuration: vgg16 · frozen · weights imagenet" in html
     assert 'alt="decision curve"' in html and "Prevalence of PNEUMONIA: training" in html
+    assert "sensitivity on new images" in html and "below the\ntarget: too few validation positives" in html
 
 
 def test_ensembles_are_scored_on_their_own_validation_images_not_the_test_set_size(complementary):
