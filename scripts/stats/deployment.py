@@ -56,7 +56,7 @@ ARGMAX_REASON = ("With more than two classes there is no single threshold to mov
                  "its most probable class (argmax). Trading one class's errors against another's needs a cost "
                  "per pair of classes, which the study does not set.")
 # Where an ensemble's threshold was chosen: its own averaged scores, or out-of-bag scores.
-OWN_SCORES, OUT_OF_BAG = "own averaged scores", "out-of-bag scores"
+OWN_SCORES, OUT_OF_BAG = "own validation scores", "out-of-bag validation scores"
 SEED_ENSEMBLE_NOTE = ("A seed ensemble averages its configuration's seeds into one model: it has no seed "
                       "variation left, so its intervals (and those of its comparison with the chosen "
                       "configuration) cover the test images only.")

@@ -230,7 +230,7 @@ def test_the_decision_curve_at_the_set_prevalence_rescales_with_bands(complement
 def test_the_best_ensembles_threshold_is_chosen_on_its_own_scores_when_validation_is_shared(complementary):
     point = aggregate(complementary)["operating_point"]
     ensemble = point[point["deployed"] == "best ensemble"].iloc[0]
-    assert ensemble["chosen_on"] == "own averaged scores" and ensemble["n_val_positives"] in (2, "2")
+    assert ensemble["chosen_on"] == "own validation scores" and ensemble["n_val_positives"] in (2, "2")
     # two positives: the lowest of them, expecting 1 - 1/3 on new images, short of 0.9
     assert ensemble["new_sensitivity"] == pytest.approx(2 / 3)
     assert ensemble["new_sensitivity_low"] == pytest.approx(beta.ppf(0.05, 2, 1))
@@ -243,9 +243,9 @@ def test_without_shared_validation_images_the_ensemble_falls_back_to_out_of_bag(
     frame.to_csv(f"{run['dir']}/{RUN_FILES['val_predictions']}", index=False)
     point = aggregate(complementary)["operating_point"]
     ensemble = point[point["deployed"] == "best ensemble"].iloc[0]
-    assert ensemble["chosen_on"] == "out-of-bag scores" and np.isnan(ensemble["new_sensitivity"])
+    assert ensemble["chosen_on"] == "out-of-bag validation scores" and np.isnan(ensemble["new_sensitivity"])
     chosen = point[point["deployed"] == "chosen configuration"].iloc[0]
-    assert chosen["chosen_on"] == "own averaged scores" and not np.isnan(chosen["new_sensitivity"])
+    assert chosen["chosen_on"] == "own validation scores" and not np.isnan(chosen["new_sensitivity"])
 
 
 def test_seed_ensembles_and_top_k_switch_off(complementary):
