@@ -226,7 +226,7 @@ def _operating_rows(name: str, deployed: str, title: str, test_scores: list[np.n
                   for (_, labels, probabilities), t in zip(validation, thresholds, strict=True)]
     val_rates = dc.rates({k: sum(c[k] for c in val_counts) for k in ("tp", "fp", "tn", "fn")})
     positives = [int(np.sum(labels == positive)) for _, labels, _ in validation]
-    new, new_low = (dc.new_data_sensitivity(positives, point["target"])
+    new, new_low = (dc.new_data_sensitivity(positives, point["target"], _validation_shared(dict(enumerate(validation))))
                     if point["rule"] == "sensitivity" and chosen_on == OWN_SCORES else (np.nan, np.nan))
     estimate = dc.rates(dc.threshold_counts(y_test, test_scores, thresholds, np.ones((1, len(y_test)))))
     resampled = dc.rates(dc.threshold_counts(y_test, test_scores, thresholds, draws))

@@ -105,6 +105,12 @@ def test_the_pooled_bound_of_several_seeds_holds_its_level():
     assert abs((pooled < low).mean() - 0.05) < 3 * np.sqrt(0.05 * 0.95 / reps)
 
 
+def test_seeds_sharing_one_validation_set_get_the_mean_of_their_bounds():
+    # one validation set: the seeds' thresholds move together, so their bounds are not averaged away
+    assert dc.new_data_sensitivity([30, 30], 0.9, shared=True)[1] == pytest.approx(beta.ppf(0.05, 28, 3))
+    assert dc.new_data_sensitivity([30, 30], 0.9)[1] > beta.ppf(0.05, 28, 3) + 0.01  # independent: less spread
+
+
 def test_the_shared_average_scores_the_images_every_member_held_out():
     seed1 = (["a", "b"], np.array([0, 1]), two_class([0.2, 0.6]))
     seed2 = (["b", "c"], np.array([1, 0]), two_class([0.8, 0.4]))
