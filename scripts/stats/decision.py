@@ -133,3 +133,60 @@ def new_data_sensitivity(positives_per_model: Sequence[int], target: float, shar
     rng = np.random.default_rng(NEW_DATA_SEED)
     pooled = np.mean([rng.beta(n + 1 - j, j, NEW_DATA_DRAWS) for n, j in ranks], axis=0)
     return expected, float(np.quantile(pooled, 1 - level))
+
+
+def threshold_counts(is_positive: np.ndarray, scores_per_seed: Sequence[np.ndarray],
+                     thresholds: Sequence[float], counts: np.ndarray) -> dict[str, np.ndarray]:
+    """``tp``, ``fp``, ``tn``, ``fn`` on every resample, summed over the seeds, each seed's scores
+    cut at its own threshold. ``counts``: ``(B, n)``, how often each image is drawn in each
+    resample (a row of ones: the test set itself)."""
+    is_positive = np.asarray(is_positive, dtype=bool)
+    counts = np.atleast_2d(np.asarray(counts, dtype=float))
+    totals = dict.fromkeys(("tp", "fp", "tn", "fn"), 0.0)
+    for scores, threshold in zip(scores_per_seed, thresholds, strict=True):
+        called = np.asarray(scores) >= threshold
+        totals["tp"] = totals["tp"] + counts @ (called & is_positive)
+        totals["fp"] = totals["fp"] + counts @ (called & ~is_positive)
+        totals["tn"] = totals["tn"] + counts @ (~called & ~is_positive)
+        totals["fn"] = totals["fn"] + counts @ (~called & is_positive)
+    return totals
+
+
+def _share(numerator, denominator) -> np.ndarray:
+    numerator, denominator = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    out = np.full(np.broadcast(numerator, denominator).shape, np.nan)
+    return np.divide(numerator, denominator, out=out, where=denominator > 0)
+
+
+def rates(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Sensitivity, specificity, PPV and NPV from :func:`threshold_counts` (NaN where the
+    denominator is zero, e.g. no image called positive)."""
+    tp, fp, tn, fn = (counts[k] for k in ("tp", "fp", "tn", "fn"))
+    return {"sensitivity": _share(tp, tp + fn), "specificity": _share(tn, tn + fp),
+            "ppv": _share(tp, tp + fp), "npv": _share(tn, tn + fn)}
+
+
+def predictive_values(sensitivity, specificity, prevalence: float) -> dict[str, np.ndarray]:
+    """PPV and NPV at ``prevalence`` for a test with this sensitivity and specificity."""
+    sensitivity, specificity = np.asarray(sensitivity, dtype=float), np.asarray(specificity, dtype=float)
+    true_positive, false_positive = sensitivity * prevalence, (1 - specificity) * (1 - prevalence)
+    true_negative, false_negative = specificity * (1 - prevalence), (1 - sensitivity) * prevalence
+    return {"ppv": _share(true_positive, true_positive + false_positive),
+            "npv": _share(true_negative, true_negative + false_negative)}
+
+
+def net_benefit(is_positive: np.ndarray, scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Net benefit at each threshold probability pt: treat when score >= pt; TP/n - FP/n * pt/(1 - pt)."""
+    is_positive = np.asarray(is_positive, dtype=bool)
+    thresholds = np.asarray(thresholds, dtype=float)
+    called = np.asarray(scores)[None, :] >= thresholds[:, None]
+    n = len(is_positive)
+    true_pos = (called & is_positive).sum(axis=1) / n
+    false_pos = (called & ~is_positive).sum(axis=1) / n
+    return true_pos - false_pos * thresholds / (1 - thresholds)
+
+
+def treat_all_benefit(prevalence: float, thresholds: np.ndarray) -> np.ndarray:
+    """Net benefit of treating everyone: prevalence - (1 - prevalence) * pt/(1 - pt)."""
+    thresholds = np.asarray(thresholds, dtype=float)
+    return prevalence - (1 - prevalence) * thresholds / (1 - thresholds)
