@@ -49,20 +49,30 @@ def run_calibration(test: tuple, validation: tuple | None, positive: int | None)
     return values, scaled
 
 
-def calibration_test_intervals(tests: list[tuple], counts: np.ndarray) -> dict:
+def calibration_test_intervals(tests: list[tuple], counts: np.ndarray,
+                               scaled: list[np.ndarray | None] | None = None) -> dict:
     """95% percentile intervals over the test-image resamples ``counts`` (the rows of the
     dataset's shared bootstrap) of a configuration's ECE and Brier score, each the mean over
     its seeds' test predictions ``tests``: columns ``ece_test_low`` ... ``brier_test_high``.
-    They cover test-sample variation given the trained models, as the metrics' test intervals do."""
+    They cover test-sample variation given the trained models, as the metrics' test intervals do.
+    Also ``ece_calibrated`` and ``ece_calibrated_high``: the mean and the
+    :data:`CALIBRATED_PERCENTILE` percentile of :func:`calibrated_ece`, and the same of the
+    temperature-scaled probabilities ``scaled`` (``ece_scaled_calibrated...``; NaN unless
+    every seed was rescaled)."""
     row = {}
     for name, resampled in (("ece", lambda y, p: st.resampled_ece(y, p, counts)),
                             ("brier", lambda y, p: st.resampled_brier(y, p, counts))):
         values = np.mean([resampled(labels, probabilities) for _, labels, probabilities in tests], axis=0)
         low, high = np.percentile(values, [2.5, 97.5])
         row.update({f"{name}_test_low": float(low), f"{name}_test_high": float(high)})
-    reference = calibrated_ece([probabilities for _, _, probabilities in tests])
-    row.update(ece_calibrated=float(reference.mean()),
-               ece_calibrated_high=float(np.percentile(reference, CALIBRATED_PERCENTILE)))
+    references = {"ece": [probabilities for _, _, probabilities in tests], "ece_scaled": scaled}
+    for name, probabilities in references.items():
+        if probabilities and all(p is not None for p in probabilities):
+            reference = calibrated_ece(probabilities)
+            mean, high = float(reference.mean()), float(np.percentile(reference, CALIBRATED_PERCENTILE))
+        else:
+            mean = high = np.nan
+        row.update({f"{name}_calibrated": mean, f"{name}_calibrated_high": high})
     return row
 
 

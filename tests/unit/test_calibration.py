@@ -117,3 +117,15 @@ def test_the_calibrated_reference_of_a_configuration_is_in_its_test_intervals_ro
     exact = sum(math.comb(4, k) * 0.8**k * 0.2 ** (4 - k) * abs(k / 4 - 0.8) for k in range(5))
     assert row["ece_calibrated"] == pytest.approx(exact, abs=0.01)
     assert row["ece_calibrated_high"] == pytest.approx(0.3)  # P(ECE <= 0.2) = 0.82, P(ECE <= 0.3) = 0.97
+
+
+def test_the_temperature_scaled_ece_gets_its_own_reference_only_when_every_seed_was_rescaled():
+    tests = [(None, LABELS, OVERCONFIDENT), (None, LABELS, OVERCONFIDENT)]
+    softer = np.array([[0.7, 0.3], [0.7, 0.3], [0.3, 0.7], [0.7, 0.3]])
+    row = calibration.calibration_test_intervals(tests, np.ones((1, 4)), [softer, softer])
+    reference = calibration.calibrated_ece([softer, softer])
+    assert row["ece_scaled_calibrated"] == pytest.approx(reference.mean())
+    assert row["ece_scaled_calibrated_high"] == pytest.approx(np.percentile(reference, 95))
+    assert row["ece_scaled_calibrated"] != pytest.approx(row["ece_calibrated"])
+    partly = calibration.calibration_test_intervals(tests, np.ones((1, 4)), [softer, None])
+    assert np.isnan(partly["ece_scaled_calibrated"]) and not np.isnan(partly["ece_calibrated"])
