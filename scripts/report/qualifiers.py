@@ -84,8 +84,13 @@ def shortcut_warnings(d: dict, study: dict) -> list[dict]:
 
 def calibration_warnings(d: dict, study: dict) -> list[dict]:
     chosen = d["verdict"]["chosen"]
-    text = (f"ECE {number(chosen['ece'])} {interval(chosen['ece_seed_low'], chosen['ece_seed_high'], 2)} over seeds, "
-            f"Brier {number(chosen['brier'])}")
+    text = f"ECE {number(chosen['ece'])} {interval(chosen['ece_seed_low'], chosen['ece_seed_high'], 2)} over seeds"
+    reference = chosen.get("ece_calibrated_high", np.nan)
+    if not np.isnan(reference):  # what calibrated models score on this test set: ECE is biased upward
+        verdict = "miscalibrated" if chosen["ece"] > reference else "within what a calibrated model scores"
+        text += (f" ({verdict}: calibrated models with these probabilities score {number(chosen['ece_calibrated'])}"
+                 f" on these test images, 95% ≤ {number(reference)})")
+    text += f", Brier {number(chosen['brier'])}"
     if not np.isnan(chosen.get("ece_scaled", np.nan)):
         text += f"; after temperature scaling ECE {number(chosen['ece_scaled'])}"
         low, high = TEMPERATURE_BOUNDS

@@ -275,7 +275,8 @@ def _summary(plan: dict, finished: _Finished, metrics: list[str], selection: str
         row["per_class"] = json.dumps(_per_class(group.index, finished.files, finished.classes))
         row["cam_cells"] = per_run[ordered[0]]["cam_cells"]
         row["cam_informative"] = per_run[ordered[0]]["cam_informative"]
-        row.update(calibration_test_intervals([predictions[i] for i in ordered], bootstrap.counts))
+        row.update(calibration_test_intervals([predictions[i] for i in ordered], bootstrap.counts,
+                                              [per_run[i]["scaled"] for i in ordered]))
         row["reliability"] = json.dumps(reliability([predictions[i] for i in ordered],
                                                     [per_run[i]["scaled"] for i in ordered]))
         summary.append({**row, **seeds_and_images})

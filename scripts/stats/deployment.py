@@ -5,15 +5,19 @@ and the decision curve of one dataset.
   (the mean of its seeds' probabilities), and the top-k configurations by validation
   score averaged (``decision.top_k``); each against the chosen single configuration on
   the same test resamples (:class:`scripts.stats.stats.SharedBootstrap`), Holm within the
-  dataset's ensembles per metric. The best ensemble is the one with the best
-  out-of-bag validation score (:func:`scripts.stats.decision.out_of_bag_average`).
+  dataset's ensembles per metric. The top-k configurations are the first k of the verdict's
+  ranking (mean over seeds of each seed's validation metric); the best ensemble is the one
+  with the best out-of-bag validation score (:func:`scripts.stats.decision.out_of_bag_average`).
 * ``operating_point`` (two classes): the chosen configuration (each seed at the threshold
   its own validation set gives) and the best ensemble at a threshold chosen on
-  validation (``decision.operating_point``); sensitivity, specificity, PPV and NPV on
-  test with stratified bootstrap intervals over the test images, PPV and NPV also at a
-  second prevalence (``decision.prevalence``, else the training split's).
+  validation (``decision.operating_point``), the ensemble's on its own averaged scores
+  (:func:`scripts.stats.decision.shared_average`) where its members share enough validation
+  images, else on its out-of-bag scores; the sensitivity to expect on new images; sensitivity,
+  specificity, PPV and NPV on test with stratified bootstrap intervals over the test images,
+  PPV and NPV also at a second prevalence (``decision.prevalence``, else the training split's).
 * ``decision_curve`` (two classes): net benefit of the chosen configuration (mean over
-  seeds), the best ensemble, treat-all and treat-none.
+  seeds), the best ensemble, treat-all and treat-none, at the test prevalence and at
+  ``decision.prevalence`` when set, with stratified bootstrap bands over the test images.
 
 The formulas are :mod:`scripts.stats.decision`; :mod:`scripts.stats.aggregate` calls
 :func:`dataset_decision`; :mod:`scripts.report.deployment` renders the tables.
@@ -37,9 +41,11 @@ ENSEMBLE_COLUMNS = ["dataset", "ensemble", "kind", "members", "n_runs", "fractio
                     "n_val", "metric", "value", "test_low", "test_high", "difference", "low", "high", "p_value",
                     "p_holm", "best"]
 OPERATING_POINT_COLUMNS = ["dataset", "deployed", "name", "rule", "target", "threshold", "thresholds",
-                           "val_sensitivity", "val_specificity", "measure", "prevalence", "prevalence_of",
+                           "chosen_on", "n_val_positives", "val_sensitivity", "val_specificity",
+                           "new_sensitivity", "new_sensitivity_low", "measure", "prevalence", "prevalence_of",
                            "value", "low", "high"]
-DECISION_CURVE_COLUMNS = ["dataset", "strategy", "threshold", "net_benefit"]
+DECISION_CURVE_COLUMNS = ["dataset", "prevalence_of", "prevalence", "strategy", "threshold", "net_benefit",
+                          "low", "high"]
 # The decision curve's threshold probabilities: every hundredth from 0.01 to 0.99, all of
 # the open interval where net benefit is defined; the reader takes the clinically relevant
 # range off the figure or the table, so no setting narrows it.
@@ -49,6 +55,8 @@ DECISION_TABLES = {"ensembles": ENSEMBLE_COLUMNS, "operating_point": OPERATING_P
 ARGMAX_REASON = ("With more than two classes there is no single threshold to move: each test image goes to "
                  "its most probable class (argmax). Trading one class's errors against another's needs a cost "
                  "per pair of classes, which the study does not set.")
+# Where an ensemble's threshold was chosen: its own averaged scores, or out-of-bag scores.
+OWN_SCORES, OUT_OF_BAG = "own validation scores", "out-of-bag validation scores"
 SEED_ENSEMBLE_NOTE = ("A seed ensemble averages its configuration's seeds into one model: it has no seed "
                       "variation left, so its intervals (and those of its comparison with the chosen "
                       "configuration) cover the test images only.")
@@ -100,29 +108,39 @@ def dataset_decision(name: str, plan: dict, done: pd.DataFrame, test: dict, cand
                   "train": _train_prevalence(plan["datasets"][name]["split"], classes[positive]),
                   "user": settings["prevalence"]}
     other = ("set", prevalence["user"]) if prevalence["user"] is not None else ("train", prevalence["train"])
-    deployed = [("chosen configuration", chosen_title, [test[i][2][:, positive] for i in chosen_runs],
-                 [validated(i) for i in chosen_runs])]
-    if best:
-        deployed.append(("best ensemble", best["name"], [best["test"][:, positive]], [best["validation"]]))
     point = settings["operating_point"]
+    deployed = [("chosen configuration", chosen_title, [test[i][2][:, positive] for i in chosen_runs],
+                 [validated(i) for i in chosen_runs], OWN_SCORES)]
+    if best:
+        own = best["own_validation"]
+        # with one shared validation set the out-of-bag scores are the ensemble's own
+        on_own = _enough_to_choose(own[1] == positive, point) or len(own[0]) == len(best["validation"][0])
+        deployed.append(("best ensemble", best["name"], [best["test"][:, positive]],
+                         [own if on_own else best["validation"]], OWN_SCORES if on_own else OUT_OF_BAG))
     operating = [row for deploy in deployed
                  for row in _operating_rows(name, *deploy, positive, y_test, bootstrap.counts, point, other)]
-    curve = _curve_rows(name, deployed, y_test, prevalence["test"])
+    curve = _curve_rows(name, [deploy[:3] for deploy in deployed], y_test, bootstrap.counts,
+                        [("test", prevalence["test"])] + ([("set", prevalence["user"])]
+                                                          if prevalence["user"] is not None else []))
+    class_weight = plan["config"].get("training", {}).get("class_weight")
     info.update(prevalence=prevalence, other_prevalence=other[0], rule=point["rule"], target=point["target"],
-                positive_class=classes[positive])
+                positive_class=classes[positive], class_weight=class_weight,
+                best_own_validation=len(best["own_validation"][0]) if best else None)
     return {**rows, "operating_point": operating, "decision_curve": curve, "info": info}
 
 
 def _ensembles(candidates: list[dict], runs: dict, test: dict, validated, settings: dict) -> list[dict]:
     """The seed ensembles of ``candidates`` with two or more seeds, and the top-k ensemble
-    (candidates are in validation order); each with its test probabilities and its
-    out-of-bag validation predictions (``validated``: a run's, by its index)."""
+    (candidates are in validation order); each with its test probabilities, its out-of-bag
+    validation predictions (``validated``: a run's, by its index) and its own averaged
+    predictions on the validation images every member held out (``own_validation``)."""
     def seed_ensemble(row: dict) -> dict:
         indices, title = runs[config_key(row)], config_title(row, with_fraction=False)
         return {"name": f"seed ensemble · {title}", "kind": "seeds", "members": title,
                 "n_runs": len(indices), "fraction": row["fraction"],
                 "test": np.mean([test[i][2] for i in indices], axis=0),
-                "validation": dc.out_of_bag_average([validated(i) for i in indices])}
+                "validation": dc.out_of_bag_average([validated(i) for i in indices]),
+                "own_validation": dc.shared_average([validated(i) for i in indices])}
 
     ensembles = ([seed_ensemble(row) for row in candidates if len(runs[config_key(row)]) >= 2]
                  if settings["seed_ensembles"] else [])
@@ -133,7 +151,8 @@ def _ensembles(candidates: list[dict], runs: dict, test: dict, validated, settin
                           "members": "; ".join(e["members"] for e in top),
                           "n_runs": sum(e["n_runs"] for e in top), "fraction": top[0]["fraction"],
                           "test": np.mean([e["test"] for e in top], axis=0),
-                          "validation": dc.out_of_bag_average([e["validation"] for e in top])})
+                          "validation": dc.out_of_bag_average([e["validation"] for e in top]),
+                          "own_validation": dc.shared_average([e["own_validation"] for e in top])})
     return ensembles
 
 
@@ -182,17 +201,33 @@ def _train_prevalence(split_path: str, positive_class: str) -> float | None:
     return float((train["label"] == positive_class).mean()) if len(train) else None
 
 
+def _enough_to_choose(is_positive: np.ndarray, point: dict) -> bool:
+    """Whether validation labels ``is_positive`` can choose a threshold by ``point``'s rule:
+    both classes, and for a sensitivity target enough positives to meet it in expectation
+    (:func:`scripts.stats.decision.sensitivity_rank`)."""
+    n_positive = int(np.sum(is_positive))
+    if n_positive == 0 or n_positive == len(is_positive):
+        return False
+    return point["rule"] != "sensitivity" or (1 - point["target"]) * (n_positive + 1) >= 1 - 1e-9
+
+
 def _operating_rows(name: str, deployed: str, title: str, test_scores: list[np.ndarray], validation: list[tuple],
-                    positive: int, y_test: np.ndarray, draws: np.ndarray, point: dict,
+                    chosen_on: str, positive: int, y_test: np.ndarray, draws: np.ndarray, point: dict,
                     other: tuple[str, float | None]) -> list[dict]:
-    """Each model's threshold chosen on its validation predictions, and the measures on test
-    at those thresholds (counts summed over seeds) with stratified bootstrap intervals."""
+    """Each model's threshold chosen on its validation predictions (``chosen_on``: the
+    model's own scores, or an ensemble's out-of-bag ones), the sensitivity to expect on new
+    images (a sensitivity target chosen on the model's own scores only: out-of-bag scores are
+    not exchangeable with the ensemble's), and the measures on test at those thresholds
+    (counts summed over seeds) with stratified bootstrap intervals."""
     thresholds = [dc.choose_threshold(labels == positive, probabilities[:, positive], point["rule"], point["target"])
                   for _, labels, probabilities in validation]
     val_counts = [dc.threshold_counts(labels == positive, [probabilities[:, positive]], [t],
                                       np.ones((1, len(labels))))
                   for (_, labels, probabilities), t in zip(validation, thresholds, strict=True)]
     val_rates = dc.rates({k: sum(c[k] for c in val_counts) for k in ("tp", "fp", "tn", "fn")})
+    positives = [int(np.sum(labels == positive)) for _, labels, _ in validation]
+    new, new_low = (dc.new_data_sensitivity(positives, point["target"], _validation_shared(dict(enumerate(validation))))
+                    if point["rule"] == "sensitivity" and chosen_on == OWN_SCORES else (np.nan, np.nan))
     estimate = dc.rates(dc.threshold_counts(y_test, test_scores, thresholds, np.ones((1, len(y_test)))))
     resampled = dc.rates(dc.threshold_counts(y_test, test_scores, thresholds, draws))
     measures = [(m, "test", float(y_test.mean()), estimate[m], resampled[m])
@@ -203,9 +238,11 @@ def _operating_rows(name: str, deployed: str, title: str, test_scores: list[np.n
         measures += [(m, other[0], other[1], at_estimate[m], at_resampled[m]) for m in ("ppv", "npv")]
     common = {"dataset": name, "deployed": deployed, "name": title, "rule": point["rule"],
               "target": point["target"], "threshold": float(np.mean(thresholds)),
-              "thresholds": " ".join(f"{t:.3f}" for t in thresholds),
+              "thresholds": " ".join(f"{t:.3f}" for t in thresholds), "chosen_on": chosen_on,
+              "n_val_positives": " ".join(str(n) for n in positives),
               "val_sensitivity": float(val_rates["sensitivity"][0]),
-              "val_specificity": float(val_rates["specificity"][0])}
+              "val_specificity": float(val_rates["specificity"][0]),
+              "new_sensitivity": new, "new_sensitivity_low": new_low}
     rows = []
     for measure, prevalence_of, prevalence, value, values in measures:
         finite = values[~np.isnan(values)]
@@ -215,12 +252,47 @@ def _operating_rows(name: str, deployed: str, title: str, test_scores: list[np.n
     return rows
 
 
-def _curve_rows(name: str, deployed: list[tuple], y_test: np.ndarray, prevalence: float) -> list[dict]:
-    """Net benefit at :data:`DECISION_CURVE_THRESHOLDS`."""
+def _curve_rows(name: str, deployed: list[tuple], y_test: np.ndarray, draws: np.ndarray,
+                prevalences: list[tuple[str, float]]) -> list[dict]:
+    """Net benefit at :data:`DECISION_CURVE_THRESHOLDS` at each of ``prevalences`` (``(of,
+    value)``): sensitivity * prevalence - (1 - specificity) * (1 - prevalence) * pt/(1 - pt),
+    which at the test prevalence is TP/n - FP/n * pt/(1 - pt). A model with several seeds:
+    the mean of its seeds' net benefit. ``low``/``high``: the 95% percentile band over the
+    test-image resamples ``draws`` (stratified: each keeps the test set's class counts)."""
     thresholds = DECISION_CURVE_THRESHOLDS
-    curves = {f"{deploy[0]}: {deploy[1]}": np.mean([dc.net_benefit(y_test, s, thresholds) for s in deploy[2]], axis=0)
-              for deploy in deployed}
-    curves["treat all"] = dc.treat_all_benefit(prevalence, thresholds)
-    curves["treat none"] = np.zeros_like(thresholds)
-    return [{"dataset": name, "strategy": strategy, "threshold": float(t), "net_benefit": float(v)}
-            for strategy, values in curves.items() for t, v in zip(thresholds, values, strict=True)]
+    weight = thresholds / (1 - thresholds)
+    whole = np.ones((1, len(y_test)))
+    rates = {f"{deploy[0]}: {deploy[1]}": (_rates_at_thresholds(y_test, deploy[2], whole),
+                                           _rates_at_thresholds(y_test, deploy[2], draws))
+             for deploy in deployed}
+    rows = []
+    for prevalence_of, prevalence in prevalences:
+        curves = {}
+        for strategy, ((sensitivity, fpr), (sensitivities, fprs)) in rates.items():
+            low, high = np.percentile(sensitivities * prevalence - fprs * (1 - prevalence) * weight, [2.5, 97.5],
+                                      axis=0)
+            curves[strategy] = ((sensitivity * prevalence - fpr * (1 - prevalence) * weight)[0], low, high)
+        treat_all = dc.treat_all_benefit(prevalence, thresholds)
+        curves["treat all"] = (treat_all, treat_all, treat_all)  # stratified resamples keep the prevalence
+        curves["treat none"] = (np.zeros_like(thresholds),) * 3
+        rows += [{"dataset": name, "prevalence_of": prevalence_of, "prevalence": float(prevalence),
+                  "strategy": strategy, "threshold": float(t), "net_benefit": float(v),
+                  "low": float(lo), "high": float(hi)}
+                 for strategy, (values, lows, highs) in curves.items()
+                 for t, v, lo, hi in zip(thresholds, values, lows, highs, strict=True)]
+    return rows
+
+
+def _rates_at_thresholds(y_test: np.ndarray, scores_per_seed: list[np.ndarray], counts: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Sensitivity and false-positive rate ``(resamples, thresholds)`` of treating an image
+    whose score is at least each of :data:`DECISION_CURVE_THRESHOLDS`, the mean over seeds;
+    ``counts``: each resample's draws per test image."""
+    is_positive = np.asarray(y_test, dtype=bool)
+    positives, negatives = counts @ is_positive, counts @ ~is_positive
+    sensitivity, false_positive_rate = 0.0, 0.0
+    for scores in scores_per_seed:
+        called = (np.asarray(scores)[:, None] >= DECISION_CURVE_THRESHOLDS[None, :]).astype(float)
+        sensitivity = sensitivity + (counts * is_positive) @ called / positives[:, None]
+        false_positive_rate = false_positive_rate + (counts * ~is_positive) @ called / negatives[:, None]
+    return sensitivity / len(scores_per_seed), false_positive_rate / len(scores_per_seed)

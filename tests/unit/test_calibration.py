@@ -3,6 +3,8 @@ on hand-made predictions whose ECE and Brier score are worked out by hand."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -63,3 +65,67 @@ def test_reliability_pools_the_seeds_and_shows_after_only_when_every_seed_was_re
     assert calibration.reliability(tests, [OVERCONFIDENT, None])["after"] is None
     after = calibration.reliability(tests, [OVERCONFIDENT, OVERCONFIDENT])["after"]
     assert sum(b["count"] for b in after) == 8
+
+
+def _calibrated_study(rng, n_images: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted probabilities and labels drawn from them: a calibrated model by construction."""
+    probabilities = rng.dirichlet(np.full(n_classes, 0.7), n_images)
+    labels = (rng.random(n_images)[:, None] > probabilities.cumsum(axis=1)).sum(axis=1).clip(max=n_classes - 1)
+    return probabilities, labels
+
+
+@pytest.mark.parametrize(("n_images", "n_classes", "seeds"), [(57, 3, 1), (57, 3, 3), (400, 2, 1)])
+def test_a_calibrated_model_is_called_miscalibrated_at_most_5_percent_of_the_time(n_images, n_classes, seeds):
+    """Under a known null (labels drawn from the predicted probabilities; with three seeds,
+    three copies of one calibrated model), 600 simulated test sets: the mean ECE over seeds
+    exceeds the reference's 95th percentile in at most 5% of them (within Monte Carlo error),
+    while its mean is far above 0, as the finite-sample bias makes it. Measured flag rates:
+    4.3% (57 images), 5.5% (57, three seeds), 5.5% (400); mean ECE 0.136, 0.140, 0.042."""
+    rng = np.random.default_rng(n_images + seeds)
+    studies, flagged, observed = 600, 0, []
+    for _ in range(studies):
+        probabilities, labels = _calibrated_study(rng, n_images, n_classes)
+        ece = st.expected_calibration_error(labels, probabilities)
+        reference = calibration.calibrated_ece([probabilities] * seeds, draws=400,
+                                               seed=int(rng.integers(2**31)))
+        flagged += ece > np.percentile(reference, calibration.CALIBRATED_PERCENTILE)
+        observed.append(ece)
+    assert flagged / studies <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / studies)
+    assert np.mean(observed) > (0.08 if n_images == 57 else 0.03)  # the bias the reference accounts for
+
+
+def test_an_overconfident_model_is_called_miscalibrated_on_400_images():
+    """The labels drawn from softer probabilities than the model states (logits halved): the
+    ECE exceeds the calibrated reference in most of 200 simulated test sets (measured 99%)."""
+    rng = np.random.default_rng(5)
+    flagged = 0
+    for _ in range(200):
+        logits = rng.normal(0, 3, (400, 2))
+        stated = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        true = np.exp(logits / 2) / np.exp(logits / 2).sum(axis=1, keepdims=True)
+        labels = (rng.random(400) < true[:, 1]).astype(int)
+        reference = calibration.calibrated_ece([stated], draws=400)
+        flagged += st.expected_calibration_error(labels, stated) > np.percentile(reference, 95)
+    assert flagged / 200 > 0.8
+
+
+def test_the_calibrated_reference_of_a_configuration_is_in_its_test_intervals_row():
+    """Four images at confidence 0.8, each right with probability 0.8 under calibration:
+    ECE = |right/4 - 0.8|, 0.05 (3 right, 41%), 0.2 (4 right, 41%), 0.3 (2 right, 15%), ..."""
+    stated = np.array([[0.8, 0.2], [0.8, 0.2], [0.2, 0.8], [0.8, 0.2]])
+    row = calibration.calibration_test_intervals([(None, LABELS, stated)], np.ones((1, 4)))
+    exact = sum(math.comb(4, k) * 0.8**k * 0.2 ** (4 - k) * abs(k / 4 - 0.8) for k in range(5))
+    assert row["ece_calibrated"] == pytest.approx(exact, abs=0.01)
+    assert row["ece_calibrated_high"] == pytest.approx(0.3)  # P(ECE <= 0.2) = 0.82, P(ECE <= 0.3) = 0.97
+
+
+def test_the_temperature_scaled_ece_gets_its_own_reference_only_when_every_seed_was_rescaled():
+    tests = [(None, LABELS, OVERCONFIDENT), (None, LABELS, OVERCONFIDENT)]
+    softer = np.array([[0.7, 0.3], [0.7, 0.3], [0.3, 0.7], [0.7, 0.3]])
+    row = calibration.calibration_test_intervals(tests, np.ones((1, 4)), [softer, softer])
+    reference = calibration.calibrated_ece([softer, softer])
+    assert row["ece_scaled_calibrated"] == pytest.approx(reference.mean())
+    assert row["ece_scaled_calibrated_high"] == pytest.approx(np.percentile(reference, 95))
+    assert row["ece_scaled_calibrated"] != pytest.approx(row["ece_calibrated"])
+    partly = calibration.calibration_test_intervals(tests, np.ones((1, 4)), [softer, None])
+    assert np.isnan(partly["ece_scaled_calibrated"]) and not np.isnan(partly["ece_calibrated"])

@@ -119,14 +119,19 @@ def test_the_decision_curve_figure_styles_treat_all_and_treat_none(monkeypatch):
     drawn = []
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda figure, *a, **k: drawn.append(figure))
     thresholds = deployment.DECISION_CURVE_THRESHOLDS
-    curve = pd.concat([pd.DataFrame({"strategy": name, "threshold": thresholds, "net_benefit": values})
+    curve = pd.concat([pd.DataFrame({"prevalence_of": of, "prevalence": prevalence, "strategy": name,
+                                     "threshold": thresholds, "net_benefit": values, "low": values - 0.05,
+                                     "high": values + 0.05})
+                       for of, prevalence in (("test", 0.5), ("set", 0.1))
                        for name, values in (("chosen", 0.4 - thresholds * 0.3), ("treat all", 0.5 - thresholds),
                                             ("treat none", 0 * thresholds))])
     assert rendered.decision_curve_figure(curve).startswith("data:image/png;base64,")
-    (ax,) = drawn[0].axes
-    assert [line.get_label() for line in ax.get_lines()] == ["chosen", "treat all", "treat none"]
-    assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "--", ":"]
-    low, high = ax.get_ylim()
+    test_panel, set_panel = drawn[0].axes
+    assert [line.get_label() for line in test_panel.get_lines()] == ["chosen", "treat all", "treat none"]
+    assert [line.get_linestyle() for line in test_panel.get_lines()] == ["-", "--", ":"]
+    assert len(test_panel.collections) == 1  # the band of the model; none for treat-all and treat-none
+    assert "test prevalence (0.500)" in test_panel.get_title() and "set prevalence (0.100)" in set_panel.get_title()
+    low, high = test_panel.get_ylim()
     assert low < 0 and high == pytest.approx(0.49 * 1.1 + 0.01)  # a little above treat all's largest, at 0.01
 
 

@@ -469,8 +469,11 @@ def test_a_calibration_slope_without_a_usable_fit_is_a_dash_that_says_why(tmp_pa
 
     from scripts.stats.aggregate import aggregate
 
+    tables_seen = []
+
     def with_unusable_fits(plan):
         tables = aggregate(plan)
+        tables_seen.append(tables)
         summary = tables["summary"]
         none, one = summary.index[:2]
         for value in ("calibration_slope", "calibration_intercept"):
@@ -485,4 +488,35 @@ def test_a_calibration_slope_without_a_usable_fit_is_a_dash_that_says_why(tmp_pa
     table = table[:table.index("</table>")]
     assert "nan" not in table.lower()
     assert table.count('title="no seed gives a calibration fit with a usable standard error">–') == 2
-    assert table.count("(1 of 2 seeds)") == 1
+    assert table.count("(mean of the 1 of 2 seeds with a fit; survivor bias)") == 1
+    assert table.count('class="ci calibrated-ece"') == len(tables_seen[0]["summary"])
+
+
+def test_ece_stands_beside_what_a_calibrated_model_scores_and_miscalibrated_only_above_it(tmp_path, monkeypatch):
+    """Two configurations' ECE set just above and just below their calibrated reference's
+    95th percentile: only the first is called miscalibrated, in the table and the verdict."""
+    import report_study
+
+    from scripts.report import qualifiers
+    from scripts.stats.aggregate import aggregate
+
+    def around_the_reference(plan):
+        tables = aggregate(plan)
+        summary = tables["summary"]
+        above, below = summary.index[:2]
+        summary.loc[above, "ece"] = summary.loc[above, "ece_calibrated_high"] + 0.01
+        summary.loc[below, "ece"] = summary.loc[below, "ece_calibrated_high"] - 0.01
+        return tables
+
+    monkeypatch.setattr(report_study, "aggregate", around_the_reference)
+    html = report_study.hand_made_report(tmp_path).read_text()
+    table = html[html.index('id="calibration-table-1"'):]
+    table = table[:table.index("</table>")]
+    assert table.count('class="ci calibrated-ece"') >= 2 and table.count('class="miscalibrated"') == 1
+    chosen = {"ece": 0.2, "ece_seed_low": 0.1, "ece_seed_high": 0.3, "brier": 0.4, "ece_calibrated": 0.12,
+              "ece_calibrated_high": 0.18}
+    text = qualifiers.calibration_warnings({"verdict": {"chosen": chosen}, "index": 1}, {})[0]["text"]
+    assert text.startswith("ECE 0.200")
+    assert "(miscalibrated: calibrated models with these probabilities score 0.120" in text
+    calm = qualifiers.calibration_warnings({"verdict": {"chosen": {**chosen, "ece": 0.15}}, "index": 1}, {})[0]
+    assert "(within what a calibrated model scores:" in calm["text"]
