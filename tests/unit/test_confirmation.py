@@ -95,7 +95,8 @@ def test_the_prespecified_comparison_uses_the_confirmation_runs_alone(study, tmp
     assert same(confirm(study, verdict)["datasets"]["tiny"]["comparison"], comparison)
 
     merged = with_confirmation(verdict, json.loads(json.dumps(confirm(study, verdict))))
-    assert same(merged["datasets"]["tiny"]["prespecified"], comparison) and merged["datasets"]["tiny"]["claim"] == "beats"
+    merged_part = merged["datasets"]["tiny"]
+    assert same(merged_part["prespecified"], comparison) and merged_part["claim"] == "beats"
     report.render(study, {**tables, "verdict": merged}, tmp_path / "r.html")
     text = text_of(tmp_path / "r.html")
     assert "on fresh confirmation seeds of both (5, 6, 7), trained after validation chose" in text
