@@ -23,11 +23,11 @@ pytestmark = pytest.mark.skipif(
 PROFILE = PROJECT / "tests" / "slurm" / "profile"
 
 
-def slurm_snakemake(workdir: Path, config: Path, *args: str):
+def slurm_snakemake(workdir: Path, config: Path, *args: str, profile: Path = PROFILE):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     command = ["timeout", "-s", "KILL", "900", sys.executable, "-m", "snakemake",
                "-s", str(PROJECT / "workflow/Snakefile"), "--directory", str(workdir),
-               "--profile", str(PROFILE), "--configfile", str(config), *args]
+               "--profile", str(profile), "--configfile", str(config), *args]
     started = time.time()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     print(f"snakemake through Slurm: {time.time() - started:.0f} s")
@@ -327,7 +327,7 @@ def test_unknown_partition_stops_the_run_before_any_job(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-3000:]
     assert ("default-resources.slurm_partition: partition 'cpu' does not exist on this cluster "
-            "(sinfo lists: gpu)") in output
+            "(sinfo lists: gpu, short)") in output
     assert "placeholder" not in output and "set-resources.train.slurm_partition" not in output
     assert not (clone / "results/tiny").exists()  # verify, the first step, did not run
 
@@ -353,3 +353,49 @@ def test_requeued_training_job_resumes_in_the_same_slurm_job(tmp_path):
     assert info["resumed_from_epoch"] >= at_requeue and info["epochs_run"] == epochs
     history = pd.read_csv(run_dir / "history.csv")
     assert history["epoch"].tolist() == list(range(1, epochs + 1))  # none lost or repeated
+
+
+# --- the pre-flight: Slurm is asked before anything is submitted ----------------------
+
+def queued_in(workdir: Path) -> list[str]:
+    """The jobs Slurm knows (queued, running or recently ended) that run in ``workdir``."""
+    listed = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i|%Z"], capture_output=True, text=True,
+                            check=True, timeout=30).stdout
+    return [job for job, folder in (line.split("|", 1) for line in listed.splitlines())
+            if Path(folder).resolve() == workdir.resolve()]
+
+
+def test_preflight_stops_a_study_that_slurm_would_never_run(tmp_path):
+    """The cluster's partition `short` has MaxTime 5 min, and `sbatch --test-only` accepts
+    a longer job there (EnforcePartLimits=NO: it would pend for ever): the pre-flight
+    compares the limits itself. More memory than the node has: Slurm's own refusal is
+    quoted. Either way the summary is printed, the run stops before its first job
+    (local ones included) and the queue holds nothing of it."""
+    data = copy_dataset(tmp_path / "data", {"train": 2, "test": 1})
+    config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
+                          seeds=[1, 2], training={"image_size": 32, "batch_size": 8, "epochs": 1})
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    shipped = (PROFILE / "config.yaml").read_text()
+    assert shipped.count("  train:\n") == 1
+    (profile / "config.yaml").write_text(shipped.replace("  train:\n", "  train:\n    slurm_partition: short\n"))
+    result = slurm_snakemake(tmp_path, config, profile=profile)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    # the 2 runs are one pack; prepare_images is the CPU job
+    assert "Slurm pre-flight: jobs to submit: 1 GPU, 1 CPU;" in output
+    # 1 min + 2 runs x 20 min (the test profile's run_minutes): 41 min; retries: 0
+    assert "GPU-hours requested (time limit x GPUs): 0.7 at attempt 1" in output
+    assert ("asks for 41 min at attempt 1, more than partition short's MaxTime (5 min): Slurm would keep "
+            "it pending for ever. Set set-resources.train.max_runtime to at most 5") in output
+    assert "set-resources.train.slurm_partition" in output and "nothing was submitted" in output
+    assert str(profile / "config.yaml") in output
+
+    (profile / "config.yaml").write_text(shipped.replace('"3000 * attempt"', "999999"))
+    result = slurm_snakemake(tmp_path, config, profile=profile)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert re.search(r"sbatch --test-only refuses the train job \S+ \(attempt 1\): "
+                     r"allocation failure: Requested node configuration is not available \[sbatch .* --mem 999999 ",
+                     output), output[-3000:]
+    assert queued_in(tmp_path) == [] and not (tmp_path / "results/tiny").exists()
