@@ -138,6 +138,10 @@ def test_a_24_run_grid_is_4_pack_jobs_and_a_failed_seed_costs_only_its_own_rerun
     assert sorted(p.name for p in packs.iterdir()) == ["seeds1-6.json", "seeds13-18.json", "seeds19-24.json"]
     siblings = {seed: (runs[seed] / "train.json").stat().st_mtime_ns for seed in (7, 8, 10, 11, 12)}
     assert all((runs[seed] / "model.weights.h5").exists() for seed in siblings)
+    shown = study_status(tmp_path)
+    assert shown[0] == "24 runs: 23 finished, 0 training, 0 queued, 1 failed, 0 waiting", shown
+    assert "  results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed9: logs/tiny/scratch_cnn/scratch/none/frac1.0/" \
+           "seed9/train.log" in shown
 
     broken.unlink()  # the split rule writes it again
     result = slurm_snakemake(tmp_path, config)
@@ -205,7 +209,8 @@ def test_a_failed_attempt_is_resubmitted_with_more_memory_and_time(tmp_path):
     """With retries, attempt 2 asks Slurm for 2x memory and 2x time ("3000 * attempt";
     1 min start + 20 min run_minutes, times the attempt, in the test profile, like the
     shipped one's): the split file is corrupt, so both attempts fail, and both submissions
-    are read back from scontrol."""
+    are read back from scontrol. Attempt 2 does not train: a corrupt file is no failure
+    a retry can fix."""
     data = copy_dataset(tmp_path / "data", {"train": 6, "test": 2})
     config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
                           training={"image_size": 32, "batch_size": 8, "epochs": 1})
@@ -219,6 +224,10 @@ def test_a_failed_attempt_is_resubmitted_with_more_memory_and_time(tmp_path):
     jobs = [slurm_job(log.stem) for log in logs]
     assert [(j["TimeLimit"], re.search(r"mem=(\w+)", j["TRES"])[1]) for j in jobs] == [
         ("00:21:00", "3000M"), ("00:42:00", "6000M")]
+    # A corrupt split fails every attempt alike: attempt 2 reads attempt 1's record and stops at once
+    retry = logs[1].read_text()
+    assert "ERROR: not retried: attempt 1 of this pack failed in a way no retry can fix (seed 1: " in retry
+    assert "seed 1 failed" not in retry and "seed 1 failed" in logs[0].read_text()
 
 
 # --- the shipped profile, as a new user runs it ----------------------------------------
@@ -399,3 +408,35 @@ def test_preflight_stops_a_study_that_slurm_would_never_run(tmp_path):
                      r"allocation failure: Requested node configuration is not available \[sbatch .* --mem 999999 ",
                      output), output[-3000:]
     assert queued_in(tmp_path) == [] and not (tmp_path / "results/tiny").exists()
+
+
+def study_status(workdir: Path) -> list[str]:
+    """`python -m scripts status` as a user types it in the study's directory."""
+    shown = subprocess.run([sys.executable, "-m", "scripts", "status"], cwd=workdir, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(PROJECT)}, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    return shown.stdout.splitlines()
+
+
+def test_status_shows_why_a_train_job_pends(tmp_path):
+    """A train job of the study that Slurm keeps pending (more time than partition short
+    allows): `python -m scripts status` counts its runs as queued and quotes Slurm's
+    reason."""
+    data = copy_dataset(tmp_path / "data", {"train": 2, "test": 1})
+    config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
+                          seeds=[1, 2, 3])
+    snakemake(tmp_path, "--configfile", str(config), "--cores", "1", "results/plan.json")
+    comment = "rule_train_wildcards_tiny_scratch_cnn_scratch_none_1.0_1-2"  # as the executor names a pack job
+    job = subprocess.run(["sbatch", "--parsable", "-p", "short", "-t", "60", "--comment", comment, "-D",
+                          str(tmp_path), "-o", "/dev/null", "--wrap", "true"], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.strip()
+    try:
+        deadline = time.time() + 60
+        while slurm_job(job)["Reason"] != "PartitionTimeLimit":
+            assert time.time() < deadline, slurm_job(job)
+            time.sleep(1)
+        shown = study_status(tmp_path)
+    finally:
+        subprocess.run(["scancel", job], timeout=60)
+    assert shown[0] == "3 runs: 0 finished, 0 training, 2 queued, 0 failed, 1 waiting", shown
+    assert shown[1:3] == ["1 train jobs pending, by Slurm's reason:", f"  PartitionTimeLimit: 1 (jobs {job})"]
