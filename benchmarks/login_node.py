@@ -4,8 +4,8 @@ What the controlling Snakemake and the study-wide steps cost at 10,010 runs (5 d
 x 2,002 runs) with the schema's defaults (1,000 bootstrap resamples): the wall time and
 peak RSS of Snakemake's start-up as a user starts it, with the shipped Slurm profile
 (a dry run of the whole grid with nothing trained, and with every run finished; the
-first row also counts the jobs by rule: the train packs, and the ``split`` jobs that stay
-on the login node), of the ``plan`` rule, and of the ``aggregate`` and ``report``
+first row also counts the jobs by rule: 650 train packs, not 10,010 runs), of the
+``plan`` rule, and of the ``aggregate`` and ``report``
 steps (the same commands the rules run). The runs' files are fabricated from one
 template per strategy (``tests/conftest.py`` ``fake_run``): training is not what is
 measured. Rows are printed and written to ``results/benchmarks/login_node.{csv,md}``;
@@ -51,7 +51,7 @@ def job_counts(log: Path) -> str:
     """The dry run's jobs by rule (Snakemake's "Job stats" table), e.g. "train 650, split 770"."""
     import re
 
-    table = log.read_text().split("Job stats:", 1)[-1]
+    table = log.read_text().split("Job stats:", 1)[-1].split("\n\n", 1)[0]  # the first table: the plan
     counts = re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
     return ", ".join(f"{rule} {count}" for rule, count in counts if rule not in ("total", "all"))
 
