@@ -2,8 +2,10 @@
 
 What the controlling Snakemake and the study-wide steps cost at 10,010 runs (5 datasets
 x 2,002 runs) with the schema's defaults (1,000 bootstrap resamples): the wall time and
-peak RSS of Snakemake's start-up (a dry run of the whole grid with nothing trained, and
-with every run finished), of the ``plan`` rule, and of the ``aggregate`` and ``report``
+peak RSS of Snakemake's start-up as a user starts it, with the shipped Slurm profile
+(a dry run of the whole grid with nothing trained, and with every run finished; the
+first row also counts the jobs by rule: 650 train packs, not 10,010 runs), of the
+``plan`` rule, and of the ``aggregate`` and ``report``
 steps (the same commands the rules run). The runs' files are fabricated from one
 template per strategy (``tests/conftest.py`` ``fake_run``): training is not what is
 measured. Rows are printed and written to ``results/benchmarks/login_node.{csv,md}``;
@@ -32,6 +34,7 @@ MODELS = ["scratch_cnn", "vgg16", "resnet50", "efficientnetb0"]
 STRATEGIES = ["scratch", "frozen", "partial", "full"]
 ROWS: list[dict] = []
 TIME = "/usr/bin/time"  # GNU time (Debian package `time`)
+SLURM_PROFILE = PROJECT / "profiles" / "slurm"  # what a user submits with: packs, not runs
 
 
 def snakemake_command(work: Path, config: Path, *args: str) -> list[str]:
@@ -42,6 +45,15 @@ def snakemake_command(work: Path, config: Path, *args: str) -> list[str]:
 def environment() -> dict:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             "PYTHONPATH": str(PROJECT)}
+
+
+def job_counts(log: Path) -> str:
+    """The dry run's jobs by rule (Snakemake's "Job stats" table), e.g. "train 650, split 770"."""
+    import re
+
+    table = log.read_text().split("Job stats:", 1)[-1].split("\n\n", 1)[0]  # the first table: the plan
+    counts = re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
+    return ", ".join(f"{rule} {count}" for rule, count in counts if rule not in ("total", "all"))
 
 
 def measure(what: str, command: list[str], log: Path, runs: int, cwd: Path | None = None) -> dict:
@@ -128,13 +140,16 @@ def bench_login_node(work: Path, seeds: int) -> None:
     config, runs = fabricated_study(work, seeds)
     logs = work / "logs"
     (work / layout.PLAN).unlink()
-    measure("snakemake -n, nothing trained (start-up: parse, plan, DAG)",
-            snakemake_command(work, config, "-n"), logs / "dry-fresh.log", len(runs))
+    profile = ("--profile", str(SLURM_PROFILE))
+    fresh = measure("snakemake -n --profile profiles/slurm, nothing trained (start-up: parse, plan, DAG)",
+                    snakemake_command(work, config, "-n", *profile), logs / "dry-fresh.log", len(runs))
+    fresh["jobs"] = job_counts(logs / "dry-fresh.log")
+    print(f"  jobs: {fresh['jobs']}", flush=True)
     measure("plan rule (snakemake --cores 1 results/plan.json)",
             snakemake_command(work, config, "--cores", "1", layout.PLAN), logs / "plan-rule.log", len(runs))
     finish_runs(work, runs)
-    measure("snakemake -n, every run finished (start-up before aggregate and report)",
-            snakemake_command(work, config, "-n"), logs / "dry-finished.log", len(runs))
+    measure("snakemake -n --profile profiles/slurm, every run finished (start-up before aggregate and report)",
+            snakemake_command(work, config, "-n", *profile), logs / "dry-finished.log", len(runs))
     plan = str(work / layout.PLAN)
     measure("aggregate (python -m scripts aggregate, 1,000 bootstrap resamples)",
             [sys.executable, "-m", "scripts", "aggregate", "--plan", plan, "--tables", table_paths(work)],

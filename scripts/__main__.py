@@ -3,7 +3,7 @@
 A workflow step's options are its function's parameters (:data:`STEPS`, in
 scripts/stages.py): ``image_size: int`` is ``--image-size N``, a ``dict`` or ``list``
 parameter takes JSON, and a parameter without a default that may not be None is required. A new parameter is
-written once, in the function; the rule passes it. ``manifest`` and ``hed-weights`` are
+written once, in the function; the rule passes it. ``manifest``, ``hed-weights`` and ``status`` are
 commands users type themselves, with their own short options.
 
 Errors about the user's data, config, weights or devices are printed as one clear message
@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(step=write_hed_weights)
 
+    p = steps.add_parser("status", help="where the study in a work directory stands: runs finished, queued "
+                         "(Slurm's reason), failed (their logs), GPU-hours")
+    p.add_argument("-d", "--directory", default=".", help="the study's work directory (default: here)")
+    p.set_defaults(step=show_status)
+
     for function in STEPS:
         add_step(steps, function)
     return parser
@@ -82,6 +87,12 @@ def write_manifest(root: str, output: str | None) -> None:
 
     text = make_manifest(root)
     write_text(output, text) if output else sys.stdout.write(text)
+
+
+def show_status(directory: str) -> None:
+    from scripts.site.status import study_status
+
+    study_status(directory)
 
 
 def write_hed_weights(output: str) -> None:

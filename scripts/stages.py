@@ -263,12 +263,52 @@ class PackMember:
 
 
 class PackError(RuntimeError):
-    """Some runs of a pack failed; the others kept their files."""
+    """Some runs of a pack failed; the others kept their files. ``failures``: per failed
+    run ``{"seed", "error", "retryable"}``."""
+
+    def __init__(self, message: str, failures: list | None = None):
+        super().__init__(message)
+        self.failures = failures or []
+
+
+class NotRetriedError(PackError):
+    """A retry of a pack whose previous attempt failed in a way no retry can fix."""
+
+
+# Failures a new attempt can fix: out of memory (the retry asks for more) and I/O (a
+# shared filesystem's hiccup). A time-out or an out-of-memory kill ends the process
+# before it can record anything, so those are retried too. Every other error repeats
+# identically (the device, the data, the settings): its retry would spend its GPU time
+# failing again.
+RETRYABLE_ERRORS = ("MemoryError", "ResourceExhaustedError", "OSError")
+
+
+def retryable(error: BaseException) -> bool:
+    return any(cls.__name__ in RETRYABLE_ERRORS for cls in type(error).__mro__)
+
+
+def _failure(seed: int, error: BaseException | str, retry: bool) -> dict:
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return {"seed": seed, "error": (text.strip().splitlines() or [""])[0][:500], "retryable": retry}
+
+
+def _not_retried(failure_record: str, attempt: int) -> str | None:
+    """Why attempt ``attempt`` should not train: the previous attempt's record of a
+    failure no retry can fix (carried on for the attempt after this one); None for a
+    first attempt, which starts afresh."""
+    path = Path(failure_record)
+    earlier = fsutil.read_json(path) if path.exists() else None
+    if attempt > 1 and earlier and earlier.get("attempt") == attempt - 1:
+        fsutil.write_json(path, {**earlier, "attempt": attempt})
+        return earlier["error"]
+    path.unlink(missing_ok=True)
+    return None
 
 
 def train_pack(dataset: str, model: str, strategy: str, weights_name: str, fraction: float, images: str,
                settings: dict, members: list, record: str, feature_cache: str, threads: int | None = None,
-               runs_at_once: int = 1, external_tests: list | None = None) -> None:
+               runs_at_once: int = 1, external_tests: list | None = None, attempt: int = 1,
+               failure_record: str | None = None) -> None:
     """Train several seeds of one configuration in one job.
 
     ``members``: per seed its ``seed``, ``split``, ``checkpoint``, ``log`` and
@@ -280,8 +320,38 @@ def train_pack(dataset: str, model: str, strategy: str, weights_name: str, fract
     finished.
 
     ``runs_at_once``: processes that train the seeds side by side (the seeds dealt out
-    in turn), each with its share of the ``threads``: several small runs share one GPU,
-    whose memory each process grows as it needs (``scripts.train.runtime``)."""
+    in turn), each with its share of the ``threads`` and of the GPU's memory: several
+    small runs share one GPU. A process that dies (killed for memory) fails only its
+    own seeds.
+
+    ``attempt`` (Snakemake's, 1 + the retries so far) and ``failure_record``: a job that
+    fails in a way no retry can fix (the device, or every failed run's error is one that
+    repeats: :data:`RETRYABLE_ERRORS`) writes the record; the retry that follows reads it
+    and stops at once, so that Snakemake's retries spend no GPU time repeating it. A
+    first attempt (a new ``snakemake``, after the cause was fixed) trains again."""
+    from scripts.train.runtime import DeviceError
+
+    if failure_record and (earlier := _not_retried(failure_record, attempt)):
+        raise NotRetriedError(f"not retried: attempt {attempt - 1} of this pack failed in a way no retry can fix "
+                         f"({earlier}); fix the cause, then run snakemake again (its log: {failure_record})")
+    try:
+        _train_pack(dataset, model, strategy, weights_name, fraction, images, settings, members, record,
+                    feature_cache, threads, runs_at_once, external_tests)
+    except DeviceError as error:
+        if failure_record:
+            fsutil.write_json(failure_record, {"attempt": attempt, "error": f"DeviceError: {str(error)[:500]}"})
+        raise
+    except PackError as error:
+        failures = error.failures
+        if failure_record and failures and not any(failure["retryable"] for failure in failures):
+            fsutil.write_json(failure_record, {"attempt": attempt, "error": "; ".join(
+                f"seed {failure['seed']}: {failure['error']}" for failure in failures), "failures": failures})
+        raise
+
+
+def _train_pack(dataset: str, model: str, strategy: str, weights_name: str, fraction: float, images: str,
+                settings: dict, members: list, record: str, feature_cache: str, threads: int | None,
+                runs_at_once: int, external_tests: list | None) -> None:
     configuration = {"dataset": dataset, "model": model, "strategy": strategy, "weights": weights_name,
                      "fraction": fraction}
     members = [PackMember(**member) for member in members]
@@ -296,37 +366,71 @@ def train_pack(dataset: str, model: str, strategy: str, weights_name: str, fract
         done, failed = _train_side_by_side(configuration, shares, images, settings, feature_cache,
                                            max(1, (threads or 1) // len(shares)), external_tests)
     if failed:
-        raise PackError(f"pack {configuration}: seeds {sorted(failed)} failed (see their logs); "
-                         f"seeds {sorted(d['seed'] for d in done)} finished and keep their files")
+        raise PackError(f"pack {configuration}: seeds {sorted(f['seed'] for f in failed)} failed (see their logs); "
+                        f"seeds {sorted(d['seed'] for d in done)} finished and keep their files", failed)
     fsutil.write_json(record, {**configuration, "runs": sorted(done, key=lambda entry: entry["seed"])})
+
+
+def _train_share(connection, configuration: dict, share: list[PackMember], images: str, settings: dict,
+                 feature_cache_dir: str, threads: int, external_tests, memory_share: float) -> None:
+    """One process of :func:`_train_side_by_side`: trains its seeds and sends back
+    ``("done", finished entries, failures)`` or ``("device", message)``."""
+    from scripts.train.runtime import GPU_MEMORY_SHARE, DeviceError
+
+    os.environ[GPU_MEMORY_SHARE] = str(memory_share)
+    try:
+        connection.send(("done", *_train_members(configuration, share, images, settings, feature_cache_dir,
+                                                 threads, external_tests)))
+    except DeviceError as error:
+        connection.send(("device", str(error)))
+    connection.close()
 
 
 def _train_side_by_side(configuration: dict, shares: list[list[PackMember]], images: str, settings: dict,
                         feature_cache_dir: str, threads: int, external_tests) -> tuple[list, list]:
     """Each share's seeds in a process of its own (spawned: a forked TensorFlow is
-    unusable); a process that dies fails the seeds it had not finished."""
+    unusable), each capped to its share of the GPU's memory. Processes, not a process
+    pool: a pool whose worker dies is broken and ends its other workers too, while here a
+    process that dies (killed for memory, a crash) fails only the seeds it had not
+    finished."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     from scripts.train.runtime import DeviceError
 
-    done, failed = [], []
-    with ProcessPoolExecutor(len(shares), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [(share, pool.submit(_train_members, configuration, share, images, settings, feature_cache_dir,
-                                       threads, external_tests)) for share in shares]
-        for share, future in futures:
-            try:
-                share_done, share_failed = future.result()
-            except DeviceError:
-                raise
-            except Exception as error:  # the process itself died (killed for memory, a crash)
-                print(f"the process of seeds {[m.seed for m in share]} died: {error!r}", flush=True)
-                share_done = [entry for member in share if (entry := _finished_entry(
-                    RunIdentity(**configuration, seed=member.seed), images, member, settings, external_tests))]
-                finished = {entry["seed"] for entry in share_done}
-                share_failed = [member.seed for member in share if member.seed not in finished]
-            done += share_done
-            failed += share_failed
+    context = multiprocessing.get_context("spawn")
+    started = []
+    for share in shares:
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=_train_share, args=(sender, configuration, share, images, settings,
+                                                             feature_cache_dir, threads, external_tests,
+                                                             1 / len(shares)))
+        process.start()
+        sender.close()  # the child's end: the parent's recv then ends when the child does
+        started.append((share, receiver, process))
+    done, failed, device_errors = [], [], []
+    for share, receiver, process in started:
+        try:
+            answer = receiver.recv()
+        except EOFError:
+            answer = None
+        process.join()
+        if answer and answer[0] == "device":
+            device_errors.append(answer[1])
+            continue
+        if answer:
+            done += answer[1]
+            failed += answer[2]
+            continue
+        died = f"the process of seeds {[m.seed for m in share]} died (exit code {process.exitcode}"
+        died += ", killed by a signal: out of memory?)" if (process.exitcode or 0) < 0 else ")"
+        print(died, flush=True)
+        share_done = [entry for member in share if (entry := _finished_entry(
+            RunIdentity(**configuration, seed=member.seed), images, member, settings, external_tests))]
+        finished = {entry["seed"] for entry in share_done}
+        done += share_done
+        failed += [_failure(member.seed, died, retry=True) for member in share if member.seed not in finished]
+    if device_errors:
+        raise DeviceError(device_errors[0])
     return done, failed
 
 
@@ -334,7 +438,8 @@ def _train_members(configuration: dict, members: list[PackMember], images: str, 
                    feature_cache_dir: str, threads: int | None, external_tests) -> tuple[list, list]:
     """Train ``members`` one after another in this process: TensorFlow starts, the
     images and external tests load, and the model is built and traced
-    (:class:`scripts.train.training.SharedModel`) once. Returns ``(finished entries, failed seeds)``."""
+    (:class:`scripts.train.training.SharedModel`) once. Returns ``(finished entries,
+    failures)``, a failure being ``{"seed", "error", "retryable"}``."""
     import contextlib
     import traceback
 
@@ -366,9 +471,9 @@ def _train_members(configuration: dict, members: list[PackMember], images: str, 
                                         shared), member.outputs)
         except DeviceError:  # the job's device, not this run: no other run can train either
             raise
-        except Exception:  # any error of one run: the others still train
+        except Exception as error:  # any error of one run: the others still train
             print(f"seed {member.seed} failed (log: {member.log}):\n{traceback.format_exc()}", flush=True)
-            failed.append(member.seed)
+            failed.append(_failure(member.seed, error, retryable(error)))
             continue
         entry = _write_finished(run, images, member.split, settings, external_tests, member.outputs, started)
         done.append({"seed": member.seed, **entry})

@@ -254,10 +254,25 @@ class Study:
         turns = math.ceil(max(1, len(to_train)) / self.packing["runs_at_once"])
         return grid.pack_minutes(per_run, turns, attempt, self.packing["max_runtime"])
 
+    def runs_to_train(self) -> list[dict]:
+        """The planned runs without a current finished record."""
+        return [run for run in self.runs if self.current_record(run) is None]
+
+    def weights_bytes(self, parameters: dict[str, int]) -> int:
+        """The pretrained weight files the runs to train start from: each file's size
+        where it is already downloaded, else 4 bytes a parameter of its model (the
+        ``*_notop`` files hold the backbone's float32 weights)."""
+        files = {}
+        for run in self.runs_to_train():
+            path = self.weights_spec(run["model"], run["weights"]).get("path")
+            if path and path not in files:
+                files[path] = Path(path).stat().st_size if Path(path).is_file() else 4 * parameters[run["model"]]
+        return sum(files.values())
+
     def unfinished_runs(self, shown: int = 20) -> list[str]:
         """Lines for the end of a failed workflow run: how many planned runs have no
         current finished record, and the first ``shown`` with their logs."""
-        runs = [run for run in self.runs if self.current_record(run) is None]
+        runs = self.runs_to_train()
         if not runs:
             return []
         lines = [f"{len(runs)} of {len(self.runs)} runs have not finished (their logs):"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+from types import SimpleNamespace
 
 from scripts.site.slurm_site import profile_name
 
@@ -81,3 +83,42 @@ def profile_file(argv: list[str], environ: dict[str, str]) -> str | None:
             if found:
                 return str(found[1])
     return f"profile {name}"
+
+
+def max_jobs(workflow) -> int:
+    """`--jobs` (the profile's ``jobs:``): how many cluster jobs run at once at most."""
+    return workflow.resource_settings.nodes or 1
+
+
+def submitted_jobs(workflow) -> tuple[list, int]:
+    """The jobs a Slurm run is about to submit, as :class:`scripts.site.preflight.PlannedJob`
+    (resources and the executor's sbatch command at each attempt, up to the last retry),
+    and the number of jobs that stay on this node. Called in ``onstart``: the DAG is
+    built and nothing is scheduled yet."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    from scripts.site.preflight import PlannedJob
+
+    attempts = workflow.execution_settings.retries + 1
+    planned, local = [], 0
+    for job in workflow.dag.needrun_jobs():
+        if job.is_local:
+            local += 1
+            continue
+        resources, commands = [], []
+        for attempt in range(1, attempts + 1):
+            evaluated = job.rule.expand_resources(job.wildcards_dict, job.input, attempt, skip_evaluation={"tmpdir"})
+            at_attempt = SimpleNamespace(resources=evaluated, threads=job.threads, name=job.name)
+            partition = evaluated.get("slurm_partition")
+            account = evaluated.get("slurm_account")
+            params = {"run_uuid": "preflight", "slurm_logfile": os.devnull, "comment_str": f"rule_{job.name}",
+                      "account": f" -A {shlex.quote(str(account))}" if account else "",
+                      "partition": f" -p {shlex.quote(str(partition))}" if partition else "",
+                      "workdir": workflow.workdir_init}
+            command = get_submit_command(at_attempt, params, settings=workflow.executor_settings)
+            resources.append(dict(evaluated.items()))
+            commands.append(command + set_gres_string(at_attempt))
+        wildcards = "_".join(f"{value}" for value in job.wildcards_dict.values())
+        planned.append(PlannedJob(job.rule.name, wildcards or job.rule.name, resources, commands))
+    return planned, local

@@ -93,6 +93,11 @@ BACKBONES = {
 SCRATCH_CNN_FEATURE_MAPS = (("block1_relu", ""), ("block2_relu", "f"), ("block3_relu", "ff"),
                             ("block4_relu", "fff"))
 MODELS = (SCRATCH_CNN, *BACKBONES)
+# Each model's parameters with a 3-class head (keras count_params; a class more adds the
+# backbone's feature width + 1): what the Slurm pre-flight sizes saved weights and
+# checkpoints by. tests/model/test_backbones.py builds every model and checks them.
+PARAMETERS = {SCRATCH_CNN: 391_140, "vgg16": 14_717_252, "resnet50": 23_597_956,
+              "efficientnetb0": 4_055_975, "densenet121": 7_042_628}
 
 
 def feature_maps(model_name: str) -> tuple[tuple[str, str], ...]:

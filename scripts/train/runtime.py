@@ -42,6 +42,33 @@ def allocated_threads(granted: int | None = None) -> int:
     return max(1, min(limits))
 
 
+# The share of the GPU's memory this process may take (scripts/stages.py sets it to
+# 1 / runs_at_once in each process of runs trained side by side); unset: the whole card,
+# grown as needed.
+GPU_MEMORY_SHARE = "CXR_GPU_MEMORY_SHARE"
+
+
+def gpu_memory_limit_mb(share: float, total_mb: int | None) -> int | None:
+    """The memory (MiB) TensorFlow may allocate on the GPU for a process with ``share``
+    of a card of ``total_mb``: 95% of its share (the CUDA context and cuDNN's workspace
+    live outside TensorFlow's allocator); None for a whole card or an unknown size."""
+    if share >= 1 or not total_mb:
+        return None
+    return int(total_mb * share * 0.95)
+
+
+def gpu_total_memory_mb(environ: Mapping[str, str]) -> int | None:
+    """The memory of the job's first GPU (``nvidia-smi``; the device CUDA_VISIBLE_DEVICES
+    names first, an index or UUID); None where nvidia-smi cannot tell."""
+    first = environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+    with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+        printed = subprocess.run(["nvidia-smi", "-i", first, "--query-gpu=memory.total",
+                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=30,
+                                 check=True).stdout.split()
+        return int(printed[0]) if printed else None
+    return None
+
+
 class DeviceError(Exception):
     """The job cannot train on the device it was given or asked for; the message names
     the likely cause and the fix."""
@@ -144,9 +171,14 @@ def configure_tensorflow(settings: dict, threads: int) -> dict:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:  # TensorFlow already ran in this process (a notebook, a test): keep its pools
         threads = tf.config.threading.get_intra_op_parallelism_threads() or len(os.sched_getaffinity(0))
+    share = float(os.environ.get(GPU_MEMORY_SHARE, "1"))
+    limit = gpu_memory_limit_mb(share, gpu_total_memory_mb(os.environ)) if gpus else None
     for gpu in gpus:
-        # Without growth TF grabs the whole card, which breaks shared or MIG GPUs.
-        tf.config.experimental.set_memory_growth(gpu, True)
+        if limit:  # runs side by side: each process stays within its share of the card
+            with contextlib.suppress(RuntimeError):  # set already by an earlier run of this process
+                tf.config.set_logical_device_configuration(gpu, [tf.config.LogicalDeviceConfiguration(limit)])
+        else:  # without growth TF grabs the whole card, which breaks shared or MIG GPUs
+            tf.config.experimental.set_memory_growth(gpu, True)
     if gpus:
         check_first_operation("/GPU:0")
     policy = {"none": "float32", "float16": "mixed_float16",
@@ -161,6 +193,7 @@ def configure_tensorflow(settings: dict, threads: int) -> dict:
                          nvidia_driver() if on_gpu else None, tf.sysconfig.get_build_info() if on_gpu else {},
                          nvidia_packages() if on_gpu else None),
         "devices": [gpu.name for gpu in gpus] or ["CPU"],
+        "gpu_memory_limit_mb": limit,
         "threads": threads,
         "precision_policy": policy,
         "xla": settings["xla"],

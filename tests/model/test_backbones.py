@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import random_notop_file
 
-from scripts.train.models import BACKBONES, MODELS, build_model, explained_layer
+from scripts.train.models import BACKBONES, MODELS, PARAMETERS, build_model, explained_layer
 
 keras = pytest.importorskip("keras")
 HEAD = {"dropout": 0.3, "bn_momentum": 0.7}  # any valid head settings: these tests are about the backbone
@@ -70,6 +70,13 @@ def test_every_model_explains_a_map_of_at_least_7_cells_at_64_px(name):
     cams = InferencePass(model, layer, batch_size=4).run(images, cams=True)["cams"].astype(float)
     assert cams.shape == (3, cells, cells) and cells >= 7
     assert cams.min() >= 0 and cams.max() == pytest.approx(1.0)  # a map with a peak, not all zero
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_parameters_that_the_slurm_preflight_sizes_disk_by(name):
+    """The pre-flight's table (scripts/site/preflight.py sizes weights and checkpoints by
+    it) is each model's own count with a 3-class head, at any image size."""
+    assert build_model(name, 32, 3, None, **HEAD)[0].count_params() == PARAMETERS[name]
 
 
 # --- 3. Grad-CAM finds what decides the class ---

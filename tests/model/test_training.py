@@ -241,9 +241,11 @@ def test_class_weights_precision_and_xla_are_applied_and_recorded(prepared):
 
 def train_pack(work: Path, folder: str, seeds: list[int], training: dict, model: str = "scratch_cnn",
                strategy: str = "scratch", runs_at_once: int = 1, environ: dict | None = None,
-               weights: dict | None = None) -> subprocess.CompletedProcess:
+               weights: dict | None = None, extra: tuple = (), started: bool = False):
     """Several seeds of one configuration in one `python -m scripts train-pack` job,
-    each into ``work/folder/seed<s>``; the pack's record is ``work/folder/pack.json``."""
+    each into ``work/folder/seed<s>``; the pack's record is ``work/folder/pack.json``.
+    ``extra``: more options; ``started``: return the running process (Popen) instead of
+    waiting for it."""
     members = [{"seed": seed, "split": str(work / f"results/tiny/splits/seed{seed}.csv"),
                 "checkpoint": str(work / folder / f"seed{seed}/checkpoint"),
                 "log": str(work / folder / f"logs/seed{seed}.log"),
@@ -254,9 +256,11 @@ def train_pack(work: Path, folder: str, seeds: list[int], training: dict, model:
                "--images", str(work / "results/tiny/data/images_32px.npy"),
                "--settings", json.dumps(settings(training, weights)), "--feature-cache", str(work / "cache"),
                "--threads", "1", "--record", str(work / folder / "pack.json"), "--members", json.dumps(members),
-               "--runs-at-once", str(runs_at_once)]
-    return subprocess.run(command, env={**os.environ, "PYTHONPATH": str(PROJECT), **(environ or {})},
-                          capture_output=True, text=True, timeout=600)
+               "--runs-at-once", str(runs_at_once), *extra]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT), **(environ or {})}
+    if started:
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize(("model", "strategy", "weights_file"),
@@ -298,8 +302,9 @@ def test_runs_side_by_side_train_at_the_same_time_and_equal_runs_trained_alone(p
 
 def test_a_failed_member_keeps_its_siblings_and_the_rerun_trains_only_it(prepared):
     """Seed 2's split is corrupt: seed 1 still trains and keeps its files, the pack fails
-    naming seed 2 and writes no record; once the split is right, the same pack trains
-    seed 2 and leaves seed 1 untouched."""
+    naming seed 2 and writes no record; Snakemake's retry of it stops at once (a corrupt
+    file fails every attempt); once the split is right, the same pack (a new snakemake:
+    attempt 1) trains seed 2 and leaves seed 1 untouched."""
     work = prepared / "failing"
     (work / "results/tiny/splits").mkdir(parents=True)
     (work / "results/tiny/data").mkdir(parents=True)
@@ -308,16 +313,62 @@ def test_a_failed_member_keeps_its_siblings_and_the_rerun_trains_only_it(prepare
     os.link(prepared / "results/tiny/data/images_32px.npy", work / "results/tiny/data/images_32px.npy")
     (work / "results/tiny/splits/seed1.csv").write_text((work / "results/tiny/splits/seed1.csv.good").read_text())
     (work / "results/tiny/splits/seed2.csv").write_text("not,a,split\n")
-    failed = train_pack(work, "pack", [1, 2], TINY)
+    record = work / "pack/failure.json"
+    failed = train_pack(work, "pack", [1, 2], TINY, extra=("--attempt", "1", "--failure-record", str(record)))
     assert failed.returncode == 1 and "seeds [2] failed" in failed.stderr, failed.stderr[-3000:]
     finished = work / "pack/seed1/train.json"
     before = finished.stat().st_mtime_ns
     assert not (work / "pack/seed2/train.json").exists() and not (work / "pack/pack.json").exists()
-    assert "Traceback" in (work / "pack/logs/seed2.log").read_text() + failed.stdout
+    log = (work / "pack/logs/seed2.log").read_text()
+    assert "Traceback" in log + failed.stdout
+
+    # Snakemake's retry (attempt 2) of a failure that repeats (bad data): it stops at once
+    retried = train_pack(work, "pack", [1, 2], TINY, extra=("--attempt", "2", "--failure-record", str(record)))
+    assert retried.returncode == 1 and retried.stderr.count("ERROR: ") == 1, retried.stderr[-3000:]
+    assert "ERROR: not retried: attempt 1 of this pack failed in a way no retry can fix (seed 2: " in retried.stderr
+    assert (work / "pack/logs/seed2.log").read_text() == log  # seed 2 did not even start
+    assert json.loads(record.read_text())["attempt"] == 2  # ...and attempt 3 will not either
 
     (work / "results/tiny/splits/seed2.csv").write_text((work / "results/tiny/splits/seed2.csv.good").read_text())
-    rerun = train_pack(work, "pack", [1, 2], TINY)
+    rerun = train_pack(work, "pack", [1, 2], TINY, extra=("--attempt", "1", "--failure-record", str(record)))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert not record.exists()  # a new snakemake (attempt 1) trains again
     assert finished.stat().st_mtime_ns == before and "seed 1: finished earlier" in rerun.stdout
     record = json.loads((work / "pack/pack.json").read_text())
     assert [run["seed"] for run in record["runs"]] == [1, 2] and (work / "pack/seed2/train.json").exists()
+
+
+def process_with_open_file(parent: int, name: str) -> int | None:
+    """The child process of ``parent`` that has a file named ``name`` open."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or parent_pid(int(proc.name)) != parent:
+                continue
+            if any(os.readlink(fd).endswith(name) for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while it was looked at
+    return None
+
+
+def test_a_process_killed_side_by_side_fails_only_its_own_seeds(prepared):
+    """runs_at_once 2: seeds 1 and 2 train in two processes. The one training seed 2 is
+    killed (SIGKILL, as the kernel's OOM killer does) mid-training: seed 1 still finishes
+    and keeps its files, the pack fails naming seed 2 alone. (A process pool would be
+    broken by the death and end seed 1's process too.)"""
+    epochs = 40  # seed 1 must still be training when seed 2's process dies
+    training = {**TINY, "epochs": epochs}
+    job = train_pack(prepared, "killed", [1, 2], training, runs_at_once=2, started=True)
+    state = prepared / "killed/seed2/checkpoint/state.json"
+    deadline = time.time() + 300
+    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+        assert time.time() < deadline and job.poll() is None, "seed 2 never checkpointed"
+        time.sleep(0.05)
+    victim = process_with_open_file(job.pid, "logs/seed2.log")
+    assert victim is not None and process_with_open_file(job.pid, "logs/seed1.log") not in (None, victim)
+    os.kill(victim, signal.SIGKILL)
+    stdout, stderr = job.communicate(timeout=600)
+    assert job.returncode == 1 and "seeds [2] failed" in stderr and "seeds [1] finished" in stderr, stderr[-3000:]
+    assert "the process of seeds [2] died (exit code -9, killed by a signal: out of memory?)" in stdout
+    seed1 = json.loads((prepared / "killed/seed1/train.json").read_text())
+    assert seed1["epochs_run"] == epochs and not (prepared / "killed/seed2/train.json").exists()

@@ -73,3 +73,6 @@ def test_login_node_benchmark_measures_each_step_in_its_own_process(tmp_path):
     table = pd.read_csv(tmp_path / "login_node.csv").set_index("measurement")
     assert len(table) == 9 and (table[["wall_s", "peak_rss_mb"]] > 0).all().all()
     assert list(table["runs"]) == [0] * 4 + [65] * 5
+    # the dry run as a user starts it (the shipped Slurm profile): one pack per configuration at 1 seed
+    (jobs,) = table["jobs"].dropna()
+    assert jobs == "plan 1, train 65, aggregate 1, report 1", jobs

@@ -194,6 +194,10 @@ JobRequeue=0
 GresTypes=gpu
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$real_mem Gres=gpu:fake:1 State=UNKNOWN
 PartitionName=gpu Nodes=$host Default=YES MaxTime=INFINITE State=UP
+# A partition whose MaxTime (5 min) is below what a train job asks for: the Slurm
+# pre-flight must stop a study that names it. EnforcePartLimits=NO (the default) would
+# accept such a job and keep it pending for ever.
+PartitionName=short Nodes=$host MaxTime=5 State=UP
 EOF
 
   # Without AutoDetect=off slurmd would try NVML and find nothing.

@@ -23,11 +23,11 @@ pytestmark = pytest.mark.skipif(
 PROFILE = PROJECT / "tests" / "slurm" / "profile"
 
 
-def slurm_snakemake(workdir: Path, config: Path, *args: str):
+def slurm_snakemake(workdir: Path, config: Path, *args: str, profile: Path = PROFILE):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     command = ["timeout", "-s", "KILL", "900", sys.executable, "-m", "snakemake",
                "-s", str(PROJECT / "workflow/Snakefile"), "--directory", str(workdir),
-               "--profile", str(PROFILE), "--configfile", str(config), *args]
+               "--profile", str(profile), "--configfile", str(config), *args]
     started = time.time()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     print(f"snakemake through Slurm: {time.time() - started:.0f} s")
@@ -138,6 +138,10 @@ def test_a_24_run_grid_is_4_pack_jobs_and_a_failed_seed_costs_only_its_own_rerun
     assert sorted(p.name for p in packs.iterdir()) == ["seeds1-6.json", "seeds13-18.json", "seeds19-24.json"]
     siblings = {seed: (runs[seed] / "train.json").stat().st_mtime_ns for seed in (7, 8, 10, 11, 12)}
     assert all((runs[seed] / "model.weights.h5").exists() for seed in siblings)
+    shown = study_status(tmp_path)
+    assert shown[0] == "24 runs: 23 finished, 0 training, 0 queued, 1 failed, 0 waiting", shown
+    assert "  results/tiny/runs/scratch_cnn/scratch/none/frac1.0/seed9: logs/tiny/scratch_cnn/scratch/none/frac1.0/" \
+           "seed9/train.log" in shown
 
     broken.unlink()  # the split rule writes it again
     result = slurm_snakemake(tmp_path, config)
@@ -205,7 +209,8 @@ def test_a_failed_attempt_is_resubmitted_with_more_memory_and_time(tmp_path):
     """With retries, attempt 2 asks Slurm for 2x memory and 2x time ("3000 * attempt";
     1 min start + 20 min run_minutes, times the attempt, in the test profile, like the
     shipped one's): the split file is corrupt, so both attempts fail, and both submissions
-    are read back from scontrol."""
+    are read back from scontrol. Attempt 2 does not train: a corrupt file is no failure
+    a retry can fix."""
     data = copy_dataset(tmp_path / "data", {"train": 6, "test": 2})
     config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
                           training={"image_size": 32, "batch_size": 8, "epochs": 1})
@@ -219,6 +224,11 @@ def test_a_failed_attempt_is_resubmitted_with_more_memory_and_time(tmp_path):
     jobs = [slurm_job(log.stem) for log in logs]
     assert [(j["TimeLimit"], re.search(r"mem=(\w+)", j["TRES"])[1]) for j in jobs] == [
         ("00:21:00", "3000M"), ("00:42:00", "6000M")]
+    # A corrupt split fails every attempt alike: attempt 2 reads attempt 1's record and stops at once
+    attempts = (tmp_path / "logs/tiny/scratch_cnn/scratch/none/frac1.0/seeds1-1/attempts.log").read_text()
+    first, retry = re.split(r"^== attempt 2 .*$", attempts, flags=re.M)
+    assert "ERROR: not retried: attempt 1 of this pack failed in a way no retry can fix (seed 1: KeyError" in retry
+    assert "seed 1 failed" not in retry and "seed 1 failed" in first
 
 
 # --- the shipped profile, as a new user runs it ----------------------------------------
@@ -328,7 +338,7 @@ def test_unknown_partition_stops_the_run_before_any_job(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-3000:]
     assert ("default-resources.slurm_partition: partition 'cpu' does not exist on this cluster "
-            "(sinfo lists: gpu)") in output
+            "(sinfo lists: gpu, short)") in output
     assert "placeholder" not in output and "set-resources.train.slurm_partition" not in output
     assert not (clone / "results/tiny").exists()  # verify, the first step, did not run
 
@@ -354,3 +364,81 @@ def test_requeued_training_job_resumes_in_the_same_slurm_job(tmp_path):
     assert info["resumed_from_epoch"] >= at_requeue and info["epochs_run"] == epochs
     history = pd.read_csv(run_dir / "history.csv")
     assert history["epoch"].tolist() == list(range(1, epochs + 1))  # none lost or repeated
+
+
+# --- the pre-flight: Slurm is asked before anything is submitted ----------------------
+
+def queued_in(workdir: Path) -> list[str]:
+    """The jobs Slurm knows (queued, running or recently ended) that run in ``workdir``."""
+    listed = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i|%Z"], capture_output=True, text=True,
+                            check=True, timeout=30).stdout
+    return [job for job, folder in (line.split("|", 1) for line in listed.splitlines())
+            if Path(folder).resolve() == workdir.resolve()]
+
+
+def test_preflight_stops_a_study_that_slurm_would_never_run(tmp_path):
+    """The cluster's partition `short` has MaxTime 5 min, and `sbatch --test-only` accepts
+    a longer job there (EnforcePartLimits=NO: it would pend for ever): the pre-flight
+    compares the limits itself. More memory than the node has: Slurm's own refusal is
+    quoted. Either way the summary is printed, the run stops before its first job
+    (local ones included) and the queue holds nothing of it."""
+    data = copy_dataset(tmp_path / "data", {"train": 2, "test": 1})
+    config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
+                          seeds=[1, 2], training={"image_size": 32, "batch_size": 8, "epochs": 1})
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    shipped = (PROFILE / "config.yaml").read_text()
+    assert shipped.count("  train:\n") == 1
+    (profile / "config.yaml").write_text(shipped.replace("  train:\n", "  train:\n    slurm_partition: short\n"))
+    result = slurm_snakemake(tmp_path, config, profile=profile)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    # the 2 runs are one pack; prepare_images is the CPU job
+    assert "Slurm pre-flight: jobs to submit: 1 GPU, 1 CPU;" in output
+    # 1 min + 2 runs x 20 min (the test profile's run_minutes): 41 min; retries: 0
+    assert "GPU-hours requested (time limit x GPUs): 0.7 at attempt 1" in output
+    assert ("asks for 41 min at attempt 1, more than partition short's MaxTime (5 min): Slurm would keep "
+            "it pending for ever. Set set-resources.train.max_runtime to at most 5") in output
+    assert "set-resources.train.slurm_partition" in output and "nothing was submitted" in output
+    assert str(profile / "config.yaml") in output
+
+    (profile / "config.yaml").write_text(shipped.replace('"3000 * attempt"', "999999"))
+    result = slurm_snakemake(tmp_path, config, profile=profile)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert re.search(r"sbatch --test-only refuses the train job \S+ \(attempt 1\): "
+                     r"allocation failure: Requested node configuration is not available \[sbatch .* --mem 999999 ",
+                     output), output[-3000:]
+    assert queued_in(tmp_path) == [] and not (tmp_path / "results/tiny").exists()
+
+
+def study_status(workdir: Path) -> list[str]:
+    """`python -m scripts status` as a user types it in the study's directory."""
+    shown = subprocess.run([sys.executable, "-m", "scripts", "status"], cwd=workdir, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(PROJECT)}, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    return shown.stdout.splitlines()
+
+
+def test_status_shows_why_a_train_job_pends(tmp_path):
+    """A train job of the study that Slurm keeps pending (more time than partition short
+    allows): `python -m scripts status` counts its runs as queued and quotes Slurm's
+    reason."""
+    data = copy_dataset(tmp_path / "data", {"train": 2, "test": 1})
+    config = write_config(tmp_path / "c.yaml", data, models=["scratch_cnn"], strategies=["scratch"],
+                          seeds=[1, 2, 3])
+    snakemake(tmp_path, "--configfile", str(config), "--cores", "1", "results/plan.json")
+    comment = "rule_train_wildcards_tiny_scratch_cnn_scratch_none_1.0_1-2"  # as the executor names a pack job
+    job = subprocess.run(["sbatch", "--parsable", "-p", "short", "-t", "60", "--comment", comment, "-D",
+                          str(tmp_path), "-o", "/dev/null", "--wrap", "true"], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.strip()
+    try:
+        deadline = time.time() + 60
+        while slurm_job(job)["Reason"] != "PartitionTimeLimit":
+            assert time.time() < deadline, slurm_job(job)
+            time.sleep(1)
+        shown = study_status(tmp_path)
+    finally:
+        subprocess.run(["scancel", job], timeout=60)
+    assert shown[0] == "3 runs: 0 finished, 0 training, 2 queued, 0 failed, 1 waiting", shown
+    assert shown[1:3] == ["1 train jobs pending, by Slurm's reason:", f"  PartitionTimeLimit: 1 (jobs {job})"]

@@ -20,6 +20,7 @@ from scripts.train.runtime import (
     choose_device,
     configure_tensorflow,
     first_convolution,
+    gpu_memory_limit_mb,
     gpu_stack,
     granted_gpus,
     missing_cuda_packages,
@@ -149,3 +150,9 @@ def test_a_device_whose_first_operation_fails_stops_the_job_with_one_line():
     assert message.startswith("TensorFlow lists this job's GPU, but its first operation on /GPU:0 failed: "
                               "cuDNN launch failure : input shape([1,1,8,8]).")
     assert "\n" not in message and "training.device: cpu" in message
+
+
+def test_runs_side_by_side_each_get_their_share_of_the_gpu_memory():
+    assert gpu_memory_limit_mb(0.5, 81559) == int(81559 * 0.5 * 0.95)
+    assert gpu_memory_limit_mb(1.0, 81559) is None  # one process: grows on the whole card
+    assert gpu_memory_limit_mb(0.25, None) is None  # nvidia-smi did not tell: growth as before

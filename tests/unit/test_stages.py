@@ -408,3 +408,24 @@ def test_each_attempt_appends_to_a_seeds_log_after_a_numbered_header(tmp_path):
     lines = log.read_text().splitlines()
     assert [line.split()[:3] for line in lines[::2]] == [["==", "attempt", "1"], ["==", "attempt", "2"]]
     assert lines[1::2] == ["first attempt failed", "second attempt trained"]
+
+
+def test_only_out_of_memory_and_io_errors_are_worth_a_retry():
+    class ResourceExhaustedError(RuntimeError):  # TensorFlow's GPU out-of-memory, by its name
+        pass
+
+    assert [stages.retryable(e) for e in (MemoryError(), ResourceExhaustedError("OOM"), FileNotFoundError("x"))] \
+        == [True, True, True]
+    assert [stages.retryable(e) for e in (ValueError("not a split"), KeyError("label"), RuntimeError("cuDNN"))] \
+        == [False, False, False]
+
+
+def test_a_retry_reads_the_failure_record_of_the_attempt_before_it(tmp_path):
+    record = tmp_path / "failure.json"
+    record.write_text(json.dumps({"attempt": 1, "error": "seed 2: KeyError: 'label'"}))
+    assert stages._not_retried(str(record), 2) == "seed 2: KeyError: 'label'"
+    assert json.loads(record.read_text())["attempt"] == 2  # attempt 3 stops too
+    assert stages._not_retried(str(record), 3) == "seed 2: KeyError: 'label'"
+    assert stages._not_retried(str(record), 1) is None and not record.exists()  # a new snakemake trains again
+    record.write_text(json.dumps({"attempt": 1, "error": "old"}))
+    assert stages._not_retried(str(record), 3) is None  # a record of another chain of attempts

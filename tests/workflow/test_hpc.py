@@ -125,10 +125,14 @@ def test_shipped_profile_gives_train_jobs_eight_cpus_one_gpu_and_eight_threads()
 # --- the login node stays light: whole-dataset and study-wide steps as cluster jobs ---------
 
 def fake_slurm_tools(folder: Path) -> Path:
-    """sbatch that records its arguments and refuses the job; sacctmgr that knows the
-    profile's account; sinfo and the status commands fail (no cluster here)."""
+    """sbatch that records its arguments and refuses the job (after accepting the
+    pre-flight's --test-only, as Slurm answers it); sacctmgr that knows the profile's
+    account; sinfo and the status commands fail (no cluster here)."""
     folder.mkdir()
     (folder / "sbatch").write_text('#!/bin/sh\necho "$*" >> "$FAKE_SBATCH_LOG"\n'
+                                   'if [ "$1" = --test-only ]; then\n'
+                                   '  echo "sbatch: Job 1 to start at 2026-01-01T00:00:00 using 1 processors" >&2\n'
+                                   '  exit 0\nfi\n'
                                    'echo "sbatch: error: no cluster here" >&2\nexit 1\n')
     (folder / "sacctmgr").write_text("#!/bin/sh\necho test_account\n")
     for tool in ("sinfo", "squeue", "sacct", "scontrol"):
@@ -161,7 +165,8 @@ def test_slurm_profile_submits_the_rules_it_sizes_and_keeps_the_others_on_the_lo
     output = result.stdout + result.stderr
     if sized:
         assert result.returncode == 1 and "SLURM sbatch failed" in output, output[-3000:]
-        call = submitted.read_text()
+        test_only, call = submitted.read_text().splitlines()  # the pre-flight's, then the submission
+        assert test_only.startswith("--test-only") and "--mem 2000" in test_only
         assert "--comment rule_verify_wildcards_tiny" in call and "--mem 2000" in call
         assert "-p cpu" in call and "--cpus-per-task=1" in call and "localrule verify" not in output
     else:

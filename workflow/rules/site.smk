@@ -8,12 +8,15 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from scripts.site import slurm_site
+from scripts.site import preflight, slurm_site
 from scripts.site.snakemake_internals import (
     executor_name,
+    max_jobs,
     profile_file,
     profile_resources,
+    submitted_jobs,
 )
+from scripts.train.models import PARAMETERS
 
 SITE_VALUES = slurm_site.site_values(profile_resources(workflow))
 # Study-wide and whole-dataset rules that the profile sizes (set-resources) are CPU jobs
@@ -37,13 +40,45 @@ for problem in slurm_site.placeholder_problems(SITE_VALUES):
 
 def check_slurm_site():
     """Stop a Slurm run whose profile still has placeholders or unknown partitions."""
-    if executor_name(workflow) != slurm_site.SLURM_EXECUTOR:
-        return
     problems = slurm_site.site_problems(SITE_VALUES, slurm_site.cluster_partitions())
     if problems:
         profile = profile_file(sys.argv, dict(os.environ))
         raise WorkflowError(slurm_site.site_error(problems, profile))
 
 
+def slurm_preflight():
+    """Print what the run will submit and cost; stop, naming Slurm's reason and the
+    profile key, where Slurm would refuse a job or keep it pending for ever
+    (scripts/site/preflight.py)."""
+    jobs, login_jobs = submitted_jobs(workflow)
+    disk = preflight.disk_bytes(
+        STUDY.runs_to_train(),
+        PARAMETERS,
+        STUDY.weights_bytes(PARAMETERS),
+        min(max_jobs(workflow), sum(1 for job in jobs if job.gpus))
+        * PACKING["runs_at_once"],
+    )
+    retries = workflow.execution_settings.retries
+    for line in preflight.summary(jobs, login_jobs, retries, disk):
+        logger.info(line)
+    shown = preflight.run_text(["scontrol", "-o", "show", "partition"])
+    partitions, default = preflight.parse_partitions(shown or "")
+    qos = preflight.run_text(["sacctmgr", "-nP", "show", "qos", "format=Name,MaxWall"])
+    problems = preflight.time_limit_problems(
+        jobs,
+        partitions,
+        default,
+        None if qos is None else preflight.parse_qos(qos),
+        profile_resources(workflow),
+        getattr(workflow.executor_settings, "qos", None),
+    )
+    problems += preflight.refusals(jobs)
+    if problems:
+        profile = profile_file(sys.argv, dict(os.environ))
+        raise WorkflowError(preflight.preflight_error(problems, profile))
+
+
 onstart:
-    check_slurm_site()
+    if executor_name(workflow) == slurm_site.SLURM_EXECUTOR:
+        check_slurm_site()
+        slurm_preflight()

@@ -23,6 +23,9 @@ rule train:
     threads: TRAIN_THREADS
     resources:
         runtime=STUDY.pack_runtime,
+        # Snakemake's attempt (1 + the retries so far; sbatch gets no such flag): a retry
+        # after a failure that no retry can fix stops at once (params.failure).
+        attempt=lambda wildcards, attempt: attempt,
     params:
         settings=STUDY.run_settings,
         members=STUDY.pack_members,
@@ -32,6 +35,9 @@ rule train:
         # Snakemake deletes the declared log before every attempt: every attempt's
         # output is also appended here, after a header naming the attempt and the time.
         attempts=f"{PACK_LOG_DIR}/attempts.log",
+        # Written by an attempt that failed in a way no retry can fix (the device, bad
+        # data); the next attempt reads it and stops at once.
+        failure=f"{PACK_LOG_DIR}/failure.json",
     shell:
         "{{ echo \"== attempt $(( $(grep -c '^== attempt ' {params.attempts} 2>/dev/null || :) + 1 ))"
         ' $(date -Iseconds) ==";'
@@ -41,4 +47,5 @@ rule train:
         " --settings {params.settings:q} --members {params.members:q}"
         " --feature-cache {params.feature_cache} --external-tests {params.external:q}"
         " --record {output} --threads {threads}"
-        " --runs-at-once {params.runs_at_once}; }} 2>&1 | tee -a {params.attempts} > {log}"
+        " --runs-at-once {params.runs_at_once} --attempt {resources.attempt}"
+        " --failure-record {params.failure}; }} 2>&1 | tee -a {params.attempts} > {log}"
