@@ -32,7 +32,7 @@ class Stage:
 
     layers: tuple[str, ...]
     # Its last layer before the downsampling that ends it (the Grad-CAM candidate), or
-    # None where that is no layer of the network (a stage that starts with its input).
+    # None where the stage starts with the network's input.
     output: str | None
 
 
@@ -66,20 +66,20 @@ def stages(model) -> list[Stage]:
             groups[-1].append(layer)
             continue
         level = cut[layer.name]
-        if isinstance(layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D):
+        if _trainable_by_nature(layer):  # a strided convolution (or a block that starts with one)
             padding = []
             source = _parent(layer)
             while isinstance(source, keras.layers.ZeroPadding2D) and groups[-1] and groups[-1][-1] is source:
                 padding.insert(0, groups[-1].pop())
                 source = _parent(source)
-            outputs.append(source.name if source in network else None)
+            outputs.append(_nearest_layer(source, network))
             groups.append([*padding, layer])
         else:  # weightless pooling: the last layer of the stage before it
             source = _parent(layer)
             while isinstance(source, keras.layers.ZeroPadding2D):
                 source = _parent(source)
             groups[-1].append(layer)
-            outputs.append(source.name if source in network else None)
+            outputs.append(_nearest_layer(source, network))
             groups.append([])
     outputs.append(network[-1].name)
     found: list[Stage] = []
@@ -99,7 +99,27 @@ def stages(model) -> list[Stage]:
 def _trainable_by_nature(layer) -> bool:
     """Whether ``layer`` has variables that training updates, frozen or not (a frozen
     layer's ``trainable_weights`` is empty; an input Normalization's statistics never train)."""
-    return bool(layer._trainable_variables)
+    return any(sublayer._trainable_variables for sublayer in layer._flatten_layers())
+
+
+def _nearest_layer(source, network: list) -> str | None:
+    """``source`` if it is a layer of the network; for an operation that is no layer (the
+    residual ``+`` of ConvNeXt, which ``get_layer`` cannot reach), the deepest network
+    layer it is computed from (there: the residual branch's last layer)."""
+    if source in network:
+        return source.name
+    order = {id(layer): index for index, layer in enumerate(network)}
+    found, pending, seen = [], [source], set()
+    while pending:
+        operation = pending.pop()
+        if id(operation) in seen:
+            continue
+        seen.add(id(operation))
+        if id(operation) in order:
+            found.append(operation)
+            continue
+        pending += [parent.operation for node in operation._inbound_nodes for parent in node.parent_nodes]
+    return max(found, key=lambda layer: order[id(layer)]).name if found else None
 
 
 def _parent(layer):
@@ -111,18 +131,27 @@ def _parent(layer):
 def _downsampling_levels(model) -> dict[str, int]:
     """Per operation of ``model``: how many times coarser than the image its output is,
     as the product of the strides on the way (a valid convolution's shrinking is no
-    downsampling)."""
-    import keras
-
-    conv_or_pool = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.MaxPooling2D,
-                    keras.layers.AveragePooling2D)
+    downsampling). A nested model (ConvNeXt's stem and downsampling blocks are
+    ``Sequential``) counts as the strides inside it."""
     levels: dict[str, int] = {}
     for operation in model.operations:
         before = [levels.get(parent.operation.name, 1) for node in operation._inbound_nodes
                   for parent in node.parent_nodes]
-        stride = max(operation.strides) if isinstance(operation, conv_or_pool) else 1
-        levels[operation.name] = max(before, default=1) * stride
+        levels[operation.name] = max(before, default=1) * _stride(operation)
     return levels
+
+
+def _stride(operation) -> int:
+    import keras
+
+    if isinstance(operation, keras.Sequential):
+        return functools.reduce(lambda level, layer: level * _stride(layer), operation.layers, 1)
+    if isinstance(operation, keras.Model):
+        return max(_downsampling_levels(operation).values(), default=1)
+    strides = getattr(operation, "strides", None)
+    if strides is None or isinstance(operation, keras.layers.Conv2DTranspose):
+        return 1
+    return max(strides) if isinstance(strides, tuple | list) else int(strides)
 
 
 def feature_map_cells(model) -> list[tuple[str, int]]:
