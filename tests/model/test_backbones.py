@@ -159,10 +159,14 @@ def test_one_per_family_trains_frozen_and_partial_and_explains_a_map(name):
     reseed_random_layers(model, 5)
     np.testing.assert_array_equal(model(images, training=True).numpy(), first)
 
+    # A random network may have no positive evidence for its predicted class anywhere (an
+    # all-zero map: InceptionV3 here): each map is all zero or peaks at 1. The inference
+    # pass fails if the logits do not depend on the layer (no gradient).
     layer, cells = explained_layer(model, 7)
     cams = InferencePass(model, layer, batch_size=4).run(images.astype(np.uint8), cams=True)["cams"].astype(float)
-    assert cams.shape == (4, cells, cells)
-    assert cams.min() >= 0 and cams.max() == pytest.approx(1.0)  # a map with a peak, not all zero
+    peaks = cams.max(axis=(1, 2))
+    assert cams.shape == (4, cells, cells) and cams.min() >= 0
+    assert np.all((peaks == 0) | np.isclose(peaks, 1, atol=1e-3))
     keras.backend.clear_session()
 
 
