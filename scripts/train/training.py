@@ -161,12 +161,12 @@ def run(identity, inputs: RunInputs, settings: dict, checkpoint_dir: str, featur
     model the pack's earlier seeds built (see :class:`SharedModel`)."""
     from scripts.train.predictions import evaluate, evaluate_external
     from scripts.train.runtime import allocated_threads, configure_tensorflow, environment
-    from scripts.weights.weight_files import check, expected_sha256
+    from scripts.weights.weight_files import check, first_use_sha256
 
     train_settings, weights = settings["training"], settings["weights"]
     applied = configure_tensorflow(train_settings, allocated_threads(threads))
     if weights.get("path"):  # never train on a corrupt or swapped weights file
-        expected = expected_sha256(weights["path"], weights.get("md5"), weights.get("sha256"))
+        expected = first_use_sha256(weights["path"]) if weights.get("trust_on_first_use") else weights.get("sha256")
         weights = {**weights, "sha256": check(weights["path"], weights.get("md5"), expected)}
     split_table = inputs.split
     classes, label_ids, rows = subsets(split_table, identity.fraction)

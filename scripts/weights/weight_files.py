@@ -35,10 +35,8 @@ def first_use_record(path: str | Path) -> Path:
     return Path(f"{path}.sha256")
 
 
-def expected_sha256(path: str | Path, md5: str | None, sha256: str | None) -> str | None:
-    """``sha256``; for a file with no published hash, the one its first download recorded."""
-    if md5 or sha256:
-        return sha256
+def first_use_sha256(path: str | Path) -> str:
+    """The SHA256 the first download of ``path``, a file with no published hash, recorded."""
     record = first_use_record(path)
     if not record.is_file():
         raise WeightsError(f"weights file {path} has no published hash and no record of its first download "

@@ -99,15 +99,15 @@ def test_a_published_sha256_is_checked_like_an_md5(weights_server, tmp_path):
 def test_a_file_without_a_published_hash_is_trusted_on_first_use_then_verified(weights_server, tmp_path):
     """MobileNet's and MobileNetV2's weights have no published hash: the first download
     records its SHA256, a later download and every training run must match it."""
-    from scripts.weights.weight_files import expected_sha256, first_use_record
+    from scripts.weights.weight_files import first_use_record, first_use_sha256
 
     dest = tmp_path / "cache" / "mobilenet_no_top.h5"
     with pytest.raises(WeightsError, match="no published hash and no record of its first download"):
-        expected_sha256(dest, None, None)
+        first_use_sha256(dest)
     assert fetch(weights_server["url"], None, dest) == weights_server["sha256"]
     record = first_use_record(dest)
     assert record.read_text().split() == [weights_server["sha256"], "efficientnetb0_notop.h5"]
-    assert expected_sha256(dest, None, None) == weights_server["sha256"]
+    assert first_use_sha256(dest) == weights_server["sha256"]
     record.write_text("0" * 64 + "  efficientnetb0_notop.h5\n")  # a later download of other bytes
     dest.unlink()
     with pytest.raises(WeightsError, match="does not match the expected 0{64}"):
