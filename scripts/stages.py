@@ -579,11 +579,12 @@ def report(plan: str, tables: dict, output: str, figures: str | None = None,
     rep.render(fsutil.read_json(plan), read, output, Path(__file__).resolve().parent.parent, figures)
 
 
-def fetch_weights(url: str, md5: str, output: str) -> None:
-    """Download and hash-check ImageNet weights."""
+def fetch_weights(url: str, output: str, md5: str = "", sha256: str = "") -> None:
+    """Download and hash-check ImageNet weights (MD5 or SHA256 as published; with
+    neither, the first download's SHA256 is recorded and checked later)."""
     from scripts.weights.weight_files import fetch
 
-    print(f"{output}: sha256 {fetch(url, md5, output)}")
+    print(f"{output}: sha256 {fetch(url, md5 or None, output, sha256=sha256 or None)}")
 
 
 def download_kaggle(slug: str, root: str, manifest: str, marker: str, subfolder: str = "") -> None:

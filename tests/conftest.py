@@ -214,11 +214,11 @@ def random_notop_file(path, name: str) -> str:
     import numpy as np
     from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
 
-    from scripts.train.models import BACKBONES
+    from scripts.weights.keras_applications import catalogue
 
     keras.utils.set_random_seed(11)
     rng = np.random.default_rng(11)
-    base = getattr(keras.applications, BACKBONES[name].application)(
+    base = getattr(keras.applications, catalogue()[name]["constructor"])(
         include_top=False, weights=None, input_shape=(32, 32, 3))
     for layer in base.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

@@ -17,6 +17,7 @@ from scripts.common.layout import DATASET_FILES, EXTERNAL_OVERLAP, RUN_DIR, RUN_
 from scripts.data.external import class_map_problems
 from scripts.plan import grid
 from scripts.plan.grid import SCRATCH_CNN
+from scripts.weights.keras_applications import backbone_names, min_size
 from scripts.weights.weight_files import HED_VGG16_FILE, file_name
 
 NO_STUDY = (
@@ -130,7 +131,9 @@ def weights_spec(model: str, weights_name: str, sources: dict, registry: dict, w
     if setting == "imagenet":
         entry = registry[model]
         path = Path(weights_cache) / file_name(entry["url"])
-        return {"source": "imagenet", "path": str(path), "md5": entry["md5"]}
+        hashes = {key: entry[key] for key in ("md5", "sha256") if entry.get(key)}
+        # no published hash: trust on first use (scripts/weights/weight_files.py fetch)
+        return {"source": "imagenet", "path": str(path), **(hashes or {"trust_on_first_use": True})}
     return {"source": "file", "path": setting}
 
 
@@ -229,10 +232,31 @@ def group_problems(name: str, groups: dict) -> list[str]:
     return problems
 
 
+def model_problems(config: dict) -> list[str]:
+    """Every model name is one of the catalogue's, wherever the config names one, and the
+    study's image size is at least each backbone's smallest."""
+    known = [SCRATCH_CNN, *backbone_names()]
+    named = [(f"models[{i}]", model) for i, model in enumerate(config["models"])]
+    named += [(f"exclude[{i}].model", rule["model"]) for i, rule in enumerate(config["exclude"]) if "model" in rule]
+    for key in ("epochs", "partial_stages"):
+        if isinstance(config["training"][key], dict):
+            named += [(f"training.{key}.{model}", model) for model in config["training"][key] if model != "default"]
+    for name, setting in weights_sources(config).items():
+        if isinstance(setting, dict):
+            named += [(f"weights ({name}).{model}", model) for model in setting if model != "default"]
+    problems = [f"{key}: {model!r} is not one of {known}" for key, model in named if model not in known]
+    size = config["training"]["image_size"]
+    problems += [f"training.image_size: {size} px is below {model}'s smallest input, {min_size(model)} px"
+                 for model in config["models"] if model in backbone_names() and size < min_size(model)]
+    return problems
+
+
 def config_problems(config: dict, sources: dict, registry: dict) -> list[str]:
     """What the schema cannot express, checked before any job starts; each problem
     names its config key."""
-    problems = []
+    problems = model_problems(config)
+    if problems:  # the checks below read each model's settings
+        return problems
     if not trained_datasets(config):
         problems.append("datasets: every dataset has train: false; at least one must be trained on")
     left, top, right, bottom = config["evaluation"]["lung_box"]

@@ -317,8 +317,9 @@ def weights_table(runs: pd.DataFrame) -> list[dict]:
     if runs.empty or "weights_source" not in runs:
         return []
     done = runs[(runs["status"] == "ok") & (runs["strategy"] != SCRATCH)]
-    return records(done[["model", "weights", "weights_source", "weights_sha256"]].drop_duplicates()
-                    .sort_values(["model", "weights"]))
+    columns = ["model", "weights", "weights_source", "weights_sha256"]
+    columns += ["weights_trust_on_first_use"] if "weights_trust_on_first_use" in runs else []
+    return records(done[columns].drop_duplicates().sort_values(["model", "weights"]))
 
 
 def configuration_section(plan: dict) -> dict:

@@ -59,6 +59,8 @@ def run_row(run: dict, files: dict | None) -> dict:
         **{c: info.get(c) for c in COSTS},
         "weights_source": info["weights"]["source"],
         "weights_sha256": info["weights"].get("sha256"),
+        # no published hash: the SHA256 is the one the file's first download recorded
+        "weights_trust_on_first_use": bool(info["weights"].get("trust_on_first_use")),
         "host": env["host"],
         "slurm_job_id": env["slurm_job_id"],
         "cuda_visible_devices": env["cuda_visible_devices"],

@@ -2,7 +2,7 @@
 
 Every model is one flat functional graph ``image -> preprocessing -> backbone -> head``
 (the backbone is built on the preprocessed tensor with ``input_tensor=``), so every
-layer Grad-CAM may explain (``feature_maps``; the one a run explains:
+layer Grad-CAM may explain (the stage outputs, :func:`stages`; the one a run explains:
 :func:`explained_layer`) stays reachable by name. Keras 3 cannot reach inner layers of
 a backbone nested as a single layer.
 
@@ -14,121 +14,179 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 from scripts.common import tracing
 from scripts.plan.grid import SCRATCH_CNN
+from scripts.weights.keras_applications import backbone_names, catalogue
+
+# Each backbone's constructor, preprocessing and ImageNet weights file: the generated
+# catalogue config/weights-registry.yaml (scripts/weights/keras_applications.py).
+MODELS = (SCRATCH_CNN, *backbone_names())
+SCRATCH_CNN_FILTERS = (32, 64, 128, 256)  # its blocks' widths, input to output
+
+
+def parameters(name: str, n_classes: int = 3) -> int:
+    """Model ``name``'s parameters (Keras's ``count_params``) with an ``n_classes`` head,
+    without building it: what the Slurm pre-flight sizes saved weights and checkpoints by.
+    A backbone's count and width are in the catalogue; the scratch CNN's are its 3x3
+    convolutions and BatchNorms; the head (:func:`_head`) adds the standardisation's mean,
+    variance and count and the logits layer."""
+    if name == SCRATCH_CNN:
+        widths = (3, *SCRATCH_CNN_FILTERS)
+        backbone = sum(9 * n_in * n_out + 4 * n_out for n_in, n_out in itertools.pairwise(widths))
+        features = SCRATCH_CNN_FILTERS[-1]
+    else:
+        backbone, features = catalogue()[name]["parameters"], catalogue()[name]["features"]
+    return backbone + 2 * features + 1 + (features + 1) * n_classes
 
 
 @dataclass(frozen=True)
-class Backbone:
-    application: str  # constructor in keras.applications
-    preprocess_module: str  # keras.applications submodule holding preprocess_input
-    # The backbone's stages in layer order: (stage, regular expression that matches the
-    # whole name of each of its layers). Auto-numbered names (``rescaling_3``) come from
-    # Keras's per-process layer counter, hence the optional ``_N``.
-    stages: tuple[tuple[str, str], ...]
-    # The layers Grad-CAM can explain, input to output: (layer, the halvings from the
-    # image to it, each rounding as Keras's layer does: "c" a padded stride-2 convolution
-    # or pooling, which keeps an odd cell, "f" an unpadded 2x2 pooling, which drops it).
-    # One per stage, its last convolutional output before the stage downsamples; the last
-    # is the backbone's last convolutional layer.
-    feature_maps: tuple[tuple[str, str], ...]
+class Stage:
+    """A run of backbone layers at one resolution: what ``partial_stages`` unfreezes."""
 
-    @property
-    def stage_names(self) -> tuple[str, ...]:
-        return tuple(stage for stage, _ in self.stages)
-
-    @property
-    def last_conv(self) -> str:
-        return self.feature_maps[-1][0]
-
-    def stage_of(self, layer_name: str) -> str:
-        """The stage of one backbone layer; exactly one stage must claim it."""
-        matches = [stage for stage, pattern in self.stages if re.fullmatch(pattern, layer_name)]
-        if len(matches) != 1:
-            raise ValueError(f"{self.application} layer {layer_name!r} matches stages {matches}, not one")
-        return matches[0]
+    layers: tuple[str, ...]
+    # Its last layer before the downsampling that ends it (the Grad-CAM candidate), or
+    # None where the stage starts with the network's input.
+    output: str | None
 
 
-# ImageNet weight files and their hashes: config/weights-registry.yaml.
-# Stages follow the papers' tables. ResNet50: conv1 (7x7 conv and the stem max pool),
-# conv2..conv5 (bottleneck groups). EfficientNetB0: the stem (input scaling and the
-# 3x3 conv), block1..block7 (MBConv groups of one resolution/width), top (1x1 conv to
-# 1280). DenseNet121: conv1 (stem conv and max pool), conv2..conv4 (dense block and the
-# transition layer after it), conv5 (last dense block and the final BN-ReLU, which alone
-# holds no trainable weight outside BatchNorm and so is no stage of its own).
-# Feature maps: VGG16's last conv of each block (its 2x2 pools drop an odd cell);
-# ResNet50's stem ReLU and each group's last block output; EfficientNetB0's stem
-# activation, each group's last block output (``add`` after a residual, ``project_bn``
-# where a group has one block) and the top activation; DenseNet121's stem ReLU, each
-# transition's 1x1 conv (before its 2x2 average pooling) and the final ReLU.
-BACKBONES = {
-    "vgg16": Backbone("VGG16", "vgg16", tuple(
-        (f"block{i}", rf"block{i}_(conv\d|pool)") for i in range(1, 6)), (
-        ("block1_conv2", ""), ("block2_conv2", "f"), ("block3_conv3", "ff"), ("block4_conv3", "fff"),
-        ("block5_conv3", "ffff"))),
-    "resnet50": Backbone("ResNet50", "resnet50", (
-        ("conv1", r"conv1_(pad|conv|bn|relu)|pool1_(pad|pool)"),
-        *((f"conv{i}", rf"conv{i}_block\d+_\w+") for i in range(2, 6))), (
-        ("conv1_relu", "c"), ("conv2_block3_out", "cc"), ("conv3_block4_out", "ccc"),
-        ("conv4_block6_out", "cccc"), ("conv5_block3_out", "ccccc"))),
-    "efficientnetb0": Backbone("EfficientNetB0", "efficientnet", (
-        ("stem", r"(rescaling|normalization)(_\d+)?|stem_\w+"),
-        *((f"block{i}", rf"block{i}[a-z]_\w+") for i in range(1, 8)),
-        ("top", r"top_\w+")), (
-        ("stem_activation", "c"), ("block1a_project_bn", "c"), ("block2b_add", "cc"), ("block3b_add", "ccc"),
-        ("block4c_add", "cccc"), ("block5c_add", "cccc"), ("block6d_add", "ccccc"),
-        ("block7a_project_bn", "ccccc"), ("top_activation", "ccccc"))),
-    "densenet121": Backbone("DenseNet121", "densenet", (
-        ("conv1", r"zero_padding2d(_\d+)?|conv1_\w+|pool1"),
-        *((f"conv{i}", rf"conv{i}_block\d+_\w+|pool{i}_\w+") for i in range(2, 5)),
-        ("conv5", r"conv5_block\d+_\w+|bn|relu")), (
-        ("conv1_relu", "c"), ("pool2_conv", "cc"), ("pool3_conv", "ccf"), ("pool4_conv", "ccff"),
-        ("relu", "ccfff"))),
-}
-# Each block's ReLU; 2x2 max pools (unpadded) follow the first three.
-SCRATCH_CNN_FEATURE_MAPS = (("block1_relu", ""), ("block2_relu", "f"), ("block3_relu", "ff"),
-                            ("block4_relu", "fff"))
-MODELS = (SCRATCH_CNN, *BACKBONES)
-# Each model's parameters with a 3-class head (keras count_params; a class more adds the
-# backbone's feature width + 1): what the Slurm pre-flight sizes saved weights and
-# checkpoints by. tests/model/test_backbones.py builds every model and checks them.
-PARAMETERS = {SCRATCH_CNN: 391_140, "vgg16": 14_717_252, "resnet50": 23_597_956,
-              "efficientnetb0": 4_055_975, "densenet121": 7_042_628}
+def stages(model) -> list[Stage]:
+    """The stages of ``model``'s network (the layers before its head), derived from the graph.
 
-
-def feature_maps(model_name: str) -> tuple[tuple[str, str], ...]:
-    return SCRATCH_CNN_FEATURE_MAPS if model_name == SCRATCH_CNN else BACKBONES[model_name].feature_maps
-
-
-def last_conv_layer(model_name: str) -> str:
-    return feature_maps(model_name)[-1][0]
-
-
-def feature_map_cells(model_name: str, image_size: int) -> list[tuple[str, int]]:
-    """Each layer Grad-CAM can explain in ``model_name``, input to output, with its cells
-    per side for a square ``image_size`` input."""
-    return [(layer, functools.reduce(_halved, halvings, image_size)) for layer, halvings in feature_maps(model_name)]
-
-
-def _halved(cells: int, rounding: str) -> int:
-    """``cells`` after one halving that rounds up (``c``) or down (``f``)."""
-    return -(-cells // 2) if rounding == "c" else cells // 2
-
-
-def explained_layer(model_name: str, image_size: int, min_cells: int) -> tuple[str, int]:
-    """``(layer, cells per side)``: the layer whose Grad-CAM a run of ``model_name`` at
-    ``image_size`` px computes.
-
-    The deepest feature map with at least ``min_cells`` cells per side (``gradcam.min_cells``):
-    deeper layers see more of the image and are closer to the class decision, but a map of
-    too few cells cannot say where anything is. When no layer has that many cells, the
-    one with the most (the deepest among equals).
+    A stage boundary is a downsampling by a factor of 2 or more: a strided convolution
+    or pooling layer that makes the maps coarser than every earlier layer's. A change of
+    size alone is none (unpadded convolutions shrink maps, InceptionV3 37 -> 35 px). A
+    weightless pooling layer ends the stage before it (VGG16's ``block5_pool`` is no top
+    stage with nothing to train); a strided convolution starts its stage, with the
+    padding layers that feed it (ResNet's ``conv{i}_block1_*_conv``). A stage with nothing
+    to train (input scaling, a padding layer) joins the stage after it, or the one before
+    it at the end. Each stage's output is the input of the downsampling that ends it,
+    and the network's last layer for the last stage.
     """
-    cells = feature_map_cells(model_name, image_size)
+    import keras
+
+    network = []
+    for layer in model.layers:
+        if layer.name == "head_pool":
+            break
+        if not isinstance(layer, keras.layers.InputLayer):
+            network.append(layer)
+    cut = _downsampling_levels(model)
+    groups: list[list] = [[]]
+    outputs: list[str | None] = []
+    level = 1
+    for layer in network:
+        if cut[layer.name] <= level:
+            groups[-1].append(layer)
+            continue
+        level = cut[layer.name]
+        if _trainable_by_nature(layer):  # a strided convolution (or a block that starts with one)
+            padding = []
+            source = _parent(layer)
+            while isinstance(source, keras.layers.ZeroPadding2D) and groups[-1] and groups[-1][-1] is source:
+                padding.insert(0, groups[-1].pop())
+                source = _parent(source)
+            outputs.append(_nearest_layer(source, network))
+            groups.append([*padding, layer])
+        else:  # weightless pooling: the last layer of the stage before it
+            source = _parent(layer)
+            while isinstance(source, keras.layers.ZeroPadding2D):
+                source = _parent(source)
+            groups[-1].append(layer)
+            outputs.append(_nearest_layer(source, network))
+            groups.append([])
+    outputs.append(network[-1].name)
+    found: list[Stage] = []
+    carried: list[str] = []
+    for group, output in zip(groups, outputs, strict=True):
+        names = [*carried, *(layer.name for layer in group)]
+        if any(_trainable_by_nature(layer) for layer in group):
+            found.append(Stage(tuple(names), output))
+            carried = []
+        else:
+            carried = names
+    if carried and found:
+        found[-1] = Stage(found[-1].layers + tuple(carried), found[-1].output)
+    return found
+
+
+def _trainable_by_nature(layer) -> bool:
+    """Whether ``layer`` has variables that training updates, frozen or not (a frozen
+    layer's ``trainable_weights`` is empty; an input Normalization's statistics never train)."""
+    return any(sublayer._trainable_variables for sublayer in layer._flatten_layers())
+
+
+def _nearest_layer(source, network: list) -> str | None:
+    """``source`` if it is a layer of the network; for an operation that is no layer (the
+    residual ``+`` of ConvNeXt, which ``get_layer`` cannot reach), the deepest network
+    layer it is computed from (there: the residual branch's last layer)."""
+    if source in network:
+        return source.name
+    order = {id(layer): index for index, layer in enumerate(network)}
+    found, pending, seen = [], [source], set()
+    while pending:
+        operation = pending.pop()
+        if id(operation) in seen:
+            continue
+        seen.add(id(operation))
+        if id(operation) in order:
+            found.append(operation)
+            continue
+        pending += [parent.operation for node in operation._inbound_nodes for parent in node.parent_nodes]
+    return max(found, key=lambda layer: order[id(layer)]).name if found else None
+
+
+def _parent(layer):
+    """The one layer (or operation) whose output ``layer`` takes."""
+    (parent,) = layer._inbound_nodes[0].parent_nodes
+    return parent.operation
+
+
+def _downsampling_levels(model) -> dict[str, int]:
+    """Per operation of ``model``: how many times coarser than the image its output is,
+    as the product of the strides on the way (a valid convolution's shrinking is no
+    downsampling). A nested model (ConvNeXt's stem and downsampling blocks are
+    ``Sequential``) counts as the strides inside it."""
+    levels: dict[str, int] = {}
+    for operation in model.operations:
+        before = [levels.get(parent.operation.name, 1) for node in operation._inbound_nodes
+                  for parent in node.parent_nodes]
+        levels[operation.name] = max(before, default=1) * _stride(operation)
+    return levels
+
+
+def _stride(operation) -> int:
+    import keras
+
+    if isinstance(operation, keras.Sequential):
+        return functools.reduce(lambda level, layer: level * _stride(layer), operation.layers, 1)
+    if isinstance(operation, keras.Model):
+        return max(_downsampling_levels(operation).values(), default=1)
+    strides = getattr(operation, "strides", None)
+    if strides is None or isinstance(operation, keras.layers.Conv2DTranspose):
+        return 1
+    return max(strides) if isinstance(strides, tuple | list) else int(strides)
+
+
+def feature_map_cells(model) -> list[tuple[str, int]]:
+    """Each layer Grad-CAM can explain in ``model`` (its stage outputs), input to output,
+    with its cells per side."""
+    return [(stage.output, model.get_layer(stage.output).output.shape[1]) for stage in stages(model)
+            if stage.output is not None]
+
+
+def explained_layer(model, min_cells: int) -> tuple[str, int]:
+    """``(layer, cells per side)``: the layer whose Grad-CAM a run of ``model`` computes.
+
+    The deepest stage output with at least ``min_cells`` cells per side
+    (``gradcam.min_cells``): deeper layers see more of the image and are closer to the
+    class decision, but a map of too few cells cannot say where anything is. When no
+    layer has that many cells, the one with the most (the deepest among equals).
+    """
+    cells = feature_map_cells(model)
     enough = [(layer, n) for layer, n in cells if n >= min_cells]
     if enough:
         return enough[-1]
@@ -198,7 +256,7 @@ def build_scratch_cnn(image_size: int, n_classes: int, dropout: float, bn_moment
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
-    for block, filters in enumerate((32, 64, 128, 256), start=1):
+    for block, filters in enumerate(SCRATCH_CNN_FILTERS, start=1):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv")(x)
         x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"block{block}_bn")(x)
         x = keras.layers.Activation("relu", name=f"block{block}_relu")(x)
@@ -220,8 +278,8 @@ def keras_download_served_from(path: str | Path):
     requested: list[str] = []
 
     def local_file(fname=None, origin=None, *args, **kwargs):
-        if not str(fname).endswith("_notop.h5"):
-            raise ValueError(f"Keras asked for {fname} ({origin}); only *_notop weights are served locally")
+        if not any(marker in str(fname) for marker in ("notop", "no_top")):
+            raise ValueError(f"Keras asked for {fname} ({origin}); only weights without top are served locally")
         requested.append(str(fname))
         return str(path)
 
@@ -264,10 +322,12 @@ def build_model(model_name: str, image_size: int, n_classes: int, weights: str |
 
     if model_name == SCRATCH_CNN:
         return build_scratch_cnn(image_size, n_classes, dropout, bn_momentum), []
-    spec = BACKBONES[model_name]
+    spec = catalogue()[model_name]
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    preprocessed = getattr(keras.applications, spec.preprocess_module).preprocess_input(inputs)
-    constructor = getattr(keras.applications, spec.application)
+    # The family's own preprocessing: preprocess_input is the identity where the
+    # constructor scales inside the model (include_preprocessing), so it is applied once.
+    preprocessed = getattr(keras.applications, spec["module"]).preprocess_input(inputs)
+    constructor = getattr(keras.applications, spec["constructor"])
     if weights is None:
         base = constructor(include_top=False, weights=None, input_tensor=preprocessed)
     else:
@@ -277,14 +337,14 @@ def build_model(model_name: str, image_size: int, n_classes: int, weights: str |
     return model, backbone
 
 
-def top_stage_layers(model_name: str, backbone: list[str], stages: int) -> list[str]:
-    """The backbone layers of the last ``stages`` stages of ``model_name``."""
-    spec = BACKBONES[model_name]
-    if not 1 <= stages <= len(spec.stages):
-        raise ValueError(f"{model_name} has stages {', '.join(spec.stage_names)}: "
-                         f"cannot fine-tune the last {stages}")
-    chosen = set(spec.stage_names[-stages:])
-    return [name for name in backbone if spec.stage_of(name) in chosen]
+def top_stage_layers(model, backbone: list[str], count: int) -> list[str]:
+    """The backbone layers of the last ``count`` stages of ``model``."""
+    found = stages(model)
+    if not 1 <= count <= len(found):
+        raise ValueError(f"{model.name} has {len(found)} stages (its downsamplings): "
+                         f"cannot fine-tune the last {count}")
+    chosen = {name for stage in found[-count:] for name in stage.layers}
+    return [name for name in backbone if name in chosen]
 
 
 def set_trainable(model, backbone: list[str], trainable: str, stages: int = 0,
@@ -293,7 +353,7 @@ def set_trainable(model, backbone: list[str], trainable: str, stages: int = 0,
 
     ``trainable``: ``all`` (scratch: every layer, BatchNorm included), ``head``
     (backbone frozen), ``top`` (the last ``stages`` backbone stages, see
-    ``Backbone.stages``; the model's name says which backbone) or ``backbone`` (all
+    :func:`stages`) or ``backbone`` (all
     backbone layers). BatchNorm layers of a pretrained backbone stay frozen, which in
     Keras 3 also runs them in inference mode: re-estimating their statistics from small
     batches of X-rays destroys the pretrained features. A backbone trained from scratch
@@ -302,7 +362,7 @@ def set_trainable(model, backbone: list[str], trainable: str, stages: int = 0,
     import keras
 
     if trainable == "top":
-        unfrozen = set(top_stage_layers(model.name, backbone, stages))
+        unfrozen = set(top_stage_layers(model, backbone, stages))
     else:
         unfrozen = {"all": set(backbone), "head": set(), "backbone": set(backbone)}[trainable]
     for layer in model.layers:

@@ -103,14 +103,17 @@ class SharedModel:
         self.heads: dict[int, object] = {}
         self.optimizer_states: dict[tuple, list] = {}
 
-    def load(self, key: tuple, build, gradcam_layer: str, batch_size: int, seed_free: bool):
+    def load(self, key: tuple, build, gradcam_min_cells: int, batch_size: int, seed_free: bool):
         """``(model, backbone layer names, inference pass)`` at the weights a fresh
         ``build()`` under the run's seed has. ``key``: what the architecture depends on
         (another key starts over); ``seed_free``: the build's weights do not depend on
         the seed (a weights file's backbone under a strategy whose head the linear probe
         sets; the random layers' generators are reseeded by the caller), so later seeds
-        restore the first build's weights instead of building again."""
+        restore the first build's weights instead of building again. The inference pass
+        explains the layer :func:`~scripts.train.models.explained_layer` chooses with
+        ``gradcam_min_cells``."""
         from scripts.train.inference import InferencePass
+        from scripts.train.models import explained_layer
 
         key = (*key, seed_free)
         if key != self.key:  # the pack's first run, or another architecture: start over
@@ -118,7 +121,8 @@ class SharedModel:
             self.optimizer_states.clear()
             self.key = key
             self.model, self.backbone = build()
-            self.inference = InferencePass(self.model, gradcam_layer, batch_size)
+            self.inference = InferencePass(self.model, explained_layer(self.model, gradcam_min_cells)[0],
+                                           batch_size)
             self.initial = [v.numpy() for v in self.model.variables] if seed_free else None
             return self.model, self.backbone, self.inference
         # a fresh build's values, the random layers' generator states too
@@ -155,15 +159,15 @@ def run(identity, inputs: RunInputs, settings: dict, checkpoint_dir: str, featur
     external test set. ``settings``: the run's ``training``, ``weights``, ``positive_class``
     and ``gradcam`` (``min_cells``); ``threads``: the CPU threads granted; ``shared``: the
     model the pack's earlier seeds built (see :class:`SharedModel`)."""
-    from scripts.train.models import explained_layer
     from scripts.train.predictions import evaluate, evaluate_external
     from scripts.train.runtime import allocated_threads, configure_tensorflow, environment
-    from scripts.weights.weight_files import check
+    from scripts.weights.weight_files import check, first_use_sha256
 
     train_settings, weights = settings["training"], settings["weights"]
     applied = configure_tensorflow(train_settings, allocated_threads(threads))
     if weights.get("path"):  # never train on a corrupt or swapped weights file
-        weights = {**weights, "sha256": check(weights["path"], weights.get("md5"), weights.get("sha256"))}
+        expected = first_use_sha256(weights["path"]) if weights.get("trust_on_first_use") else weights.get("sha256")
+        weights = {**weights, "sha256": check(weights["path"], weights.get("md5"), expected)}
     split_table = inputs.split
     classes, label_ids, rows = subsets(split_table, identity.fraction)
     checkpoint = Checkpoint(
@@ -182,8 +186,7 @@ def run(identity, inputs: RunInputs, settings: dict, checkpoint_dir: str, featur
         weights=weights.get("path"), checkpoint=checkpoint, model_name=identity.model,
         strategy=identity.strategy, seed=identity.seed, feature_cache=feature_cache,
         train_rows=rows["train"], val_rows=rows["val"],
-        gradcam_layer=explained_layer(identity.model, train_settings["image_size"],
-                                      settings["gradcam"]["min_cells"])[0],
+        gradcam_min_cells=settings["gradcam"]["min_cells"],
         shared=shared or SharedModel(),
     )
     results = evaluate(inference, identity, inputs.images, label_ids, split_table, rows, classes,
@@ -230,12 +233,12 @@ def shared_feature_cache(identity, inputs: RunInputs, directory: str, settings: 
 def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, seed: int,
           n_classes: int, settings: dict, weights: str | None, checkpoint: Checkpoint,
           feature_cache: FeatureCache | None, train_rows: np.ndarray, val_rows: np.ndarray,
-          gradcam_layer: str, shared: SharedModel):
+          gradcam_min_cells: int, shared: SharedModel):
     """Fit one run; returns ``(model, inference, history rows, summary dict)``.
 
     ``feature_cache`` (pretrained strategies) holds the pooled features of the training
     pool, one row per image; ``train_rows``/``val_rows`` pick this run's rows from it.
-    ``gradcam_layer``: the layer the inference pass explains; ``shared``: the model and
+    ``gradcam_min_cells``: chooses the layer the inference pass explains; ``shared``: the model and
     traced functions to reuse (see :class:`SharedModel`).
     """
     import keras
@@ -244,10 +247,10 @@ def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, see
 
     keras.utils.set_random_seed(seed)
     model, backbone, inference = shared.load(
-        (model_name, settings["image_size"], n_classes, weights, gradcam_layer),
+        (model_name, settings["image_size"], n_classes, weights, gradcam_min_cells),
         lambda: build_model(model_name, settings["image_size"], n_classes, weights, dropout=settings["dropout"],
                             bn_momentum=SCRATCH_BN_MOMENTUM),
-        gradcam_layer, settings["batch_size"], seed_free=weights is not None and strategy in PRETRAINED_STRATEGIES)
+        gradcam_min_cells, settings["batch_size"], seed_free=weights is not None and strategy in PRETRAINED_STRATEGIES)
     reseed_random_layers(model, epoch_seed(seed, -1))  # the head's dropout before any end-to-end epoch
     weights_by_class = class_weights(y_train, n_classes, settings["class_weight"])
     state = checkpoint.load() or new_state()

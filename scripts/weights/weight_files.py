@@ -25,8 +25,23 @@ class WeightsError(Exception):
 
 
 def load_registry(path: str | Path) -> dict[str, dict]:
-    """Backbone -> ``{url, md5}`` (see config/weights-registry.yaml)."""
+    """Backbone -> ``{url, md5 | sha256}`` (see config/weights-registry.yaml)."""
     return yaml.safe_load(Path(path).read_text())
+
+
+def first_use_record(path: str | Path) -> Path:
+    """Where the SHA256 of a weights file with no published hash is recorded at its first
+    download (trust on first use)."""
+    return Path(f"{path}.sha256")
+
+
+def first_use_sha256(path: str | Path) -> str:
+    """The SHA256 the first download of ``path``, a file with no published hash, recorded."""
+    record = first_use_record(path)
+    if not record.is_file():
+        raise WeightsError(f"weights file {path} has no published hash and no record of its first download "
+                           f"({record}); delete the file and let the workflow download it again")
+    return record.read_text().split()[0]
 
 
 def file_name(url: str) -> str:
@@ -50,13 +65,18 @@ def check(path: str | Path, md5: str | None = None, sha256: str | None = None) -
     return actual
 
 
-def fetch(url: str, md5: str, dest: str | Path, timeout: float = 60) -> str:
+def fetch(url: str, md5: str | None, dest: str | Path, timeout: float = 60, sha256: str | None = None) -> str:
     """Download ``url`` to ``dest`` and return its SHA256.
 
-    The file appears at ``dest`` only after its MD5 matched, so a truncated or wrong
-    download never enters the cache.
+    The file appears at ``dest`` only after its MD5 or SHA256 matched, so a truncated or
+    wrong download never enters the cache. Where neither is published (Keras's MobileNet
+    and MobileNetV2), the first download's SHA256 is recorded beside the file (trust on
+    first use) and a later download must match it.
     """
     dest = Path(dest)
+    record = first_use_record(dest)
+    if not (md5 or sha256) and record.is_file():
+        sha256 = record.read_text().split()[0]
     try:
         with fsutil.atomic_path(dest) as tmp:
             with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
@@ -65,13 +85,19 @@ def fetch(url: str, md5: str, dest: str | Path, timeout: float = 60) -> str:
             received = Path(tmp).stat().st_size
             if expected is not None and received != int(expected):
                 raise http.client.IncompleteRead(b"", int(expected) - received)
-            return check(tmp, md5=md5)
+            actual = check(tmp, md5=md5, sha256=sha256)
+            if not (md5 or sha256):
+                fsutil.write_text(record, f"{actual}  {file_name(url)}\n")
+                print(f"WARNING: {url} has no published hash: recorded its SHA256 {actual} in {record} "
+                      "(trust on first use); later runs verify the file against it")
+            return actual
     except http.client.HTTPException as error:  # e.g. the connection dropped mid-file
         raise WeightsError(f"download of {url} interrupted ({error!r}); nothing cached, try again") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
         raise WeightsError(
             f"cannot download {url}: {error}.\n"
-            f"Without internet, pre-stage the file: copy {file_name(url)} (MD5 {md5}) to {dest}; "
+            f"Without internet, pre-stage the file: copy {file_name(url)} "
+            f"({f'MD5 {md5}' if md5 else f'SHA256 {sha256}' if sha256 else 'no published hash'}) to {dest}; "
             "or list a reachable copy in a weights registry (config key weights_registry); "
             "or set weights: none to train without pretraining."
         ) from None

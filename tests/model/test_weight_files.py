@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PROJECT, copy_dataset, random_notop_file, snakemake, validated, write_config
+from conftest import copy_dataset, random_notop_file, snakemake, validated, write_config
 
 from scripts.common.layout import RUN_FILES
 from scripts.weights.weight_files import WeightsError, fetch
@@ -85,6 +85,34 @@ def test_fetch_verifies_and_caches_atomically(weights_server, tmp_path):
     dest = tmp_path / "cache" / "efficientnetb0_notop.h5"
     assert fetch(weights_server["url"], weights_server["md5"], dest) == weights_server["sha256"]
     assert dest.exists() and list(dest.parent.iterdir()) == [dest]
+
+
+def test_a_published_sha256_is_checked_like_an_md5(weights_server, tmp_path):
+    """ConvNeXt's and EfficientNetV2's weights are published with a SHA256."""
+    dest = tmp_path / "cache" / "w.h5"
+    assert fetch(weights_server["url"], None, dest, sha256=weights_server["sha256"]) == weights_server["sha256"]
+    with pytest.raises(WeightsError, match="SHA256 .* does not match the expected 0{64}"):
+        fetch(weights_server["url"], None, tmp_path / "other" / "w.h5", sha256="0" * 64)
+    assert not (tmp_path / "other" / "w.h5").exists()
+
+
+def test_a_file_without_a_published_hash_is_trusted_on_first_use_then_verified(weights_server, tmp_path):
+    """MobileNet's and MobileNetV2's weights have no published hash: the first download
+    records its SHA256, a later download and every training run must match it."""
+    from scripts.weights.weight_files import first_use_record, first_use_sha256
+
+    dest = tmp_path / "cache" / "mobilenet_no_top.h5"
+    with pytest.raises(WeightsError, match="no published hash and no record of its first download"):
+        first_use_sha256(dest)
+    assert fetch(weights_server["url"], None, dest) == weights_server["sha256"]
+    record = first_use_record(dest)
+    assert record.read_text().split() == [weights_server["sha256"], "efficientnetb0_notop.h5"]
+    assert first_use_sha256(dest) == weights_server["sha256"]
+    record.write_text("0" * 64 + "  efficientnetb0_notop.h5\n")  # a later download of other bytes
+    dest.unlink()
+    with pytest.raises(WeightsError, match="does not match the expected 0{64}"):
+        fetch(weights_server["url"], None, dest)
+    assert not dest.exists()
 
 
 def test_wrong_hash_leaves_nothing_in_the_cache(weights_server, tmp_path):
@@ -172,34 +200,6 @@ def test_training_job_opens_no_network_connection(weights_server, tmp_path, monk
                  threads=1)
     info = json.loads((run_dir / "train.json").read_text())
     assert info["weights"]["sha256"] == weights_server["sha256"]
-
-
-@pytest.mark.parametrize("name", ["vgg16", "resnet50", "efficientnetb0", "densenet121"])
-def test_registry_names_the_file_and_md5_keras_itself_asks_for(name, monkeypatch):
-    """Keras's own download call for its ImageNet *_notop weights, intercepted offline:
-    the registry's URL, file name and MD5 must be what Keras asks for."""
-    import keras
-    from keras.src.utils import file_utils
-
-    from scripts.train.models import BACKBONES
-    from scripts.weights.weight_files import file_name, load_registry
-
-    asked = {}
-
-    class AskedError(Exception):
-        pass
-
-    def record(fname=None, origin=None, *args, file_hash=None, **kwargs):
-        asked.update(fname=fname, origin=origin, file_hash=file_hash)
-        raise AskedError
-
-    monkeypatch.setattr(file_utils, "get_file", record)
-    with pytest.raises(AskedError):
-        getattr(keras.applications, BACKBONES[name].application)(include_top=False, weights="imagenet",
-                                                                  input_shape=(32, 32, 3))
-    entry = load_registry(PROJECT / "config" / "weights-registry.yaml")[name]
-    assert (entry["url"], file_name(entry["url"]), entry["md5"]) == (
-        asked["origin"], asked["fname"], asked["file_hash"])
 
 
 def test_a_file_url_mirror_is_fetched_and_checked_like_http(weights_server, tmp_path):

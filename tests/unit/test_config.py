@@ -13,7 +13,9 @@ from scripts.plan import config as study_config
 DEMO_STUDY = yaml.safe_load((PROJECT / "config" / "demo.yaml").read_text())
 SCHEMA = yaml.safe_load((PROJECT / "workflow" / "schemas" / "config.schema.yaml").read_text())
 REGISTRY = {"vgg16": {"url": "https://example.org/keras/vgg16_notop.h5", "md5": "ab12"},
-            "resnet50": {"url": "https://example.org/keras/resnet50_notop.h5", "md5": "cd34"}}
+            "resnet50": {"url": "https://example.org/keras/resnet50_notop.h5", "md5": "cd34"},
+            "convnexttiny": {"url": "https://example.org/keras/convnext_tiny_notop.h5", "sha256": "ef56"},
+            "mobilenet": {"url": "https://example.org/keras/mobilenet_no_top.h5"}}
 
 
 def dataset_tree(root: Path, classes: dict[str, list[str]]) -> Path:
@@ -112,6 +114,10 @@ def test_weights_sources_are_named_and_bad_ones_raise():
      {"source": "imagenet", "path": "cache/resnet50_notop.h5", "md5": "cd34"}),
     ("vgg16", "custom", {"custom": {"vgg16": {"path": "/w.h5", "sha256": "ef"}}},
      {"source": "file", "path": "/w.h5", "sha256": "ef"}),
+    ("convnexttiny", "imagenet", {"imagenet": "imagenet"},
+     {"source": "imagenet", "path": "cache/convnext_tiny_notop.h5", "sha256": "ef56"}),
+    ("mobilenet", "imagenet", {"imagenet": "imagenet"},  # no published hash
+     {"source": "imagenet", "path": "cache/mobilenet_no_top.h5", "trust_on_first_use": True}),
 ])
 def test_weights_spec(model, name, sources, expected):
     assert study_config.weights_spec(model, name, sources, REGISTRY, "cache") == expected
@@ -276,6 +282,27 @@ def test_config_problems_name_the_key(tmp_path):
         "training.warmup_epochs (3) must be smaller than training.epochs (3 for vgg16) for the partial and "
         "full strategies",
         f"weights (custom) for vgg16: file {tmp_path}/absent.h5 does not exist"]
+
+
+def test_model_names_anywhere_in_the_config_are_the_catalogue_s(tmp_path):
+    """A typo is named with its key and the names it could have been."""
+    config = study(tmp_path, models=["scratch_cnn", "resnet5O", "convnexttiny"],
+                   exclude=[{"model": "vgg19"}, {"model": "vg16"}],
+                   training={"partial_stages": {"default": 1, "efficientnetv2b0": 2, "densenet12": 2}})
+    problems = study_config.config_problems(config, study_config.weights_sources(config), REGISTRY)
+    assert [p.split(" is not one of ")[0] for p in problems] == [
+        "models[1]: 'resnet5O'", "exclude[1].model: 'vg16'", "training.partial_stages.densenet12: 'densenet12'"]
+    assert all("['scratch_cnn', 'convnextbase'," in p and "'xception']" in p for p in problems)
+
+
+def test_an_image_size_below_a_backbone_s_smallest_stops_at_planning_naming_both(tmp_path):
+    config = study(tmp_path, models=["scratch_cnn", "inceptionv3", "xception", "vgg16"], training={"image_size": 72})
+    assert study_config.config_problems(config, study_config.weights_sources(config), REGISTRY) == [
+        "training.image_size: 72 px is below inceptionv3's smallest input, 75 px"]
+    config["training"]["image_size"] = 70
+    assert study_config.config_problems(config, study_config.weights_sources(config), REGISTRY) == [
+        "training.image_size: 70 px is below inceptionv3's smallest input, 75 px",
+        "training.image_size: 70 px is below xception's smallest input, 71 px"]
 
 
 @pytest.mark.parametrize(("xla", "deterministic", "refused"), [

@@ -5,36 +5,42 @@ Grad-CAM: tests/model/)."""
 from __future__ import annotations
 
 import functools
+import re
 
 import numpy as np
 import pytest
 
 from scripts.train.models import (
-    BACKBONES,
     MODELS,
     build_model,
     explained_layer,
     feature_map_cells,
-    last_conv_layer,
     set_feature_statistics,
     set_trainable,
+    stages,
     top_stage_layers,
     trainable_share,
 )
 
 keras = pytest.importorskip("keras")
 HEAD = {"dropout": 0.3, "bn_momentum": 0.7}  # any valid head settings: these tests are about the backbone
+# The backbones whose stages and Grad-CAM layers were once written by hand.
+BACKBONES = ["vgg16", "resnet50", "efficientnetb0", "densenet121"]
 
 
 @functools.cache
-def built_at_32_px(name: str):
-    """``build_model(name, 32 px, 2 classes)``, built once for the tests that only read it."""
-    return build_model(name, 32, 2, None, **HEAD)
+def built(name: str, image_size: int = 32):
+    """``build_model(name, image_size, 2 classes)``, built once for the tests that only read it."""
+    return build_model(name, image_size, 2, None, **HEAD)
+
+
+def last_conv_layer(name: str) -> str:
+    return stages(built(name)[0])[-1].output
 
 
 @pytest.mark.parametrize("name", ["scratch_cnn", *BACKBONES])
 def test_models_are_flat_with_reachable_last_conv(name):
-    model, backbone = built_at_32_px(name)
+    model, backbone = built(name)
     assert model.output.shape == (None, 2)
     assert model.get_layer(last_conv_layer(name)).output.shape[-1] > 1
     assert all(not isinstance(layer, keras.Model) for layer in model.layers)  # nothing nested
@@ -52,75 +58,126 @@ def test_a_missing_weights_file_is_named(tmp_path):
 
 # --- the layer Grad-CAM explains ---
 
-@pytest.mark.parametrize("name", MODELS)
-def test_feature_map_cells_are_those_of_the_built_graph(name):
-    """Fails if a feature map's name is not a layer of the model, or its halvings round
-    differently from Keras's layers at the sizes these tests and the demo use."""
-    for image_size in (32, 64, 224):
-        model, _ = built_at_32_px(name) if image_size == 32 else build_model(name, image_size, 2, None, **HEAD)
-        built = [(layer, model.get_layer(layer).output.shape[1]) for layer, _ in feature_map_cells(name, image_size)]
-        assert feature_map_cells(name, image_size) == built
-        assert [model.get_layer(layer).output.shape[2] for layer, _ in built] == [cells for _, cells in built]
+def cells(name: str, image_size: int) -> list[tuple[str, int]]:
+    return feature_map_cells(built(name, image_size)[0])
 
 
 def test_feature_map_cells_by_hand():
     """Odd sizes on the way down (100 px), as the built graphs have them."""
-    assert [cells for _, cells in feature_map_cells("vgg16", 100)] == [100, 50, 25, 12, 6]  # 2x2 pools drop a cell
-    assert feature_map_cells("resnet50", 100) == [  # padded stride 2 keeps it
+    assert cells("vgg16", 100) == [("block1_conv2", 100), ("block2_conv2", 50), ("block3_conv3", 25),
+                                   ("block4_conv3", 12), ("block5_conv3", 6)]  # 2x2 pools drop a cell
+    assert cells("resnet50", 100) == [  # padded stride 2 keeps it
         ("conv1_relu", 50), ("conv2_block3_out", 25), ("conv3_block4_out", 13), ("conv4_block6_out", 7),
         ("conv5_block3_out", 4)]
-    assert [cells for _, cells in feature_map_cells("densenet121", 100)] == [50, 25, 12, 6, 3]
-    assert [cells for _, cells in feature_map_cells("scratch_cnn", 64)] == [64, 32, 16, 8]
+    assert [n for _, n in cells("densenet121", 100)] == [50, 25, 12, 6, 3]
+    assert cells("scratch_cnn", 64) == [("block1_relu", 64), ("block2_relu", 32), ("block3_relu", 16),
+                                        ("block4_relu", 8)]
 
 
 def test_explained_layer_is_the_deepest_with_enough_cells():
-    at_64 = {name: explained_layer(name, 64, 7) for name in MODELS}
+    at_64 = {name: explained_layer(built(name, 64)[0], 7) for name in MODELS if name in ["scratch_cnn", *BACKBONES]}
     assert at_64 == {"scratch_cnn": ("block4_relu", 8), "vgg16": ("block4_conv3", 8),
-                     "resnet50": ("conv3_block4_out", 8), "efficientnetb0": ("block3b_add", 8),
+                     "resnet50": ("conv3_block4_out", 8), "efficientnetb0": ("block4a_expand_activation", 8),
                      "densenet121": ("pool3_conv", 8)}
-    assert all(explained_layer(name, 224, 7) == (last_conv_layer(name), 14 if name == "vgg16" else 7)
-               for name in BACKBONES)
-    assert explained_layer("scratch_cnn", 224, 7) == ("block4_relu", 28)  # the scratch CNN's own last conv
-    assert explained_layer("resnet50", 64, 8) == ("conv3_block4_out", 8)  # at least, not more than
-    assert explained_layer("resnet50", 64, 9) == ("conv2_block3_out", 16)
-    assert explained_layer("resnet50", 64, 1) == ("conv5_block3_out", 2)
-    assert explained_layer("vgg16", 32, 7) == ("block3_conv3", 8)
+    resnet = built("resnet50", 64)[0]
+    assert explained_layer(resnet, 8) == ("conv3_block4_out", 8)  # at least, not more than
+    assert explained_layer(resnet, 9) == ("conv2_block3_out", 16)
+    assert explained_layer(resnet, 1) == ("conv5_block3_out", 2)
+    assert explained_layer(built("vgg16")[0], 7) == ("block3_conv3", 8)
 
 
 def test_without_a_layer_of_enough_cells_the_one_with_the_most():
-    assert explained_layer("vgg16", 32, 100) == ("block1_conv2", 32)
-    assert explained_layer("resnet50", 32, 100) == ("conv1_relu", 16)
-    # EfficientNetB0's stem and block1 are both 16 x 16 at 32 px: the deeper one
-    assert explained_layer("efficientnetb0", 32, 100) == ("block1a_project_bn", 16)
+    assert explained_layer(built("vgg16")[0], 100) == ("block1_conv2", 32)
+    assert explained_layer(built("resnet50")[0], 100) == ("conv1_relu", 16)
 
 
-# --- 3. stages ---
+# --- 3. stages, derived from the graph ---
 
-@pytest.mark.parametrize("name", list(BACKBONES))
-def test_every_backbone_layer_has_one_stage_in_layer_order(name):
-    spec = BACKBONES[name]
-    _, backbone = built_at_32_px(name)
-    stages = [spec.stage_of(layer) for layer in backbone]  # raises unless exactly one stage matches
-    order = [spec.stage_names.index(stage) for stage in stages]
-    assert order == sorted(order)  # stages follow each other in layer order...
-    assert sorted(set(order)) == list(range(len(spec.stages)))  # ...and none is empty
+@pytest.mark.parametrize("name", ["scratch_cnn", *BACKBONES])
+def test_stages_cover_the_network_once_in_layer_order(name):
+    model, backbone = built(name)
+    found = stages(model)
+    network = [layer.name for layer in model.layers[1:model.layers.index(model.get_layer("head_pool"))]]
+    assert [layer for stage in found for layer in stage.layers] == network
+    assert all(any(model.get_layer(n).trainable_weights for n in stage.layers) for stage in found)
+    set_trainable(model, backbone, "head")  # frozen layers have no trainable_weights: the same stages
+    assert stages(model) == found
+    set_trainable(model, backbone, "all")
+    assert all(stage.output in stage.layers for stage in found)
+
+
+# The hand-written tables the derivation replaced: (stage, regular expression over layer
+# names) and the feature maps (stage outputs) Grad-CAM could explain.
+TABLES = {
+    "vgg16": ([(f"block{i}", rf"block{i}_(conv\d|pool)") for i in range(1, 6)],
+              ["block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3"]),
+    "resnet50": ([("conv1", r"conv1_(pad|conv|bn|relu)|pool1_(pad|pool)"),
+                  *((f"conv{i}", rf"conv{i}_block\d+_\w+") for i in range(2, 6))],
+                 ["conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"]),
+    "efficientnetb0": ([("stem", r"(rescaling|normalization)(_\d+)?|stem_\w+"),
+                        *((f"block{i}", rf"block{i}[a-z]_\w+") for i in range(1, 8)), ("top", r"top_\w+")],
+                       ["stem_activation", "block1a_project_bn", "block2b_add", "block3b_add", "block4c_add",
+                        "block5c_add", "block6d_add", "block7a_project_bn", "top_activation"]),
+    "densenet121": ([("conv1", r"zero_padding2d(_\d+)?|conv1_\w+|pool1"),
+                     *((f"conv{i}", rf"conv{i}_block\d+_\w+|pool{i}_\w+") for i in range(2, 5)),
+                     ("conv5", r"conv5_block\d+_\w+|bn|relu")],
+                    ["conv1_relu", "pool2_conv", "pool3_conv", "pool4_conv", "relu"]),
+}
+
+
+def table_stages(name: str, backbone: list[str]) -> list[tuple[str, ...]]:
+    patterns, _ = TABLES[name]
+    grouped: dict[str, list[str]] = {}
+    for layer in backbone:
+        (stage,) = [stage for stage, pattern in patterns if re.fullmatch(pattern, layer)]
+        grouped.setdefault(stage, []).append(layer)
+    return [tuple(layers) for layers in grouped.values()]
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet50", "densenet121"])
+def test_derived_stages_are_the_hand_written_tables(name):
+    """VGG16, ResNet50 and DenseNet121 downsample exactly where their named blocks change."""
+    model, backbone = built(name)
+    found = stages(model)
+    assert [stage.layers for stage in found] == table_stages(name, backbone)
+    assert [stage.output for stage in found] == TABLES[name][1]
+
+
+def test_efficientnet_stages_end_at_its_downsamplings_where_the_table_had_its_blocks():
+    """The table had a stage per MBConv group (block1..block7) and the stem and top. Derived:
+    a stage per resolution. block1 (stride 1) joins the stem, block5 (stride 1) block4,
+    block7 and the 1x1 top conv block6. Each strided group's expand conv (its 1x1 conv)
+    comes before its strided depthwise conv, so it ends the stage before, and that stage's
+    output is the expand activation where the table had the previous group's last block
+    output: the same resolution, one 1x1 conv deeper."""
+    model, backbone = built("efficientnetb0")
+    found = stages(model)
+    starts = [stage.layers[0] for stage in found]
+    assert starts == ["rescaling", "block2a_dwconv_pad", "block3a_dwconv_pad", "block4a_dwconv_pad",
+                      "block6a_dwconv_pad"]
+    assert [stage.output for stage in found] == ["block2a_expand_activation", "block3a_expand_activation",
+                                                 "block4a_expand_activation", "block6a_expand_activation",
+                                                 "top_activation"]
+    table = table_stages("efficientnetb0", backbone)
+    assert found[-1].layers == ("block6a_dwconv_pad", *table[6][table[6].index("block6a_dwconv_pad") + 1:],
+                                *table[7], *table[8])
+    assert top_stage_layers(model, backbone, 1)[-3:] == ["top_conv", "top_bn", "top_activation"]
 
 
 def test_stage_boundaries_by_hand():
-    layers = {name: built_at_32_px(name)[1] for name in BACKBONES}
-    assert top_stage_layers("vgg16", layers["vgg16"], 1) == [
-        "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"]
-    resnet_conv1 = [n for n in layers["resnet50"] if BACKBONES["resnet50"].stage_of(n) == "conv1"]
-    assert resnet_conv1 == ["conv1_pad", "conv1_conv", "conv1_bn", "conv1_relu", "pool1_pad", "pool1_pool"]
-    assert top_stage_layers("efficientnetb0", layers["efficientnetb0"], 1) == [
-        "top_conv", "top_bn", "top_activation"]
-    densenet_conv5 = top_stage_layers("densenet121", layers["densenet121"], 1)
+    model, backbone = built("vgg16")
+    assert top_stage_layers(model, backbone, 1) == ["block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"]
+    resnet, resnet_layers = built("resnet50")
+    assert stages(resnet)[0].layers == ("conv1_pad", "conv1_conv", "conv1_bn", "conv1_relu", "pool1_pad",
+                                        "pool1_pool")
+    densenet, densenet_layers = built("densenet121")
+    densenet_conv5 = top_stage_layers(densenet, densenet_layers, 1)
     assert densenet_conv5[0] == "conv5_block1_0_bn" and densenet_conv5[-2:] == ["bn", "relu"]
-    assert "pool4_conv" in top_stage_layers("densenet121", layers["densenet121"], 2)  # transition 4
-    with pytest.raises(ValueError, match="block1, block2, block3, block4, block5"):
-        top_stage_layers("vgg16", layers["vgg16"], 6)
+    assert "pool4_conv" in top_stage_layers(densenet, densenet_layers, 2)  # transition 4
+    with pytest.raises(ValueError, match="vgg16 has 5 stages"):
+        top_stage_layers(model, backbone, 6)
     with pytest.raises(ValueError, match="last 0"):
-        top_stage_layers("vgg16", layers["vgg16"], 0)
+        top_stage_layers(model, backbone, 0)
 
 
 def trainable_names(model):

@@ -122,6 +122,9 @@ def test_weights_table_and_backbones_that_ran_without_pretraining():
     assert view.weights_table(runs) == [
         {"model": "resnet50", "weights": "imagenet", "weights_source": "none", "weights_sha256": None},
         {"model": "vgg16", "weights": "imagenet", "weights_source": "https://x/vgg16.h5", "weights_sha256": "ab"}]
+    runs["weights_trust_on_first_use"] = [False, False, False, False, False]
+    runs.loc[runs["model"] == "vgg16", "weights_trust_on_first_use"] = True  # no published hash
+    assert view.weights_table(runs)[1]["weights_trust_on_first_use"] is True
     assert view.weights_table(pd.DataFrame()) == [] and view.not_pretrained(pd.DataFrame()) == []
 
 

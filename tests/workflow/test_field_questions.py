@@ -393,7 +393,7 @@ def test_shortcut_score_flags_a_model_that_learned_a_corner_marker(tmp_path, cor
     model, _ = build_model("scratch_cnn", 64, 2, None, dropout=0.0, bn_momentum=0.7)
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     model.fit(x_train.astype("float32"), y_train, batch_size=32, epochs=4, verbose=0)
-    layer, _ = explained_layer("scratch_cnn", 64, min_cells=7)
+    layer, _ = explained_layer(model, min_cells=7)
     result = InferencePass(model, layer, batch_size=32).run(x_test, cams=True)
     assert (result["probabilities"].argmax(1) == y_test).mean() >= 0.9
     np.savez_compressed(tmp_path / "gradcam.npz", cams=result["cams"], paths=np.arange(64).astype(str))

@@ -16,7 +16,7 @@ from scripts.site.snakemake_internals import (
     profile_resources,
     submitted_jobs,
 )
-from scripts.train.models import PARAMETERS
+from scripts.train.models import MODELS, parameters
 
 SITE_VALUES = slurm_site.site_values(profile_resources(workflow))
 # Study-wide and whole-dataset rules that the profile sizes (set-resources) are CPU jobs
@@ -51,10 +51,11 @@ def slurm_preflight():
     profile key, where Slurm would refuse a job or keep it pending for ever
     (scripts/site/preflight.py)."""
     jobs, login_jobs = submitted_jobs(workflow)
+    sizes = {model: parameters(model) for model in MODELS}
     disk = preflight.disk_bytes(
         STUDY.runs_to_train(),
-        PARAMETERS,
-        STUDY.weights_bytes(PARAMETERS),
+        sizes,
+        STUDY.weights_bytes(sizes),
         min(max_jobs(workflow), sum(1 for job in jobs if job.gpus))
         * PACKING["runs_at_once"],
     )

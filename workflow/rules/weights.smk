@@ -13,9 +13,13 @@ rule fetch_weights:
         "../../envs/data.yaml"
     params:
         url=lambda w: STUDY.registry_entry(w)["url"],
-        md5=lambda w: STUDY.registry_entry(w)["md5"],
+        hashes=lambda w: " ".join(
+            f"--{key} {STUDY.registry_entry(w)[key]}"
+            for key in ("md5", "sha256")
+            if STUDY.registry_entry(w).get(key)
+        ),
     shell:
-        "python -m scripts fetch-weights --url {params.url:q} --md5 {params.md5} --output {output:q}"
+        "python -m scripts fetch-weights --url {params.url:q} {params.hashes} --output {output:q}"
         " > {log} 2>&1"
 
 
