@@ -122,3 +122,18 @@ def submitted_jobs(workflow) -> tuple[list, int]:
         wildcards = "_".join(f"{value}" for value in job.wildcards_dict.values())
         planned.append(PlannedJob(job.rule.name, wildcards or job.rule.name, resources, commands))
     return planned, local
+
+
+def slurm_run_id(workflow) -> str:
+    """The run id that snakemake-executor-plugin-slurm gives every job of this Snakemake
+    run as its job name (`squeue --name`). Called in ``onstart``: the scheduler, and with
+    it the executor, exists by then."""
+    return workflow.scheduler._executor.run_uuid
+
+
+def slurm_min_job_age() -> int | None:
+    """Slurm's MinJobAge in seconds (how long squeue lists an ended job), as the plugin
+    reads it from `scontrol show config`; None where scontrol does not answer."""
+    from snakemake_executor_plugin_slurm.job_status_query import get_min_job_age
+
+    return get_min_job_age()

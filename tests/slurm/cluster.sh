@@ -186,6 +186,10 @@ ReturnToService=2
 SlurmdTimeout=300
 InactiveLimit=0
 KillWait=10
+# Jobs of a higher-PriorityTier partition preempt those of lower tiers; PreemptMode
+# per partition below (the cluster-wide value must not be OFF with partition_prio).
+PreemptType=preempt/partition_prio
+PreemptMode=CANCEL
 # Only jobs submitted with --requeue (profiles: slurm-requeue: true) may be
 # requeued (scontrol requeue, preemption), so that the requeue test depends on
 # the profile's setting. Slurm's own default is JobRequeue=1.
@@ -193,11 +197,16 @@ JobRequeue=0
 
 GresTypes=gpu
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$real_mem Gres=gpu:fake:1 State=UNKNOWN
-PartitionName=gpu Nodes=$host Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=$host Default=YES MaxTime=INFINITE PreemptMode=OFF State=UP
 # A partition whose MaxTime (5 min) is below what a train job asks for: the Slurm
 # pre-flight must stop a study that names it. EnforcePartLimits=NO (the default) would
 # accept such a job and keep it pending for ever.
-PartitionName=short Nodes=$host MaxTime=5 State=UP
+PartitionName=short Nodes=$host MaxTime=5 PreemptMode=OFF State=UP
+# Preemption as a site with PreemptMode=CANCEL has it: a job in partition urgent (higher
+# PriorityTier) cancels a job in partition preemptible that holds what it needs; the
+# cancelled job ends PREEMPTED. gpu and short are never preempted (PreemptMode=OFF).
+PartitionName=preemptible Nodes=$host PriorityTier=1 PreemptMode=CANCEL State=UP
+PartitionName=urgent Nodes=$host PriorityTier=2 PreemptMode=OFF State=UP
 EOF
 
   # Without AutoDetect=off slurmd would try NVML and find nothing.

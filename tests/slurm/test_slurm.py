@@ -161,7 +161,7 @@ def test_a_24_run_grid_is_4_pack_jobs_and_a_failed_seed_costs_only_its_own_rerun
     assert len(table) == 24 and (table["status"] == "ok").all()
 
 
-def start_until_checkpoint(tmp_path: Path, epochs: int):
+def start_until_checkpoint(tmp_path: Path, epochs: int, profile: Path = PROFILE):
     """A one-run study (scratch CNN, a checkpoint every epoch) started through the test
     profile, returned once its train job has checkpointed epoch 1: ``(snakemake process,
     config, run folder, checkpoint state file, train job id)``."""
@@ -174,7 +174,7 @@ def start_until_checkpoint(tmp_path: Path, epochs: int):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     workflow = subprocess.Popen(
         ["timeout", "-s", "KILL", "900", sys.executable, "-m", "snakemake", "-s",
-         str(PROJECT / "workflow/Snakefile"), "--directory", str(tmp_path), "--profile", str(PROFILE),
+         str(PROJECT / "workflow/Snakefile"), "--directory", str(tmp_path), "--profile", str(profile),
          "--configfile", str(config)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 600
     while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
@@ -338,7 +338,7 @@ def test_unknown_partition_stops_the_run_before_any_job(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-3000:]
     assert ("default-resources.slurm_partition: partition 'cpu' does not exist on this cluster "
-            "(sinfo lists: gpu, short)") in output
+            "(sinfo lists: gpu, preemptible, short, urgent)") in output
     assert "placeholder" not in output and "set-resources.train.slurm_partition" not in output
     assert not (clone / "results/tiny").exists()  # verify, the first step, did not run
 
@@ -364,6 +364,41 @@ def test_requeued_training_job_resumes_in_the_same_slurm_job(tmp_path):
     assert info["resumed_from_epoch"] >= at_requeue and info["epochs_run"] == epochs
     history = pd.read_csv(run_dir / "history.csv")
     assert history["epoch"].tolist() == list(range(1, epochs + 1))  # none lost or repeated
+
+
+def test_job_preempted_by_cancel_is_requeued_and_resumes(tmp_path):
+    """The pack trains in partition preemptible (PreemptMode=CANCEL); after >= 1 epoch a
+    job in partition urgent (higher PriorityTier) asks for the node's one GPU. Slurm
+    cancels the pack (state PREEMPTED: the plugin alone would wait for it for ever); the
+    workflow's watch requeues it, the same job restarts, resumes from its checkpoint and
+    finishes every epoch, and Snakemake exits 0."""
+    epochs = 40
+    started = time.time()
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    shipped = (PROFILE / "config.yaml").read_text()
+    assert shipped.count("  train:\n") == 1
+    (profile / "config.yaml").write_text(shipped.replace("  train:\n", "  train:\n    slurm_partition: preemptible\n"))
+    workflow, _, run_dir, state, preempted = start_until_checkpoint(tmp_path, epochs, profile)
+    at_preemption = json.loads(state.read_text())["epoch"]  # a lower bound, as in the requeue test
+    urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "--gpus=1", "-t", "5", "-D", str(tmp_path),
+                             "-o", "/dev/null", "--wrap", "sleep 5"], capture_output=True, text=True, check=True,
+                            timeout=60).stdout.strip()
+    try:
+        output = workflow.communicate(timeout=600)[0]
+    finally:
+        subprocess.run(["scancel", urgent], timeout=60)
+    print(f"preemption test: {time.time() - started:.0f} s; preempted at epoch >= {at_preemption}")
+    assert workflow.returncode == 0, output[-4000:]
+    assert f"Slurm job {preempted} (rule_train" in output and "was preempted and cancelled" in output
+    assert slurm_job(urgent)["JobState"] == "COMPLETED"  # it ran: the GPU was freed for it
+    assert 1 <= at_preemption < epochs
+    info = json.loads((run_dir / "train.json").read_text())
+    assert info["environment"]["slurm_job_id"] == preempted  # the same job, requeued
+    assert slurm_job(preempted)["Restarts"] == "1"
+    assert info["resumed_from_epoch"] >= at_preemption and info["epochs_run"] == epochs
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["epoch"].tolist() == list(range(1, epochs + 1))
 
 
 # --- the pre-flight: Slurm is asked before anything is submitted ----------------------

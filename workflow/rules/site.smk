@@ -8,12 +8,14 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from scripts.site import preflight, slurm_site
+from scripts.site import preemption, preflight, slurm_site
 from scripts.site.snakemake_internals import (
     executor_name,
     max_jobs,
     profile_file,
     profile_resources,
+    slurm_min_job_age,
+    slurm_run_id,
     submitted_jobs,
 )
 from scripts.train.models import MODELS, parameters
@@ -83,3 +85,6 @@ onstart:
     if executor_name(workflow) == slurm_site.SLURM_EXECUTOR:
         check_slurm_site()
         slurm_preflight()
+        # PreemptMode=CANCEL sites: the plugin would wait for ever for a preempted job;
+        # the watch requeues it (scripts/site/preemption.py).
+        preemption.start_watch(slurm_run_id(workflow), slurm_min_job_age(), logger)
