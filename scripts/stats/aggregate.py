@@ -270,8 +270,9 @@ def _summary(plan: dict, finished: _Finished, metrics: list[str], selection: str
             low, high = np.percentile(per_seed.mean(axis=0), [2.5, 97.5])
             row.update({f"{metric}_test_low": float(low), f"{metric}_test_high": float(high)})
             both = bootstrap.seeds_and_images(per_seed, resampled[key, metric].per_seed_estimate)
-            seeds_and_images.update({f"{metric}_seeds_images_low": both["low"],
-                                     f"{metric}_seeds_images_high": both["high"]})
+            # Clipped to the metric's range, as the seed interval is: only impossible values go.
+            seeds_and_images.update({f"{metric}_seeds_images_{end}": float(np.clip(both[end], *VALUE_RANGES[metric]))
+                                     for end in ("low", "high")})
         row["per_class"] = json.dumps(_per_class(group.index, finished.files, finished.classes))
         row["cam_cells"] = per_run[ordered[0]]["cam_cells"]
         row["cam_informative"] = per_run[ordered[0]]["cam_informative"]
