@@ -72,8 +72,9 @@ def test_means_and_both_intervals(study):
     expected = st.config_bootstrap(LABELS, [probabilities(3, s) for s in (1, 2)], "accuracy", 500, 0)
     assert (summary["accuracy_test_low"], summary["accuracy_test_high"]) == pytest.approx(
         (expected["images_low"], expected["images_high"]))
-    assert (summary["accuracy_seeds_images_low"], summary["accuracy_seeds_images_high"]) == pytest.approx(
-        (expected["low"], expected["high"]))
+    # two seeds: a t on 1 degree of freedom reaches past [0, 1], where the interval is clipped
+    assert expected["low"] < 0 and expected["high"] > 1
+    assert (summary["accuracy_seeds_images_low"], summary["accuracy_seeds_images_high"]) == (0.0, 1.0)
     assert summary["n_seeds"] == 2 and summary["accuracy_n"] == 2
 
 
