@@ -17,6 +17,7 @@ from scripts.common.layout import DATASET_FILES, EXTERNAL_OVERLAP, RUN_DIR, RUN_
 from scripts.data.external import class_map_problems
 from scripts.plan import grid
 from scripts.plan.grid import SCRATCH_CNN
+from scripts.weights.backbone_files import declaration_problems
 from scripts.weights.keras_applications import backbone_names, min_size
 from scripts.weights.weight_files import HED_VGG16_FILE, file_name
 
@@ -233,9 +234,13 @@ def group_problems(name: str, groups: dict) -> list[str]:
 
 
 def model_problems(config: dict) -> list[str]:
-    """Every model name is one of the catalogue's, wherever the config names one, and the
-    study's image size is at least each backbone's smallest."""
-    known = [SCRATCH_CNN, *backbone_names()]
+    """Every model name is one of the catalogue's or a declared backbone file's
+    (``backbones:``, each declaration checked, its file's SHA256 included), wherever the
+    config names one, and the study's image size is at least each backbone's smallest."""
+    declared = config.get("backbones", {})
+    problems = [problem for name, declaration in declared.items()
+                for problem in declaration_problems(name, declaration)]
+    known = [SCRATCH_CNN, *backbone_names(), *declared]
     named = [(f"models[{i}]", model) for i, model in enumerate(config["models"])]
     named += [(f"exclude[{i}].model", rule["model"]) for i, rule in enumerate(config["exclude"]) if "model" in rule]
     for key in ("epochs", "partial_stages"):
@@ -244,7 +249,7 @@ def model_problems(config: dict) -> list[str]:
     for name, setting in weights_sources(config).items():
         if isinstance(setting, dict):
             named += [(f"weights ({name}).{model}", model) for model in setting if model != "default"]
-    problems = [f"{key}: {model!r} is not one of {known}" for key, model in named if model not in known]
+    problems += [f"{key}: {model!r} is not one of {known}" for key, model in named if model not in known]
     size = config["training"]["image_size"]
     problems += [f"training.image_size: {size} px is below {model}'s smallest input, {min_size(model)} px"
                  for model in config["models"] if model in backbone_names() and size < min_size(model)]
