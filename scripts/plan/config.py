@@ -114,11 +114,18 @@ def weights_sources(config: dict) -> dict:
     return {source["name"]: source["spec"] for source in grid.weights_sources(config["weights"])}
 
 
-def weights_spec(model: str, weights_name: str, sources: dict, registry: dict, weights_cache: str) -> dict:
-    """How the backbone of one run is initialised: source, local file and hashes."""
+def weights_spec(model: str, weights_name: str, sources: dict, registry: dict, weights_cache: str,
+                 backbones: dict | None = None) -> dict:
+    """How the backbone of one run is initialised: source, local file and hashes. A
+    declared backbone file (``backbones``) starts from its own weights under every
+    pretraining source but ``none``."""
     if model == SCRATCH_CNN or weights_name == grid.RANDOM_INIT:
         return {"source": "none"}
     setting = sources[weights_name]
+    if model in (backbones or {}):
+        if setting == "none":
+            return {"source": "none"}
+        return {"source": "backbone_file", "path": backbones[model]["path"], "sha256": backbones[model]["sha256"]}
     if isinstance(setting, dict):
         if model not in setting and "default" not in setting:
             # a silent ImageNet fallback would run ImageNet weights under this source's name
@@ -292,7 +299,7 @@ def config_problems(config: dict, sources: dict, registry: dict) -> list[str]:
             if grid.missing_weights(model, name, sources[name]):
                 continue  # a skipped combination (planned_runs), not a problem
             try:
-                spec = weights_spec(model, name, sources, registry, config["weights_cache"])
+                spec = weights_spec(model, name, sources, registry, config["weights_cache"], config["backbones"])
             except ValueError as error:
                 problems.append(str(error))
                 continue
@@ -452,8 +459,9 @@ def run_settings(config: dict, model: str, dataset: str, weights: dict) -> str:
         "epochs": per_model(training["epochs"], model),
         "partial_stages": per_model(training["partial_stages"], model),
     }
+    declared = {"backbone_file": config["backbones"][model]} if model in config["backbones"] else {}
     return json.dumps(
         {"training": settings, "weights": weights,
          "positive_class": config["datasets"][dataset].get("positive_class"),
-         "gradcam": {"min_cells": config["gradcam"]["min_cells"]}},
+         "gradcam": {"min_cells": config["gradcam"]["min_cells"]}, **declared},
         sort_keys=True)

@@ -28,12 +28,16 @@ MODELS = (SCRATCH_CNN, *backbone_names())
 SCRATCH_CNN_FILTERS = (32, 64, 128, 256)  # its blocks' widths, input to output
 
 
-def parameters(name: str, n_classes: int = 3) -> int:
+def parameters(name: str, n_classes: int = 3, backbone_file: dict | None = None) -> int:
     """Model ``name``'s parameters (Keras's ``count_params``) with an ``n_classes`` head,
     without building it: what the Slurm pre-flight sizes saved weights and checkpoints by.
     A backbone's count and width are in the catalogue; the scratch CNN's are its 3x3
     convolutions and BatchNorms; the head (:func:`_head`) adds the standardisation's mean,
-    variance and count and the logits layer."""
+    variance and count and the logits layer. A declared backbone file (``backbone_file``)
+    is sized by its bytes, 4 a parameter (float32 weights; its own top included, so an
+    upper bound), without a head."""
+    if backbone_file is not None:
+        return Path(backbone_file["path"]).stat().st_size // 4
     if name == SCRATCH_CNN:
         widths = (3, *SCRATCH_CNN_FILTERS)
         backbone = sum(9 * n_in * n_out + 4 * n_out for n_in, n_out in itertools.pairwise(widths))
@@ -315,10 +319,11 @@ def _spatial(layer) -> bool:
     return shape is not None and not isinstance(shape, list | tuple) and len(shape.shape) == 4
 
 
-def _file_backbone(declaration: dict, image):
+def _file_backbone(declaration: dict, image, pretrained: bool):
     """The network of a declared ``.keras`` file (scripts/weights/backbone_files.py) on
     ``image``, up to its ``end_layer`` (default: its last layer with a spatial output),
-    its layers called on the preprocessed image so that the graph stays flat.
+    its layers called on the preprocessed image so that the graph stays flat; with the
+    file's weights where ``pretrained``, else from random weights (its architecture only).
 
     Returns ``(backbone output, backbone layers)``. The file is checked against its
     SHA256 before Keras reads it.
@@ -379,7 +384,8 @@ def _file_backbone(declaration: dict, image):
     with keras.saving.custom_object_scope(objects):
         (features,) = tree_flatten(network._run_through_graph([x], operation_fn=copy))
     for name, layer in copies.items():
-        layer.set_weights(loaded.get_layer(name).get_weights())
+        if pretrained:
+            layer.set_weights(loaded.get_layer(name).get_weights())
     return features, [name for name in names if name in copies]
 
 
@@ -388,8 +394,8 @@ def build_model(model_name: str, image_size: int, n_classes: int, weights: str |
                 dropout: float, bn_momentum: float, backbone_file: dict | None = None):
     """The classifier for ``model_name``; ``weights`` is None (random init) or a local
     *_notop file; ``bn_momentum`` is the scratch CNN's BatchNorm momentum;
-    ``backbone_file``: the declaration of a user's ``.keras`` backbone (``backbones:``),
-    whose own weights it keeps (``weights`` must be None).
+    ``backbone_file``: the declaration of a user's ``.keras`` backbone (``backbones:``);
+    ``weights`` is then None (its architecture from random weights) or its own file.
 
     Returns ``(model, backbone_layer_names)``; the scratch CNN has no backbone.
     """
@@ -398,10 +404,11 @@ def build_model(model_name: str, image_size: int, n_classes: int, weights: str |
     if model_name == SCRATCH_CNN:
         return build_scratch_cnn(image_size, n_classes, dropout, bn_momentum), []
     if backbone_file is not None:
-        if weights is not None:
-            raise ValueError(f"{model_name} is a backbone file ({backbone_file['path']}): it has its own weights")
+        if weights is not None and str(weights) != backbone_file["path"]:
+            raise ValueError(f"{model_name} is the backbone file {backbone_file['path']}: it takes no other "
+                             f"weights ({weights})")
         inputs = keras.Input((image_size, image_size, 3), name="image")
-        features, backbone = _file_backbone(backbone_file, inputs)
+        features, backbone = _file_backbone(backbone_file, inputs, pretrained=weights is not None)
         return keras.Model(inputs, _head(features, n_classes, dropout), name=model_name), backbone
     spec = catalogue()[model_name]
     inputs = keras.Input((image_size, image_size, 3), name="image")

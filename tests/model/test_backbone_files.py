@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import lab_backbone_file
+from conftest import lab_network as conftest_lab_network
 
-from scripts.common import fsutil
 from scripts.train.models import build_model, explained_layer, set_trainable, stages
 from scripts.weights.weight_files import WeightsError
 
@@ -21,27 +22,18 @@ SIZE = 48
 
 
 def lab_network(channels: int = 1, custom_layer=None):
-    """A lab's small CNN: three conv-BN-ReLU blocks, each halving the maps by pooling,
-    then a classifier of its own (dense), which the backbone leaves out."""
-    inputs = keras.Input((SIZE, SIZE, channels))
-    x = inputs
-    for block, filters in enumerate((8, 16, 32), start=1):
-        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"lab{block}_conv")(x)
-        x = keras.layers.BatchNormalization(name=f"lab{block}_bn")(x)
-        x = keras.layers.Activation("relu", name=f"lab{block}_relu")(x)
-        x = keras.layers.MaxPooling2D(name=f"lab{block}_pool")(x)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="lab4_conv")(x)
-    if custom_layer is not None:
-        x = custom_layer(name="lab_custom")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="lab_gap")(x)
-    return keras.Model(inputs, keras.layers.Dense(2, name="lab_logits")(x))
+    return conftest_lab_network(SIZE, channels, custom_layer)
+
+
+def build(declaration: dict, pretrained: bool = True):
+    """The classifier on ``declaration``'s file: with its weights, or its architecture
+    from random weights (weights: none)."""
+    weights = declaration["path"] if pretrained else None
+    return build_model("lab", SIZE, 2, weights, **HEAD, backbone_file=declaration)
 
 
 def declared(tmp_path, network, **settings) -> dict:
-    path = tmp_path / "lab.keras"
-    network.save(path)
-    return {"path": str(path), "sha256": fsutil.file_digest(path), "preprocessing": {"rescale": "1/255"},
-            "channels": network.inputs[0].shape[-1], "custom_objects": {}, **settings}
+    return {**lab_backbone_file(tmp_path / "lab.keras", network), **settings}
 
 
 def patch_dataset(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +58,7 @@ def test_a_keras_file_trains_frozen_partial_and_full_and_explains_a_map(tmp_path
     keras.utils.set_random_seed(3)
     network = lab_network(channels=1)
     declaration = declared(tmp_path, network)
-    model, backbone = build_model("lab", SIZE, 2, None, **HEAD, backbone_file=declaration)
+    model, backbone = build(declaration)
 
     # The backbone is the file's network up to its last spatial layer, with its weights.
     assert backbone[0] == "lab1_conv" and backbone[-1] == "lab4_conv" and "lab_logits" not in backbone
@@ -129,7 +121,7 @@ def test_a_keras_file_trains_frozen_partial_and_full_and_explains_a_map(tmp_path
 def test_end_layer_preprocessing_and_channels_come_from_the_declaration(tmp_path):
     network = lab_network(channels=3)
     declaration = declared(tmp_path, network, preprocessing="resnet50", end_layer="lab3_relu")
-    model, backbone = build_model("lab", SIZE, 2, None, **HEAD, backbone_file=declaration)
+    model, backbone = build(declaration)
     assert backbone[-1] == "lab3_relu" and "lab3_pool" not in backbone and "rescale" not in backbone
     images = np.random.default_rng(5).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
     want = keras.Model(network.inputs, network.get_layer("lab3_relu").output)(
@@ -137,11 +129,16 @@ def test_end_layer_preprocessing_and_channels_come_from_the_declaration(tmp_path
     got = keras.Model(model.inputs, model.get_layer("lab3_relu").output)(images)
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-4)
 
+    random, random_backbone = build(declaration, pretrained=False)  # weights: none: the architecture only
+    assert random_backbone == backbone
+    assert not np.array_equal(random.get_layer("lab1_conv").weights[0].numpy(),
+                              network.get_layer("lab1_conv").weights[0].numpy())
+
     for wrong, message in (({"end_layer": "lab_gap"}, "end_layer 'lab_gap'"),
                            ({"channels": 1}, "3 channels, the declaration says 1"),
                            ({"sha256": "0" * 64}, "does not match")):
         with pytest.raises(WeightsError, match=message):
-            build_model("lab", SIZE, 2, None, **HEAD, backbone_file={**declaration, **wrong})
+            build({**declaration, **wrong})
     keras.backend.clear_session()
 
 
@@ -155,12 +152,10 @@ def test_a_file_whose_custom_objects_cannot_be_loaded_is_refused_naming_them(tmp
     declaration = declared(tmp_path, lab_network(custom_layer=Doubling))
     keras.saving.get_custom_objects().pop("LabOnly>Doubling")  # as in a process that never defined it
     with pytest.raises(WeightsError, match=r"lab\.keras cannot be loaded with the custom objects declared"):
-        build_model("lab", SIZE, 2, None, **HEAD, backbone_file=declaration)
+        build(declaration)
     with pytest.raises(WeightsError, match=r"lab\.keras: custom object Doubling \(labmodule\.Doubling\) cannot"):
-        build_model("lab", SIZE, 2, None, **HEAD,
-                    backbone_file={**declaration, "custom_objects": {"Doubling": "labmodule.Doubling"}})
+        build({**declaration, "custom_objects": {"Doubling": "labmodule.Doubling"}})
     here = f"{__name__}.Doubling"
-    model, backbone = build_model("lab", SIZE, 2, None, **HEAD,
-                                  backbone_file={**declaration, "custom_objects": {"LabOnly>Doubling": here}})
+    model, backbone = build({**declaration, "custom_objects": {"LabOnly>Doubling": here}})
     assert backbone[-1] == "lab_custom"
     keras.backend.clear_session()
