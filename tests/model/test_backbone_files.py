@@ -120,12 +120,12 @@ def test_a_keras_file_trains_frozen_partial_and_full_and_explains_a_map(tmp_path
 
 def test_end_layer_preprocessing_and_channels_come_from_the_declaration(tmp_path):
     network = lab_network(channels=3)
-    declaration = declared(tmp_path, network, preprocessing="resnet50", end_layer="lab3_relu")
+    declaration = declared(tmp_path, network, preprocessing="resnet", end_layer="lab3_relu")
     model, backbone = build(declaration)
     assert backbone[-1] == "lab3_relu" and "lab3_pool" not in backbone and "rescale" not in backbone
     images = np.random.default_rng(5).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
     want = keras.Model(network.inputs, network.get_layer("lab3_relu").output)(
-        keras.applications.resnet50.preprocess_input(images.copy()))
+        keras.applications.resnet.preprocess_input(images.copy()))
     got = keras.Model(model.inputs, model.get_layer("lab3_relu").output)(images)
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-4)
 
