@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -524,3 +525,21 @@ def backbone_families() -> set[str]:
     from scripts.weights.keras_applications import catalogue
 
     return {entry["module"] for entry in catalogue().values()}
+
+
+def test_a_declared_backbone_file_starts_from_its_own_weights_and_only_its_runs_carry_its_declaration(tmp_path):
+    good = declared_backbone(tmp_path)
+    config = study(tmp_path, models=["scratch_cnn", "vgg16", "lab"], backbones={"lab": good},
+                   weights=["none", "imagenet"])
+    sources = study_config.weights_sources(config)
+
+    def spec(model, name):
+        return study_config.weights_spec(model, name, sources, REGISTRY, "cache", config["backbones"])
+
+    assert spec("lab", "imagenet") == {"source": "backbone_file", "path": good["path"], "sha256": good["sha256"]}
+    assert spec("lab", "none") == {"source": "none"}
+    assert spec("vgg16", "imagenet")["source"] == "imagenet"
+    lab = json.loads(study_config.run_settings(config, "lab", "tiny", spec("lab", "imagenet")))
+    assert lab["backbone_file"] == {**good, "custom_objects": {}, "preprocessing": {"rescale": "1/255", "offset": 0}}
+    vgg = json.loads(study_config.run_settings(config, "vgg16", "tiny", spec("vgg16", "imagenet")))
+    assert "backbone_file" not in vgg  # the other runs' settings, and so their results, are unchanged
