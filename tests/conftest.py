@@ -205,6 +205,35 @@ def open_in_chromium(report: Path, workdir: Path) -> dict:
     return result
 
 
+def lab_network(size: int, channels: int = 1, custom_layer=None):
+    """A lab's own small CNN, as a user would bring as a backbone file: three
+    conv-BN-ReLU blocks, each halving the maps by pooling, a last convolution, then a
+    classifier of its own (dense), which the backbone leaves out."""
+    import keras
+
+    inputs = keras.Input((size, size, channels))
+    x = inputs
+    for block, filters in enumerate((8, 16, 32), start=1):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"lab{block}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"lab{block}_bn")(x)
+        x = keras.layers.Activation("relu", name=f"lab{block}_relu")(x)
+        x = keras.layers.MaxPooling2D(name=f"lab{block}_pool")(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="lab4_conv")(x)
+    if custom_layer is not None:
+        x = custom_layer(name="lab_custom")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="lab_gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="lab_logits")(x))
+
+
+def lab_backbone_file(path, network) -> dict:
+    """``network`` saved at ``path`` (.keras) and its declaration as under ``backbones:``."""
+    from scripts.common import fsutil
+
+    network.save(path)
+    return {"path": str(path), "sha256": fsutil.file_digest(path), "preprocessing": {"rescale": "1/255"},
+            "channels": network.inputs[0].shape[-1], "custom_objects": {}}
+
+
 def random_notop_file(path, name: str) -> str:
     """A ``*_notop`` file in the legacy h5 layout of Keras's published ones, with random
     weights, and random statistics where the init would be an identity (BatchNorm,

@@ -17,6 +17,7 @@ from scripts.common.layout import DATASET_FILES, EXTERNAL_OVERLAP, RUN_DIR, RUN_
 from scripts.data.external import class_map_problems
 from scripts.plan import grid
 from scripts.plan.grid import SCRATCH_CNN
+from scripts.weights.backbone_files import declaration_problems
 from scripts.weights.keras_applications import backbone_names, min_size
 from scripts.weights.weight_files import HED_VGG16_FILE, file_name
 
@@ -113,11 +114,18 @@ def weights_sources(config: dict) -> dict:
     return {source["name"]: source["spec"] for source in grid.weights_sources(config["weights"])}
 
 
-def weights_spec(model: str, weights_name: str, sources: dict, registry: dict, weights_cache: str) -> dict:
-    """How the backbone of one run is initialised: source, local file and hashes."""
+def weights_spec(model: str, weights_name: str, sources: dict, registry: dict, weights_cache: str,
+                 backbones: dict | None = None) -> dict:
+    """How the backbone of one run is initialised: source, local file and hashes. A
+    declared backbone file (``backbones``) starts from its own weights under every
+    pretraining source but ``none``."""
     if model == SCRATCH_CNN or weights_name == grid.RANDOM_INIT:
         return {"source": "none"}
     setting = sources[weights_name]
+    if model in (backbones or {}):
+        if setting == "none":
+            return {"source": "none"}
+        return {"source": "backbone_file", "path": backbones[model]["path"], "sha256": backbones[model]["sha256"]}
     if isinstance(setting, dict):
         if model not in setting and "default" not in setting:
             # a silent ImageNet fallback would run ImageNet weights under this source's name
@@ -233,9 +241,13 @@ def group_problems(name: str, groups: dict) -> list[str]:
 
 
 def model_problems(config: dict) -> list[str]:
-    """Every model name is one of the catalogue's, wherever the config names one, and the
-    study's image size is at least each backbone's smallest."""
-    known = [SCRATCH_CNN, *backbone_names()]
+    """Every model name is one of the catalogue's or a declared backbone file's
+    (``backbones:``, each declaration checked, its file's SHA256 included), wherever the
+    config names one, and the study's image size is at least each backbone's smallest."""
+    declared = config.get("backbones", {})
+    problems = [problem for name, declaration in declared.items()
+                for problem in declaration_problems(name, declaration)]
+    known = [SCRATCH_CNN, *backbone_names(), *declared]
     named = [(f"models[{i}]", model) for i, model in enumerate(config["models"])]
     named += [(f"exclude[{i}].model", rule["model"]) for i, rule in enumerate(config["exclude"]) if "model" in rule]
     for key in ("epochs", "partial_stages"):
@@ -244,7 +256,7 @@ def model_problems(config: dict) -> list[str]:
     for name, setting in weights_sources(config).items():
         if isinstance(setting, dict):
             named += [(f"weights ({name}).{model}", model) for model in setting if model != "default"]
-    problems = [f"{key}: {model!r} is not one of {known}" for key, model in named if model not in known]
+    problems += [f"{key}: {model!r} is not one of {known}" for key, model in named if model not in known]
     size = config["training"]["image_size"]
     problems += [f"training.image_size: {size} px is below {model}'s smallest input, {min_size(model)} px"
                  for model in config["models"] if model in backbone_names() and size < min_size(model)]
@@ -287,7 +299,7 @@ def config_problems(config: dict, sources: dict, registry: dict) -> list[str]:
             if grid.missing_weights(model, name, sources[name]):
                 continue  # a skipped combination (planned_runs), not a problem
             try:
-                spec = weights_spec(model, name, sources, registry, config["weights_cache"])
+                spec = weights_spec(model, name, sources, registry, config["weights_cache"], config["backbones"])
             except ValueError as error:
                 problems.append(str(error))
                 continue
@@ -447,8 +459,9 @@ def run_settings(config: dict, model: str, dataset: str, weights: dict) -> str:
         "epochs": per_model(training["epochs"], model),
         "partial_stages": per_model(training["partial_stages"], model),
     }
+    declared = {"backbone_file": config["backbones"][model]} if model in config["backbones"] else {}
     return json.dumps(
         {"training": settings, "weights": weights,
          "positive_class": config["datasets"][dataset].get("positive_class"),
-         "gradcam": {"min_cells": config["gradcam"]["min_cells"]}},
+         "gradcam": {"min_cells": config["gradcam"]["min_cells"]}, **declared},
         sort_keys=True)

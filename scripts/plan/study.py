@@ -145,11 +145,14 @@ class Study:
     def weights_spec(self, model: str, weights_name: str) -> dict:
         """How the backbone of one run is initialised: source, local file and hashes."""
         return study_config.weights_spec(model, weights_name, self.sources, self.registry,
-                                         self.config["weights_cache"])
+                                         self.config["weights_cache"], self.config["backbones"])
 
     def weights_input(self, wildcards) -> list[str]:
+        """The run's weights file; a declared backbone file's too where it starts from
+        random weights (its architecture is in the file)."""
         spec = self.weights_spec(wildcards.model, wildcards.weights)
-        return [spec["path"]] if "path" in spec else []
+        declared = self.config["backbones"].get(wildcards.model)
+        return [spec["path"]] if "path" in spec else [declared["path"]] if declared else []
 
     def registry_entry(self, wildcards) -> dict:
         """The weights registry entry whose URL ends in the requested file name."""

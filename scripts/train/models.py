@@ -28,12 +28,16 @@ MODELS = (SCRATCH_CNN, *backbone_names())
 SCRATCH_CNN_FILTERS = (32, 64, 128, 256)  # its blocks' widths, input to output
 
 
-def parameters(name: str, n_classes: int = 3) -> int:
+def parameters(name: str, n_classes: int = 3, backbone_file: dict | None = None) -> int:
     """Model ``name``'s parameters (Keras's ``count_params``) with an ``n_classes`` head,
     without building it: what the Slurm pre-flight sizes saved weights and checkpoints by.
     A backbone's count and width are in the catalogue; the scratch CNN's are its 3x3
     convolutions and BatchNorms; the head (:func:`_head`) adds the standardisation's mean,
-    variance and count and the logits layer."""
+    variance and count and the logits layer. A declared backbone file (``backbone_file``)
+    is sized by its bytes, 4 a parameter (float32 weights; its own top included, so an
+    upper bound), without a head."""
+    if backbone_file is not None:
+        return Path(backbone_file["path"]).stat().st_size // 4
     if name == SCRATCH_CNN:
         widths = (3, *SCRATCH_CNN_FILTERS)
         backbone = sum(9 * n_in * n_out + 4 * n_out for n_in, n_out in itertools.pairwise(widths))
@@ -310,11 +314,88 @@ def _pretrained_backbone(constructor, input_tensor, weights: str | Path):
     return base
 
 
+def _spatial(layer) -> bool:
+    shape = getattr(layer, "output", None)
+    return shape is not None and not isinstance(shape, list | tuple) and len(shape.shape) == 4
+
+
+def _file_backbone(declaration: dict, image, pretrained: bool):
+    """The network of a declared ``.keras`` file (scripts/weights/backbone_files.py) on
+    ``image``, up to its ``end_layer`` (default: its last layer with a spatial output),
+    its layers called on the preprocessed image so that the graph stays flat; with the
+    file's weights where ``pretrained``, else from random weights (its architecture only).
+
+    Returns ``(backbone output, backbone layers)``. The file is checked against its
+    SHA256 before Keras reads it.
+    """
+    import keras
+    from keras.tree import flatten as tree_flatten
+
+    from scripts.weights.backbone_files import custom_object, rescale
+    from scripts.weights.weight_files import WeightsError, check
+
+    path = declaration["path"]
+    check(path, sha256=declaration["sha256"])
+    declared = declaration.get("custom_objects", {})
+    objects = {name: custom_object(target, name, path) for name, target in declared.items()}
+    try:
+        loaded = keras.saving.load_model(path, custom_objects=objects, compile=False, safe_mode=True)
+    except (TypeError, ValueError) as error:  # Keras's error for an unknown class or function
+        raise WeightsError(f"backbone file {path} cannot be loaded with the custom objects declared "
+                           f"({sorted(declared) or 'none'}): {error}") from None
+    if not isinstance(loaded, keras.Model) or not hasattr(loaded, "_run_through_graph"):
+        raise WeightsError(f"backbone file {path} holds a {type(loaded).__name__}, not a functional or "
+                           "Sequential Keras model")
+    layers = [layer for layer in loaded.layers if not isinstance(layer, keras.layers.InputLayer)]
+    end = declaration.get("end_layer") or next((layer.name for layer in reversed(layers) if _spatial(layer)), None)
+    names = [layer.name for layer in layers]
+    if end not in names or not _spatial(loaded.get_layer(end)):
+        raise WeightsError(f"backbone file {path}: end_layer {end!r} is not a layer with a spatial (4-D) "
+                           f"output; its layers: {names}")
+    taken = {"image", "rescale", "head_pool", "head_norm", "head_dropout", "logits", "predictions"} & set(names)
+    if taken:
+        raise WeightsError(f"backbone file {path}: layer names {sorted(taken)} are the classifier's own")
+    channels = loaded.inputs[0].shape[-1]
+    if channels != declaration["channels"]:
+        raise WeightsError(f"backbone file {path}: its input has {channels} channels, the declaration says "
+                           f"{declaration['channels']}")
+
+    x = image
+    if channels == 1:  # X-rays are grey: the three channels the pipeline reads are equal
+        x = keras.ops.mean(x, axis=-1, keepdims=True)
+    preprocessing = declaration["preprocessing"]
+    if isinstance(preprocessing, str):
+        x = getattr(keras.applications, preprocessing).preprocess_input(x)
+    else:
+        scale, offset = rescale(preprocessing)
+        x = keras.layers.Rescaling(scale, offset, name="rescale")(x)
+    network = keras.Model(loaded.inputs, loaded.get_layer(end).output)
+    # A copy of each of the file's layers, called on this model's tensor and given the
+    # file's weights: the file's own layers would keep the loaded graph as their first
+    # node, which `layer.output` (Grad-CAM, the stages) reads. This is what
+    # keras.models.clone_model does, without the new Functional it wraps the result in
+    # (whose inputs would cut the graph at x).
+    copies = {}
+
+    def copy(layer):
+        copies[layer.name] = type(layer).from_config(layer.get_config())
+        return copies[layer.name]
+
+    with keras.saving.custom_object_scope(objects):
+        (features,) = tree_flatten(network._run_through_graph([x], operation_fn=copy))
+    for name, layer in copies.items():
+        if pretrained:
+            layer.set_weights(loaded.get_layer(name).get_weights())
+    return features, [name for name in names if name in copies]
+
+
 @tracing.traced("build model (+ load weights)")
 def build_model(model_name: str, image_size: int, n_classes: int, weights: str | Path | None, *,
-                dropout: float, bn_momentum: float):
+                dropout: float, bn_momentum: float, backbone_file: dict | None = None):
     """The classifier for ``model_name``; ``weights`` is None (random init) or a local
-    *_notop file; ``bn_momentum`` is the scratch CNN's BatchNorm momentum.
+    *_notop file; ``bn_momentum`` is the scratch CNN's BatchNorm momentum;
+    ``backbone_file``: the declaration of a user's ``.keras`` backbone (``backbones:``);
+    ``weights`` is then None (its architecture from random weights) or its own file.
 
     Returns ``(model, backbone_layer_names)``; the scratch CNN has no backbone.
     """
@@ -322,6 +403,13 @@ def build_model(model_name: str, image_size: int, n_classes: int, weights: str |
 
     if model_name == SCRATCH_CNN:
         return build_scratch_cnn(image_size, n_classes, dropout, bn_momentum), []
+    if backbone_file is not None:
+        if weights is not None and str(weights) != backbone_file["path"]:
+            raise ValueError(f"{model_name} is the backbone file {backbone_file['path']}: it takes no other "
+                             f"weights ({weights})")
+        inputs = keras.Input((image_size, image_size, 3), name="image")
+        features, backbone = _file_backbone(backbone_file, inputs, pretrained=weights is not None)
+        return keras.Model(inputs, _head(features, n_classes, dropout), name=model_name), backbone
     spec = catalogue()[model_name]
     inputs = keras.Input((image_size, image_size, 3), name="image")
     # The family's own preprocessing: preprocess_input is the identity where the

@@ -187,7 +187,7 @@ def run(identity, inputs: RunInputs, settings: dict, checkpoint_dir: str, featur
         strategy=identity.strategy, seed=identity.seed, feature_cache=feature_cache,
         train_rows=rows["train"], val_rows=rows["val"],
         gradcam_min_cells=settings["gradcam"]["min_cells"],
-        shared=shared or SharedModel(),
+        shared=shared or SharedModel(), backbone_file=settings.get("backbone_file"),
     )
     results = evaluate(inference, identity, inputs.images, label_ids, split_table, rows, classes,
                        settings["positive_class"])
@@ -233,8 +233,11 @@ def shared_feature_cache(identity, inputs: RunInputs, directory: str, settings: 
 def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, seed: int,
           n_classes: int, settings: dict, weights: str | None, checkpoint: Checkpoint,
           feature_cache: FeatureCache | None, train_rows: np.ndarray, val_rows: np.ndarray,
-          gradcam_min_cells: int, shared: SharedModel):
+          gradcam_min_cells: int, shared: SharedModel, backbone_file: dict | None = None):
     """Fit one run; returns ``(model, inference, history rows, summary dict)``.
+
+    ``backbone_file``: the declaration of ``model_name`` where it is a user's ``.keras``
+    file (``backbones:``); ``weights`` is then that file or None (random init).
 
     ``feature_cache`` (pretrained strategies) holds the pooled features of the training
     pool, one row per image; ``train_rows``/``val_rows`` pick this run's rows from it.
@@ -249,7 +252,7 @@ def train(x_train, y_train, x_val, y_val, *, model_name: str, strategy: str, see
     model, backbone, inference = shared.load(
         (model_name, settings["image_size"], n_classes, weights, gradcam_min_cells),
         lambda: build_model(model_name, settings["image_size"], n_classes, weights, dropout=settings["dropout"],
-                            bn_momentum=SCRATCH_BN_MOMENTUM),
+                            bn_momentum=SCRATCH_BN_MOMENTUM, backbone_file=backbone_file),
         gradcam_min_cells, settings["batch_size"], seed_free=weights is not None and strategy in PRETRAINED_STRATEGIES)
     reseed_random_layers(model, epoch_seed(seed, -1))  # the head's dropout before any end-to-end epoch
     weights_by_class = class_weights(y_train, n_classes, settings["class_weight"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -475,3 +477,69 @@ def test_the_plan_names_the_confirmation_seeds(tmp_path):
     plan = study_config.study_plan(config, runs, skipped, {"files": [], "user_set": []})
     assert plan["confirmation_seeds"] == [5, 6]
     assert {run["seed"] for run in plan["runs"]} == {1}  # confirmation runs are no study runs
+
+
+def declared_backbone(tmp_path, **settings) -> dict:
+    """A backbone declaration of a file whose bytes planning hashes (planning never reads
+    it with Keras; tests/model/test_backbone_files.py builds real ones)."""
+    path = tmp_path / "lab.keras"
+    path.write_bytes(b"a lab's network")
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "preprocessing": {"rescale": "1/255"}, "channels": 1, **settings}
+
+
+def test_a_declared_backbone_file_is_a_model_name_and_its_declaration_is_checked_at_planning(tmp_path):
+    good = declared_backbone(tmp_path)
+    config = study(tmp_path, models=["scratch_cnn", "lab"], backbones={"lab": good},
+                   training={"partial_stages": {"default": 1, "lab": 2}})
+    assert config["backbones"]["lab"]["custom_objects"] == {}  # the schema's default
+    assert study_config.model_problems(config) == []
+
+    wrong = {
+        "lab": {**good, "sha256": "0" * 64},
+        "vgg16": good,
+        "lab2": {**good, "custom_objects": {"MyLab>GroupNorm": "mylab_layers_absent.GroupNorm"}},
+        "lab3": {**good, "preprocessing": "imagenet"},
+        "lab4": {**good, "preprocessing": {"rescale": "1/0"}},
+    }
+    config = study(tmp_path / "wrong", models=["scratch_cnn", *wrong], backbones=wrong)
+    problems = study_config.model_problems(config)
+    assert problems[0].startswith(f"backbones.lab: backbone file {good['path']}: SHA256 ")
+    assert problems[0].endswith(f"does not match the expected {'0' * 64}")
+    assert problems[1:] == [
+        "backbones.vgg16: 'vgg16' is the name of a keras.applications backbone of the catalogue; give your "
+        "file another name",
+        f"backbones.lab2.custom_objects.MyLab>GroupNorm: backbone file {good['path']} needs MyLab>GroupNorm, "
+        "but module 'mylab_layers_absent' cannot be imported",
+        f"backbones.lab3.preprocessing: 'imagenet' is not one of {sorted(backbone_families())} "
+        "(or {rescale: 1/255, offset: 0})",
+        "backbones.lab4.preprocessing.rescale: '1/0' is not a number or a fraction such as 1/255",
+    ]
+    assert study_config.model_problems(study(tmp_path / "hyphen", backbones={"my-lab": good}))[0].startswith(
+        "backbones.my-lab: the name must be lower-case letters and digits")
+    with pytest.raises(Exception, match="channels"):
+        study(tmp_path / "channels", backbones={"lab": {**good, "channels": 2}})
+
+
+def backbone_families() -> set[str]:
+    from scripts.weights.keras_applications import catalogue
+
+    return {entry["module"] for entry in catalogue().values()}
+
+
+def test_a_declared_backbone_file_starts_from_its_own_weights_and_only_its_runs_carry_its_declaration(tmp_path):
+    good = declared_backbone(tmp_path)
+    config = study(tmp_path, models=["scratch_cnn", "vgg16", "lab"], backbones={"lab": good},
+                   weights=["none", "imagenet"])
+    sources = study_config.weights_sources(config)
+
+    def spec(model, name):
+        return study_config.weights_spec(model, name, sources, REGISTRY, "cache", config["backbones"])
+
+    assert spec("lab", "imagenet") == {"source": "backbone_file", "path": good["path"], "sha256": good["sha256"]}
+    assert spec("lab", "none") == {"source": "none"}
+    assert spec("vgg16", "imagenet")["source"] == "imagenet"
+    lab = json.loads(study_config.run_settings(config, "lab", "tiny", spec("lab", "imagenet")))
+    assert lab["backbone_file"] == {**good, "custom_objects": {}, "preprocessing": {"rescale": "1/255", "offset": 0}}
+    vgg = json.loads(study_config.run_settings(config, "vgg16", "tiny", spec("vgg16", "imagenet")))
+    assert "backbone_file" not in vgg  # the other runs' settings, and so their results, are unchanged

@@ -121,7 +121,7 @@ def alternatives(values):
 
 wildcard_constraints:
     dataset=alternatives(config["datasets"]),
-    model=alternatives(MODELS),
+    model=alternatives([*MODELS, *config["backbones"]]),
     strategy=alternatives(grid.STRATEGIES),
     weights=alternatives([grid.RANDOM_INIT, *STUDY.sources]),
     fraction=alternatives(grid.fraction_label(f) for f in config["train_fractions"]),

@@ -53,7 +53,10 @@ def slurm_preflight():
     profile key, where Slurm would refuse a job or keep it pending for ever
     (scripts/site/preflight.py)."""
     jobs, login_jobs = submitted_jobs(workflow)
-    sizes = {model: parameters(model) for model in MODELS}
+    sizes = {model: parameters(model) for model in MODELS} | {
+        model: parameters(model, backbone_file=declaration)
+        for model, declaration in config["backbones"].items()
+    }
     disk = preflight.disk_bytes(
         STUDY.runs_to_train(),
         sizes,
