@@ -17,6 +17,7 @@ from scripts.plan.grid import SCRATCH, SCRATCH_CNN, STRATEGIES
 from scripts.stats.comparisons import BASELINE
 
 UNTRAINED_COLOUR = "#dcdcdc"  # bars of runs without pretrained weights: no source colour
+PANELS_PER_ROW = 5  # models side by side in "Metric by strategy"
 
 
 def to_data_uri(figure) -> str:
@@ -61,11 +62,21 @@ def metric_by_strategy(table, metric: str, label: str):
                   for model in models}
     # Each strategy gets a slot wide enough for its horizontal label ("linear_probe" at
     # 8 pt) and its bars side by side; panels share the figure in proportion.
+    # Rows of at most PANELS_PER_ROW models: a wider figure, scaled to the report's column,
+    # would shrink its text below reading size. A shorter row keeps the panels' scale, its
+    # spare width left empty.
     slot_inches = max(0.95, 0.25 * len(sources) + 0.35)
-    slots = [max(len(strategies[model]), 1) for model in models]
-    figure, axes = plt.subplots(1, len(models), figsize=(sum(slot_inches * n + 0.6 for n in slots), 2.8),
-                                squeeze=False, gridspec_kw={"width_ratios": slots})
-    axes = list(axes.flat)
+    inches = {model: slot_inches * max(len(strategies[model]), 1) + 0.6 for model in models}
+    rows = [models[i:i + PANELS_PER_ROW] for i in range(0, len(models), PANELS_PER_ROW)]
+    figure_inches = max(sum(inches[model] for model in row) for row in rows)
+    figure = plt.figure(figsize=(figure_inches, 2.8 * len(rows)))
+    axes, first_of_row = [], []
+    for row_spec, row in zip(figure.add_gridspec(len(rows), 1), rows, strict=True):
+        ratios = [inches[model] for model in row]
+        spare = figure_inches - sum(ratios)
+        row_grid = row_spec.subgridspec(1, len(row) + (spare > 0.01), width_ratios=ratios + [spare] * (spare > 0.01))
+        first_of_row.append(len(axes))
+        axes += [figure.add_subplot(row_grid[0, i]) for i in range(len(row))]
     width = 0.7 / max(len(sources), 1)
     for ax, model in zip(axes, models, strict=False):
         runs = table[table["model"] == model]
@@ -84,7 +95,8 @@ def metric_by_strategy(table, metric: str, label: str):
         ax.set_ylim(0, 1)
         ax.set_title(model, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel(label)
+    for first in first_of_row:
+        axes[first].set_ylabel(label)
     if several_sources:
         handles = [Patch(facecolor=colours[s], edgecolor="#8a9bb0", label=s) for s in sources]
         figure.legend(handles=handles, title="pretraining", fontsize=8, title_fontsize=8, loc="lower center",

@@ -109,6 +109,24 @@ def test_metric_by_strategy_tick_labels_do_not_overlap_at_five_strategies_by_thr
     assert len(vgg.patches) == 1 + 4 * 3
 
 
+def test_metric_by_strategy_wraps_many_models_into_rows_at_one_scale(drawn):
+    """12 backbones and the baseline: rows of 5, 5 and 3 panels, each row labelled, every
+    backbone panel as wide as the others (the short row keeps their scale)."""
+    models = [f"backbone{i:02d}" for i in range(12)]
+    rows = [("scratch_cnn", "scratch", "none", 1.0, 0.5)] + [
+        (model, strategy, "imagenet", 1.0, 0.7) for model in models for strategy in ("frozen", "partial")]
+    plots.metric_by_strategy(runs_table(rows), "f1_macro", "macro-F1")
+    drawn[0].canvas.draw()
+    shown = panels(drawn[0])
+    assert [ax.get_title() for ax in shown] == sorted([*models, "scratch_cnn"])
+    tops = sorted({round(ax.get_position().y1, 3) for ax in shown}, reverse=True)
+    per_row = [[ax for ax in shown if round(ax.get_position().y1, 3) == top] for top in tops]
+    assert [len(row) for row in per_row] == [5, 5, 3]
+    assert [bool(row[0].get_ylabel()) for row in per_row] == [True] * 3
+    widths = {round(ax.get_position().width, 3) for ax in shown if ax.get_title() != "scratch_cnn"}
+    assert max(widths) - min(widths) < 0.01
+
+
 def perfect_run(title: str, seeds: int, labels: list[int]) -> dict:
     y_true = np.asarray(labels)
     return {"title": title, "predictions": [(y_true, np.eye(3)[y_true] * 0.8 + 0.2 / 3)] * seeds}
