@@ -117,15 +117,13 @@ def weights_sources(config: dict) -> dict:
 def weights_spec(model: str, weights_name: str, sources: dict, registry: dict, weights_cache: str,
                  backbones: dict | None = None) -> dict:
     """How the backbone of one run is initialised: source, local file and hashes. A
-    declared backbone file (``backbones``) starts from its own weights under every
-    pretraining source but ``none``."""
+    declared backbone file (``backbones``) starts from its own weights
+    (:data:`scripts.plan.grid.OWN_WEIGHTS`) unless it starts from random weights."""
     if model == SCRATCH_CNN or weights_name == grid.RANDOM_INIT:
         return {"source": "none"}
-    setting = sources[weights_name]
     if model in (backbones or {}):
-        if setting == "none":
-            return {"source": "none"}
         return {"source": "backbone_file", "path": backbones[model]["path"], "sha256": backbones[model]["sha256"]}
+    setting = sources[weights_name]
     if isinstance(setting, dict):
         if model not in setting and "default" not in setting:
             # a silent ImageNet fallback would run ImageNet weights under this source's name
@@ -320,7 +318,7 @@ def planned_runs(config: dict, sources: dict) -> tuple[list[dict], list[dict]]:
     """Every run of the grid with its folder and log folder, and every skipped
     model × strategy with its reason."""
     runs, skipped = grid.plan(trained_datasets(config), config["models"], config["strategies"], sources,
-                              config["train_fractions"], config["seeds"], config["exclude"])
+                              config["train_fractions"], config["seeds"], config["exclude"], config["backbones"])
     for run in runs:
         run.update(dir=RUN_DIR.format(**run), log_dir=RUN_LOG_DIR.format(**run))
     return runs, skipped

@@ -18,6 +18,9 @@ STRATEGIES = (SCRATCH, "linear_probe", "frozen", "partial", "full")
 # Strategies that start from a backbone's weights (pretrained, or a random-init control).
 PRETRAINED_STRATEGIES = STRATEGIES[1:]
 RANDOM_INIT = "none"  # the pretraining label of every run that starts from random weights
+# The pretraining label of a declared backbone file's runs that start from the file's own
+# weights: whatever the study's sources, the file brings its own (config key backbones).
+OWN_WEIGHTS = "own"
 
 
 def baseline_of(configuration: dict) -> dict:
@@ -80,6 +83,8 @@ def weights_sources(setting) -> list[dict]:
     for source in sources:
         if (source["name"] == RANDOM_INIT) != (source["spec"] == RANDOM_INIT):
             raise ValueError(f"weights: the name {RANDOM_INIT!r} is reserved for random initialisation")
+        if source["name"] == OWN_WEIGHTS:
+            raise ValueError(f"weights: the name {OWN_WEIGHTS!r} is reserved for a backbone file's own weights")
     return sources
 
 
@@ -96,12 +101,15 @@ def missing_weights(model: str, name: str, spec) -> str | None:
     return None
 
 
-def plan(datasets, models, strategies, sources: dict, fractions, seeds, exclude=()) -> tuple[list[dict], list[dict]]:
+def plan(datasets, models, strategies, sources: dict, fractions, seeds, exclude=(),
+         backbone_files=()) -> tuple[list[dict], list[dict]]:
     """Every valid run, and every skipped model × strategy (× weights source) with its reason.
 
     ``sources``: the weights sources, name -> setting; runs of the ``scratch`` strategy
     do not depend on them and exist once, as random init. ``exclude``: the config's list
-    of ``{model, strategy}`` (either may be left out: any) not to run.
+    of ``{model, strategy}`` (either may be left out: any) not to run. A model of
+    ``backbone_files`` (declared files) has, instead of the pretrained sources, one
+    :data:`OWN_WEIGHTS` source (random init too where the study has it).
     """
     runs, skipped = [], []
     for model in models:
@@ -111,6 +119,8 @@ def plan(datasets, models, strategies, sources: dict, fractions, seeds, exclude=
                 skipped.append({"model": model, "strategy": strategy, "reason": reason})
                 continue
             names = list(sources) if strategy in PRETRAINED_STRATEGIES else [RANDOM_INIT]
+            if model in backbone_files and strategy in PRETRAINED_STRATEGIES:
+                names = [name if name == RANDOM_INIT else OWN_WEIGHTS for name in names]
             for name in names:
                 reason = missing_weights(model, name, sources.get(name))
                 if reason:

@@ -208,7 +208,8 @@ def shortcut_flag(row: dict, flagged: bool) -> str:
 
 # What the built-in pretraining sources are; a named source says it in its config ``description``.
 BUILT_IN_SOURCES = {grid.RANDOM_INIT: "random initialisation: not pretrained",
-                    "imagenet": "Keras ImageNet weights"}
+                    "imagenet": "Keras ImageNet weights",
+                    grid.OWN_WEIGHTS: "a declared backbone file's own weights (backbones)"}
 
 
 def source_descriptions(weights_setting) -> dict[str, str]:
@@ -237,7 +238,7 @@ def weights_comparison_section(name: str, summary: pd.DataFrame, tables: dict, m
         rows.append({"title": f"{model} · {strategy}{share}", "model": model, "strategy": strategy,
                      "fraction": fraction, "cells": cells, "versus": versus_none})
     rows.sort(key=lambda r: (r["model"], STRATEGIES.index(r["strategy"]), -float(r["fraction"])))
-    return {"sources": sources, "descriptions": {w: descriptions.get(w, "") for w in sources},
+    return {"sources": sources, "descriptions": {w: descriptions.get(w, BUILT_IN_SOURCES.get(w, "")) for w in sources},
             "metric": metric, "rows": rows,
             "comparisons": comparison_rows(versus) if len(versus) else []}
 

@@ -11,6 +11,7 @@ import yaml
 from conftest import PROJECT, validated
 
 from scripts.plan import config as study_config
+from scripts.plan import grid
 
 DEMO_STUDY = yaml.safe_load((PROJECT / "config" / "demo.yaml").read_text())
 SCHEMA = yaml.safe_load((PROJECT / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -536,10 +537,17 @@ def test_a_declared_backbone_file_starts_from_its_own_weights_and_only_its_runs_
     def spec(model, name):
         return study_config.weights_spec(model, name, sources, REGISTRY, "cache", config["backbones"])
 
-    assert spec("lab", "imagenet") == {"source": "backbone_file", "path": good["path"], "sha256": good["sha256"]}
+    # its pretrained runs are labelled by what they start from, not by the study's sources
+    runs, _ = study_config.planned_runs(config, sources)
+    assert {run["weights"] for run in runs if run["model"] == "lab"} == {"none", grid.OWN_WEIGHTS}
+    assert {run["weights"] for run in runs if run["model"] == "vgg16"} == {"none", "imagenet"}
+    assert spec("lab", grid.OWN_WEIGHTS) == {"source": "backbone_file", "path": good["path"],
+                                             "sha256": good["sha256"]}
     assert spec("lab", "none") == {"source": "none"}
     assert spec("vgg16", "imagenet")["source"] == "imagenet"
-    lab = json.loads(study_config.run_settings(config, "lab", "tiny", spec("lab", "imagenet")))
+    with pytest.raises(ValueError, match="'own' is reserved"):
+        study_config.weights_sources(study(tmp_path / "own", weights=[{"name": "own", "source": "imagenet"}]))
+    lab = json.loads(study_config.run_settings(config, "lab", "tiny", spec("lab", grid.OWN_WEIGHTS)))
     assert lab["backbone_file"] == {**good, "custom_objects": {}, "preprocessing": {"rescale": "1/255", "offset": 0}}
     vgg = json.loads(study_config.run_settings(config, "vgg16", "tiny", spec("vgg16", "imagenet")))
     assert "backbone_file" not in vgg  # the other runs' settings, and so their results, are unchanged

@@ -123,7 +123,7 @@ wildcard_constraints:
     dataset=alternatives(config["datasets"]),
     model=alternatives([*MODELS, *config["backbones"]]),
     strategy=alternatives(grid.STRATEGIES),
-    weights=alternatives([grid.RANDOM_INIT, *STUDY.sources]),
+    weights=alternatives([grid.RANDOM_INIT, grid.OWN_WEIGHTS, *STUDY.sources]),
     fraction=alternatives(grid.fraction_label(f) for f in config["train_fractions"]),
     seed=r"\d+",
     seeds=r"\d+-\d+",
