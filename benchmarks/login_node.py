@@ -178,9 +178,9 @@ def bench_dataset_steps(work: Path) -> None:
         "verify (SHA256 of every image)": [
             "verify", "--dataset", "demo", "--root", str(DEMO), "--manifest", str(DEMO_MANIFEST), "--leakage", "warn",
             "--positive-class=", "--index", index, "--report", str(folder / "verify.json")],
-        "leakage (decode and fingerprint every image)": [
+        "leakage (decode, fingerprint and align every image)": [
             "leakage", "--root", str(DEMO), "--index", index, "--policy", "warn",
-            "--output", str(folder / "leakage.csv")],
+            "--output", str(folder / "leakage.csv"), "--copies", str(folder / "copies.csv")],
         "thumbnails (decode the test images)": [
             "thumbnails", "--root", str(DEMO), "--index", index, "--output", str(folder / "thumbnails.npz")],
         "external_overlap (decode both datasets' images; the demo against itself)": [

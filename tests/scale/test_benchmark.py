@@ -23,9 +23,10 @@ def expected_jobs(datasets: int, seeds: int) -> int:
 
     Per dataset and seed: 17 train runs (scratch_cnn x scratch, 4 backbones x 4
     strategies; scratch_cnn's other 3 strategies are skipped) and 1 split; per
-    dataset: verify, leakage, prepare_images, thumbnails; once: plan, aggregate, report, all.
+    dataset: verify, leakage, prepare_images, thumbnails; once: plan, aggregate, confirm,
+    report, all.
     """
-    return 18 * datasets * seeds + 4 * datasets + 4
+    return 18 * datasets * seeds + 4 * datasets + 5
 
 
 def test_quick_benchmark_writes_tables(tmp_path):
@@ -45,7 +46,7 @@ def test_quick_benchmark_writes_tables(tmp_path):
     dry_runs = table[table["measurement"].str.contains(" jobs$", regex=True)]
     datasets, seeds = QUICK_GRID
     counts = [int(m.rsplit(": ", 1)[1].split()[0]) for m in dry_runs["measurement"]]
-    assert counts == [expected_jobs(datasets, seeds * f) for f in (1, 2, 4)] == [44, 80, 152]
+    assert counts == [expected_jobs(datasets, seeds * f) for f in (1, 2, 4)] == [45, 81, 153]
     share = table.loc[table["measurement"] == "... our code's share of the dry run", "value"].item()
     assert 0 < share < 100
 
@@ -75,4 +76,4 @@ def test_login_node_benchmark_measures_each_step_in_its_own_process(tmp_path):
     assert list(table["runs"]) == [0] * 4 + [65] * 5
     # the dry run as a user starts it (the shipped Slurm profile): one pack per configuration at 1 seed
     (jobs,) = table["jobs"].dropna()
-    assert jobs == "plan 1, train 65, aggregate 1, report 1", jobs
+    assert jobs == "plan 1, train 65, aggregate 1, confirm 1, report 1", jobs
