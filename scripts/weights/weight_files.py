@@ -76,7 +76,7 @@ def fetch(url: str, md5: str | None, dest: str | Path, timeout: float = 60, sha2
     dest = Path(dest)
     record = first_use_record(dest)
     if not (md5 or sha256) and record.is_file():
-        sha256 = record.read_text().split()[0]
+        sha256 = first_use_sha256(dest)
     try:
         with fsutil.atomic_path(dest) as tmp:
             with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
