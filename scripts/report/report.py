@@ -22,7 +22,7 @@ import pandas as pd
 
 from scripts.common import fsutil
 from scripts.data.external import ALIGNMENT, DIFFERENT_RADIOGRAPHS_BELOW, FINGERPRINT_SIZE, NEAR_DUPLICATE_CORRELATION
-from scripts.plan.config import CONFIRMING, NOT_CONFIGURED
+from scripts.plan.config import CONFIRMING, NOT_CONFIGURED, confirmation_seeds
 from scripts.plan.grid import SCRATCH, config_title
 from scripts.report.qualifiers import with_decisions
 from scripts.report.tables import FIELD_TABLES
@@ -94,7 +94,7 @@ def render(plan: dict, tables: dict, output: str | Path, project: str | Path = "
         "bootstrap": verdict["bootstrap"],
         "selection_metric": verdict["selection_metric"],
         "configuration": configuration_section(plan),
-        "confirmation_seeds": plan.get("confirmation_seeds", []),
+        "confirmation_seeds": confirmation_seeds(plan["config"]),
         "commit": git_commit(Path(project)),
         "n_ok": verdict["finished"],
         "n_runs": verdict["planned"],
